@@ -1,0 +1,147 @@
+"""The checkpoint format: one safetensors file holding the weights and the model's metadata as JSON.
+
+Loading never unpickles anything: safetensors stores raw tensors, and the metadata is plain JSON under the
+key ``fastunet``. A PyTorch pickle (``torch.save``) is recognised by its first bytes and refused unread.
+A weights-only state dict from elsewhere can be wrapped into a checkpoint with ``fastunet-geo init
+--weights``, which reads it with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from fastunet_core import __version__
+from fastunet_core.atomic import atomic_output
+from fastunet_core.errors import CheckpointError, ConfigError, UnsafeCheckpointError
+from fastunet_core.metadata import ModelMeta
+from fastunet_core.models.registry import build_model
+
+METADATA_KEY = "fastunet"
+_PICKLE_MAGICS = (b"PK\x03\x04", b"\x80")  # torch.save zip archive, raw pickle protocol >= 2
+
+
+@dataclass
+class LoadedModel:
+    """A model rebuilt from a checkpoint, in eval mode on the CPU, with its metadata."""
+
+    model: nn.Module
+    meta: ModelMeta
+    path: Path
+
+
+def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, meta: ModelMeta, overwrite: bool = False) -> Path:
+    """Write ``model``'s weights and ``meta`` to ``path`` (atomically: temp file, then rename)."""
+    meta_dict = meta.to_dict()
+    meta_dict["versions"] = {**meta_dict.get("versions", {}), "fastunet_geo": __version__,
+                             "torch": torch.__version__.split("+")[0]}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_output(Path(path), overwrite=overwrite) as tmp:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta_dict)})
+    return Path(path)
+
+
+def read_metadata(path: str | os.PathLike[str]) -> ModelMeta:
+    """Read only the metadata of a checkpoint (fast: the weights are not loaded)."""
+    p = _check_file(Path(path))
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            raw = (f.metadata() or {}).get(METADATA_KEY)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{p} is not a fastunet-geo checkpoint (not a readable safetensors file: {exc})") from exc
+    if raw is None:
+        raise CheckpointError(
+            f"{p} is a safetensors file without fastunet-geo metadata; wrap its weights into a checkpoint "
+            "with 'fastunet-geo init ARCH --weights FILE ...'"
+        )
+    try:
+        return ModelMeta.from_dict(json.loads(raw))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{p}: the checkpoint metadata is not valid JSON ({exc})") from exc
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> LoadedModel:
+    """Rebuild the model described by a checkpoint and load its weights (CPU, eval mode)."""
+    p = Path(path)
+    meta = read_metadata(p)
+    model = build_model(meta.architecture, meta.input.n_bands, meta.n_classes, meta.arch_args)
+    try:
+        state = load_file(str(p), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{p}: the weights could not be read ({exc})") from exc
+    load_weights(model, state, source=str(p))
+    model.eval()
+    return LoadedModel(model, meta, p)
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load a state dict into ``model``, with a readable error on any mismatch."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    bad_shape = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or bad_shape:
+        details = []
+        if missing:
+            details.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if bad_shape:
+            k = bad_shape[0]
+            details.append(f"{len(bad_shape)} with other shapes (e.g. {k}: {tuple(state[k].shape)} vs "
+                           f"{tuple(own[k].shape)})")
+        raise CheckpointError(f"{source}: the weights do not fit the architecture: " + "; ".join(details))
+    model.load_state_dict(state, strict=True)
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read bare weights from a .safetensors file or a weights-only PyTorch file (never unpickling code)."""
+    p = _check_file(Path(path), allow_pickle=True)
+    if _looks_like_pickle(p):
+        try:
+            obj = torch.load(str(p), map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises UnpicklingError/RuntimeError for unsafe or broken files
+            raise UnsafeCheckpointError(
+                f"{p} is not a plain weights file: torch refused it in weights-only mode ({type(exc).__name__}); "
+                "it may contain code, so it is not loaded"
+            ) from exc
+        if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+            obj = obj["state_dict"]
+        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise ConfigError(f"{p} does not hold a state dict (a mapping of names to tensors)")
+        return dict(obj)
+    try:
+        return load_file(str(p), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{p} is neither a safetensors file nor a PyTorch weights file ({exc})") from exc
+
+
+def _looks_like_pickle(p: Path) -> bool:
+    with p.open("rb") as f:
+        head = f.read(4)
+    return any(head.startswith(m) for m in _PICKLE_MAGICS)
+
+
+def _check_file(p: Path, allow_pickle: bool = False) -> Path:
+    if not p.exists():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint path is not a file: {p}")
+    if not allow_pickle and _looks_like_pickle(p):
+        raise UnsafeCheckpointError(
+            f"{p} is a PyTorch pickle file, not a fastunet-geo checkpoint; it is refused unread because "
+            "unpickling can run arbitrary code. Wrap plain weights with 'fastunet-geo init ARCH --weights FILE'"
+        )
+    with p.open("rb") as f:
+        head = f.read(8)
+    if len(head) < 8 or struct.unpack("<Q", head)[0] > min(p.stat().st_size, 100_000_000):
+        raise CheckpointError(f"{p} is not a fastunet-geo checkpoint (not a safetensors file)")
+    return p

@@ -1,0 +1,70 @@
+"""The ``fastunet-geo`` command line: a thin caller of the core's tool functions.
+
+Heavy libraries (torch, rasterio) are imported inside the commands, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from fastunet_core import __version__
+from fastunet_core.cli import info_cmd, init_cmd, predict_cmd
+from fastunet_core.errors import CancelledError, FastUNetError
+
+
+class _Group(click.Group):
+    """A group that turns our errors into one line and an exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FastUNetError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(130 if isinstance(exc, CancelledError) else 1)
+        except KeyboardInterrupt:
+            click.echo("interrupted; no output was written", err=True)
+            ctx.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:  # a bug: say so in one line, traceback only with -v
+            if ctx.obj and ctx.obj.get("verbose", 0) > 0:
+                traceback.print_exc()
+            click.echo(f"internal error: {type(exc).__name__}: {exc} (rerun with -v for details, and please "
+                       "report it)", err=True)
+            ctx.exit(3)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="fastunet-geo")
+@click.option("-v", "--verbose", count=True, help="More output (repeat for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress bar.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """Fast UNet segmentation of orthophotos and satellite images.
+
+    \b
+    Example:
+      fastunet-geo init unet_tiny --classes background,building -o model.safetensors
+      fastunet-geo predict ortho.tif --model model.safetensors -o classes.tif
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["verbose"] = verbose
+    ctx.obj["quiet"] = quiet
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    logging.captureWarnings(True)
+
+
+cli.add_command(predict_cmd.predict)
+cli.add_command(init_cmd.init)
+cli.add_command(info_cmd.info)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="fastunet-geo")

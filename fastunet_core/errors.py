@@ -1,0 +1,59 @@
+"""One error hierarchy for the whole core.
+
+Every error a user can cause derives from :class:`FastUNetError`; subclasses also inherit the matching
+builtin (``ValueError``, ``OSError`` ...) so callers may catch either. Messages are written for the user:
+they say what is wrong and what to do next, in one line. The CLI prints them without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class FastUNetError(Exception):
+    """Root of all fastunet-geo errors."""
+
+
+class InputRasterError(FastUNetError, ValueError):
+    """The input raster cannot be used (missing, unreadable, not georeferenced, wrong bands...)."""
+
+
+class CheckpointError(FastUNetError, ValueError):
+    """A checkpoint file is missing, corrupt, or does not describe a model we can build."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint would need unpickling (arbitrary code execution); it is refused unread."""
+
+
+class UnknownArchitectureError(CheckpointError, KeyError):
+    """An architecture name is not in the registry."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigError(FastUNetError, ValueError):
+    """An option or configuration value is invalid."""
+
+
+class DeviceError(FastUNetError, RuntimeError):
+    """The requested compute device cannot be used."""
+
+
+class OutputExistsError(FastUNetError, FileExistsError):
+    """The output exists and overwriting was not allowed."""
+
+
+class OutputWriteError(FastUNetError, OSError):
+    """The output could not be written."""
+
+
+class CancelledError(FastUNetError):
+    """The user cancelled the run; nothing was written."""
+
+
+class FastUNetWarning(UserWarning):
+    """Something the user should know about that does not stop the run."""
+
+
+class EmptyInputWarning(FastUNetWarning):
+    """The input holds no valid pixel; the output is all nodata."""

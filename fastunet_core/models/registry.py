@@ -1,0 +1,117 @@
+"""Architecture registry: a name maps to a builder ``(in_channels, num_classes, **args) -> nn.Module``.
+
+Checkpoints store the name and the constructor arguments, never a pickled model, so every model that can
+be loaded is built here. An unknown name raises an error that lists the valid ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from fastunet_core.errors import ConfigError, UnknownArchitectureError
+from fastunet_core.models.unet import PRESETS, UNet
+
+Builder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A registered architecture."""
+
+    name: str
+    build: Builder
+    description: str
+    size_divisor: Callable[[Mapping[str, Any]], int]
+    defaults: Mapping[str, Any]
+
+
+REGISTRY: dict[str, Architecture] = {}
+
+
+def register(name: str, build: Builder, description: str, size_divisor: Callable[[Mapping[str, Any]], int],
+             defaults: Mapping[str, Any] | None = None) -> None:
+    """Add an architecture to the registry."""
+    REGISTRY[name] = Architecture(name, build, description, size_divisor, dict(defaults or {}))
+
+
+def get_architecture(name: str) -> Architecture:
+    """Return the registered architecture, or raise an error listing the valid names."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise UnknownArchitectureError(
+            f"unknown architecture {name!r}; valid names: {', '.join(sorted(REGISTRY))}"
+        ) from None
+
+
+def build_model(name: str, in_channels: int, num_classes: int, args: Mapping[str, Any] | None = None) -> nn.Module:
+    """Build an untrained model from its registry name and constructor arguments."""
+    arch = get_architecture(name)
+    kwargs = {**arch.defaults, **(args or {})}
+    try:
+        return arch.build(in_channels=in_channels, num_classes=num_classes, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"bad arguments for architecture {name!r}: {exc}") from exc
+
+
+def size_divisor(name: str, args: Mapping[str, Any] | None = None) -> int:
+    """Return the number the input's height and width must be a multiple of."""
+    arch = get_architecture(name)
+    return arch.size_divisor({**arch.defaults, **(args or {})})
+
+
+def _unet_divisor(args: Mapping[str, Any]) -> int:
+    return 2 ** (len(args["widths"]) - 1)
+
+
+def _make_unet_builder(preset: Mapping[str, Any] | None) -> Builder:
+    def build(in_channels: int, num_classes: int, **kwargs: Any) -> nn.Module:
+        merged = {**(preset or {}), **kwargs}
+        return UNet(in_channels, num_classes, merged["widths"], merged.get("convs", 2))
+
+    return build
+
+
+def _smp_builder(cls_name: str) -> Builder:
+    def build(in_channels: int, num_classes: int, encoder_name: str = "resnet34",
+              encoder_weights: str | None = None, **kwargs: Any) -> nn.Module:
+        import segmentation_models_pytorch as smp  # heavy import: only when an smp model is built
+
+        cls = getattr(smp, cls_name)
+        return cls(encoder_name=encoder_name, encoder_weights=encoder_weights, in_channels=in_channels,
+                   classes=num_classes, **kwargs)
+
+    return build
+
+
+def _smp_divisor(args: Mapping[str, Any]) -> int:
+    return 2 ** int(args.get("encoder_depth", 5))
+
+
+register("unet", _make_unet_builder(None), "UNet with your own widths and convolutions per level",
+         _unet_divisor, {"widths": (64, 128, 256, 512, 1024), "convs": 2})
+_DESCRIPTIONS = {
+    "unet_base": "paper: UNet Base, widths 64..1024, 2 convs per block",
+    "unet_short": "paper: UNet Short, widths 128,128,256,512, 2 convs per block",
+    "unet_skinny": "paper: UNet Skinny, 7 levels 32..512, 1 conv per block",
+    "unet_lessconv": "paper: UNet Less-Conv, Skinny widths, 3 convs in the top two levels",
+    "unet_tiny": "not in the paper: a tiny UNet for tests, demos and quick CPU runs",
+}
+for _name, _preset in PRESETS.items():
+    register(_name, _make_unet_builder(_preset), _DESCRIPTIONS[_name], _unet_divisor, _preset)
+register("unetplusplus", _smp_builder("UnetPlusPlus"), "smp UNet++ (baseline in the paper), resnet34 encoder",
+         _smp_divisor, {"encoder_name": "resnet34"})
+register("deeplabv3plus", _smp_builder("DeepLabV3Plus"), "smp DeepLabV3+ (baseline in the paper), resnet34 encoder",
+         _smp_divisor, {"encoder_name": "resnet34"})
+
+
+def check_arch_args(args: Mapping[str, Any]) -> dict[str, Any]:
+    """Return JSON-friendly constructor arguments (tuples become lists)."""
+    out: dict[str, Any] = {}
+    for key, value in args.items():
+        out[key] = list(value) if isinstance(value, tuple) else value
+    return out

@@ -1,0 +1,95 @@
+"""The paper's UNet family as one parameterised builder.
+
+``UNet(widths, convs)``: one ConvBlock per level (``convs[j]`` times 3x3 conv + BatchNorm + ReLU), a 2x2
+max-pool between levels, the last level is the bottleneck. The decoder goes back up level by level: a 2x2
+stride-2 transposed convolution from ``widths[j+1]`` to ``widths[j]`` channels, concatenation with the
+skip, then a ConvBlock with ``convs[j]`` convolutions. A 1x1 convolution maps to the classes.
+
+The four variants of Cai & Zhang are presets of this builder (see :data:`PRESETS`); users define their own
+trimmed UNets by giving other widths and convolution counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from fastunet_core.errors import ConfigError
+
+
+def conv_block(cin: int, cout: int, n: int) -> nn.Sequential:
+    """Return ``n`` x (3x3 conv with bias, BatchNorm, ReLU)."""
+    layers: list[nn.Module] = []
+    for i in range(n):
+        layers += [nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+class UNet(nn.Module):
+    """A UNet with a width and a convolution count per level.
+
+    Args:
+        in_channels: number of input bands.
+        num_classes: number of output classes (logit channels).
+        widths: channels per level, top (full resolution) to bottom (bottleneck).
+        convs: convolutions per block per level (same length as ``widths``), used by both the encoder
+            block and the decoder block of that level; a single int applies to every level.
+    """
+
+    def __init__(
+        self, in_channels: int, num_classes: int, widths: Sequence[int], convs: Sequence[int] | int = 2
+    ) -> None:
+        super().__init__()
+        widths = [int(w) for w in widths]
+        convs_list = [int(convs)] * len(widths) if isinstance(convs, int) else [int(c) for c in convs]
+        if len(widths) < 2:
+            raise ConfigError(f"a UNet needs at least two levels, got widths {widths}")
+        if len(convs_list) != len(widths):
+            raise ConfigError(f"convs needs one count per level ({len(widths)}), got {convs_list}")
+        if in_channels < 1 or num_classes < 1 or min(widths) < 1 or min(convs_list) < 1:
+            raise ConfigError("in_channels, num_classes, widths and convs must all be positive")
+        self.widths = widths
+        self.encoder = nn.ModuleList()
+        cin = in_channels
+        for w, n in zip(widths, convs_list, strict=True):
+            self.encoder.append(conv_block(cin, w, n))
+            cin = w
+        self.pool = nn.MaxPool2d(2)
+        self.up = nn.ModuleList()
+        self.decoder = nn.ModuleList()
+        for j in range(len(widths) - 2, -1, -1):
+            self.up.append(nn.ConvTranspose2d(widths[j + 1], widths[j], 2, stride=2))
+            self.decoder.append(conv_block(2 * widths[j], widths[j], convs_list[j]))
+        self.head = nn.Conv2d(widths[0], num_classes, 1)
+
+    @property
+    def size_divisor(self) -> int:
+        """Input height and width must be multiples of this (one halving per pool)."""
+        return 2 ** (len(self.widths) - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map (B, bands, H, W) to logits (B, classes, H, W)."""
+        skips = []
+        for i, block in enumerate(self.encoder):
+            x = block(x)
+            if i < len(self.encoder) - 1:
+                skips.append(x)
+                x = self.pool(x)
+        for up, block in zip(self.up, self.decoder, strict=True):
+            x = up(x)
+            x = block(torch.cat([x, skips.pop()], dim=1))
+        return self.head(x)
+
+
+# The paper's variants (Cai & Zhang, "Finding a Faster UNet for Satellite Image Segmentation").
+SKINNY_WIDTHS = (32, 64, 128, 256, 512, 512, 512)
+PRESETS: dict[str, dict[str, object]] = {
+    "unet_base": {"widths": (64, 128, 256, 512, 1024), "convs": 2},
+    "unet_short": {"widths": (128, 128, 256, 512), "convs": 2},
+    "unet_skinny": {"widths": SKINNY_WIDTHS, "convs": 1},
+    "unet_lessconv": {"widths": SKINNY_WIDTHS, "convs": (3, 3, 1, 1, 1, 1, 1)},
+    # Not from the paper: a very small member for tests, demos and CPU experiments.
+    "unet_tiny": {"widths": (8, 16, 32), "convs": 1},
+}

@@ -1,0 +1,39 @@
+"""A small progress-and-cancel interface shared by the CLI (tqdm), QGIS tasks and Processing feedback."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Progress(Protocol):
+    """What a long-running core function reports to, and asks whether it should stop."""
+
+    def start(self, total: int, label: str) -> None:
+        """Announce ``total`` units of work."""
+
+    def advance(self, n: int = 1) -> None:
+        """Report ``n`` more units done."""
+
+    def is_cancelled(self) -> bool:
+        """Return True when the user asked to stop."""
+        return False
+
+    def message(self, text: str) -> None:
+        """Show one line of information (device used, warnings...)."""
+
+
+class NullProgress:
+    """Progress that shows nothing and never cancels."""
+
+    def start(self, total: int, label: str) -> None:
+        """Ignore."""
+
+    def advance(self, n: int = 1) -> None:
+        """Ignore."""
+
+    def is_cancelled(self) -> bool:
+        """Never cancel."""
+        return False
+
+    def message(self, text: str) -> None:
+        """Ignore."""

@@ -1,0 +1,135 @@
+"""Open and check the input raster, and read tiles from it (windowed reads, normalised, with validity).
+
+Validity comes from GDAL's dataset mask, which covers a nodata value, an internal or external (.msk) mask
+and an alpha band; for float rasters non-finite values are invalid too.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import ColorInterp
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.windows import Window
+
+from fastunet_core.errors import InputRasterError
+from fastunet_core.metadata import InputSpec
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What the pipeline needs to know about an input raster."""
+
+    path: Path
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs_wkt: str | None
+    data_bands: tuple[int, ...]  # bands that are not alpha
+
+
+def open_raster(path: str | os.PathLike[str]) -> rasterio.io.DatasetReader:
+    """Open a raster for reading, turning GDAL's errors into one readable line."""
+    p = Path(path)
+    if not p.exists() and "://" not in str(path) and not str(path).startswith("/vsi"):
+        raise InputRasterError(f"input raster not found: {p}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(p)
+    except RasterioIOError as exc:
+        raise InputRasterError(f"{p} is not a raster GDAL can read ({_first_line(exc)})") from exc
+
+
+def inspect_raster(src: rasterio.io.DatasetReader) -> RasterInfo:
+    """Check that ``src`` can be segmented onto a map, and describe it."""
+    name = Path(src.name)
+    t = src.transform
+    if t.b != 0 or t.d != 0:
+        raise InputRasterError(
+            f"{name} has a rotated or sheared geotransform; warp it north-up first "
+            f"(e.g. gdalwarp {name.name} northup.tif)"
+        )
+    if src.crs is None and t.is_identity and not src.gcps[0]:
+        raise InputRasterError(
+            f"{name} has no georeferencing (no CRS and no geotransform), so the result could not be placed "
+            "on a map; georeference it first (e.g. in QGIS's Georeferencer, or gdal_translate -a_srs -a_ullr)"
+        )
+    if src.crs is None and src.gcps[0]:
+        raise InputRasterError(f"{name} is georeferenced by GCPs only; warp it first (gdalwarp {name.name} out.tif)")
+    if len(set(src.dtypes)) != 1:
+        raise InputRasterError(f"{name} mixes band data types {sorted(set(src.dtypes))}; convert it to one type")
+    data_bands = tuple(i for i, ci in enumerate(src.colorinterp, start=1) if ci != ColorInterp.alpha)
+    return RasterInfo(name, src.width, src.height, src.count, src.dtypes[0],
+                      src.crs.to_wkt() if src.crs else None, data_bands)
+
+
+def choose_bands(info: RasterInfo, spec: InputSpec, override: Sequence[int] | None = None) -> tuple[int, ...]:
+    """Return the raster bands to feed the model, in model channel order, or raise a clear error."""
+    if override:
+        bands = tuple(int(b) for b in override)
+        if len(bands) != spec.n_bands:
+            raise InputRasterError(f"--bands lists {len(bands)} bands but the model takes {spec.n_bands}")
+    else:
+        bands = spec.bands
+        if len(info.data_bands) != spec.n_bands:
+            raise InputRasterError(
+                f"{info.path.name} has {len(info.data_bands)} data band(s) but the model takes {spec.n_bands} "
+                f"(bands {', '.join(map(str, spec.bands))}); choose them with --bands, e.g. --bands "
+                + ",".join(str(b) for b in range(1, spec.n_bands + 1))
+            )
+    bad = [b for b in bands if not 1 <= b <= info.count]
+    if bad:
+        raise InputRasterError(f"{info.path.name} has {info.count} band(s); band(s) {bad} do not exist")
+    return bands
+
+
+@dataclass
+class Tile:
+    """One tile read from the raster: model input (padded to the tile size) and pixel validity."""
+
+    row: int
+    col: int
+    window: Window
+    data: np.ndarray  # (bands, tile, tile) float32, normalised, padded
+    valid: np.ndarray  # (window.height, window.width) bool, unpadded
+
+
+class TileReader:
+    """Read tiles of a raster, normalised for the model, with their validity masks."""
+
+    def __init__(self, src: rasterio.io.DatasetReader, bands: Sequence[int], spec: InputSpec, tile_size: int) -> None:
+        self.src = src
+        self.bands = list(bands)
+        self.spec = spec
+        self.tile_size = tile_size
+        self._is_float = np.issubdtype(np.dtype(src.dtypes[0]), np.floating)
+
+    def read_valid(self, window: Window) -> np.ndarray:
+        """Return the (h, w) validity of ``window`` from GDAL's dataset mask (cheap: no band data)."""
+        return self.src.dataset_mask(window=window) > 0
+
+    def read(self, row: int, col: int, window: Window, valid: np.ndarray) -> Tile:
+        """Read one tile; invalid pixels become 0 after normalisation (the training mean)."""
+        raw = self.src.read(self.bands, window=window)
+        if self._is_float:
+            valid = valid & np.isfinite(raw).all(axis=0)
+        x = self.spec.normalise(raw)
+        if not valid.all():
+            x[:, ~valid] = 0.0
+        h, w = valid.shape
+        if h < self.tile_size or w < self.tile_size:
+            x = np.pad(x, ((0, 0), (0, self.tile_size - h), (0, self.tile_size - w)), mode="symmetric")
+        return Tile(row, col, window, x, valid)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

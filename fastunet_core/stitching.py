@@ -1,0 +1,158 @@
+"""Streaming blend-and-stitch of per-tile class probabilities into finished rows of a class map.
+
+The raster is cut into *cells* by every tile edge along each axis. Each cell is covered by a fixed set of
+tiles, known in advance, so a cell is finished the moment its last tile has been added: it is then turned
+into class ids (argmax after blending, never per tile) and handed to the row assembler, and its
+accumulator is freed. Accumulators are allocated when a cell is first touched, so with tiles added row by
+row the live memory is the band of overlap cells below the current tile row plus about one tile, never
+the whole raster. The assembler writes whole block rows of the output as soon as they are complete.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+
+import numpy as np
+
+from fastunet_core.errors import FastUNetError
+from fastunet_core.grid import TileGrid, covering_counts, edges
+
+# write(row_offset, array of shape (bands, rows, width)) -> None
+RowWriter = Callable[[int, np.ndarray], None]
+
+
+class RowAssembler:
+    """Collect finished cells into full-width rows; write block-aligned row chunks as they complete."""
+
+    def __init__(self, y_edges: list[int], n_x_cells: int, width: int, bands: int, dtype: np.dtype,
+                 block_rows: int, write: RowWriter) -> None:
+        self.y_edges = y_edges
+        self.width = width
+        self.bands = bands
+        self.dtype = dtype
+        self.block_rows = block_rows
+        self._write = write
+        self._remaining = [n_x_cells] * (len(y_edges) - 1)
+        self._rows: dict[int, np.ndarray] = {}  # y-cell index -> (bands, cell height, width)
+        self._complete_upto = 0  # y-cells [0, this) are complete
+        self.written_rows = 0
+
+    def put(self, ly: int, x0: int, values: np.ndarray) -> None:
+        """Place a finished cell (y-cell ``ly``, starting at column ``x0``)."""
+        buf = self._rows.get(ly)
+        if buf is None:
+            h = self.y_edges[ly + 1] - self.y_edges[ly]
+            buf = self._rows[ly] = np.empty((self.bands, h, self.width), dtype=self.dtype)
+        buf[:, :, x0 : x0 + values.shape[2]] = values
+        self._remaining[ly] -= 1
+        while self._complete_upto < len(self._remaining) and self._remaining[self._complete_upto] == 0:
+            self._complete_upto += 1
+        self._flush()
+
+    def _flush(self) -> None:
+        done_row = self.y_edges[self._complete_upto]
+        height = self.y_edges[-1]
+        end = done_row if done_row == height else (done_row // self.block_rows) * self.block_rows
+        while self.written_rows < end:
+            stop = min(end, self.written_rows + self.block_rows)
+            self._write(self.written_rows, self._gather(self.written_rows, stop))
+            self.written_rows = stop
+            for ly in [ly for ly in self._rows if self.y_edges[ly + 1] <= stop]:
+                del self._rows[ly]
+
+    def _gather(self, start: int, stop: int) -> np.ndarray:
+        out = np.empty((self.bands, stop - start, self.width), dtype=self.dtype)
+        ly = bisect.bisect_right(self.y_edges, start) - 1
+        while ly < len(self.y_edges) - 1 and self.y_edges[ly] < stop:
+            a, b = max(start, self.y_edges[ly]), min(stop, self.y_edges[ly + 1])
+            out[:, a - start : b - start] = self._rows[ly][:, a - self.y_edges[ly] : b - self.y_edges[ly]]
+            ly += 1
+        return out
+
+
+class StreamingStitcher:
+    """Blend tiles' class probabilities and emit finished class ids (and optional probabilities).
+
+    Args:
+        grid: the tile grid.
+        n_classes: number of probability channels per tile.
+        blend: ``cosine`` or ``core`` (see :meth:`fastunet_core.grid.AxisLayout.weights`).
+        finish_cell: called with (y-cell, x0, summed probabilities (C, h, w), weight sum (h, w)) when a
+            cell is complete; weight 0 marks a pixel without data.
+    """
+
+    def __init__(self, grid: TileGrid, n_classes: int, blend: str,
+                 finish_cell: Callable[[int, int, np.ndarray, np.ndarray], None]) -> None:
+        self.grid = grid
+        self.n_classes = n_classes
+        self.blend = blend
+        self.finish_cell = finish_cell
+        self.x_edges = edges(grid.cols)
+        self.y_edges = edges(grid.rows)
+        cx = covering_counts(grid.cols, self.x_edges)
+        cy = covering_counts(grid.rows, self.y_edges)
+        self._pending = np.outer(np.asarray(cy), np.asarray(cx)).astype(np.int64)
+        self._acc: dict[tuple[int, int], np.ndarray] = {}
+        self._added = np.zeros((len(grid.rows.starts), len(grid.cols.starts)), dtype=bool)
+        self._wy = [grid.rows.weights(i, blend) for i in range(len(grid.rows.starts))]
+        self._wx = [grid.cols.weights(j, blend) for j in range(len(grid.cols.starts))]
+
+    @property
+    def live_cells(self) -> int:
+        """Number of cell accumulators currently held in memory."""
+        return len(self._acc)
+
+    def _cells(self, edges_: list[int], start: int, length: int) -> range:
+        return range(edges_.index(start), edges_.index(start + length))
+
+    def add(self, row: int, col: int, probs: np.ndarray | None, valid: np.ndarray | None) -> None:
+        """Add tile (row, col): ``probs`` (C, h, w) over its window and its validity (h, w).
+
+        ``probs=None`` adds a tile without data (it was skipped): its cells just count it as done.
+        """
+        if self._added[row, col]:
+            raise FastUNetError(f"tile ({row}, {col}) was added twice")
+        self._added[row, col] = True
+        r0, c0 = self.grid.rows.starts[row], self.grid.cols.starts[col]
+        h, w = self.grid.rows.tile, self.grid.cols.tile
+        weights = None
+        if probs is not None:
+            weights = np.outer(self._wy[row], self._wx[col])
+            if valid is not None:
+                weights = weights * valid
+        for ly in self._cells(self.y_edges, r0, h):
+            y0, y1 = self.y_edges[ly], self.y_edges[ly + 1]
+            for kx in self._cells(self.x_edges, c0, w):
+                x0, x1 = self.x_edges[kx], self.x_edges[kx + 1]
+                acc = self._acc.get((ly, kx))
+                if acc is None:
+                    acc = self._acc[(ly, kx)] = np.zeros((self.n_classes + 1, y1 - y0, x1 - x0), np.float32)
+                if probs is not None and weights is not None:
+                    wcell = weights[y0 - r0 : y1 - r0, x0 - c0 : x1 - c0]
+                    acc[:-1] += probs[:, y0 - r0 : y1 - r0, x0 - c0 : x1 - c0] * wcell
+                    acc[-1] += wcell
+                self._pending[ly, kx] -= 1
+                if self._pending[ly, kx] == 0:
+                    del self._acc[(ly, kx)]
+                    self.finish_cell(ly, x0, acc[:-1], acc[-1])
+
+    def check_complete(self) -> None:
+        """Raise if any tile was never added (a bug, or an interrupted run)."""
+        if not self._added.all() or self._acc:
+            raise FastUNetError(f"stitching incomplete: {int((~self._added).sum())} tile(s) never added")
+
+
+def classes_from_sums(sums: np.ndarray, wsum: np.ndarray, class_ids: np.ndarray, nodata: int) -> np.ndarray:
+    """Argmax of blended probabilities, mapped to class ids; ``nodata`` where the weight sum is 0."""
+    out = class_ids[np.argmax(sums, axis=0)].astype(np.uint8)
+    out[wsum <= 0] = nodata
+    return out
+
+
+def percent_from_sums(sums: np.ndarray, wsum: np.ndarray, nodata: int) -> np.ndarray:
+    """Blended probabilities as whole percent (uint8 0..100); ``nodata`` where the weight sum is 0."""
+    safe = np.where(wsum > 0, wsum, 1.0)
+    pct = np.rint(sums / safe * 100.0).clip(0, 100).astype(np.uint8)
+    pct[:, wsum <= 0] = nodata
+    return pct
