@@ -8,7 +8,6 @@ written to a temporary file beside the target and renamed when complete.
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -36,9 +35,6 @@ from fastunet_core.raster_output import (
     probs_profile,
 )
 from fastunet_core.stitching import RowAssembler, StreamingStitcher, classes_from_sums, percent_from_sums
-
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class PredictOptions:
@@ -143,11 +139,8 @@ def predict_raster(raster: str | Path, model: str | Path | LoadedModel, output: 
                 warnings.warn(f"{info.path.name} holds no valid pixel: the output is all nodata",
                               EmptyInputWarning, stacklevel=2)
     messages = [str(w.message) for w in caught if issubclass(w.category, FastUNetWarning)]
-    for w in caught:
-        if not issubclass(w.category, FastUNetWarning):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    for m in messages:
-        log.warning(m)
+    for w in caught:  # hand every warning on to the caller (the CLI prints ours from the result)
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return PredictResult(out, Path(opts.probs_path) if opts.probs_path else None, device, grid.n_tiles, skipped,
                          time.perf_counter() - t0, info.width * info.height / 1e6, messages)
 

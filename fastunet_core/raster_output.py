@@ -21,7 +21,8 @@ OUTPUT_BLOCK = 512
 
 
 def _base_profile(src: rasterio.io.DatasetReader, count: int) -> dict[str, Any]:
-    block = OUTPUT_BLOCK if max(src.width, src.height) > 256 else 256
+    small_side = min(src.width, src.height)
+    block = next((b for b in (OUTPUT_BLOCK, 256, 128, 64, 32) if b <= small_side), 16)
     return {
         "driver": "GTiff",
         "width": src.width,

@@ -1,0 +1,59 @@
+"""Shared fixtures: paths to the shared test data and small checkpoints made on the fly."""
+
+from __future__ import annotations
+
+import os
+
+# rasterio's wheel brings its own PROJ: a PROJ_DATA/PROJ_LIB pointing at Debian's breaks every EPSG lookup.
+os.environ.pop("PROJ_DATA", None)
+os.environ.pop("PROJ_LIB", None)
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared test data folder (read-only; never copied into the repo)."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"test data not found at {SHARED_DATA}; the tests expect ../shared/data beside the repo")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def rio_data(shared_data: Path) -> Path:
+    """rasterio's CC0 test rasters."""
+    return shared_data / "rasterio-testdata"
+
+
+CheckpointFactory = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def make_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> CheckpointFactory:
+    """Return a function that writes (and caches) a small untrained checkpoint."""
+    from fastunet_core.model_init import InitRequest, init_checkpoint
+
+    folder = tmp_path_factory.mktemp("checkpoints")
+    cache: dict[tuple[object, ...], Path] = {}
+
+    def make(architecture: str = "unet_tiny", classes: str = "background,building,water", bands: tuple[int, ...] =
+             (1, 2, 3), dtype: str = "uint8", tile: int = 128, overlap: int = 16, **kw: object) -> Path:
+        key = (architecture, classes, bands, dtype, tile, overlap, tuple(sorted(kw.items())))
+        if key not in cache:
+            path = folder / f"ckpt{len(cache)}.safetensors"
+            init_checkpoint(InitRequest(architecture=architecture, classes=classes, bands=bands, dtype=dtype,
+                                        tile_size_px=tile, overlap_px=overlap, **kw), path)  # type: ignore[arg-type]
+            cache[key] = path
+        return cache[key]
+
+    return make

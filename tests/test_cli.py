@@ -1,0 +1,65 @@
+"""The CLI's happy paths: help for every command, init -> info -> predict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from fastunet_core import __version__
+from fastunet_core.cli import cli
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+@pytest.mark.parametrize("command", sorted(cli.commands))
+def test_every_command_has_help_with_an_example(command: str) -> None:
+    result = CliRunner().invoke(cli, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Example" in result.output and f"fastunet-geo {command}" in result.output
+
+
+def test_init_info_predict(tmp_path: Path, rio_data: Path) -> None:
+    runner = CliRunner()
+    ckpt = tmp_path / "m.safetensors"
+    r = runner.invoke(cli, ["init", "unet_tiny", "--classes", "background,forest=#00aa00,water", "--tile", "256",
+                            "--overlap", "32", "-o", str(ckpt)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["info", str(ckpt), "--json"])
+    meta = json.loads(r.stdout)
+    assert meta["architecture"] == "unet_tiny" and meta["tile_size_px"] == 256
+    assert meta["classes"][1] == {"id": 1, "name": "forest", "color": [0, 170, 0]}
+    r = runner.invoke(cli, ["info", str(ckpt)])
+    assert "forest" in r.stdout and "#00aa00" in r.stdout
+
+    out, probs = tmp_path / "classes.tif", tmp_path / "probs.tif"
+    args = ["-q", "predict", str(rio_data / "cogeo.tif"), "-m", str(ckpt), "-o", str(out), "--probs", str(probs),
+            "--device", "cpu", "--blend", "core", "--batch-size", "2"]
+    r = runner.invoke(cli, args)
+    assert r.exit_code == 0, r.stderr
+    with rasterio.open(out) as ds, rasterio.open(probs) as ps:
+        assert ds.count == 1 and ps.count == 3
+        assert ps.descriptions == ("p_background", "p_forest", "p_water")
+        assert json.loads(ds.tags()["CLASSES"])[1]["name"] == "forest"
+        assert ds.colormap(1)[1][:3] == (0, 170, 0)
+    r = runner.invoke(cli, args)  # again: refused, output kept
+    assert r.exit_code == 1 and "--overwrite" in r.stderr
+    r = runner.invoke(cli, [*args, "--overwrite"])
+    assert r.exit_code == 0, r.stderr
+
+
+def test_predict_reports_device_and_reason(tmp_path: Path, rio_data: Path) -> None:
+    runner = CliRunner()
+    ckpt = tmp_path / "m.safetensors"
+    runner.invoke(cli, ["init", "unet_tiny", "--classes", "2", "--tile", "128", "-o", str(ckpt)])
+    r = runner.invoke(cli, ["predict", str(rio_data / "RGB.byte.tif"), "-m", str(ckpt), "-o",
+                            str(tmp_path / "o.tif")])
+    assert r.exit_code == 0, r.stderr
+    assert "device: " in r.output + r.stderr
+    assert "wrote" in r.stderr

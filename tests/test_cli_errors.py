@@ -1,0 +1,153 @@
+"""Bad input: one clear line on stderr, a non-zero exit code, no traceback, and no file left behind."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fastunet_core.cli import cli
+
+
+class _Payload:
+    """Unpickling this would create a marker file: proof that code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _run(args: list[str]) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, args)
+    return result.exit_code, result.stderr
+
+
+def _assert_clean_failure(code: int, stderr: str, out_dir: Path, *needles: str) -> None:
+    assert code != 0
+    assert "Traceback" not in stderr
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    assert lines and lines[-1].startswith("error: "), stderr
+    for needle in needles:
+        assert needle in lines[-1], lines[-1]
+    assert sorted(p.name for p in out_dir.iterdir()) == [], "an output or temp file was left behind"
+
+
+@pytest.fixture
+def out_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "out"
+    d.mkdir()
+    return d
+
+
+def test_missing_raster(out_dir: Path, make_checkpoint: Callable[..., Path]) -> None:
+    code, err = _run(["predict", str(out_dir.parent / "nope.tif"), "-m", str(make_checkpoint()),
+                      "-o", str(out_dir / "o.tif")])
+    _assert_clean_failure(code, err, out_dir, "not found")
+
+
+def test_not_a_raster(tmp_path: Path, out_dir: Path, make_checkpoint: Callable[..., Path]) -> None:
+    bad = tmp_path / "notes.tif"
+    bad.write_text("this is not an image\n")
+    code, err = _run(["predict", str(bad), "-m", str(make_checkpoint()), "-o", str(out_dir / "o.tif")])
+    _assert_clean_failure(code, err, out_dir, "not a raster")
+
+
+def test_rotated_geotransform(rio_data: Path, out_dir: Path, make_checkpoint: Callable[..., Path]) -> None:
+    ckpt = make_checkpoint(bands=(1,), tile=32, overlap=4)
+    code, err = _run(["predict", str(rio_data / "rotated.tif"), "-m", str(ckpt), "-o", str(out_dir / "o.tif")])
+    _assert_clean_failure(code, err, out_dir, "rotated", "gdalwarp")
+
+
+def test_jpeg_without_georeferencing(rio_data: Path, out_dir: Path, make_checkpoint: Callable[..., Path]) -> None:
+    code, err = _run(["predict", str(rio_data / "389225main_sw_1965_1024.jpg"), "-m", str(make_checkpoint()),
+                      "-o", str(out_dir / "o.tif")])
+    _assert_clean_failure(code, err, out_dir, "no georeferencing")
+
+
+def test_band_count_mismatch(rio_data: Path, out_dir: Path, make_checkpoint: Callable[..., Path]) -> None:
+    code, err = _run(["predict", str(rio_data / "byte.tif"), "-m", str(make_checkpoint()), "-o",
+                      str(out_dir / "o.tif")])
+    _assert_clean_failure(code, err, out_dir, "1 data band", "takes 3", "--bands")
+
+
+def test_corrupt_checkpoint(tmp_path: Path, rio_data: Path, out_dir: Path,
+                            make_checkpoint: Callable[..., Path]) -> None:
+    good = make_checkpoint().read_bytes()
+    bad = tmp_path / "truncated.safetensors"
+    bad.write_bytes(good[: len(good) // 2])
+    code, err = _run(["predict", str(rio_data / "RGB.byte.tif"), "-m", str(bad), "-o", str(out_dir / "o.tif")])
+    _assert_clean_failure(code, err, out_dir, str(bad))
+
+
+def test_random_bytes_checkpoint(tmp_path: Path, rio_data: Path, out_dir: Path) -> None:
+    bad = tmp_path / "random.safetensors"
+    bad.write_bytes(os.urandom(4096))
+    code, err = _run(["predict", str(rio_data / "RGB.byte.tif"), "-m", str(bad), "-o", str(out_dir / "o.tif")])
+    _assert_clean_failure(code, err, out_dir, "not a fastunet-geo checkpoint")
+
+
+def test_raster_given_as_checkpoint(rio_data: Path, out_dir: Path) -> None:
+    code, err = _run(["predict", str(rio_data / "RGB.byte.tif"), "-m", str(rio_data / "cogeo.tif"),
+                      "-o", str(out_dir / "o.tif")])
+    _assert_clean_failure(code, err, out_dir, "not a fastunet-geo checkpoint")
+
+
+@pytest.mark.parametrize("fmt", ["pickle", "torch.save"])
+def test_pickle_payload_is_refused_unread(tmp_path: Path, rio_data: Path, out_dir: Path, fmt: str) -> None:
+    import torch
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "model.pt"
+    if fmt == "pickle":
+        evil.write_bytes(pickle.dumps(_Payload(marker)))
+    else:
+        torch.save({"state_dict": _Payload(marker)}, evil)
+    for args in (["predict", str(rio_data / "RGB.byte.tif"), "-m", str(evil), "-o", str(out_dir / "o.tif")],
+                 ["info", str(evil)],
+                 ["init", "unet_tiny", "--classes", "2", "--weights", str(evil), "-o", str(out_dir / "m.st")]):
+        code, err = _run(args)
+        _assert_clean_failure(code, err, out_dir)
+        assert "pickle" in err or "weights-only" in err
+    assert not marker.exists(), "the pickle payload was executed"
+
+
+def test_unknown_architecture_lists_valid_names(out_dir: Path) -> None:
+    code, err = _run(["init", "resnet_magic", "--classes", "2", "-o", str(out_dir / "m.safetensors")])
+    _assert_clean_failure(code, err, out_dir, "unknown architecture", "unet_skinny", "unet_tiny")
+
+
+def test_tile_not_multiple_of_model_divisor(rio_data: Path, out_dir: Path,
+                                            make_checkpoint: Callable[..., Path]) -> None:
+    code, err = _run(["predict", str(rio_data / "RGB.byte.tif"), "-m", str(make_checkpoint()), "--tile", "130",
+                      "-o", str(out_dir / "o.tif")])
+    _assert_clean_failure(code, err, out_dir, "multiple of 4")
+
+
+def test_cuda_requested_without_gpu_says_why(rio_data: Path, out_dir: Path,
+                                             make_checkpoint: Callable[..., Path]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU; the no-GPU message cannot be produced here")
+    code, err = _run(["predict", str(rio_data / "RGB.byte.tif"), "-m", str(make_checkpoint()), "--device", "cuda",
+                      "-o", str(out_dir / "o.tif")])
+    _assert_clean_failure(code, err, out_dir, "no CUDA", "--device cpu")
+
+
+def test_real_process_prints_one_line_and_exit_code(rio_data: Path, out_dir: Path,
+                                                    make_checkpoint: Callable[..., Path]) -> None:
+    exe = Path(sys.executable).with_name("fastunet-geo")
+    proc = subprocess.run([str(exe), "predict", str(rio_data / "rotated.tif"), "-m", str(make_checkpoint()),
+                           "-o", str(out_dir / "o.tif")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("error: ")
+    assert list(out_dir.iterdir()) == []

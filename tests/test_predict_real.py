@@ -1,0 +1,92 @@
+"""Predict on real rasters: georeferencing kept, nodata exactly where the input has none."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from fastunet_core.errors import EmptyInputWarning
+from fastunet_core.metadata import OUTPUT_NODATA
+from fastunet_core.predict import PredictOptions, predict_raster
+
+CASES = {
+    # file: (checkpoint bands, dtype)
+    "RGB.byte.tif": ((1, 2, 3), "uint8"),  # nodata value 0
+    "rgb_lzw.tif": ((1, 2, 3), "uint8"),  # tiled, LZW
+    "cogeo.tif": ((1, 2, 3), "uint8"),  # 0.6 m aerial, internal mask, JPEG
+    "alpha.tif": ((1, 2, 3), "uint8"),  # alpha band
+    "RGBA.uint16.tif": ((3, 2, 1), "uint16"),  # 16-bit, B,G,R,alpha
+    "world.rgb.tif": ((1, 2, 3), "uint8"),  # EPSG:4326
+    "RGB2.byte.tif": ((1, 2, 3), "uint8"),  # external .msk
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_output_on_input_grid_with_nodata_where_input_has_none(
+    tmp_path: Path, rio_data: Path, make_checkpoint: Callable[..., Path], name: str
+) -> None:
+    bands, dtype = CASES[name]
+    ckpt = make_checkpoint(bands=bands, dtype=dtype, tile=128, overlap=16)
+    out = tmp_path / "classes.tif"
+    result = predict_raster(rio_data / name, ckpt, out, PredictOptions(batch_size=8, device="cpu"))
+    assert result.warnings == []
+    with rasterio.open(rio_data / name) as src, rasterio.open(out) as dst:
+        assert dst.crs == src.crs
+        assert dst.transform == src.transform
+        assert (dst.width, dst.height) == (src.width, src.height)
+        assert dst.dtypes[0] == "uint8" and dst.nodata == OUTPUT_NODATA
+        by, bx = dst.block_shapes[0]
+        assert by == bx and bx % 16 == 0 and dst.compression is not None  # tiled and compressed
+        classes = dst.read(1)
+        in_valid = src.dataset_mask() > 0
+        assert 0 < in_valid.sum(), "fixture should hold data"
+        assert np.array_equal(classes == OUTPUT_NODATA, ~in_valid)
+        assert set(np.unique(classes[in_valid])) <= {0, 1, 2}
+        cmap = dst.colormap(1)
+        assert cmap[1][:3] == (60, 180, 75)  # default colour of class 1
+
+
+def test_all_nodata_gives_all_nodata_output_and_a_warning(
+    tmp_path: Path, rio_data: Path, make_checkpoint: Callable[..., Path]
+) -> None:
+    ckpt = make_checkpoint(bands=(1, 2, 3, 4), dtype="uint16", tile=128, overlap=16)
+    out = tmp_path / "empty.tif"
+    with pytest.warns(EmptyInputWarning):
+        result = predict_raster(rio_data / "all-nodata.tif", ckpt, out)
+    assert result.tiles_skipped == result.tiles_total
+    assert any("no valid pixel" in w for w in result.warnings)
+    with rasterio.open(out) as dst:
+        assert (dst.read(1) == OUTPUT_NODATA).all()
+
+
+def test_nan_pixels_of_a_float_raster_are_nodata(tmp_path: Path, rio_data: Path,
+                                                 make_checkpoint: Callable[..., Path]) -> None:
+    ckpt = make_checkpoint(bands=(1,), dtype="float32", tile=32, overlap=4)
+    out = tmp_path / "f.tif"
+    predict_raster(rio_data / "float_nan.tif", ckpt, out)
+    with rasterio.open(rio_data / "float_nan.tif") as src, rasterio.open(out) as dst:
+        assert np.array_equal(dst.read(1) == OUTPUT_NODATA, ~np.isfinite(src.read(1)) | (src.dataset_mask() == 0))
+
+
+def test_dtype_mismatch_warns(tmp_path: Path, rio_data: Path, make_checkpoint: Callable[..., Path]) -> None:
+    ckpt = make_checkpoint(tile=128, overlap=16)  # uint8 model
+    result = predict_raster(rio_data / "RGBA.uint16.tif", ckpt, tmp_path / "o.tif")
+    assert any("uint16" in w and "uint8" in w for w in result.warnings)
+
+
+def test_existing_output_is_kept_without_overwrite(tmp_path: Path, rio_data: Path,
+                                                   make_checkpoint: Callable[..., Path]) -> None:
+    from fastunet_core.errors import OutputExistsError
+
+    out = tmp_path / "o.tif"
+    out.write_bytes(b"precious")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        predict_raster(rio_data / "RGB.byte.tif", make_checkpoint(), out)
+    assert out.read_bytes() == b"precious"
+    predict_raster(rio_data / "RGB.byte.tif", make_checkpoint(), out, PredictOptions(overwrite=True))
+    with rasterio.open(out) as dst:
+        assert dst.width == 791
