@@ -13,6 +13,7 @@ neighbouring tiles are blended (``cosine``) or only each tile's centre is kept (
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -155,5 +156,5 @@ def covering_counts(layout: AxisLayout, cell_edges: Sequence[int]) -> list[int]:
     """Return, per cell between consecutive edges, how many tiles of the axis cover it."""
     return [
         sum(1 for s in layout.starts if s <= a and b <= s + layout.tile)
-        for a, b in zip(cell_edges[:-1], cell_edges[1:], strict=True)
+        for a, b in itertools.pairwise(cell_edges)
     ]

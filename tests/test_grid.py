@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -44,7 +46,7 @@ def test_consecutive_tiles_overlap_at_least_the_requested_overlap(g: tuple[int, 
     width, _, tile, overlap = g
     starts = axis_starts(width, tile, overlap)
     assert starts == sorted(set(starts))
-    for a, b in zip(starts, starts[1:], strict=False):
+    for a, b in itertools.pairwise(starts):
         assert b - a <= tile - overlap  # never a gap, never less overlap than asked
 
 

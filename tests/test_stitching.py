@@ -85,3 +85,30 @@ def test_tiled_equals_untiled(tmp_path: Path, width: int, height: int, tile: int
     valid = expected_cls != 255
     assert np.abs(got_p[:, valid].astype(int) - np.rint(expected_p[:, valid] * 100).astype(int)).max() <= 1
     assert (got_p[:, ~valid] == 255).all()
+
+
+def _peak_live_pixels(width: int, height: int, tile: int, overlap: int) -> tuple[int, int]:
+    from fastunet_core.grid import TileGrid
+    from fastunet_core.stitching import StreamingStitcher
+
+    n_classes = 3
+    grid = TileGrid.for_raster(width, height, tile, overlap)
+    finished: list[int] = []
+    stitcher = StreamingStitcher(grid, n_classes, "cosine", lambda ly, x0, s, w: finished.append(w.size))
+    probs = np.full((n_classes, tile, tile), 1.0 / n_classes, dtype=np.float32)
+    peak = 0
+    for row, col, _ in grid.windows():
+        stitcher.add(row, col, probs, None)
+        peak = max(peak, sum(a[-1].size for a in stitcher._acc.values()))
+    stitcher.check_complete()
+    return peak, sum(finished)
+
+
+def test_live_memory_is_bounded_by_overlap_band_not_raster_area() -> None:
+    width, tile, overlap = 2000, 64, 16
+    peak_short, done_short = _peak_live_pixels(width, 1000, tile, overlap)
+    peak_tall, done_tall = _peak_live_pixels(width, 4000, tile, overlap)
+    assert (done_short, done_tall) == (width * 1000, width * 4000)  # every pixel finished exactly once
+    # the flush last row may overlap its neighbour by up to tile - 1 rows; elsewhere it is `overlap`
+    assert peak_tall <= 2 * (tile - 1) * width + 2 * tile * tile
+    assert peak_tall <= peak_short * 1.05  # does not grow with the raster's height
