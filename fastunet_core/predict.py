@@ -36,6 +36,7 @@ from fastunet_core.raster_output import (
 )
 from fastunet_core.stitching import RowAssembler, StreamingStitcher, classes_from_sums, percent_from_sums
 
+
 @dataclass(frozen=True)
 class PredictOptions:
     """How to run a prediction; ``None`` means "take it from the checkpoint"."""

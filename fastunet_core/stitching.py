@@ -80,6 +80,7 @@ class StreamingStitcher:
         blend: ``cosine`` or ``core`` (see :meth:`fastunet_core.grid.AxisLayout.weights`).
         finish_cell: called with (y-cell, x0, summed probabilities (C, h, w), weight sum (h, w)) when a
             cell is complete; weight 0 marks a pixel without data.
+
     """
 
     def __init__(self, grid: TileGrid, n_classes: int, blend: str,

@@ -43,7 +43,7 @@ def test_output_on_input_grid_with_nodata_where_input_has_none(
         assert by == bx and bx % 16 == 0 and dst.compression is not None  # tiled and compressed
         classes = dst.read(1)
         in_valid = src.dataset_mask() > 0
-        assert 0 < in_valid.sum(), "fixture should hold data"
+        assert in_valid.sum() > 0, "fixture should hold data"
         assert np.array_equal(classes == OUTPUT_NODATA, ~in_valid)
         assert set(np.unique(classes[in_valid])) <= {0, 1, 2}
         cmap = dst.colormap(1)
