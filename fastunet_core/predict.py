@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from fastunet_core.raster_output import (
     probs_profile,
 )
 from fastunet_core.stitching import RowAssembler, StreamingStitcher, classes_from_sums, percent_from_sums
+from fastunet_core.tile_source import EmptyTile, TileItem, iter_tiles, prefetch
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class PredictOptions:
     bands: tuple[int, ...] | None = None
     probs_path: Path | None = None
     overwrite: bool = False
+    prefetch: bool = True  # read the next tiles on a background thread while the model runs
 
 
 @dataclass
@@ -73,106 +76,125 @@ def predict_raster(raster: str | Path, model: str | Path | LoadedModel, output: 
     case, and on cancellation, no output file is left behind.
     """
     opts = options or PredictOptions()
-    prog = progress or NullProgress()
-    t0 = time.perf_counter()
-    out = Path(output)
-    check_writable(out, opts.overwrite)
-    if opts.probs_path is not None:
-        check_writable(Path(opts.probs_path), opts.overwrite)
-    if opts.blend not in BLEND_MODES:
-        raise ConfigError(f"unknown blend mode {opts.blend!r}; choose one of {', '.join(BLEND_MODES)}")
-    if opts.batch_size < 1:
-        raise ConfigError(f"batch size must be at least 1, got {opts.batch_size}")
+    return Predictor(model, opts).run(raster, output, opts.probs_path, progress)
 
-    loaded = model if isinstance(model, LoadedModel) else load_checkpoint(model)
-    meta = loaded.meta
-    tile = opts.tile_size_px or meta.tile_size_px
-    overlap = meta.overlap_px if opts.overlap_px is None else opts.overlap_px
-    divisor = size_divisor(meta.architecture, meta.arch_args)
-    if tile % divisor:
-        raise ConfigError(
-            f"tile size {tile} px is not a multiple of {divisor}, which {meta.architecture} needs "
-            f"(one halving per level); use e.g. --tile {max(divisor, tile // divisor * divisor)}"
-        )
 
-    with open_raster(raster) as src, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", FastUNetWarning)
-        info = inspect_raster(src)
-        bands = choose_bands(info, meta.input, opts.bands)
-        if info.dtype != meta.input.dtype:
-            warnings.warn(
-                f"{info.path.name} is {info.dtype} but the model was trained on {meta.input.dtype} input "
-                f"(scaled from {meta.input.value_range}); results may be poor",
-                FastUNetWarning, stacklevel=2,
+class Predictor:
+    """A model loaded once, on its device, ready to segment any number of rasters."""
+
+    def __init__(self, model: str | Path | LoadedModel, options: PredictOptions | None = None) -> None:
+        opts = options or PredictOptions()
+        if opts.blend not in BLEND_MODES:
+            raise ConfigError(f"unknown blend mode {opts.blend!r}; choose one of {', '.join(BLEND_MODES)}")
+        if opts.batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {opts.batch_size}")
+        self.options = opts
+        self.loaded = model if isinstance(model, LoadedModel) else load_checkpoint(model)
+        meta = self.loaded.meta
+        self.tile = opts.tile_size_px or meta.tile_size_px
+        self.overlap = meta.overlap_px if opts.overlap_px is None else opts.overlap_px
+        divisor = size_divisor(meta.architecture, meta.arch_args)
+        if self.tile % divisor:
+            raise ConfigError(
+                f"tile size {self.tile} px is not a multiple of {divisor}, which {meta.architecture} needs "
+                f"(one halving per level); use e.g. --tile {max(divisor, self.tile // divisor * divisor)}"
             )
-        device = resolve_device(opts.device)
-        prog.message(f"device: {device.describe()}")
-        engine = TorchEngine(loaded.model, device)
-        grid = TileGrid.for_raster(src.width, src.height, tile, overlap)
-        reader = TileReader(src, bands, meta.input, tile)
+        self.device = resolve_device(opts.device)
+        self.engine = TorchEngine(self.loaded.model, self.device)
 
-        with contextlib.ExitStack() as stack:
-            tmp = stack.enter_context(atomic_output(out, opts.overwrite))
-            cprof = class_profile(src)
-            dst = stack.enter_context(rasterio.open(tmp, "w", **cprof))
-            describe_class_raster(dst, meta, info.path)
-            class_rows = RowAssembler(edges(grid.rows), len(edges(grid.cols)) - 1, src.width, 1, np.dtype(np.uint8),
-                                      block_rows(cprof), RasterRowWriter(dst))
-            prob_rows = None
-            if opts.probs_path is not None:
-                ptmp = stack.enter_context(atomic_output(Path(opts.probs_path), opts.overwrite))
-                pprof = probs_profile(src, meta.n_classes)
-                pdst = stack.enter_context(rasterio.open(ptmp, "w", **pprof))
-                describe_probs_raster(pdst, meta)
-                prob_rows = RowAssembler(edges(grid.rows), len(edges(grid.cols)) - 1, src.width, meta.n_classes,
-                                         np.dtype(np.uint8), block_rows(pprof), RasterRowWriter(pdst))
-            class_ids = meta.class_ids
+    def run(self, raster: str | Path, output: str | Path, probs_output: str | Path | None = None,
+            progress: Progress | None = None) -> PredictResult:
+        """Segment one raster into ``output`` (and per-class percent into ``probs_output``)."""
+        opts, meta = self.options, self.loaded.meta
+        prog = progress or NullProgress()
+        t0 = time.perf_counter()
+        out = Path(output)
+        probs = Path(probs_output) if probs_output is not None else None
+        check_writable(out, opts.overwrite)
+        if probs is not None:
+            check_writable(probs, opts.overwrite)
+        prog.message(f"device: {self.device.describe()}")
+        with open_raster(raster) as src, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", FastUNetWarning)
+            info = inspect_raster(src)
+            bands = choose_bands(info, meta.input, opts.bands)
+            if info.dtype != meta.input.dtype:
+                warnings.warn(
+                    f"{info.path.name} is {info.dtype} but the model was trained on {meta.input.dtype} input "
+                    f"(scaled from {meta.input.value_range}); results may be poor",
+                    FastUNetWarning, stacklevel=2,
+                )
+            grid = TileGrid.for_raster(src.width, src.height, self.tile, self.overlap)
+            reader = TileReader(src, bands, meta.input, self.tile)
+            with contextlib.ExitStack() as stack:
+                stitcher = self._open_outputs(stack, src, info.path, grid, out, probs)
+                tiles = iter_tiles(grid, reader)
+                if opts.prefetch:
+                    tiles = prefetch(tiles, depth=2 * opts.batch_size)
+                skipped = self._run_tiles(tiles, grid.n_tiles, stitcher, prog)
+                stitcher.check_complete()
+                if skipped == grid.n_tiles:
+                    warnings.warn(f"{info.path.name} holds no valid pixel: the output is all nodata",
+                                  EmptyInputWarning, stacklevel=2)
+        messages = [str(w.message) for w in caught if issubclass(w.category, FastUNetWarning)]
+        for w in caught:  # hand every warning on to the caller (the CLI prints ours from the result)
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return PredictResult(out, probs, self.device, grid.n_tiles, skipped, time.perf_counter() - t0,
+                             info.width * info.height / 1e6, messages)
 
-            def finish_cell(ly: int, x0: int, sums: np.ndarray, wsum: np.ndarray) -> None:
-                class_rows.put(ly, x0, classes_from_sums(sums, wsum, class_ids, OUTPUT_NODATA)[None])
-                if prob_rows is not None:
-                    prob_rows.put(ly, x0, percent_from_sums(sums, wsum, OUTPUT_NODATA))
+    def _open_outputs(self, stack: contextlib.ExitStack, src: rasterio.io.DatasetReader, source: Path,
+                      grid: TileGrid, out: Path, probs: Path | None) -> StreamingStitcher:
+        """Open the output rasters (temporary files until the stack closes cleanly) and the stitcher."""
+        meta, overwrite = self.loaded.meta, self.options.overwrite
+        y_edges, n_x_cells = edges(grid.rows), len(edges(grid.cols)) - 1
+        cprof = class_profile(src)
+        dst = stack.enter_context(rasterio.open(stack.enter_context(atomic_output(out, overwrite)), "w", **cprof))
+        describe_class_raster(dst, meta, source)
+        class_rows = RowAssembler(y_edges, n_x_cells, src.width, 1, np.dtype(np.uint8), block_rows(cprof),
+                                  RasterRowWriter(dst))
+        prob_rows = None
+        if probs is not None:
+            pprof = probs_profile(src, meta.n_classes)
+            pdst = stack.enter_context(rasterio.open(stack.enter_context(atomic_output(probs, overwrite)), "w",
+                                                     **pprof))
+            describe_probs_raster(pdst, meta)
+            prob_rows = RowAssembler(y_edges, n_x_cells, src.width, meta.n_classes, np.dtype(np.uint8),
+                                     block_rows(pprof), RasterRowWriter(pdst))
+        class_ids = meta.class_ids
 
-            stitcher = StreamingStitcher(grid, meta.n_classes, opts.blend, finish_cell)
-            skipped = _run_tiles(grid, reader, engine, stitcher, opts.batch_size, prog)
-            stitcher.check_complete()
-            if skipped == grid.n_tiles:
-                warnings.warn(f"{info.path.name} holds no valid pixel: the output is all nodata",
-                              EmptyInputWarning, stacklevel=2)
-    messages = [str(w.message) for w in caught if issubclass(w.category, FastUNetWarning)]
-    for w in caught:  # hand every warning on to the caller (the CLI prints ours from the result)
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return PredictResult(out, Path(opts.probs_path) if opts.probs_path else None, device, grid.n_tiles, skipped,
-                         time.perf_counter() - t0, info.width * info.height / 1e6, messages)
+        def finish_cell(ly: int, x0: int, sums: np.ndarray, wsum: np.ndarray) -> None:
+            class_rows.put(ly, x0, classes_from_sums(sums, wsum, class_ids, OUTPUT_NODATA)[None])
+            if prob_rows is not None:
+                prob_rows.put(ly, x0, percent_from_sums(sums, wsum, OUTPUT_NODATA))
 
+        return StreamingStitcher(grid, meta.n_classes, self.options.blend, finish_cell)
 
-def _run_tiles(grid: TileGrid, reader: TileReader, engine: TorchEngine, stitcher: StreamingStitcher,
-               batch_size: int, prog: Progress) -> int:
-    """Read, run and stitch every tile in row-major order; return how many were skipped (no data)."""
-    prog.start(grid.n_tiles, "tiles")
-    batch: list[Tile] = []
-    skipped = 0
+    def _run_tiles(self, tiles: Iterator[TileItem], n_tiles: int, stitcher: StreamingStitcher,
+                   prog: Progress) -> int:
+        """Run and stitch every tile; return how many were skipped (no data)."""
+        prog.start(n_tiles, "tiles")
+        batch: list[Tile] = []
+        skipped = 0
 
-    def flush() -> None:
-        if prog.is_cancelled():
-            raise CancelledError("cancelled; no output was written")
-        probs = engine(np.stack([t.data for t in batch]))
-        for t, p in zip(batch, probs, strict=True):
-            h, w = t.valid.shape
-            stitcher.add(t.row, t.col, p[:, :h, :w], t.valid)
-        prog.advance(len(batch))
-        batch.clear()
+        def flush() -> None:
+            if prog.is_cancelled():
+                raise CancelledError("cancelled; no output was written")
+            probs = self.engine(np.stack([t.data for t in batch]))
+            for t, p in zip(batch, probs, strict=True):
+                h, w = t.valid.shape
+                stitcher.add(t.row, t.col, p[:, :h, :w], t.valid)
+            prog.advance(len(batch))
+            batch.clear()
 
-    for row, col, window in grid.windows():
-        valid = reader.read_valid(window)
-        if not valid.any():
-            stitcher.add(row, col, None, None)
-            skipped += 1
-            prog.advance(1)
-            continue
-        batch.append(reader.read(row, col, window, valid))
-        if len(batch) >= batch_size:
+        for item in tiles:
+            if isinstance(item, EmptyTile):
+                stitcher.add(item.row, item.col, None, None)
+                skipped += 1
+                prog.advance(1)
+                continue
+            batch.append(item)
+            if len(batch) >= self.options.batch_size:
+                flush()
+        if batch:
             flush()
-    if batch:
-        flush()
-    return skipped
+        return skipped

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Protocol
 
+FILE_PREFIX = "file: "  # a message starting with this names the file being worked on
+
 
 class Progress(Protocol):
     """What a long-running core function reports to, and asks whether it should stop."""
 
-    def start(self, total: int, label: str) -> None:
+    def start(self, total: float, label: str) -> None:
         """Announce ``total`` units of work."""
 
-    def advance(self, n: int = 1) -> None:
+    def advance(self, n: float = 1) -> None:
         """Report ``n`` more units done."""
 
     def is_cancelled(self) -> bool:
@@ -25,10 +27,10 @@ class Progress(Protocol):
 class NullProgress:
     """Progress that shows nothing and never cancels."""
 
-    def start(self, total: int, label: str) -> None:
+    def start(self, total: float, label: str) -> None:
         """Ignore."""
 
-    def advance(self, n: int = 1) -> None:
+    def advance(self, n: float = 1) -> None:
         """Ignore."""
 
     def is_cancelled(self) -> bool:

@@ -114,11 +114,19 @@ class TileReader:
 
     def read_valid(self, window: Window) -> np.ndarray:
         """Return the (h, w) validity of ``window`` from GDAL's dataset mask (cheap: no band data)."""
-        return self.src.dataset_mask(window=window) > 0
+        try:
+            return self.src.dataset_mask(window=window) > 0
+        except RasterioIOError as exc:
+            raise InputRasterError(f"{Path(self.src.name).name}: reading the mask at {_where(window)} failed "
+                                   f"({_first_line(exc)}); the file may be damaged") from exc
 
     def read(self, row: int, col: int, window: Window, valid: np.ndarray) -> Tile:
         """Read one tile; invalid pixels become 0 after normalisation (the training mean)."""
-        raw = self.src.read(self.bands, window=window)
+        try:
+            raw = self.src.read(self.bands, window=window)
+        except RasterioIOError as exc:
+            raise InputRasterError(f"{Path(self.src.name).name}: reading pixels at {_where(window)} failed "
+                                   f"({_first_line(exc)}); the file may be damaged") from exc
         if self._is_float:
             valid = valid & np.isfinite(raw).all(axis=0)
         x = self.spec.normalise(raw)
@@ -133,3 +141,7 @@ class TileReader:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def _where(window: Window) -> str:
+    return f"column {int(window.col_off)}, row {int(window.row_off)}"

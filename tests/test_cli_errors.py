@@ -151,3 +151,20 @@ def test_real_process_prints_one_line_and_exit_code(rio_data: Path, out_dir: Pat
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("error: ")
     assert list(out_dir.iterdir()) == []
+
+
+def test_damaged_raster_fails_mid_run_with_a_clear_line(tmp_path: Path, out_dir: Path,
+                                                        make_checkpoint: Callable[..., Path]) -> None:
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    damaged = tmp_path / "damaged.tif"
+    with rasterio.open(damaged, "w", driver="GTiff", width=512, height=512, count=3, dtype="uint8",
+                       crs="EPSG:32633", transform=from_origin(500000, 5000000, 1, 1), tiled=True,
+                       blockxsize=128, blockysize=128, compress="deflate") as dst:
+        dst.write(np.random.default_rng(0).integers(0, 255, (3, 512, 512), dtype=np.uint8))
+    with damaged.open("r+b") as f:
+        f.truncate(damaged.stat().st_size // 2)
+    code, err = _run(["predict", str(damaged), "-m", str(make_checkpoint()), "-o", str(out_dir / "o.tif")])
+    _assert_clean_failure(code, err, out_dir, "damaged")

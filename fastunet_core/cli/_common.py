@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 from tqdm import tqdm
+
+from fastunet_core.progress import FILE_PREFIX
 
 
 def parse_int_list(value: str | None, what: str) -> tuple[int, ...] | None:
@@ -33,12 +37,17 @@ class BarProgress:
         self.enabled = enabled
         self._bar: tqdm | None = None
 
-    def start(self, total: int, label: str) -> None:
-        """Open the bar."""
-        if self.enabled:
-            self._bar = tqdm(total=total, unit=label.rstrip("s") or "it", dynamic_ncols=True, leave=False)
+    def start(self, total: float, label: str) -> None:
+        """Open the bar (counting tiles, or megapixels over many rasters)."""
+        if not self.enabled:
+            return
+        fmt = None
+        if label == "Mpx":
+            fmt = "{l_bar}{bar}| {n:.1f}/{total:.1f} Mpx [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+        self._bar = tqdm(total=total, unit=label.rstrip("s") or "it", dynamic_ncols=True, leave=False,
+                         bar_format=fmt, file=sys.stderr)
 
-    def advance(self, n: int = 1) -> None:
+    def advance(self, n: float = 1) -> None:
         """Advance the bar."""
         if self._bar is not None:
             self._bar.update(n)
@@ -48,9 +57,13 @@ class BarProgress:
         return False
 
     def message(self, text: str) -> None:
-        """Print a line above the bar."""
-        if self.enabled:
-            tqdm.write(text, file=None)
+        """Show the current file beside the bar; print other lines above it."""
+        if not self.enabled:
+            return
+        if text.startswith(FILE_PREFIX) and self._bar is not None:
+            self._bar.set_postfix_str(text[len(FILE_PREFIX) :], refresh=True)
+        else:
+            tqdm.write(text, file=sys.stderr)
 
     def close(self) -> None:
         """Close the bar."""

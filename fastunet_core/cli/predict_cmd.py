@@ -1,4 +1,4 @@
-"""``fastunet-geo predict``."""
+"""``fastunet-geo predict``: one raster to one output, or many rasters into a folder (also under torchrun)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,17 @@ import click
 
 from fastunet_core.cli._common import BarProgress, parse_int_list
 
+EXIT_SOME_FAILED = 4
+
 
 @click.command()
-@click.argument("raster", type=click.Path(path_type=Path))
+@click.argument("rasters", nargs=-1, required=True)
 @click.option("-m", "--model", "model_path", required=True, type=click.Path(path_type=Path),
               help="Checkpoint (.safetensors) written by 'fastunet-geo init' or 'train'.")
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Class raster to write (GeoTIFF).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Class raster to write (GeoTIFF), for a single input.")
+@click.option("--out-dir", type=click.Path(path_type=Path), default=None,
+              help="Folder for many inputs: writes NAME_classes.tif per input and a summary.")
 @click.option("--tile", "tile_size", type=int, default=None, help="Tile size in pixels [default: the model's].")
 @click.option("--overlap", type=int, default=None, help="Overlap between tiles in pixels [default: the model's].")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Tiles per model call.")
@@ -22,24 +27,59 @@ from fastunet_core.cli._common import BarProgress, parse_int_list
               help="cosine: blend overlaps smoothly (no seams); core: keep each tile's centre only (faster).")
 @click.option("--bands", default=None, help="Raster bands to use, in model order, e.g. 3,2,1 [default: the model's].")
 @click.option("--probs", "probs_path", type=click.Path(path_type=Path), default=None,
-              help="Also write per-class probabilities (percent) to this GeoTIFF.")
+              help="Single input: also write per-class probabilities (percent) to this GeoTIFF.")
+@click.option("--with-probs", is_flag=True, help="Many inputs: also write NAME_probs.tif per input.")
+@click.option("--summary", "summary_path", type=click.Path(path_type=Path), default=None,
+              help="Many inputs: summary file, .csv or .json [default: OUT_DIR/summary.csv].")
+@click.option("--skip-existing", is_flag=True, help="Many inputs: keep finished outputs (resume a stopped run).")
+@click.option("--no-prefetch", is_flag=True, help="Do not read tiles ahead on a background thread.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.pass_context
-def predict(ctx: click.Context, raster: Path, model_path: Path, output: Path, tile_size: int | None,
-            overlap: int | None, batch_size: int, device: str, blend: str, bands: str | None,
-            probs_path: Path | None, overwrite: bool) -> None:
-    """Segment RASTER into a georeferenced class map.
+def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, output: Path | None,
+            out_dir: Path | None, tile_size: int | None, overlap: int | None, batch_size: int, device: str,
+            blend: str, bands: str | None, probs_path: Path | None, with_probs: bool, summary_path: Path | None,
+            skip_existing: bool, no_prefetch: bool, overwrite: bool) -> None:
+    """Segment RASTERS into georeferenced class maps.
+
+    RASTERS are files (GeoTIFF, VRT ...), folders, glob patterns or .txt lists with one path per line.
+    Several GPUs or machines: start the same command with torchrun; each process takes a share.
 
     \b
     Example:
       fastunet-geo predict ortho.tif -m model.safetensors -o classes.tif --probs probs.tif
+      fastunet-geo predict sheets/ -m model.safetensors --out-dir out/ --skip-existing
+      torchrun --nproc-per-node 4 -m fastunet_core.cli predict 'campaign/*.tif' -m model.safetensors --out-dir out/
     """
-    from fastunet_core.predict import PredictOptions, predict_raster
+    from fastunet_core import distributed
+    from fastunet_core.batch import expand_inputs
+    from fastunet_core.errors import ConfigError
+    from fastunet_core.predict import PredictOptions
 
     quiet = ctx.obj.get("quiet", False)
-    opts = PredictOptions(tile_size_px=tile_size, overlap_px=overlap, batch_size=batch_size, device=device,
-                          blend=blend, bands=parse_int_list(bands, "--bands"), probs_path=probs_path,
-                          overwrite=overwrite)
+    inputs = expand_inputs(rasters)
+    dist_ctx = distributed.context_from_env()
+    batch = out_dir is not None or len(inputs) > 1 or dist_ctx.enabled
+    opts = PredictOptions(tile_size_px=tile_size, overlap_px=overlap, batch_size=batch_size,
+                          device=distributed.rank_device(device, dist_ctx), blend=blend,
+                          bands=parse_int_list(bands, "--bands"), probs_path=probs_path, overwrite=overwrite,
+                          prefetch=not no_prefetch)
+    if not batch:
+        if output is None:
+            raise ConfigError("give the output with -o OUT.tif (or --out-dir DIR for many inputs)")
+        _predict_one(inputs[0], model_path, output, opts, quiet)
+        return
+    if output is not None or probs_path is not None:
+        raise ConfigError("with several inputs use --out-dir DIR (and --with-probs) instead of -o/--probs")
+    if out_dir is None:
+        raise ConfigError("several inputs need --out-dir DIR")
+    code = _predict_batch(inputs, model_path, out_dir, opts, with_probs, summary_path, skip_existing, quiet, dist_ctx)
+    ctx.exit(code)
+
+
+def _predict_one(raster: Path, model_path: Path, output: Path, opts: object, quiet: bool) -> None:
+    from fastunet_core.predict import PredictOptions, predict_raster
+
+    assert isinstance(opts, PredictOptions)
     bar = BarProgress(enabled=not quiet)
     try:
         result = predict_raster(raster, model_path, output, opts, bar)
@@ -53,3 +93,37 @@ def predict(ctx: click.Context, raster: Path, model_path: Path, output: Path, ti
         )
     for w in result.warnings:
         click.echo(f"warning: {w}", err=True)
+
+
+def _predict_batch(inputs: list[Path], model_path: Path, out_dir: Path, opts: object, with_probs: bool,
+                   summary_path: Path | None, skip_existing: bool, quiet: bool, dist_ctx: object) -> int:
+    from fastunet_core import distributed
+    from fastunet_core.batch import BatchResult, predict_many, shard, write_summary
+    from fastunet_core.predict import PredictOptions, Predictor
+
+    assert isinstance(opts, PredictOptions) and isinstance(dist_ctx, distributed.DistContext)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    predictor = Predictor(model_path, opts)
+    distributed.init(dist_ctx, predictor.device.is_cuda)
+    try:
+        mine = shard(inputs, dist_ctx.world_size, dist_ctx.rank)
+        if not quiet and dist_ctx.is_main:
+            click.echo(f"device: {predictor.device.describe()}", err=True)
+        bar = BarProgress(enabled=not quiet and dist_ctx.is_main)
+        try:
+            result = predict_many(mine, predictor, out_dir, with_probs, skip_existing, bar, dist_ctx.rank)
+        finally:
+            bar.close()
+        everything = [item for part in distributed.all_gather(result.items, dist_ctx) for item in part]
+    finally:
+        distributed.shutdown()
+    order = {str(p): i for i, p in enumerate(inputs)}
+    merged = BatchResult(sorted(everything, key=lambda item: order.get(item.input, len(order))))
+    if dist_ctx.is_main:
+        summary = write_summary(merged, summary_path or out_dir / "summary.csv")
+        n_ok = sum(1 for i in merged.items if i.status != "failed")
+        if not quiet:
+            click.echo(f"{n_ok} of {len(merged.items)} rasters done; summary: {summary}", err=True)
+        for item in merged.failed:
+            click.echo(f"failed: {item.input}: {item.message}", err=True)
+    return 0 if merged.all_succeeded else EXIT_SOME_FAILED

@@ -1,0 +1,205 @@
+"""Batch prediction over many rasters: input expansion, sharding across ranks, a summary file.
+
+One failing input is recorded and skipped; it does not stop the others. ``skip_existing`` makes a re-run
+after an interruption continue where it stopped (outputs appear only when complete, so an existing output
+is a finished one).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import rasterio
+
+from fastunet_core.atomic import atomic_output
+from fastunet_core.errors import ConfigError, FastUNetError, InputRasterError
+from fastunet_core.predict import Predictor
+from fastunet_core.progress import FILE_PREFIX, NullProgress, Progress
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg")
+STATUS_OK, STATUS_FAILED, STATUS_SKIPPED, STATUS_EMPTY = "ok", "failed", "skipped", "empty"
+
+
+@dataclass
+class BatchItem:
+    """The outcome for one input raster."""
+
+    input: str
+    output: str
+    status: str
+    seconds: float = 0.0
+    megapixels: float = 0.0
+    device: str = ""
+    rank: int = 0
+    message: str = ""
+
+
+@dataclass
+class BatchResult:
+    """All outcomes, in input order."""
+
+    items: list[BatchItem] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[BatchItem]:
+        """Items that failed."""
+        return [i for i in self.items if i.status == STATUS_FAILED]
+
+    @property
+    def all_succeeded(self) -> bool:
+        """True when no input failed."""
+        return not self.failed
+
+
+def expand_inputs(specs: Sequence[str | Path]) -> list[Path]:
+    """Turn files, folders, glob patterns and list files (.txt, one path per line) into raster paths.
+
+    Order is kept (folders and globs sorted); duplicates are dropped. A spec that matches nothing is an
+    error, so a typo does not silently process zero files.
+    """
+    out: list[Path] = []
+    for spec in specs:
+        s = str(spec)
+        p = Path(s)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in RASTER_SUFFIXES)
+            if not found:
+                raise InputRasterError(f"folder {p} holds no raster ({', '.join(RASTER_SUFFIXES)})")
+            out += found
+        elif any(ch in s for ch in "*?[") and not p.exists():
+            found = sorted(Path(m) for m in glob.glob(s, recursive=True) if Path(m).is_file())
+            if not found:
+                raise InputRasterError(f"pattern {s!r} matches no file")
+            out += found
+        elif p.suffix.lower() == ".txt" and p.is_file():
+            lines = [ln.strip() for ln in p.read_text().splitlines()]
+            out += [(p.parent / ln) if not Path(ln).is_absolute() else Path(ln)
+                    for ln in lines if ln and not ln.startswith("#")]
+        else:
+            out.append(p)
+    seen: set[Path] = set()
+    unique = []
+    for q in out:
+        key = q.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(q)
+    return unique
+
+
+def output_name(raster: Path, suffix: str = "_classes") -> str:
+    """Derive an output file name from an input raster's name."""
+    return f"{raster.stem}{suffix}.tif"
+
+
+def check_unique_outputs(inputs: Sequence[Path]) -> None:
+    """Refuse inputs whose derived output names would collide (same name in different folders)."""
+    names: dict[str, Path] = {}
+    for p in inputs:
+        n = output_name(p)
+        if n in names:
+            raise ConfigError(f"{names[n]} and {p} would both be written as {n}; rename one or run them separately")
+        names[n] = p
+
+
+def pixel_count(path: Path) -> int:
+    """Width x height of a raster, or 0 when it cannot be opened (it will fail later, with its reason)."""
+    try:
+        with rasterio.open(path) as ds:
+            return int(ds.width) * int(ds.height)
+    except Exception:  # any unreadable input: sharding only needs a weight
+        return 0
+
+
+def shard(inputs: Sequence[Path], world_size: int, rank: int, sizes: Sequence[int] | None = None) -> list[Path]:
+    """Return this rank's share of ``inputs``, balanced by pixel count (largest first, to the lightest rank).
+
+    Deterministic: every rank computes the same assignment. Order within a share follows the input order.
+    """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ConfigError(f"bad rank {rank} for world size {world_size}")
+    weights = list(sizes) if sizes is not None else [pixel_count(p) for p in inputs]
+    load = [0] * world_size
+    owner = [0] * len(inputs)
+    for i in sorted(range(len(inputs)), key=lambda i: (-weights[i], i)):
+        r = min(range(world_size), key=lambda r: (load[r], r))
+        owner[i] = r
+        load[r] += max(weights[i], 1)
+    return [p for i, p in enumerate(inputs) if owner[i] == rank]
+
+
+def predict_many(inputs: Sequence[Path], predictor: Predictor, out_dir: Path, with_probs: bool = False,
+                 skip_existing: bool = False, progress: Progress | None = None, rank: int = 0) -> BatchResult:
+    """Segment every input into ``out_dir``; failures are recorded, not raised."""
+    prog = progress or NullProgress()
+    if not out_dir.is_dir():
+        raise ConfigError(f"output folder does not exist: {out_dir}")
+    check_unique_outputs(inputs)
+    sizes = [pixel_count(p) for p in inputs]
+    prog.start(sum(sizes) / 1e6, "Mpx")
+    result = BatchResult()
+    for raster, size in zip(inputs, sizes, strict=True):
+        if prog.is_cancelled():
+            break
+        out = out_dir / output_name(raster)
+        probs = out_dir / output_name(raster, "_probs") if with_probs else None
+        item = BatchItem(str(raster), str(out), STATUS_OK, megapixels=size / 1e6,
+                         device=str(predictor.device.device), rank=rank)
+        if skip_existing and out.exists() and (probs is None or probs.exists()):
+            item.status, item.message = STATUS_SKIPPED, "output exists"
+        else:
+            prog.message(f"{FILE_PREFIX}{raster.name}")
+            t0 = time.perf_counter()
+            try:
+                r = predictor.run(raster, out, probs, _Scaled(prog, size / 1e6))
+                item.megapixels = r.megapixels
+                if r.tiles_skipped == r.tiles_total:
+                    item.status = STATUS_EMPTY
+                item.message = "; ".join(r.warnings)
+            except (FastUNetError, OSError) as exc:  # one bad sheet must not stop the campaign
+                item.status, item.message = STATUS_FAILED, str(exc)
+            item.seconds = round(time.perf_counter() - t0, 3)
+        result.items.append(item)
+    return result
+
+
+class _Scaled:
+    """Map one raster's tile progress onto the batch's megapixel progress."""
+
+    def __init__(self, parent: Progress, megapixels: float) -> None:
+        self.parent = parent
+        self.megapixels = megapixels
+        self.per_tile = 0.0
+
+    def start(self, total: float, label: str) -> None:
+        self.per_tile = self.megapixels / max(total, 1)
+
+    def advance(self, n: float = 1) -> None:
+        self.parent.advance(n * self.per_tile)
+
+    def is_cancelled(self) -> bool:
+        return self.parent.is_cancelled()
+
+    def message(self, text: str) -> None:
+        if not text.startswith("device: "):
+            self.parent.message(text)
+
+
+def write_summary(result: BatchResult, path: Path, overwrite: bool = True) -> Path:
+    """Write the outcomes as CSV or JSON (by the file's extension)."""
+    rows = [asdict(i) for i in result.items]
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        if path.suffix.lower() == ".json":
+            tmp.write_text(json.dumps(rows, indent=2))
+        else:
+            with tmp.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(BatchItem.__dataclass_fields__))
+                writer.writeheader()
+                writer.writerows(rows)
+    return path

@@ -1,0 +1,71 @@
+"""torch.distributed glue: one process per GPU (or CPU process with gloo), started by ``torchrun``.
+
+``torchrun`` sets RANK, WORLD_SIZE and LOCAL_RANK; without them everything runs as a single process and
+no process group is created.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+import torch.distributed as dist
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands in a distributed run."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that writes shared outputs (summaries, checkpoints)."""
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        """True when running under torchrun with more than one process."""
+        return self.world_size > 1
+
+
+def context_from_env() -> DistContext:
+    """Read torchrun's environment; a plain process gets rank 0 of 1."""
+    return DistContext(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                       int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def init(ctx: DistContext, use_cuda: bool) -> None:
+    """Create the process group (nccl on GPUs, gloo on CPUs) when running distributed."""
+    if ctx.enabled and not dist.is_initialized():
+        if use_cuda:
+            torch.cuda.set_device(ctx.local_rank)
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+
+
+def rank_device(requested: str, ctx: DistContext) -> str:
+    """Give each rank its own GPU: ``auto``/``cuda`` become ``cuda:LOCAL_RANK`` under torchrun."""
+    if ctx.enabled and requested in ("auto", "cuda") and torch.cuda.is_available():
+        return f"cuda:{ctx.local_rank % torch.cuda.device_count()}"
+    return requested
+
+
+def all_gather(obj: T, ctx: DistContext) -> list[T]:
+    """Return every rank's ``obj`` (in rank order) on every rank."""
+    if not ctx.enabled:
+        return [obj]
+    out: list[T] = [obj] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def shutdown() -> None:
+    """Destroy the process group if one exists."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,77 @@
+"""Produce the tiles of a raster in row-major order, optionally read ahead on a background thread.
+
+Reading ahead lets GDAL decode the next tiles while the model works on the current batch, so an
+accelerator is not left idle. The reader thread is the only user of the source dataset while it runs; a
+bounded queue limits how far it reads ahead (memory), and errors in the thread reach the caller.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from fastunet_core.grid import TileGrid
+from fastunet_core.raster_input import Tile, TileReader
+
+
+@dataclass(frozen=True)
+class EmptyTile:
+    """A tile whose window holds no valid pixel: it is not read or run."""
+
+    row: int
+    col: int
+
+
+TileItem = Tile | EmptyTile
+_DONE = object()
+
+
+def iter_tiles(grid: TileGrid, reader: TileReader) -> Iterator[TileItem]:
+    """Yield every tile of ``grid`` in row-major order, reading only those with data."""
+    for row, col, window in grid.windows():
+        valid = reader.read_valid(window)
+        if valid.any():
+            yield reader.read(row, col, window, valid)
+        else:
+            yield EmptyTile(row, col)
+
+
+def prefetch(items: Iterator[TileItem], depth: int) -> Iterator[TileItem]:
+    """Run ``items`` on a background thread, at most ``depth`` tiles ahead of the consumer."""
+    q: queue.Queue[object] = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            q.put(exc)
+
+    thread = threading.Thread(target=work, name="fastunet-tile-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        while thread.is_alive():  # drain so a blocked put wakes up, then let the thread finish
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)
