@@ -20,7 +20,7 @@ import rasterio
 from fastunet_core.atomic import atomic_output
 from fastunet_core.errors import ConfigError, FastUNetError, InputRasterError
 from fastunet_core.predict import Predictor
-from fastunet_core.progress import FILE_PREFIX, NullProgress, Progress
+from fastunet_core.progress import STATUS_PREFIX, NullProgress, Progress
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg")
 STATUS_OK, STATUS_FAILED, STATUS_SKIPPED, STATUS_EMPTY = "ok", "failed", "skipped", "empty"
@@ -154,7 +154,7 @@ def predict_many(inputs: Sequence[Path], predictor: Predictor, out_dir: Path, wi
         if skip_existing and out.exists() and (probs is None or probs.exists()):
             item.status, item.message = STATUS_SKIPPED, "output exists"
         else:
-            prog.message(f"{FILE_PREFIX}{raster.name}")
+            prog.message(f"{STATUS_PREFIX}{raster.name}")
             t0 = time.perf_counter()
             try:
                 r = predictor.run(raster, out, probs, _Scaled(prog, size / 1e6))

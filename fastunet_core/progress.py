@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-FILE_PREFIX = "file: "  # a message starting with this names the file being worked on
+STATUS_PREFIX = "status: "  # a message starting with this is shown beside the progress bar (file, loss...)
 
 
 class Progress(Protocol):

@@ -8,13 +8,14 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+import warnings
 from typing import Any
 
 import click
 
 from fastunet_core import __version__
-from fastunet_core.cli import info_cmd, init_cmd, predict_cmd
-from fastunet_core.errors import CancelledError, FastUNetError
+from fastunet_core.cli import info_cmd, init_cmd, models_cmd, predict_cmd
+from fastunet_core.errors import CancelledError, FastUNetError, FastUNetWarning
 
 
 class _Group(click.Group):
@@ -58,11 +59,13 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
     logging.captureWarnings(True)
+    warnings.simplefilter("ignore", FastUNetWarning)  # commands print these from their results
 
 
 cli.add_command(predict_cmd.predict)
 cli.add_command(init_cmd.init)
 cli.add_command(info_cmd.info)
+cli.add_command(models_cmd.models)
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ import sys
 import click
 from tqdm import tqdm
 
-from fastunet_core.progress import FILE_PREFIX
+from fastunet_core.progress import STATUS_PREFIX
 
 
 def parse_int_list(value: str | None, what: str) -> tuple[int, ...] | None:
@@ -60,8 +60,8 @@ class BarProgress:
         """Show the current file beside the bar; print other lines above it."""
         if not self.enabled:
             return
-        if text.startswith(FILE_PREFIX) and self._bar is not None:
-            self._bar.set_postfix_str(text[len(FILE_PREFIX) :], refresh=True)
+        if text.startswith(STATUS_PREFIX) and self._bar is not None:
+            self._bar.set_postfix_str(text[len(STATUS_PREFIX) :], refresh=True)
         else:
             tqdm.write(text, file=sys.stderr)
 

@@ -48,7 +48,9 @@ def get_architecture(name: str) -> Architecture:
         ) from None
 
 
-def build_model(name: str, in_channels: int, num_classes: int, args: Mapping[str, Any] | None = None) -> nn.Module:
+def build_model(
+    name: str, in_channels: int, num_classes: int, args: Mapping[str, Any] | None = None
+) -> nn.Module:
     """Build an untrained model from its registry name and constructor arguments."""
     arch = get_architecture(name)
     kwargs = {**arch.defaults, **(args or {})}
@@ -92,6 +94,11 @@ def _smp_divisor(args: Mapping[str, Any]) -> int:
     return 2 ** int(args.get("encoder_depth", 5))
 
 
+def _deeplab_divisor(args: Mapping[str, Any]) -> int:
+    # the encoder stops downsampling at its output stride (dilated convolutions below it)
+    return min(_smp_divisor(args), int(args.get("encoder_output_stride", 16)))
+
+
 register("unet", _make_unet_builder(None), "UNet with your own widths and convolutions per level",
          _unet_divisor, {"widths": (64, 128, 256, 512, 1024), "convs": 2})
 _DESCRIPTIONS = {
@@ -105,8 +112,9 @@ for _name, _preset in PRESETS.items():
     register(_name, _make_unet_builder(_preset), _DESCRIPTIONS[_name], _unet_divisor, _preset)
 register("unetplusplus", _smp_builder("UnetPlusPlus"), "smp UNet++ (baseline in the paper), resnet34 encoder",
          _smp_divisor, {"encoder_name": "resnet34"})
-register("deeplabv3plus", _smp_builder("DeepLabV3Plus"), "smp DeepLabV3+ (baseline in the paper), resnet34 encoder",
-         _smp_divisor, {"encoder_name": "resnet34"})
+register("deeplabv3plus", _smp_builder("DeepLabV3Plus"),
+         "smp DeepLabV3+ (baseline in the paper), resnet34 encoder", _deeplab_divisor,
+         {"encoder_name": "resnet34"})
 
 
 def check_arch_args(args: Mapping[str, Any]) -> dict[str, Any]:

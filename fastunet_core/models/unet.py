@@ -19,12 +19,38 @@ from torch import nn
 from fastunet_core.errors import ConfigError
 
 
-def conv_block(cin: int, cout: int, n: int) -> nn.Sequential:
-    """Return ``n`` x (3x3 conv with bias, BatchNorm, ReLU)."""
-    layers: list[nn.Module] = []
-    for i in range(n):
-        layers += [nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-    return nn.Sequential(*layers)
+class ConvBlock(nn.Module):
+    """``n`` x (3x3 convolution with bias, BatchNorm, ReLU).
+
+    A module of its own rather than an ``nn.Sequential``: torchsummary-style footprints count the output of
+    every module that is not a Sequential, and the paper's figures count this block's output (see
+    :mod:`fastunet_core.models.summary`).
+    """
+
+    def __init__(self, cin: int, cout: int, n: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i in range(n):
+            layers += [nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1), nn.BatchNorm2d(cout),
+                       nn.ReLU(inplace=True)]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the convolutions."""
+        return self.layers(x)
+
+
+class UpBlock(nn.Module):
+    """One decoder level: 2x2 stride-2 transposed conv (``cin`` to ``cout``), concat the skip, ConvBlock."""
+
+    def __init__(self, cin: int, cout: int, n: int) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(cin, cout, 2, stride=2)
+        self.block = ConvBlock(2 * cout, cout, n)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """Upsample ``x``, join it with ``skip`` (same size, ``cout`` channels) and convolve."""
+        return self.block(torch.cat([self.up(x), skip], dim=1))
 
 
 class UNet(nn.Module):
@@ -36,6 +62,10 @@ class UNet(nn.Module):
         widths: channels per level, top (full resolution) to bottom (bottleneck).
         convs: convolutions per block per level (same length as ``widths``), used by both the encoder
             block and the decoder block of that level; a single int applies to every level.
+
+    Raises:
+        ConfigError: on fewer than two levels, mismatched lengths or non-positive values.
+
     """
 
     def __init__(
@@ -54,14 +84,12 @@ class UNet(nn.Module):
         self.encoder = nn.ModuleList()
         cin = in_channels
         for w, n in zip(widths, convs_list, strict=True):
-            self.encoder.append(conv_block(cin, w, n))
+            self.encoder.append(ConvBlock(cin, w, n))
             cin = w
         self.pool = nn.MaxPool2d(2)
-        self.up = nn.ModuleList()
-        self.decoder = nn.ModuleList()
-        for j in range(len(widths) - 2, -1, -1):
-            self.up.append(nn.ConvTranspose2d(widths[j + 1], widths[j], 2, stride=2))
-            self.decoder.append(conv_block(2 * widths[j], widths[j], convs_list[j]))
+        self.decoder = nn.ModuleList(
+            UpBlock(widths[j + 1], widths[j], convs_list[j]) for j in range(len(widths) - 2, -1, -1)
+        )
         self.head = nn.Conv2d(widths[0], num_classes, 1)
 
     @property
@@ -70,17 +98,33 @@ class UNet(nn.Module):
         return 2 ** (len(self.widths) - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map (B, bands, H, W) to logits (B, classes, H, W)."""
+        """Map (B, bands, H, W) to logits (B, classes, H, W).
+
+        Raises:
+            ConfigError: if H or W is not a multiple of :attr:`size_divisor` (checked in eager mode only,
+                not while tracing, scripting or compiling).
+
+        """
+        if not (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()):
+            self._check_size(x)
         skips = []
         for i, block in enumerate(self.encoder):
             x = block(x)
             if i < len(self.encoder) - 1:
                 skips.append(x)
                 x = self.pool(x)
-        for up, block in zip(self.up, self.decoder, strict=True):
-            x = up(x)
-            x = block(torch.cat([x, skips.pop()], dim=1))
+        for up in self.decoder:
+            x = up(x, skips.pop())
         return self.head(x)
+
+    def _check_size(self, x: torch.Tensor) -> None:
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        d = self.size_divisor
+        if h % d or w % d:
+            raise ConfigError(
+                f"input height and width must be multiples of {d} for this {len(self.widths)}-level UNet, "
+                f"got {h}x{w}; pad to {-(-h // d) * d}x{-(-w // d) * d}"
+            )
 
 
 # The paper's variants (Cai & Zhang, "Finding a Faster UNet for Satellite Image Segmentation").
