@@ -35,6 +35,10 @@ class ConfigError(FastUNetError, ValueError):
     """An option or configuration value is invalid."""
 
 
+class DatasetLayoutError(FastUNetError, ValueError):
+    """A training data folder or file does not have the expected layout (what was expected, what was found)."""
+
+
 class DeviceError(FastUNetError, RuntimeError):
     """The requested compute device cannot be used."""
 
@@ -45,6 +49,10 @@ class OutputExistsError(FastUNetError, FileExistsError):
 
 class OutputWriteError(FastUNetError, OSError):
     """The output could not be written."""
+
+
+class OutputLimitError(OutputWriteError):
+    """The output would exceed what its file format can hold (e.g. a Shapefile's 2 GB)."""
 
 
 class CancelledError(FastUNetError):

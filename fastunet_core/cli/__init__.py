@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from fastunet_core import __version__
-from fastunet_core.cli import info_cmd, init_cmd, models_cmd, predict_cmd
+from fastunet_core.cli import info_cmd, init_cmd, models_cmd, predict_cmd, train_cmd
 from fastunet_core.errors import CancelledError, FastUNetError, FastUNetWarning
 
 
@@ -66,6 +66,8 @@ cli.add_command(predict_cmd.predict)
 cli.add_command(init_cmd.init)
 cli.add_command(info_cmd.info)
 cli.add_command(models_cmd.models)
+cli.add_command(train_cmd.train)
+cli.add_command(train_cmd.evaluate)
 
 
 def main() -> None:

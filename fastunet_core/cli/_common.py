@@ -41,6 +41,7 @@ class BarProgress:
         """Open the bar (counting tiles, or megapixels over many rasters)."""
         if not self.enabled:
             return
+        self.close()
         fmt = None
         if label == "Mpx":
             fmt = "{l_bar}{bar}| {n:.1f}/{total:.1f} Mpx [{elapsed}<{remaining}, {rate_fmt}{postfix}]"

@@ -1,0 +1,76 @@
+"""``fastunet-geo train`` and ``fastunet-geo evaluate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from fastunet_core.cli._common import BarProgress
+
+
+@click.command()
+@click.option("-c", "--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="YAML run configuration (see training/).")
+@click.argument("overrides", nargs=-1)
+@click.option("--output", default=None, help="Run folder (checkpoints, history, curves) [default: the config's].")
+@click.option("--device", default=None, help="auto, cuda, cuda:N or cpu [default: the config's].")
+@click.option("--fresh", is_flag=True, help="Start over even if the run folder holds a run to resume.")
+@click.pass_context
+def train(ctx: click.Context, config_path: Path | None, overrides: tuple[str, ...], output: str | None,
+          device: str | None, fresh: bool) -> None:
+    """Train a model; an interrupted run resumes where it stopped.
+
+    OVERRIDES change config values: section.key=value (the value is YAML).
+
+    \b
+    Example:
+      fastunet-geo train --config training/landcoverai/unet_skinny.yaml data.root=/data/landcover.ai
+      fastunet-geo train -c run.yaml optim.epochs=3 optim.micro_batch=2 --device cpu
+      torchrun --nproc-per-node 4 -m fastunet_core.cli train -c run.yaml
+    """
+    from fastunet_core.train.config import load_config
+    from fastunet_core.train.loop import train as run_training
+
+    extra = list(overrides)
+    if output:
+        extra.append(f"output={output}")
+    if device:
+        extra.append(f"device={device}")
+    cfg = load_config(config_path, extra)
+    bar = BarProgress(enabled=not ctx.obj.get("quiet", False))
+    try:
+        result = run_training(cfg, bar, fresh=fresh)
+    finally:
+        bar.close()
+    if result.history and not ctx.obj.get("quiet", False):
+        best = result.history[result.best_epoch - 1] if result.best_epoch else result.history[-1]
+        click.echo(f"best epoch {result.best_epoch}: val loss {best.val_loss:.4f}, val mIoU {best.val_miou:.4f}; "
+                   f"checkpoint {result.best_checkpoint}; curves {result.output_dir / 'curves.png'}", err=True)
+
+
+@click.command()
+@click.option("-m", "--model", "model_path", required=True, type=click.Path(path_type=Path),
+              help="Checkpoint to evaluate.")
+@click.option("-c", "--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="YAML config whose data section names the dataset.")
+@click.argument("overrides", nargs=-1)
+@click.option("--split", default="val", show_default=True, help="Dataset split: train, val or test.")
+@click.option("--batch-size", default=4, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.pass_context
+def evaluate(ctx: click.Context, model_path: Path, config_path: Path | None, overrides: tuple[str, ...], split: str,
+             batch_size: int, device: str) -> None:
+    """Print a checkpoint's per-class IoU on a dataset split (dataset-level and the paper's metric).
+
+    \b
+    Example:
+      fastunet-geo evaluate -m runs/skinny/best.safetensors -c training/loveda/unet_skinny.yaml --split val
+      fastunet-geo evaluate -m best.safetensors data.kind=folder data.root=/data/tiles
+    """
+    from fastunet_core.train.evaluate import evaluate_checkpoint
+    from fastunet_core.train.metrics import format_table
+
+    result = evaluate_checkpoint(model_path, config_path, list(overrides), split, batch_size, device)
+    click.echo(format_table(result.report, result.class_names))
+    click.echo(f"{result.images} images, loss {result.loss:.4f}, device {result.device}")

@@ -1,0 +1,1 @@
+"""Training: JDT loss, datasets, augmentation, the training loop, metrics and evaluation."""

@@ -1,0 +1,175 @@
+"""Training configuration: typed dataclasses read from YAML, with ``section.key=value`` overrides.
+
+The defaults are the paper's set-up (Cai & Zhang): Adam (lr 1e-3, weight decay 1e-3), JDT loss with
+alpha = beta = 1 and gamma = 1, ReduceLROnPlateau (min, patience 2, factor 0.5) on the validation loss,
+early stopping after 5 epochs without improvement, at most 50 epochs, a logical batch of 8.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fastunet_core.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    """Which architecture to train."""
+
+    architecture: str = "unet_skinny"
+    args: dict[str, Any] = field(default_factory=dict)  # constructor arguments (e.g. widths, encoder_weights)
+    init_from: str | None = None  # start from this checkpoint's weights (fine-tuning)
+
+
+@dataclass
+class InputConfig:
+    """How raw pixels become model input (stored in the checkpoint for prediction)."""
+
+    bands: list[int] | None = None  # 1-based; default: all the dataset's bands
+    value_range: list[float] | None = None  # default: the dtype's range (uint8 0..255, uint16 0..65535)
+    mean: list[float] | None = None  # after scaling to 0..1; default 0
+    std: list[float] | None = None  # default 1
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser, schedule and stopping."""
+
+    epochs: int = 50
+    batch_size: int = 8  # logical batch (one optimiser step)
+    micro_batch: int = 8  # images per forward pass; batch_size / micro_batch steps of gradient accumulation
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+    plateau_patience: int = 2
+    plateau_factor: float = 0.5
+    early_stop_patience: int = 5
+    amp: str = "auto"  # auto: bf16/fp16 autocast on CUDA, none on CPU; "none" turns it off
+    max_batches_per_epoch: int | None = None  # cap for quick runs
+    num_workers: int = 2
+    seed: int = 0
+
+
+@dataclass
+class LossConfig:
+    """JDT loss settings."""
+
+    alpha: float = 1.0
+    beta: float = 1.0
+    gamma: float = 1.0
+    smooth: float = 1e-3
+    log_loss: bool = False
+    reduction: str = "batch"
+    class_weights: list[float] | None = None
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation."""
+
+    enabled: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """A whole training run."""
+
+    data: dict[str, Any]
+    output: str = "runs/run"
+    device: str = "auto"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    tile_overlap_px: int = 64  # stored in the checkpoint as the prediction default
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a plain dict (for YAML and checkpoint metadata)."""
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {"model": ModelConfig, "input": InputConfig, "optim": OptimConfig, "loss": LossConfig,
+             "augment": AugmentConfig}
+
+
+def config_from_dict(d: Mapping[str, Any]) -> TrainConfig:
+    """Build a :class:`TrainConfig`, with an error naming any unknown key and the valid ones."""
+    d = dict(d)
+    if "data" not in d or not isinstance(d["data"], Mapping):
+        raise ConfigError("the training config needs a 'data' section (kind, root, ...)")
+    top = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(d) - top)
+    if unknown:
+        raise ConfigError(f"unknown config section(s) {unknown}; valid: {sorted(top)}")
+    kwargs: dict[str, Any] = {k: v for k, v in d.items() if k not in _SECTIONS}
+    kwargs["data"] = dict(d["data"])
+    for name, cls in _SECTIONS.items():
+        section = d.get(name) or {}
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"config section {name!r} must be a mapping, got {section!r}")
+        valid = {f.name for f in dataclasses.fields(cls)}
+        bad = sorted(set(section) - valid)
+        if bad:
+            raise ConfigError(f"unknown key(s) {bad} in section {name!r}; valid: {sorted(valid)}")
+        kwargs[name] = cls(**section)
+    cfg = TrainConfig(**kwargs)
+    _check(cfg)
+    return cfg
+
+
+def _check(cfg: TrainConfig) -> None:
+    o = cfg.optim
+    if o.batch_size < 1 or o.micro_batch < 1 or o.batch_size % o.micro_batch:
+        raise ConfigError(f"optim.batch_size ({o.batch_size}) must be a positive multiple of optim.micro_batch "
+                          f"({o.micro_batch})")
+    if o.epochs < 1:
+        raise ConfigError(f"optim.epochs must be at least 1, got {o.epochs}")
+    if o.amp not in ("auto", "none", "bf16", "fp16"):
+        raise ConfigError(f"optim.amp must be auto, none, bf16 or fp16, got {o.amp!r}")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``optim.epochs=3`` into (["optim", "epochs"], 3); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value, e.g. optim.epochs=3")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"override {text!r} has no key")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({exc})") from exc
+    return path, value
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = (),
+                base: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML config (or start from ``base``), apply overrides, and check it."""
+    d: dict[str, Any] = dict(base or {})
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p} must hold a mapping of sections")
+        d.update(loaded)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = d
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {k} is not a section")
+        node[keys[-1]] = value
+    return config_from_dict(d)

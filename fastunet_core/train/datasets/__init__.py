@@ -1,0 +1,31 @@
+"""Training datasets: LandCover.ai, LoveDA, image/mask folders, and rasters with vector labels.
+
+Every dataset is a :class:`torch.utils.data.Dataset` whose ``__getitem__(i)`` returns ``(image, mask)``
+as numpy arrays: ``image`` (H, W, bands) in the source dtype, ``mask`` (H, W) int64 holding model channel
+indices ``0..n_classes-1`` or :data:`IGNORE_INDEX`. Each has ``classes`` (channel order; ``ClassInfo.id`` is
+the value written to output class rasters), ``input_dtype``, ``n_bands`` and ``name``. Pixels are read on
+the fly (windowed reads), never pre-extracted. Open one with :func:`open_dataset`.
+"""
+
+from fastunet_core.train.datasets._common import IGNORE_INDEX, WindowedPairs
+from fastunet_core.train.datasets.folder import open_folder
+from fastunet_core.train.datasets.landcoverai import LANDCOVERAI_CLASSES, open_landcoverai
+from fastunet_core.train.datasets.loveda import loveda_classes, open_loveda
+from fastunet_core.train.datasets.raster_vector import RasterVectorDataset, open_raster_vector
+from fastunet_core.train.datasets.spec import SPLITS, DatasetKind, DatasetSpec, open_dataset
+
+__all__ = [
+    "IGNORE_INDEX",
+    "LANDCOVERAI_CLASSES",
+    "SPLITS",
+    "DatasetKind",
+    "DatasetSpec",
+    "RasterVectorDataset",
+    "WindowedPairs",
+    "loveda_classes",
+    "open_dataset",
+    "open_folder",
+    "open_landcoverai",
+    "open_loveda",
+    "open_raster_vector",
+]

@@ -1,0 +1,237 @@
+"""Shared parts of the dataset loaders: the ignore label, windowed image/mask reading, classes, layout errors.
+
+Every file-pair loader turns its layout into a list of :class:`PairWindow` (an image file, its mask file
+and one :class:`rasterio.windows.Window` of both) and hands it to :class:`WindowedPairs`, which reads the
+window on the fly. Raw mask values become model channels through a lookup table; values outside the table
+become :data:`IGNORE_INDEX`, and so do pixels the image itself marks as nodata (GDAL's dataset mask: a
+nodata value, an internal mask or an alpha band).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
+from torch.utils.data import Dataset
+
+from fastunet_core.errors import DatasetLayoutError
+from fastunet_core.grid import tile_windows
+from fastunet_core.metadata import ClassInfo, default_classes
+from fastunet_core.raster_input import open_raster
+
+IGNORE_INDEX = 255
+"""Mask value of pixels that count for nothing (no label, image nodata, padding)."""
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+_SHOW = 5  # how many entries an error message lists
+
+_KNOWN_COLOURS: dict[str, tuple[int, int, int]] = {
+    "no-data": (0, 0, 0),
+    "background": (255, 255, 255),
+    "building": (255, 0, 0),
+    "road": (255, 255, 0),
+    "water": (0, 0, 255),
+    "barren": (159, 129, 183),
+    "forest": (0, 255, 0),
+    "woodland": (0, 160, 0),
+    "agriculture": (255, 195, 128),
+}
+
+
+def make_classes(names: Sequence[str], ids: Sequence[int] | None = None) -> tuple[ClassInfo, ...]:
+    """Build classes in channel order, with well-known colours for common names (LoveDA's palette)."""
+    ids = list(range(len(names))) if ids is None else list(ids)
+    base = default_classes(names)
+    return tuple(
+        ClassInfo(int(i), n, _KNOWN_COLOURS.get(n.lower(), b.color)) for i, n, b in zip(ids, names, base, strict=True)
+    )
+
+
+def make_lut(value_to_channel: Mapping[int, int]) -> np.ndarray:
+    """Return a lookup table raw mask value -> channel; values not in the mapping give IGNORE_INDEX."""
+    lut = np.full(max(value_to_channel, default=0) + 1, IGNORE_INDEX, dtype=np.int64)
+    for value, channel in value_to_channel.items():
+        lut[value] = channel
+    return lut
+
+
+def apply_lut(raw: np.ndarray, lut: np.ndarray, source: Path) -> np.ndarray:
+    """Map raw mask codes to channels (int64); codes outside the table become IGNORE_INDEX."""
+    if not np.issubdtype(raw.dtype, np.integer):
+        raise DatasetLayoutError(f"mask {source} holds {raw.dtype} values; masks must hold integer class codes")
+    out = np.full(raw.shape, IGNORE_INDEX, dtype=np.int64)
+    inside = (raw >= 0) & (raw < len(lut))
+    out[inside] = lut[raw[inside]]
+    return out
+
+
+@dataclass(frozen=True)
+class RasterHeader:
+    """What a loader needs to know about an image file before reading pixels."""
+
+    width: int
+    height: int
+    dtype: str
+    bands: tuple[int, ...]  # 1-based data bands (an alpha band is left out: it is validity, not data)
+
+
+def read_header(path: Path) -> RasterHeader:
+    """Read an image's size, data type and data bands (no pixels)."""
+    with open_raster(path) as src:
+        bands = tuple(i for i, ci in enumerate(src.colorinterp, start=1) if ci != ColorInterp.alpha)
+        return RasterHeader(src.width, src.height, src.dtypes[0], bands or (1,))
+
+
+def uniform_header(headers: Sequence[RasterHeader], paths: Sequence[Path]) -> RasterHeader:
+    """Return the first header, or raise if the images differ in data type or band count."""
+    first = headers[0]
+    for header, path in zip(headers, paths, strict=True):
+        if header.dtype != first.dtype or len(header.bands) != len(first.bands):
+            raise DatasetLayoutError(
+                f"images must share one data type and band count: {paths[0].name} is {first.dtype} with "
+                f"{len(first.bands)} band(s) but {path.name} is {header.dtype} with {len(header.bands)}; "
+                "convert them to one format (e.g. with gdal_translate -ot)"
+            )
+    return first
+
+
+def cut_windows(width: int, height: int, tile: int) -> list[Window]:
+    """Cut a width x height image into tile x tile windows, row-major, last row/column flush with the edge."""
+    return [w for row in tile_windows(width, height, tile, 0) for w in row]
+
+
+def describe_dir(folder: Path) -> str:
+    """Say what a folder holds (up to a few entries), for layout error messages."""
+    if not folder.exists():
+        return f"{folder} does not exist"
+    if not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    if not names:
+        return f"{folder} is empty"
+    return f"found {list_some(names)} in {folder}"
+
+
+def list_some(names: Iterable[str]) -> str:
+    """Join up to a few names, saying how many more there are."""
+    names = list(names)
+    more = f" and {len(names) - _SHOW} more" if len(names) > _SHOW else ""
+    return ", ".join(names[:_SHOW]) + more
+
+
+def list_images(folder: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> dict[str, Path]:
+    """Return the image files of a folder by stem; raise if the folder has none or two share a stem."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix.lower() in suffixes:
+            if path.stem in found:
+                raise DatasetLayoutError(
+                    f"{folder} holds both {found[path.stem].name} and {path.name}; keep one file per name"
+                )
+            found[path.stem] = path
+    if not found:
+        raise DatasetLayoutError(
+            f"expected image files ({', '.join(suffixes)}) in {folder}, {describe_dir(folder)}"
+        )
+    return found
+
+
+def match_pairs(images: Mapping[str, Path], masks: Mapping[str, Path], image_dir: Path,
+                mask_dir: Path) -> list[tuple[Path, Path]]:
+    """Pair images with masks of the same file name stem; raise listing what has no partner."""
+    lonely_images = sorted(set(images) - set(masks))
+    if lonely_images:
+        raise DatasetLayoutError(
+            f"{len(lonely_images)} image(s) in {image_dir} have no mask of the same name in {mask_dir}: "
+            f"{list_some(lonely_images)}; add their masks or move them out"
+        )
+    lonely_masks = sorted(set(masks) - set(images))
+    if lonely_masks:
+        raise DatasetLayoutError(
+            f"{len(lonely_masks)} mask(s) in {mask_dir} have no image of the same name in {image_dir}: "
+            f"{list_some(lonely_masks)}; add their images or move them out"
+        )
+    return [(images[stem], masks[stem]) for stem in sorted(images)]
+
+
+@dataclass(frozen=True)
+class PairWindow:
+    """One training sample: a window of an image file and the same window of its mask file."""
+
+    image: Path
+    mask: Path
+    window: Window
+
+
+def pair_windows(pairs: Sequence[tuple[Path, Path]], tile: int) -> tuple[list[PairWindow], RasterHeader]:
+    """Cut every image/mask pair into tile windows; return the samples and the images' common header."""
+    if not pairs:
+        raise DatasetLayoutError("no image/mask pairs found")
+    headers = [read_header(image) for image, _ in pairs]
+    header = uniform_header(headers, [image for image, _ in pairs])
+    samples = [
+        PairWindow(image, mask, w)
+        for (image, mask), h in zip(pairs, headers, strict=True)
+        for w in cut_windows(h.width, h.height, tile)
+    ]
+    return samples, header
+
+
+def read_image(src: rasterio.io.DatasetReader, window: Window, bands: Sequence[int]) -> tuple[np.ndarray,
+                                                                                                np.ndarray | None]:
+    """Read (H, W, bands) pixels in the source dtype, and the (H, W) invalid-pixel mask (None: all valid)."""
+    try:
+        raw = src.read(list(bands), window=window)
+        invalid = None
+        if not all(MaskFlags.all_valid in flags for flags in src.mask_flag_enums):
+            invalid = src.dataset_mask(window=window) == 0
+    except (RasterioIOError, IndexError) as exc:
+        raise DatasetLayoutError(f"reading {Path(src.name).name} at {window} failed ({exc}); "
+                                 "the file may be damaged or have fewer bands than the others") from exc
+    if np.issubdtype(raw.dtype, np.floating):
+        nonfinite = ~np.isfinite(raw).all(axis=0)
+        invalid = nonfinite if invalid is None else invalid | nonfinite
+    return np.ascontiguousarray(np.moveaxis(raw, 0, -1)), invalid
+
+
+class WindowedPairs(Dataset[tuple[np.ndarray, np.ndarray]]):
+    """Samples read on the fly from windows of image/mask file pairs.
+
+    ``__getitem__`` returns ``(image (H, W, bands) source dtype, mask (H, W) int64)`` with mask values
+    0..n_classes-1 or :data:`IGNORE_INDEX`.
+    """
+
+    def __init__(self, samples: Sequence[PairWindow], *, classes: tuple[ClassInfo, ...], lut: np.ndarray,
+                 name: str, header: RasterHeader) -> None:
+        self.samples = list(samples)
+        self.classes = classes
+        self.lut = lut
+        self.name = name
+        self.input_dtype = header.dtype
+        self.n_bands = len(header.bands)
+        self._bands = header.bands
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        sample = self.samples[index]
+        with open_raster(sample.image) as img, open_raster(sample.mask) as msk:
+            if (img.width, img.height) != (msk.width, msk.height):
+                raise DatasetLayoutError(
+                    f"{sample.image.name} is {img.width} x {img.height} px but its mask {sample.mask.name} is "
+                    f"{msk.width} x {msk.height}; a mask must cover its image pixel for pixel"
+                )
+            image, invalid = read_image(img, sample.window, self._bands)
+            raw = msk.read(1, window=sample.window)
+        mask = apply_lut(raw, self.lut, sample.mask)
+        if invalid is not None:
+            mask[invalid] = IGNORE_INDEX
+        return image, mask
+

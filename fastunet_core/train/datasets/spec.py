@@ -1,0 +1,89 @@
+"""The dataset part of a training configuration, and the one function that opens any layout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+from torch.utils.data import Dataset
+
+from fastunet_core.errors import ConfigError
+from fastunet_core.train.datasets.folder import open_folder
+from fastunet_core.train.datasets.landcoverai import open_landcoverai
+from fastunet_core.train.datasets.loveda import LOVEDA_SCENES, NODATA_MODES, open_loveda
+from fastunet_core.train.datasets.raster_vector import open_raster_vector
+
+DatasetKind = Literal["landcoverai", "loveda", "folder", "raster_vector"]
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where the training data is and how to read it.
+
+    Attributes:
+        kind: the layout: ``landcoverai``, ``loveda``, ``folder`` or ``raster_vector``.
+        root: the dataset folder; relative ``raster``/``vector`` paths are taken from it.
+        tile_size: side of the square training windows in pixels.
+        loveda_scenes: LoveDA scenes to use (``Urban``, ``Rural``).
+        loveda_nodata: LoveDA label 0: ``ignore`` (IGNORE_INDEX) or ``class`` (a class of its own).
+        raster: the orthophoto of a ``raster_vector`` dataset.
+        vector: its polygon labels (Shapefile, GeoPackage, GeoJSON ...).
+        class_field: the polygon attribute holding each polygon's class (name or integer code).
+        class_names: class names in channel order (``folder``: required; ``raster_vector``: optional).
+        label_values: the mask or attribute code of each class, also its class id (default 0..n-1).
+        val_fraction: share held out for validation when the data has no separate validation split.
+        seed: seed of the ``folder`` validation draw.
+
+    """
+
+    kind: DatasetKind
+    root: Path
+    tile_size: int = 512
+    loveda_scenes: tuple[str, ...] = LOVEDA_SCENES
+    loveda_nodata: Literal["ignore", "class"] = "ignore"
+    raster: Path | None = None
+    vector: Path | None = None
+    class_field: str | None = None
+    class_names: tuple[str, ...] | None = None
+    label_values: tuple[int, ...] | None = None
+    val_fraction: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in get_args(DatasetKind):
+            raise ConfigError(f"unknown dataset kind {self.kind!r}; choose one of {', '.join(get_args(DatasetKind))}")
+        object.__setattr__(self, "root", Path(self.root).expanduser())
+        for name in ("raster", "vector"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, self.root / Path(value).expanduser())
+        for name in ("loveda_scenes", "class_names", "label_values"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(value))
+        if self.tile_size < 1:
+            raise ConfigError(f"tile_size must be a positive number of pixels, got {self.tile_size}")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.loveda_nodata not in NODATA_MODES:
+            raise ConfigError(f"loveda_nodata must be one of {', '.join(NODATA_MODES)}, got {self.loveda_nodata!r}")
+
+
+def open_dataset(spec: DatasetSpec, split: str) -> Dataset:
+    """Open the ``train``, ``val`` or ``test`` split of a dataset; see each layout's module for details."""
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if spec.kind == "landcoverai":
+        return open_landcoverai(spec.root, split, spec.tile_size)
+    if spec.kind == "loveda":
+        return open_loveda(spec.root, split, spec.tile_size, spec.loveda_scenes, spec.loveda_nodata)
+    if spec.kind == "folder":
+        return open_folder(spec.root, split, spec.tile_size, spec.class_names, spec.label_values,
+                           spec.val_fraction, spec.seed)
+    if spec.raster is None or spec.vector is None:
+        raise ConfigError("a raster_vector dataset needs raster (the orthophoto GeoTIFF) and vector (the polygon "
+                          "labels), e.g. raster: ortho.tif, vector: labels.gpkg")
+    return open_raster_vector(spec.raster, spec.vector, split, spec.tile_size, spec.class_field, spec.class_names,
+                              spec.label_values, spec.val_fraction)

@@ -1,0 +1,329 @@
+"""``train``: the paper's training loop, headless, GPU-first, resumable, and DDP-ready under torchrun.
+
+Per epoch: shuffled micro-batches with gradient accumulation up to the logical batch, JDT loss, AMP on
+CUDA (bf16 where supported, else fp16 with a GradScaler), then validation (loss and metrics, reduced over
+ranks), ReduceLROnPlateau on the validation loss, early stopping, and on rank 0 the best and last
+checkpoints, the training state, the history and a plot of the curves.
+
+Reproducibility: the data order comes from a DistributedSampler (also with one process), and every
+sample's augmentation is seeded by (seed, epoch, index). So a run on one process with micro-batch 1 and
+gradient accumulation over N steps matches N processes with micro-batch 1, and a resumed run matches an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from fastunet_core import distributed
+from fastunet_core.checkpoint import load_checkpoint, save_checkpoint
+from fastunet_core.device import DeviceChoice, resolve_device
+from fastunet_core.errors import CancelledError, ConfigError
+from fastunet_core.metadata import DTYPE_RANGES, InputSpec, ModelMeta
+from fastunet_core.models.registry import build_model, check_arch_args, get_architecture, size_divisor
+from fastunet_core.progress import STATUS_PREFIX, NullProgress, Progress
+from fastunet_core.train.augment import SampleTransform
+from fastunet_core.train.config import TrainConfig
+from fastunet_core.train.datasets import IGNORE_INDEX, DatasetSpec, open_dataset
+from fastunet_core.train.loss import JDTLoss
+from fastunet_core.train.metrics import SegmentationMetrics, format_table
+from fastunet_core.train.plots import plot_history
+from fastunet_core.train.state import STATE_FILE, EpochRecord, LoopState, load_state, save_state, write_history
+
+BEST_CHECKPOINT = "best.safetensors"
+LAST_CHECKPOINT = "last.safetensors"
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    output_dir: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    history: list[EpochRecord]
+    best_epoch: int
+    stopped_early: bool
+    device: DeviceChoice
+
+
+class SeededSamples(Dataset):
+    """Apply a transform with a seed fixed by (seed, epoch, index), so augmentation is reproducible."""
+
+    def __init__(self, base: Dataset, transform: SampleTransform, seed: int) -> None:
+        self.base, self.transform, self.seed, self.epoch = base, transform, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.base[index]
+        self.transform.set_random_seed((self.seed * 1_000_003 + self.epoch * 10_007 + index) % (2**31))
+        return self.transform(image, mask)
+
+
+def dataset_spec(data: dict[str, Any]) -> DatasetSpec:
+    """Build the dataset spec from the config's data section, naming unknown keys."""
+    valid = {f.name for f in dataclasses.fields(DatasetSpec)}
+    bad = sorted(set(data) - valid)
+    if bad:
+        raise ConfigError(f"unknown key(s) {bad} in section 'data'; valid: {sorted(valid)}")
+    values = dict(data)
+    if "root" in values and values["root"] is not None:
+        values["root"] = Path(values["root"])
+    return DatasetSpec(**values)
+
+
+def input_spec(cfg: TrainConfig, n_bands: int, dtype: str) -> InputSpec:
+    """Describe the model input from the config and the dataset."""
+    i = cfg.input
+    bands = tuple(i.bands) if i.bands else tuple(range(1, n_bands + 1))
+    vr = tuple(i.value_range) if i.value_range else DTYPE_RANGES.get(dtype, (0.0, 1.0))
+    return InputSpec(bands=bands, dtype=dtype, value_range=(float(vr[0]), float(vr[1])),
+                     mean=tuple(i.mean or ()), std=tuple(i.std or ()))
+
+
+def train(cfg: TrainConfig, progress: Progress | None = None, fresh: bool = False) -> TrainResult:
+    """Train (or resume training) as configured; return where the checkpoints are."""
+    prog = progress or NullProgress()
+    ctx = distributed.context_from_env()
+    device = resolve_device(distributed.rank_device(cfg.device, ctx))
+    distributed.init(ctx, device.is_cuda)
+    try:
+        return _Trainer(cfg, ctx, device, prog, fresh).run()
+    finally:
+        distributed.shutdown()
+
+
+class _Trainer:
+    def __init__(self, cfg: TrainConfig, ctx: distributed.DistContext, device: DeviceChoice, prog: Progress,
+                 fresh: bool) -> None:
+        self.cfg, self.ctx, self.device, self.prog = cfg, ctx, device, prog
+        self.out = Path(cfg.output)
+        spec = dataset_spec(cfg.data)
+        self.train_base = open_dataset(spec, "train")
+        self.val_base = open_dataset(spec, "val")
+        self.classes = tuple(self.train_base.classes)
+        self.input = input_spec(cfg, self.train_base.n_bands, self.train_base.input_dtype)
+        if self.input.n_bands != self.train_base.n_bands:
+            raise ConfigError(f"input.bands lists {self.input.n_bands} bands but the dataset has "
+                              f"{self.train_base.n_bands}; band selection while training is not supported yet")
+        self.tile = int(cfg.data.get("tile_size", 512))
+        arch = get_architecture(cfg.model.architecture)
+        self.arch_args = check_arch_args({**arch.defaults, **cfg.model.args})
+        torch.manual_seed(cfg.optim.seed)
+        self.model = build_model(cfg.model.architecture, self.input.n_bands, len(self.classes), self.arch_args)
+        if cfg.model.init_from:
+            self.model.load_state_dict(load_checkpoint(cfg.model.init_from).model.state_dict())
+        self.model.to(device.device)
+        self.net: nn.Module = self.model
+        if ctx.enabled:
+            if device.is_cuda:  # SyncBatchNorm needs GPUs; on CPU (gloo) each rank keeps its own BN statistics
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            self.net = DistributedDataParallel(self.model, device_ids=[device.device.index] if device.is_cuda else None)
+        o = cfg.optim
+        self.accum = o.batch_size // o.micro_batch // max(ctx.world_size, 1) or 1
+        if o.batch_size % (o.micro_batch * ctx.world_size):
+            raise ConfigError(f"optim.batch_size {o.batch_size} is not a multiple of micro_batch {o.micro_batch} x "
+                              f"{ctx.world_size} processes")
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="min",
+                                                                    patience=o.plateau_patience,
+                                                                    factor=o.plateau_factor)
+        self.amp_dtype = self._amp_dtype()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
+        lc = cfg.loss
+        self.loss_fn = JDTLoss(alpha=lc.alpha, beta=lc.beta, gamma=lc.gamma, smooth=lc.smooth, log_loss=lc.log_loss,
+                               reduction=lc.reduction, class_weights=lc.class_weights, ignore_index=IGNORE_INDEX)
+        divisor = size_divisor(cfg.model.architecture, self.arch_args)
+        self.train_ds = SeededSamples(
+            self.train_base, SampleTransform(self.input, train=cfg.augment.enabled, divisor=divisor), o.seed)
+        self.val_ds = SeededSamples(self.val_base, SampleTransform(self.input, train=False, divisor=divisor), o.seed)
+        self.sampler = DistributedSampler(self.train_ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                          seed=o.seed, drop_last=False)
+        self.loop = LoopState()
+        self._resume(fresh)
+
+    def _amp_dtype(self) -> torch.dtype | None:
+        amp = self.cfg.optim.amp
+        if not self.device.is_cuda or amp == "none":
+            return None
+        if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
+            return torch.bfloat16
+        return torch.float16
+
+    def _resume(self, fresh: bool) -> None:
+        path = self.out / STATE_FILE
+        if fresh or not path.exists():
+            return
+        state = load_state(path)
+        mine, theirs = self._comparable(self.cfg.to_dict()), self._comparable(state["config"])
+        if mine != theirs:
+            raise ConfigError(f"{self.out} holds a run with another configuration; use another --output, or "
+                              "--fresh to start over there")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.loop = state["loop"]
+        torch.set_rng_state(state["torch_rng"])
+        self.prog.message(f"resuming {self.out} after epoch {self.loop.epoch}")
+
+    @staticmethod
+    def _comparable(d: dict[str, Any]) -> dict[str, Any]:
+        d = {k: v for k, v in d.items() if k not in ("device", "output")}
+        d["optim"] = {k: v for k, v in d["optim"].items() if k not in ("epochs", "num_workers")}
+        return d
+
+    def run(self) -> TrainResult:
+        o = self.cfg.optim
+        if self.ctx.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.prog.message(f"device: {self.device.describe()}; {len(self.train_ds)} training and "
+                              f"{len(self.val_ds)} validation tiles; logical batch {o.batch_size} = "
+                              f"{o.micro_batch} x {self.accum} step(s) x {self.ctx.world_size} process(es)")
+        stopped_early = self.loop.finished and self.loop.bad_epochs >= o.early_stop_patience
+        while not self.loop.finished and self.loop.epoch < o.epochs:
+            epoch = self.loop.epoch + 1
+            t0 = time.perf_counter()
+            train_loss, images = self._train_epoch(epoch)
+            val_loss, report = self._validate(epoch)
+            seconds = time.perf_counter() - t0
+            self.scheduler.step(val_loss)
+            improved = val_loss < self.loop.best_val_loss
+            if improved:
+                self.loop.best_val_loss, self.loop.best_epoch, self.loop.bad_epochs = val_loss, epoch, 0
+            else:
+                self.loop.bad_epochs += 1
+            stopped_early = self.loop.bad_epochs >= o.early_stop_patience
+            self.loop.epoch = epoch
+            self.loop.finished = stopped_early  # reaching optim.epochs is not final: a larger value continues
+            self.loop.history.append(EpochRecord(
+                epoch, train_loss, val_loss, _num(report.miou), _num(report.paper_miou),
+                self.optimizer.param_groups[0]["lr"], round(seconds, 3), images * self.ctx.world_size / seconds))
+            if self.ctx.is_main:
+                self._save(report, improved)
+                self.prog.message(f"epoch {epoch}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
+                                  f"val mIoU {report.miou:.4f} (paper metric {report.paper_miou:.4f})"
+                                  + (" *" if improved else ""))
+                self.prog.message(format_table(report, [c.name for c in self.classes]))
+        if self.ctx.is_main and stopped_early:
+            self.prog.message(f"stopped early: no improvement for {o.early_stop_patience} epochs")
+        return TrainResult(self.out, self.out / BEST_CHECKPOINT, self.out / LAST_CHECKPOINT, self.loop.history,
+                           self.loop.best_epoch, stopped_early, self.device)
+
+    def _loader(self, ds: SeededSamples, sampler: Any, epoch: int) -> DataLoader:
+        ds.epoch = epoch
+        workers = self.cfg.optim.num_workers
+        return DataLoader(ds, batch_size=self.cfg.optim.micro_batch, sampler=sampler, num_workers=workers,
+                          pin_memory=self.device.is_cuda, persistent_workers=False, drop_last=False)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self.amp_dtype)
+
+    def _train_epoch(self, epoch: int) -> tuple[float, int]:
+        self.net.train()
+        self.sampler.set_epoch(epoch)
+        loader = self._loader(self.train_ds, self.sampler, epoch)
+        n_batches = len(loader)
+        cap = self.cfg.optim.max_batches_per_epoch
+        if cap:
+            n_batches = min(n_batches, cap * self.accum)
+        n_steps = math.ceil(n_batches / self.accum)
+        self.prog.start(n_steps, "steps")
+        loss_sum, n_images, t0 = 0.0, 0, time.perf_counter()
+        batches = _take(iter(loader), n_batches)
+        for step in range(n_steps):
+            if self.prog.is_cancelled():
+                raise CancelledError(f"cancelled during epoch {epoch}; the run resumes from epoch {epoch - 1}")
+            group = [next(batches) for _ in range(min(self.accum, n_batches - step * self.accum))]
+            self.optimizer.zero_grad(set_to_none=True)
+            for i, (x, y) in enumerate(group):
+                x, y = x.to(self.device.device, non_blocking=True), y.to(self.device.device, non_blocking=True)
+                sync = contextlib.nullcontext() if i == len(group) - 1 or not self.ctx.enabled else self.net.no_sync()
+                with sync:
+                    with self._autocast():
+                        logits = self.net(x)
+                    loss = self.loss_fn(logits, y)
+                    self.scaler.scale(loss / len(group)).backward()
+                loss_sum += float(loss.detach()) * x.shape[0]
+                n_images += x.shape[0]
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.prog.advance(1)
+            rate = n_images * self.ctx.world_size / max(time.perf_counter() - t0, 1e-9)
+            self.prog.message(f"{STATUS_PREFIX}epoch {epoch} loss {loss_sum / n_images:.4f}, {rate:.1f} img/s")
+        totals = self._all_reduce(torch.tensor([loss_sum, n_images], dtype=torch.float64))
+        return float(totals[0] / max(totals[1], 1)), n_images
+
+    @torch.no_grad()
+    def _validate(self, epoch: int) -> tuple[float, Any]:
+        self.model.eval()
+        indices = list(range(self.ctx.rank, len(self.val_ds), self.ctx.world_size))  # no padding, no duplicates
+        loader = self._loader(self.val_ds, indices, epoch)
+        metrics = SegmentationMetrics(len(self.classes), ignore_index=IGNORE_INDEX, device=self.device.device)
+        loss_sum, n = 0.0, 0
+        for x, y in loader:
+            x, y = x.to(self.device.device), y.to(self.device.device)
+            with self._autocast():
+                logits = self.model(x)
+            loss_sum += float(self.loss_fn(logits, y)) * x.shape[0]
+            n += x.shape[0]
+            metrics.update(logits.argmax(dim=1), y)
+        totals = self._all_reduce(torch.tensor([loss_sum, n], dtype=torch.float64))
+        metrics.load_state(self._all_reduce(metrics.state()))
+        return float(totals[0] / max(totals[1], 1)), metrics.compute()
+
+    def _all_reduce(self, t: torch.Tensor) -> torch.Tensor:
+        if not self.ctx.enabled:
+            return t
+        t = t.to(self.device.device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t.cpu()
+
+    def _meta(self, report: Any) -> ModelMeta:
+        name = getattr(self.train_base, "name", self.cfg.data.get("kind", "dataset"))
+        return ModelMeta(
+            architecture=self.cfg.model.architecture, arch_args=self.arch_args, input=self.input,
+            classes=self.classes, tile_size_px=self.tile, overlap_px=self.cfg.tile_overlap_px,
+            training={"dataset": name, "epochs": self.loop.epoch, "best_epoch": self.loop.best_epoch,
+                      "config": self.cfg.to_dict()},
+            metrics={"val_loss": self.loop.history[-1].val_loss, "val_miou": _num(report.miou),
+                     "val_paper_miou": _num(report.paper_miou),
+                     "val_iou_per_class": {c.name: _num(v) for c, v in zip(self.classes, report.per_class_iou,
+                                                                             strict=True)}},
+        )
+
+    def _save(self, report: Any, improved: bool) -> None:
+        meta = self._meta(report)
+        save_checkpoint(self.out / LAST_CHECKPOINT, self.model, meta, overwrite=True)
+        if improved:
+            save_checkpoint(self.out / BEST_CHECKPOINT, self.model, meta, overwrite=True)
+        save_state(self.out / STATE_FILE, self.model, self.optimizer, self.scheduler, self.scaler, self.loop,
+                   self.cfg.to_dict())
+        write_history(self.out, self.loop)
+        plot_history(self.loop.history, self.out / "curves.png")
+
+
+def _take(it: Iterator[Any], n: int) -> Iterator[Any]:
+    for _ in range(n):
+        yield next(it)
+
+
+def _num(v: float) -> float:
+    return float(v) if v == v else float("nan")  # keep NaN (class never present) as NaN, numbers as floats
