@@ -30,8 +30,12 @@ def _stretch(img: np.ndarray) -> np.ndarray:
 
 
 def render_preview(image: str | Path, classes: str | Path, png: str | Path, max_side: int = 1024,
-                   title: str | None = None) -> Path:
-    """Write a PNG showing ``image`` (RGB or grey) beside the class raster ``classes`` in its colours."""
+                   title: str | None = None, outlines: str | Path | None = None,
+                   outlines_label: str = "reference polygons") -> Path:
+    """Write a PNG showing ``image`` (RGB or grey) beside the class raster ``classes`` in its colours.
+
+    ``outlines`` (any vector file) are drawn on both panels, e.g. reference labels to compare with.
+    """
     import warnings
 
     import matplotlib
@@ -52,14 +56,29 @@ def render_preview(image: str | Path, classes: str | Path, png: str | Path, max_
     for value, rgba in cmap.items():
         lut[value] = np.asarray(rgba, dtype=np.float32) / 255.0
     lut[OUTPUT_NODATA] = (0, 0, 0, 0)
+    with rasterio.open(classes) as ds:
+        b = ds.bounds
+        extent = (b.left, b.right, b.bottom, b.top)
+        crs = ds.crs
     fig, axes = plt.subplots(1, 2, figsize=(12, 6.4), dpi=100)
-    axes[0].imshow(np.moveaxis(rgb, 0, -1))
+    axes[0].imshow(np.moveaxis(rgb, 0, -1), extent=extent)
     axes[0].set_title("input")
-    axes[1].imshow(lut[cls])
+    axes[1].imshow(lut[cls], extent=extent, interpolation="nearest")
     axes[1].set_title("classes")
+    handles = [Patch(color=np.asarray(c["color"]) / 255.0, label=f"{c['id']} {c['name']}") for c in info]
+    if outlines is not None:
+        import geopandas as gpd
+
+        shapes = gpd.read_file(outlines)
+        if crs is not None and shapes.crs is not None:
+            shapes = shapes.to_crs(crs)
+        for ax in axes:
+            shapes.boundary.plot(ax=ax, color="#ffff00", linewidth=0.8)
+        handles.append(Patch(facecolor="none", edgecolor="#ffff00", label=outlines_label))
     for ax in axes:
         ax.set_axis_off()
-    handles = [Patch(color=np.asarray(c["color"]) / 255.0, label=f"{c['id']} {c['name']}") for c in info]
+        ax.set_xlim(extent[0], extent[1])
+        ax.set_ylim(extent[2], extent[3])
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False)
     if title:
