@@ -8,6 +8,7 @@ written to a temporary file beside the target and renamed when complete.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -37,6 +38,8 @@ from fastunet_core.raster_output import (
 )
 from fastunet_core.stitching import RowAssembler, StreamingStitcher, classes_from_sums, percent_from_sums
 from fastunet_core.tile_source import EmptyTile, TileItem, iter_tiles, prefetch
+
+GDAL_CACHE_BYTES = 64 * 2**20  # input blocks of about two tile rows, and the output rows being written
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ class Predictor:
     def run(self, raster: str | Path, output: str | Path, probs_output: str | Path | None = None,
             progress: Progress | None = None) -> PredictResult:
         """Segment one raster into ``output`` (and per-class percent into ``probs_output``)."""
-        opts, meta = self.options, self.loaded.meta
+        opts = self.options
         prog = progress or NullProgress()
         t0 = time.perf_counter()
         out = Path(output)
@@ -113,11 +116,18 @@ class Predictor:
         check_writable(out, opts.overwrite)
         if probs is not None:
             check_writable(probs, opts.overwrite)
-        prog.message(f"device: {self.device.describe()}")
+        with contextlib.ExitStack() as env:
+            if "GDAL_CACHEMAX" not in os.environ:  # GDAL's default (5% of RAM) grows with the raster
+                env.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))
+            return self._run(raster, out, probs, prog, t0)
+
+    def _run(self, raster: str | Path, out: Path, probs: Path | None, prog: Progress, t0: float) -> PredictResult:
+        opts, meta = self.options, self.loaded.meta
         with open_raster(raster) as src, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", FastUNetWarning)
             info = inspect_raster(src)
             bands = choose_bands(info, meta.input, opts.bands)
+            prog.message(f"device: {self.device.describe()}")
             if info.dtype != meta.input.dtype:
                 warnings.warn(
                     f"{info.path.name} is {info.dtype} but the model was trained on {meta.input.dtype} input "

@@ -1,0 +1,322 @@
+"""Vector outputs: GeoPackage, Shapefile or GeoJSON written in batches through pyogrio, plus a QGIS style.
+
+Everything is written into a temporary folder beside the target and moved into place when complete, the
+Shapefile's sidecars (.shx .dbf .prj .cpg) and the ``.qml`` style included; an existing output is replaced
+only when overwriting is allowed. Formats:
+
+- GeoPackage (default): version 1.2 (``VERSION=1.2``), which older QGIS/GDAL read without a warning. The
+  style is not stored in the file's ``layer_styles`` table: that second table makes every
+  ``geopandas.read_file`` warn about several layers, and QGIS reads the ``.qml`` beside the file anyway.
+- Shapefile: field names cut to 10 characters (``perimeter_m`` -> ``perim_m``), UTF-8 ``.cpg``; refused,
+  with a hint to use a GeoPackage, when a file would pass 2 GB or a class name 254 bytes.
+- GeoJSON: RFC 7946, so reprojected to WGS84 lon/lat, right-hand rule, no ``crs`` member. Batches go to
+  GeoJSON-sequence parts that are joined at the end, so memory stays bounded here too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+import numpy as np
+import pyogrio
+import pyogrio.raw
+import pyproj
+import shapely
+
+from fastunet_core.atomic import check_writable
+from fastunet_core.errors import ConfigError, FastUNetWarning, OutputLimitError, OutputWriteError
+from fastunet_core.legend import LegendClass
+
+SHAPEFILE_MAX_BYTES = 2**31 - 1
+DBF_MAX_STRING_BYTES = 254
+
+
+@dataclass(frozen=True)
+class VectorFormat:
+    """One output format: its GDAL driver and the files it consists of."""
+
+    name: str
+    driver: str
+    sidecars: tuple[str, ...] = ()  # suffixes of the files written beside the main one
+    stale: tuple[str, ...] = ()  # suffixes of older sidecars to remove when overwriting
+
+
+FORMATS = {
+    ".gpkg": VectorFormat("GeoPackage", "GPKG"),
+    ".shp": VectorFormat("Shapefile", "ESRI Shapefile", (".shx", ".dbf", ".prj", ".cpg"),
+                         (".sbn", ".sbx", ".qix", ".shp.xml")),
+    ".geojson": VectorFormat("GeoJSON", "GeoJSON"),
+    ".json": VectorFormat("GeoJSON", "GeoJSON"),
+}
+
+
+def vector_format(path: Path) -> VectorFormat:
+    """Return the format for an output path's suffix, or raise a ConfigError naming the choices."""
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ConfigError(f"cannot tell the vector format of {path.name}; use one of "
+                          f"{', '.join(sorted(FORMATS))} (.gpkg is the default choice)")
+    return fmt
+
+
+def output_paths(target: Path) -> list[Path]:
+    """Return the files an output's data consists of: the main file and its sidecars (not the style)."""
+    fmt = vector_format(target)
+    return [target, *(target.with_suffix(s) for s in fmt.sidecars)]
+
+
+def check_outputs(target: Path, overwrite: bool) -> None:
+    """Raise before any work if an output file exists (without ``overwrite``) or cannot be written.
+
+    The ``.qml`` style is not checked: it is shared by outputs of the same name in other formats, so an
+    existing one is kept (with a warning) rather than blocking the data.
+    """
+    for path in output_paths(target):
+        check_writable(path, overwrite)
+
+
+@dataclass
+class FeatureBatch:
+    """Features to write: polygons (WKB) in the raster's CRS and their attributes, one entry per feature."""
+
+    wkb: np.ndarray
+    class_id: np.ndarray
+    class_name: np.ndarray
+    area_m2: np.ndarray
+    perimeter_m: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.wkb)
+
+    def fields(self, shapefile: bool) -> tuple[list[str], list[np.ndarray]]:
+        """Return field names and columns (Shapefile names fit its 10 characters)."""
+        names = ["class_id", "class_name", "area_m2", "perim_m" if shapefile else "perimeter_m"]
+        return names, [self.class_id.astype(np.int32), self.class_name.astype(object),
+                       self.area_m2.astype(np.float64), self.perimeter_m.astype(np.float64)]
+
+
+class VectorSink:
+    """Write feature batches into a temporary folder; :meth:`commit` moves the finished files into place."""
+
+    def __init__(self, target: Path, crs_wkt: str, geometry_type: str, overwrite: bool = False) -> None:
+        self.target = Path(target)
+        self.fmt = vector_format(self.target)
+        self.layer = self.target.stem
+        self.crs_wkt = crs_wkt
+        self.geometry_type = geometry_type
+        self.overwrite = overwrite
+        check_outputs(self.target, overwrite)
+        self.folder = Path(tempfile.mkdtemp(prefix=f".{self.target.stem}.", suffix=".tmp", dir=self.target.parent))
+        self.features = 0
+        self._parts: list[Path] = []
+        self._to_wgs84 = (pyproj.Transformer.from_crs(pyproj.CRS.from_wkt(crs_wkt), "EPSG:4326", always_xy=True)
+                          if self.fmt.driver == "GeoJSON" else None)
+
+    @property
+    def _file(self) -> Path:
+        return self.folder / self.target.name
+
+    def write(self, batch: FeatureBatch) -> None:
+        """Append a batch of features."""
+        if len(batch) == 0:
+            return
+        if self.fmt.driver == "GeoJSON":
+            self._write_geojson_part(batch)
+        elif self.fmt.driver == "ESRI Shapefile":
+            self._check_shapefile_room(batch)
+            self._write(self._file, batch, shapefile=True)
+        else:
+            self._write(self._file, batch, dataset_options={"VERSION": "1.2"} if self.features == 0 else None)
+        self.features += len(batch)
+
+    def _write(self, path: Path, batch: FeatureBatch, shapefile: bool = False, driver: str | None = None,
+               crs: str | None = None, **options: Any) -> None:
+        names, columns = batch.fields(shapefile)
+        append = path.exists()
+        with _gdal_config(OGR_SQLITE_SYNCHRONOUS="OFF"):  # the temp file is fsynced once, at the end
+            pyogrio.raw.write(str(path), batch.wkb, columns, names, layer=self.layer, driver=driver or self.fmt.driver,
+                              geometry_type=self.geometry_type, crs=crs or self.crs_wkt, append=append,
+                              encoding="UTF-8" if shapefile else None, **options)
+
+    def _write_geojson_part(self, batch: FeatureBatch) -> None:
+        """Write a batch, in WGS84 with RFC 7946 conventions, as its own GeoJSON-sequence part."""
+        proj = self._to_wgs84
+        if proj is None:
+            raise RuntimeError("a GeoJSON sink needs its WGS84 transformer")
+        lonlat = shapely.transform(shapely.from_wkb(batch.wkb),
+                                   lambda xy: np.column_stack(proj.transform(xy[:, 0], xy[:, 1])))
+        part = self.folder / f"part{len(self._parts):05d}.geojsons"
+        wgs84 = FeatureBatch(shapely.to_wkb(lonlat), batch.class_id, batch.class_name, batch.area_m2,
+                             batch.perimeter_m)
+        self._write(part, wgs84, driver="GeoJSONSeq", crs="EPSG:4326")
+        self._parts.append(part)
+
+    def _check_shapefile_room(self, batch: FeatureBatch) -> None:
+        """Refuse (before writing) a batch that would push the .shp or .dbf past 2 GB, or too long a name."""
+        long = [n for n in set(batch.class_name.tolist()) if len(str(n).encode()) > DBF_MAX_STRING_BYTES]
+        if long:
+            raise OutputLimitError(f"class name {long[0][:40]!r}... is longer than a Shapefile field can hold "
+                                   f"({DBF_MAX_STRING_BYTES} bytes); write a GeoPackage instead (-o "
+                                   f"{self.target.with_suffix('.gpkg').name})")
+        shp, dbf = self._file, self._file.with_suffix(".dbf")
+        shp_size = shp.stat().st_size if shp.exists() else 100
+        dbf_size, record = _dbf_size_and_record(dbf)
+        # a .shp polygon record is 8 + 44 + 4 per ring + 16 per vertex bytes; its WKB, 9 + 4 per ring + 16 per
+        # vertex (a multipolygon's WKB is a little longer): so WKB length + 43 bounds the record
+        shp_after = shp_size + sum(len(w) + 43 for w in batch.wkb.tolist())
+        dbf_after = dbf_size + record * len(batch)
+        if max(shp_after, dbf_after) > SHAPEFILE_MAX_BYTES:
+            raise OutputLimitError(
+                f"{self.target.name} would pass the Shapefile's 2 GB limit (after {self.features:,} features); "
+                f"write a GeoPackage instead (-o {self.target.with_suffix('.gpkg').name}), or simplify / drop "
+                "small polygons (--simplify, --min-area)")
+
+    def write_style(self, classes: Sequence[LegendClass]) -> None:
+        """Write the QML style beside the output, where QGIS finds it when it opens the layer."""
+        qml = qml_style(classes)
+        (self.folder / self.target.with_suffix(".qml").name).write_text(qml, encoding="utf-8")
+
+    def _ensure_layer(self) -> None:
+        """Create the (empty) layer if no feature was written, so the output always opens."""
+        if self.fmt.driver == "GeoJSON" or self._file.exists():
+            return
+        empty = FeatureBatch(np.empty(0, dtype=object), np.empty(0, np.int32), np.empty(0, object),
+                             np.empty(0), np.empty(0))
+        options = {"dataset_options": {"VERSION": "1.2"}} if self.fmt.driver == "GPKG" else {}
+        self._write(self._file, empty, shapefile=self.fmt.driver == "ESRI Shapefile", **options)
+
+    def commit(self) -> list[Path]:
+        """Finish the files and move them into place; return the paths written."""
+        self._ensure_layer()
+        if self.fmt.driver == "GeoJSON":
+            _join_geojson_parts(self._parts, self._file, self.layer)
+        written = []
+        for path in [*output_paths(self.target)[1:], self.target]:  # the main file last: it is what readers open
+            tmp = self.folder / path.name
+            if tmp.exists():
+                _fsync(tmp)
+                written.append(path)
+        check_outputs(self.target, self.overwrite)  # again: something may have appeared meanwhile
+        style = self.target.with_suffix(".qml")
+        if (self.folder / style.name).exists():
+            if style.exists() and not self.overwrite:
+                warnings.warn(f"kept the existing style {style.name} (pass --overwrite to replace it)",
+                              FastUNetWarning, stacklevel=2)
+            else:
+                written.append(style)
+        if self.overwrite:
+            for suffix in self.fmt.stale:
+                with contextlib.suppress(FileNotFoundError):
+                    self.target.with_suffix(suffix).unlink()
+        for path in written:
+            os.replace(self.folder / path.name, path)
+        self.discard()
+        return sorted(written, key=lambda p: p != self.target)  # the main file first
+
+    def discard(self) -> None:
+        """Delete the temporary folder and everything in it."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def open_sink(target: Path, crs_wkt: str, geometry_type: str, overwrite: bool = False) -> Iterator[VectorSink]:
+    """Yield a :class:`VectorSink`; if the block raises, nothing is left behind (the target is untouched)."""
+    sink = VectorSink(target, crs_wkt, geometry_type, overwrite)
+    try:
+        yield sink
+    except BaseException:
+        sink.discard()
+        raise
+
+
+@contextlib.contextmanager
+def _gdal_config(**options: str) -> Iterator[None]:
+    """Set GDAL config options in pyogrio's GDAL for the duration of a block, then restore them."""
+    old = {k: pyogrio.get_gdal_config_option(k) for k in options}
+    pyogrio.set_gdal_config_options(options)
+    try:
+        yield
+    finally:
+        pyogrio.set_gdal_config_options(old)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _dbf_size_and_record(dbf: Path) -> tuple[int, int]:
+    """Return a .dbf's size and record length (an upper bound for our fields before the file exists)."""
+    if not dbf.exists():
+        return 32 + 32 * 4 + 1, 1 + 11 + DBF_MAX_STRING_BYTES + 24 + 24
+    with open(dbf, "rb") as f:
+        header = f.read(12)
+    return dbf.stat().st_size, int.from_bytes(header[10:12], "little")
+
+
+def _join_geojson_parts(parts: Sequence[Path], target: Path, name: str) -> None:
+    """Write one RFC 7946 FeatureCollection from GeoJSON-sequence parts (one feature per line), streaming."""
+    first = True
+    try:
+        with open(target, "w", encoding="utf-8") as out:
+            out.write('{\n"type": "FeatureCollection",\n"name": ' + _json_string(name) + ',\n"features": [\n')
+            for part in parts:
+                with open(part, encoding="utf-8") as f:
+                    for line in f:
+                        line = line.strip().lstrip("\x1e")
+                        if not line:
+                            continue
+                        out.write(line if first else ",\n" + line)
+                        first = False
+                part.unlink()
+            out.write("\n]\n}\n")
+    except OSError as exc:
+        raise OutputWriteError(f"could not write {target.name}: {exc}") from exc
+
+
+def _json_string(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def qml_style(classes: Sequence[LegendClass], field: str = "class_id") -> str:
+    """Return a QGIS style (QML) that colours polygons by ``field`` with each class's colour and name."""
+    root = ET.Element("qgis", version="3.22.0", styleCategories="Symbology")
+    renderer = ET.SubElement(root, "renderer-v2", type="categorizedSymbol", attr=field, forceraster="0",
+                             symbollevels="0", enableorderby="0", referencescale="-1")
+    categories = ET.SubElement(renderer, "categories")
+    symbols = ET.SubElement(renderer, "symbols")
+    for i, c in enumerate(classes):
+        ET.SubElement(categories, "category", value=str(c.id), symbol=str(i), label=c.name, render="true",
+                      type="long")
+        symbols.append(_fill_symbol(str(i), c.color))
+    ET.SubElement(root, "layerGeometryType").text = "2"  # polygon
+    ET.indent(root)
+    body = ET.tostring(root, encoding="unicode")
+    return "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n" + body + "\n"
+
+
+def _fill_symbol(name: str, color: tuple[int, int, int]) -> ET.Element:
+    """Return a QGIS simple-fill symbol in ``color`` with a darker outline of the same hue."""
+    symbol = ET.Element("symbol", type="fill", name=name, alpha="1", clip_to_extent="1", force_rhr="0")
+    layer = ET.SubElement(symbol, "layer", {"class": "SimpleFill", "enabled": "1", "pass": "0", "locked": "0"})
+    options = ET.SubElement(layer, "Option", type="Map")
+    outline = tuple(int(v * 0.6) for v in color)
+    for key, value in (("color", _rgba(color)), ("outline_color", _rgba(outline)), ("outline_style", "solid"),
+                       ("outline_width", "0.26"), ("outline_width_unit", "MM"), ("style", "solid"),
+                       ("joinstyle", "bevel")):
+        ET.SubElement(options, "Option", type="QString", name=key, value=value)
+    return symbol
+
+
+def _rgba(color: Sequence[int]) -> str:
+    return ",".join(str(int(v)) for v in (*color[:3], 255))
