@@ -21,6 +21,7 @@ from fastunet_core.atomic import atomic_output
 from fastunet_core.errors import ConfigError, FastUNetError, InputRasterError
 from fastunet_core.predict import Predictor
 from fastunet_core.progress import STATUS_PREFIX, NullProgress, Progress
+from fastunet_core.vectorize import VectorizeOptions, vectorize_raster
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg")
 STATUS_OK, STATUS_FAILED, STATUS_SKIPPED, STATUS_EMPTY = "ok", "failed", "skipped", "empty"
@@ -135,8 +136,12 @@ def shard(inputs: Sequence[Path], world_size: int, rank: int, sizes: Sequence[in
 
 
 def predict_many(inputs: Sequence[Path], predictor: Predictor, out_dir: Path, with_probs: bool = False,
-                 skip_existing: bool = False, progress: Progress | None = None, rank: int = 0) -> BatchResult:
-    """Segment every input into ``out_dir``; failures are recorded, not raised."""
+                 skip_existing: bool = False, progress: Progress | None = None, rank: int = 0,
+                 vectorize: VectorizeOptions | None = None) -> BatchResult:
+    """Segment every input into ``out_dir``; failures are recorded, not raised.
+
+    With ``vectorize`` options, each class map is also turned into ``NAME_classes.gpkg``.
+    """
     prog = progress or NullProgress()
     if not out_dir.is_dir():
         raise ConfigError(f"output folder does not exist: {out_dir}")
@@ -151,13 +156,16 @@ def predict_many(inputs: Sequence[Path], predictor: Predictor, out_dir: Path, wi
         probs = out_dir / output_name(raster, "_probs") if with_probs else None
         item = BatchItem(str(raster), str(out), STATUS_OK, megapixels=size / 1e6,
                          device=str(predictor.device.device), rank=rank)
-        if skip_existing and out.exists() and (probs is None or probs.exists()):
+        vector = out.with_suffix(".gpkg") if vectorize is not None else None
+        if skip_existing and out.exists() and (probs is None or probs.exists()) and (vector is None or vector.exists()):
             item.status, item.message = STATUS_SKIPPED, "output exists"
         else:
             prog.message(f"{STATUS_PREFIX}{raster.name}")
             t0 = time.perf_counter()
             try:
                 r = predictor.run(raster, out, probs, _Scaled(prog, size / 1e6))
+                if vector is not None and vectorize is not None:
+                    vectorize_raster(out, vector, vectorize)
                 item.megapixels = r.megapixels
                 if r.tiles_skipped == r.tiles_total:
                     item.status = STATUS_EMPTY

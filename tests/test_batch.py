@@ -131,3 +131,17 @@ def test_torchrun_two_processes_equal_one(tmp_path: Path, sheets: Path, make_che
         stem = Path(name).stem
         with rasterio.open(single / f"{stem}_classes.tif") as a, rasterio.open(multi / f"{stem}_classes.tif") as b:
             assert np.array_equal(a.read(1), b.read(1))
+
+
+def test_predict_with_vector_output(tmp_path: Path, rio_data: Path, make_checkpoint: Callable[..., Path]) -> None:
+    import geopandas as gpd
+
+    out, gpkg = tmp_path / "classes.tif", tmp_path / "classes.gpkg"
+    r = CliRunner().invoke(cli, ["-q", "predict", str(rio_data / "RGB.byte.tif"), "-m", str(make_checkpoint()),
+                                 "-o", str(out), "--vector", str(gpkg), "--min-area", "1e6"])
+    assert r.exit_code == 0, r.stderr
+    polygons = gpd.read_file(gpkg)
+    with rasterio.open(out) as ds:
+        assert polygons.crs == ds.crs
+    assert len(polygons) > 0 and polygons["area_m2"].min() >= 1e6
+    assert set(polygons["class_name"]) <= {"building", "water"}  # background left out by default

@@ -32,13 +32,19 @@ EXIT_SOME_FAILED = 4
 @click.option("--summary", "summary_path", type=click.Path(path_type=Path), default=None,
               help="Many inputs: summary file, .csv or .json [default: OUT_DIR/summary.csv].")
 @click.option("--skip-existing", is_flag=True, help="Many inputs: keep finished outputs (resume a stopped run).")
+@click.option("--vector", "vector_path", type=click.Path(path_type=Path), default=None,
+              help="Single input: also write class polygons (.gpkg, .shp or .geojson).")
+@click.option("--with-vector", is_flag=True, help="Many inputs: also write NAME_classes.gpkg per input.")
+@click.option("--simplify", type=float, default=0.0, show_default=True, help="Polygons: simplify tolerance (m).")
+@click.option("--min-area", type=float, default=0.0, show_default=True, help="Polygons: drop smaller ones (m2).")
 @click.option("--no-prefetch", is_flag=True, help="Do not read tiles ahead on a background thread.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.pass_context
 def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, output: Path | None,
             out_dir: Path | None, tile_size: int | None, overlap: int | None, batch_size: int, device: str,
             blend: str, bands: str | None, probs_path: Path | None, with_probs: bool, summary_path: Path | None,
-            skip_existing: bool, no_prefetch: bool, overwrite: bool) -> None:
+            skip_existing: bool, vector_path: Path | None, with_vector: bool, simplify: float, min_area: float,
+            no_prefetch: bool, overwrite: bool) -> None:
     """Segment RASTERS into georeferenced class maps.
 
     RASTERS are files (GeoTIFF, VRT ...), folders, glob patterns or .txt lists with one path per line.
@@ -47,6 +53,7 @@ def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, outp
     \b
     Example:
       fastunet-geo predict ortho.tif -m model.safetensors -o classes.tif --probs probs.tif
+      fastunet-geo predict ortho.tif -m model.safetensors -o classes.tif --vector landcover.gpkg --min-area 20
       fastunet-geo predict sheets/ -m model.safetensors --out-dir out/ --skip-existing
       torchrun --nproc-per-node 4 -m fastunet_core.cli predict 'campaign/*.tif' -m model.safetensors --out-dir out/
     """
@@ -54,6 +61,7 @@ def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, outp
     from fastunet_core.batch import expand_inputs
     from fastunet_core.errors import ConfigError
     from fastunet_core.predict import PredictOptions
+    from fastunet_core.vectorize import VectorizeOptions
 
     quiet = ctx.obj.get("quiet", False)
     inputs = expand_inputs(rasters)
@@ -63,16 +71,21 @@ def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, outp
                           device=distributed.rank_device(device, dist_ctx), blend=blend,
                           bands=parse_int_list(bands, "--bands"), probs_path=probs_path, overwrite=overwrite,
                           prefetch=not no_prefetch)
+    vec = VectorizeOptions(simplify_m=simplify, min_area_m2=min_area, overwrite=overwrite)
     if not batch:
         if output is None:
             raise ConfigError("give the output with -o OUT.tif (or --out-dir DIR for many inputs)")
         _predict_one(inputs[0], model_path, output, opts, quiet)
+        if vector_path is not None:
+            _vectorize(output, vector_path, vec, quiet)
         return
-    if output is not None or probs_path is not None:
-        raise ConfigError("with several inputs use --out-dir DIR (and --with-probs) instead of -o/--probs")
+    if output is not None or probs_path is not None or vector_path is not None:
+        raise ConfigError("with several inputs use --out-dir DIR (with --with-probs, --with-vector) instead of "
+                          "-o/--probs/--vector")
     if out_dir is None:
         raise ConfigError("several inputs need --out-dir DIR")
-    code = _predict_batch(inputs, model_path, out_dir, opts, with_probs, summary_path, skip_existing, quiet, dist_ctx)
+    code = _predict_batch(inputs, model_path, out_dir, opts, with_probs, summary_path, skip_existing, quiet, dist_ctx,
+                          vec if with_vector else None)
     ctx.exit(code)
 
 
@@ -95,8 +108,22 @@ def _predict_one(raster: Path, model_path: Path, output: Path, opts: object, qui
         click.echo(f"warning: {w}", err=True)
 
 
+def _vectorize(classes: Path, vector_path: Path, vec: object, quiet: bool) -> None:
+    from fastunet_core.vectorize import VectorizeOptions, vectorize_raster
+
+    assert isinstance(vec, VectorizeOptions)
+    bar = BarProgress(enabled=not quiet)
+    try:
+        result = vectorize_raster(classes, vector_path, vec, bar)
+    finally:
+        bar.close()
+    if not quiet:
+        click.echo(f"wrote {result.output} ({result.polygons} polygons)", err=True)
+
+
 def _predict_batch(inputs: list[Path], model_path: Path, out_dir: Path, opts: object, with_probs: bool,
-                   summary_path: Path | None, skip_existing: bool, quiet: bool, dist_ctx: object) -> int:
+                   summary_path: Path | None, skip_existing: bool, quiet: bool, dist_ctx: object,
+                   vec: object | None) -> int:
     from fastunet_core import distributed
     from fastunet_core.batch import BatchResult, predict_many, shard, write_summary
     from fastunet_core.predict import PredictOptions, Predictor
@@ -111,7 +138,7 @@ def _predict_batch(inputs: list[Path], model_path: Path, out_dir: Path, opts: ob
             click.echo(f"device: {predictor.device.describe()}", err=True)
         bar = BarProgress(enabled=not quiet and dist_ctx.is_main)
         try:
-            result = predict_many(mine, predictor, out_dir, with_probs, skip_existing, bar, dist_ctx.rank)
+            result = predict_many(mine, predictor, out_dir, with_probs, skip_existing, bar, dist_ctx.rank, vec)  # type: ignore[arg-type]
         finally:
             bar.close()
         everything = [item for part in distributed.all_gather(result.items, dist_ctx) for item in part]
