@@ -4,7 +4,7 @@ Uses the two real LoveDA 1024 x 1024 tiles in ../shared/data/mmseg-remote-sensin
 read in place, never copied into the repository): 0.png for training, 1.png held out. Prints the model's
 mIoU and the majority-class baseline's mIoU on the held-out tile, with both metric definitions.
 
-    .venv/bin/python bench/heldout_loveda.py [--epochs 30]
+    .venv/bin/python bench/heldout_loveda.py [--epochs 60]
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def majority_baseline(spec: DatasetSpec) -> tuple[object, list[str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "fastunet-heldout")
     args = parser.parse_args()
     root = loveda_layout(args.workdir / "LoveDA")
@@ -63,7 +63,7 @@ def main() -> None:
         "data": data, "device": "cpu", "output": str(args.workdir / "run"),
         "model": {"architecture": "unet", "args": {"widths": [16, 32, 64, 128], "convs": 2}},
         "optim": {"epochs": args.epochs, "batch_size": 8, "micro_batch": 8, "lr": 0.002, "num_workers": 0,
-                  "early_stop_patience": 8, "plateau_patience": 3},
+                  "early_stop_patience": 12, "plateau_patience": 4},
     })
     result = train(cfg, fresh=True)
     model = evaluate_checkpoint(result.best_checkpoint, None, [f"data.{k}={v}" for k, v in data.items()

@@ -141,6 +141,9 @@ class Predictor:
                 tiles = iter_tiles(grid, reader)
                 if opts.prefetch:
                     tiles = prefetch(tiles, depth=2 * opts.batch_size)
+                # on cancel or error, stop the reader thread now, before ``src`` is closed (not when the
+                # generator is collected: a traceback keeps it alive, and the thread would read a closed dataset)
+                stack.callback(tiles.close)  # type: ignore[attr-defined]
                 skipped = self._run_tiles(tiles, grid.n_tiles, stitcher, prog)
                 stitcher.check_complete()
                 if skipped == grid.n_tiles:
