@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # rasterio's wheel brings its own PROJ; Debian's PROJ_DATA/PROJ_LIB would break it. Qt runs headless.
 RUN := env -u PROJ_DATA -u PROJ_LIB QT_QPA_PLATFORM=offscreen
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench plugin screenshots clean
 
 setup:
 	@bash scripts/setup.sh
@@ -17,7 +17,13 @@ test: setup
 	@$(RUN) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup
-	@$(VENV)/bin/ruff check fastunet_core tests bench
+	@$(VENV)/bin/ruff check fastunet_core tests bench qgis_plugin scripts
+
+plugin: setup
+	@$(PY) scripts/package_plugin.py
+
+screenshots: setup
+	@$(RUN) $(PY) scripts/qgis_screenshots.py
 
 bench: setup
 	@$(RUN) $(PY) bench/bench_predict.py

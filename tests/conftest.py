@@ -57,3 +57,41 @@ def make_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> CheckpointFacto
         return cache[key]
 
     return make
+
+
+# -- QGIS plugin tests (tests/test_qgis_*.py) --
+
+QGIS_CLASSES = "building=#e31a1c,water=#1f78b4,woodland=#33a02c"  # no background: every class is vectorised
+
+
+@pytest.fixture(scope="session")
+def qgis_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A very small untrained checkpoint (tile 128, overlap 16) that runs fast on a CPU."""
+    from fastunet_core.model_init import InitRequest, init_checkpoint
+
+    path = tmp_path_factory.mktemp("qgis_model") / "small.safetensors"
+    return init_checkpoint(InitRequest(architecture="unet_tiny", classes=QGIS_CLASSES, tile_size_px=128,
+                                       overlap_px=16, resolution_m=0.6, arch_args={"widths": (4, 8, 16)}), path)
+
+
+@pytest.fixture(scope="session")
+def small_raster(tmp_path_factory: pytest.TempPathFactory, rio_data: Path) -> Path:
+    """A 256 x 200 pixel corner of cogeo.tif (EPSG:3857, RGB uint8), written once."""
+    import rasterio
+    from rasterio.windows import Window
+
+    out = tmp_path_factory.mktemp("qgis_raster") / "small.tif"
+    with rasterio.open(rio_data / "cogeo.tif") as src:
+        window = Window(300, 400, 256, 200)
+        profile = {"driver": "GTiff", "width": 256, "height": 200, "count": 3, "dtype": "uint8", "crs": src.crs,
+                   "transform": src.window_transform(window)}
+        with rasterio.open(out, "w", **profile) as dst:
+            dst.write(src.read(window=window))
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _qgis_writes_no_aux_xml(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """QGIS saves raster statistics as .aux.xml beside a raster it draws: not beside the shared test data."""
+    if request.module.__name__.startswith("test_qgis_"):
+        monkeypatch.setenv("GDAL_PAM_ENABLED", "NO")

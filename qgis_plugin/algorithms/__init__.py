@@ -1,0 +1,1 @@
+"""The Processing provider ``fastunetgeo`` and its algorithms (segment, vectorize, train)."""

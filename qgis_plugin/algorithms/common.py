@@ -1,0 +1,108 @@
+"""What the algorithms share: a base class, the feedback bridge, engine checks and error translation."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsRasterLayer,
+    QgsVectorLayer,
+)
+
+from ..deps import check_engine
+
+DEVICE_OPTIONS = ["auto", "cuda", "cpu"]
+
+
+class FeedbackSink:
+    """The progress sink of a Processing run: percent, cancel and log go to the feedback object."""
+
+    def __init__(self, feedback: QgsProcessingFeedback | None) -> None:
+        self.feedback = feedback
+
+    def set_percent(self, percent: float) -> None:
+        """Set the progress bar."""
+        if self.feedback is not None:
+            self.feedback.setProgress(percent)
+
+    def is_cancelled(self) -> bool:
+        """Return True once the user pressed Cancel."""
+        return self.feedback is not None and self.feedback.isCanceled()
+
+    def log(self, text: str) -> None:
+        """Write a line to the algorithm's log."""
+        if self.feedback is not None:
+            self.feedback.pushInfo(text)
+
+
+def require_engine(modules: dict[str, str]) -> None:
+    """Raise a QgsProcessingException naming the missing packages and how to install them."""
+    status = check_engine(modules)
+    if not status.ok:
+        raise QgsProcessingException(status.message())
+
+
+@contextlib.contextmanager
+def engine_errors() -> Iterator[None]:
+    """Turn the engine's errors (plain sentences) into Processing errors."""
+    from fastunet_core.errors import CancelledError, FastUNetError
+
+    try:
+        yield
+    except CancelledError as exc:
+        raise QgsProcessingException(str(exc).capitalize()) from exc  # "Cancelled; no output was written"
+    except FastUNetError as exc:
+        raise QgsProcessingException(str(exc)) from exc
+
+
+class ClassStyle(QgsProcessingLayerPostProcessorInterface):
+    """Style outputs when Processing loads them: class raster palette with names, polygons from their .qml."""
+
+    _instance: ClassStyle | None = None  # Processing keeps a raw pointer: keep the Python object alive
+
+    def postProcessLayer(self, layer: Any, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> None:
+        """Apply the class style to a loaded output layer."""
+        from ..results import apply_palette, classes_from_raster, load_class_style
+
+        source = layer.source().split("|")[0]
+        if isinstance(layer, QgsRasterLayer):
+            classes = classes_from_raster(source)
+            if classes:
+                apply_palette(layer, classes)
+        elif isinstance(layer, QgsVectorLayer):
+            load_class_style(layer, source)
+
+    @classmethod
+    def attach(cls, context: QgsProcessingContext, output: str) -> None:
+        """Style ``output`` if Processing is going to load it."""
+        if context.willLoadLayerOnCompletion(output):
+            if cls._instance is None:
+                cls._instance = cls()
+            context.layerToLoadOnCompletionDetails(output).setPostProcessor(cls._instance)
+
+
+class FastUNetAlgorithm(QgsProcessingAlgorithm):
+    """Base of the provider's algorithms."""
+
+    def createInstance(self) -> QgsProcessingAlgorithm:
+        """Return a fresh copy (Processing runs each in its own instance)."""
+        return type(self)()
+
+    def helpUrl(self) -> str:
+        """No online help yet."""
+        return ""
+
+
+def output_path(value: str) -> Path:
+    """Return an output path from Processing, refusing memory layers (the engine writes files)."""
+    if not value or value.startswith(("memory:", "ogr:", "postgres:", "postgis:", "spatialite:")):
+        raise QgsProcessingException(f"the output must be a file (.tif, .gpkg, .shp or .geojson), got {value!r}")
+    return Path(value)

@@ -1,0 +1,107 @@
+"""``fastunetgeo:segment``: segment a raster into a class raster and, optionally, class polygons."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qgis.core import (
+    Qgis,
+    QgsProcessing,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterVectorDestination,
+)
+
+from ..deps import SEGMENT_MODULES
+from .common import DEVICE_OPTIONS, ClassStyle, FastUNetAlgorithm, FeedbackSink, engine_errors, require_engine
+
+
+class SegmentAlgorithm(FastUNetAlgorithm):
+    """Segment a raster layer with a fastunet-geo model."""
+
+    INPUT, MODEL, DEVICE = "INPUT", "MODEL", "DEVICE"
+    EXTENT, MASK = "EXTENT", "MASK"
+    TILE_SIZE, OVERLAP, BATCH_SIZE, RESOLUTION = "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "RESOLUTION"
+    SIMPLIFY, MIN_AREA = "SIMPLIFY", "MIN_AREA"
+    OUTPUT, OUTPUT_POLYGONS = "OUTPUT", "OUTPUT_POLYGONS"
+
+    def name(self) -> str:
+        """Return the algorithm id."""
+        return "segment"
+
+    def displayName(self) -> str:
+        """Return the name shown in the toolbox."""
+        return "Segment raster"
+
+    def shortHelpString(self) -> str:
+        """Describe the algorithm."""
+        return ("Segments a raster with a fastunet-geo model (.safetensors) into a class raster (one class id per "
+                "pixel, nodata 255, colours and names from the model), tile by tile in bounded memory. "
+                "Give a polygons output to also vectorize the classes (simplified, small polygons dropped). "
+                "Tile size 0 and overlap -1 take the model's values. Extent and mask polygons limit the "
+                "processed area. Web layers (WMS, XYZ) are first written to a temporary GeoTIFF at the "
+                "model's resolution (or the resolution given).")
+
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:
+        """Declare the parameters."""
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"))
+        self.addParameter(QgsProcessingParameterFile(
+            self.MODEL, "Model (.safetensors)", Qgis.ProcessingFileParameterBehavior.File, "safetensors"))
+        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", DEVICE_OPTIONS, defaultValue=0))
+        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Processed extent", optional=True))
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            self.MASK, "Process only inside these polygons", [QgsProcessing.SourceType.TypeVectorPolygon],
+            optional=True))
+        advanced = [
+            QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size (px, 0: the model's)",
+                                         Qgis.ProcessingNumberParameterType.Integer, 0, minValue=0),
+            QgsProcessingParameterNumber(self.OVERLAP, "Overlap (px, -1: the model's)",
+                                         Qgis.ProcessingNumberParameterType.Integer, -1, minValue=-1),
+            QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size (tiles per model call)",
+                                         Qgis.ProcessingNumberParameterType.Integer, 4, minValue=1),
+            QgsProcessingParameterNumber(self.RESOLUTION, "Web layers: ground resolution (m, 0: the model's)",
+                                         Qgis.ProcessingNumberParameterType.Double, 0.0, minValue=0.0),
+        ]
+        for param in advanced:
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+            self.addParameter(param)
+        self.addParameter(QgsProcessingParameterNumber(self.SIMPLIFY, "Polygons: simplify tolerance (m)",
+                                                       Qgis.ProcessingNumberParameterType.Double, 0.0, minValue=0.0))
+        self.addParameter(QgsProcessingParameterNumber(self.MIN_AREA, "Polygons: minimum area (m²)",
+                                                       Qgis.ProcessingNumberParameterType.Double, 0.0, minValue=0.0))
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Class raster"))
+        self.addParameter(QgsProcessingParameterVectorDestination(
+            self.OUTPUT_POLYGONS, "Class polygons", QgsProcessing.SourceType.TypeVectorPolygon, optional=True,
+            createByDefault=False))
+        self.addOutput(QgsProcessingOutputString("DEVICE", "Device used, and why"))
+        self.addOutput(QgsProcessingOutputNumber("TILES", "Tiles"))
+        self.addOutput(QgsProcessingOutputNumber("FEATURES", "Polygons written"))
+
+    def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,
+                         feedback: QgsProcessingFeedback) -> dict[str, Any]:
+        """Read the parameters, run the core, return the outputs."""
+        from ..engine_process import run_segment
+        from ..qgis_inputs import exported_input
+        from .segment_inputs import segment_job
+
+        require_engine(SEGMENT_MODULES)
+        with engine_errors():
+            job, export = segment_job(self, parameters, context)
+            with exported_input(job, export, feedback) as ready:
+                outcome = run_segment(ready, FeedbackSink(feedback))
+        ClassStyle.attach(context, str(outcome.class_raster))
+        if outcome.polygons is not None:
+            ClassStyle.attach(context, str(outcome.polygons))
+        return {self.OUTPUT: str(outcome.class_raster),
+                self.OUTPUT_POLYGONS: str(outcome.polygons) if outcome.polygons is not None else None,
+                "DEVICE": outcome.device, "TILES": outcome.tiles, "FEATURES": outcome.features}

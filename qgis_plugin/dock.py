@@ -1,0 +1,286 @@
+"""The dock: choose a model, a raster and options, run the segmentation as a task, add the results.
+
+The dock reads its widgets into :class:`~.dock_plan.DockChoices`, turns them into a job
+(:func:`~.dock_plan.plan_run`) and hands that to a :class:`~.task.SegmentTask`. Problems found before
+the start and errors of the run are shown in the message bar in plain words; nothing here raises into QGIS.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from qgis.core import Qgis, QgsApplication, QgsMapLayer, QgsProject, QgsRasterLayer, QgsVectorLayer
+from qgis.gui import QgsDockWidget
+from qgis.PyQt.QtCore import QTimer
+from qgis.PyQt.QtWidgets import QFileDialog, QScrollArea, QWidget
+
+from .deps import EngineStatus, check_engine
+from .dock_form import DockForm, build_form
+from .dock_plan import DockChoices, plan_run
+from .model_info import model_summary_html
+from .qgis_inputs import raster_file_path
+
+TITLE = "fastunet-geo"
+log = logging.getLogger(__name__)
+
+
+class SegmentDock(QgsDockWidget):
+    """The segmentation dock (one per QGIS window)."""
+
+    def __init__(self, iface: Any, parent: QWidget | None = None) -> None:
+        super().__init__(TITLE, parent)
+        self.setObjectName("FastUNetGeoDock")
+        self.iface = iface
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        root = QWidget()
+        self.form: DockForm = build_form(root)
+        scroll.setWidget(root)
+        self.setWidget(scroll)
+        self.engine: EngineStatus = check_engine()
+        self.meta: Any = None  # the chosen model's ModelMeta
+        self.task: Any = None  # the running SegmentTask
+        self.last_polygons: QgsVectorLayer | None = None
+        self._device_checked = False
+        self._connect()
+        self._show_engine_status()
+        active = iface.activeLayer() if iface is not None else None
+        if isinstance(active, QgsRasterLayer):
+            self.form.layer.setLayer(active)
+        self._layer_changed(self.form.layer.currentLayer())
+
+    # -- set-up --
+    def _connect(self) -> None:
+        f = self.form
+        f.model_file.fileChanged.connect(self.load_model)
+        f.layer.layerChanged.connect(self._layer_changed)
+        f.device.currentIndexChanged.connect(lambda _i: self.refresh_device_info())
+        f.area.currentIndexChanged.connect(self._area_changed)
+        f.run.clicked.connect(self.start_run)
+        f.cancel.clicked.connect(self.cancel_run)
+        f.export.clicked.connect(self._export_clicked)
+
+    def _show_engine_status(self) -> None:
+        f = self.form
+        f.engine_note.setText(self.engine.message())
+        f.engine_note.setVisible(not self.engine.ok)
+        f.run.setEnabled(self.engine.ok)
+
+    def showEvent(self, event: Any) -> None:
+        """On first show, look for a GPU (this imports torch, so not at QGIS start)."""
+        super().showEvent(event)
+        if not self._device_checked:
+            QTimer.singleShot(0, self.refresh_device_info)
+
+    # -- model, layer, device, area --
+    def load_model(self, path: str) -> bool:
+        """Read a checkpoint's metadata, show it and take tile size and overlap from it."""
+        f = self.form
+        self.meta = None
+        if f.model_file.filePath() != path:
+            f.model_file.blockSignals(True)
+            f.model_file.setFilePath(path)
+            f.model_file.blockSignals(False)
+        if not path.strip():
+            f.model_info.setText("No model chosen.")
+            return False
+        if not self.engine.ok:
+            f.model_info.setText("The model cannot be read until the engine's packages are installed (see above).")
+            return False
+        from fastunet_core.checkpoint import read_metadata
+        from fastunet_core.errors import FastUNetError
+
+        try:
+            meta = read_metadata(path)
+        except FastUNetError as exc:
+            f.model_info.setText(f'<span style="color:#b00020">{exc}</span>')
+            return False
+        self.meta = meta
+        f.model_info.setText(model_summary_html(meta))
+        f.tile.setValue(meta.tile_size_px)
+        f.overlap.setValue(meta.overlap_px)
+        self._layer_changed(f.layer.currentLayer())
+        return True
+
+    def refresh_device_info(self) -> None:
+        """Show which device Auto picks and why, or why CUDA cannot be used."""
+        if not self.engine.ok:
+            return
+        self._device_checked = True
+        from fastunet_core.device import cuda_unavailable_reason, resolve_device
+
+        choice = self.form.device.currentData()
+        if choice == "cpu":
+            text = "CPU."
+        else:
+            why_not = cuda_unavailable_reason()
+            if why_not is None:
+                text = f"GPU: {resolve_device('cuda').describe()}"
+            elif choice == "cuda":
+                text = f'<span style="color:#b00020">CUDA cannot be used: {why_not}</span>'
+            else:
+                text = f"Auto uses the CPU: {why_not}"
+        self.form.device_info.setText(text)
+
+    def _layer_changed(self, layer: QgsMapLayer | None) -> None:
+        note = self.form.layer_note
+        if isinstance(layer, QgsRasterLayer) and layer.isValid() and raster_file_path(layer) is None:
+            res = f"the model's resolution ({self.meta.resolution_m:g} m)" if self.meta and self.meta.resolution_m \
+                else "the map's current resolution (the model records none)"
+            note.setText(f"{layer.name()} is not a file ({layer.providerType()}): the processed area is first "
+                         f"written to a temporary GeoTIFF at {res}. Choose the map extent or polygons as the area.")
+            note.setVisible(True)
+        else:
+            note.setVisible(False)
+
+    def _area_changed(self, _index: int) -> None:
+        polygons = self.form.area.currentData() == "polygons"
+        self.form.polygon_layer.setEnabled(polygons)
+        self.form.selected_only.setEnabled(polygons)
+
+    # -- running --
+    def choices(self) -> DockChoices:
+        """Read the widgets."""
+        f = self.form
+        canvas = self.iface.mapCanvas() if self.iface is not None else None
+        return DockChoices(
+            layer=f.layer.currentLayer(), model=f.model_file.filePath(), device=f.device.currentData(),
+            tile_size_px=f.tile.value(), overlap_px=f.overlap.value(), batch_size=f.batch.value(),
+            area=f.area.currentData(), map_extent=canvas.extent() if canvas else None,
+            map_crs=canvas.mapSettings().destinationCrs() if canvas else None,
+            map_width_px=canvas.width() if canvas else 0, polygon_layer=f.polygon_layer.currentLayer(),
+            selected_only=f.selected_only.isChecked(), vectorize=f.vectorize.isChecked(),
+            simplify_m=f.simplify.value(), min_area_m2=f.min_area.value(), class_output=f.class_output.filePath(),
+            polygons_output=f.polygons_output.filePath(),
+            model_resolution_m=self.meta.resolution_m if self.meta is not None else None)
+
+    def start_run(self) -> Any:
+        """Check the inputs and start the task; return it, or None after telling the user what is wrong."""
+        if self.task is not None:
+            self.notify("A segmentation is already running.", Qgis.MessageLevel.Warning)
+            return None
+        self.engine = check_engine()
+        self._show_engine_status()
+        if not self.engine.ok:
+            self.notify(self.engine.message(), Qgis.MessageLevel.Warning)
+            return None
+        from fastunet_core.errors import FastUNetError
+
+        from .task import SegmentTask
+
+        try:
+            plan = plan_run(self.choices())
+        except FastUNetError as exc:
+            self.notify(_sentence(str(exc)), Qgis.MessageLevel.Warning)
+            return None
+        task = SegmentTask(plan.job, plan.export, plan.name, self._task_done)
+        task.logged.connect(self._log)
+        task.progressChanged.connect(lambda p: self.form.progress.setValue(round(p)))
+        self.task = task
+        self._set_running(True)
+        self.form.progress.setValue(0)
+        self._log(f"started: {plan.name} -> {plan.job.class_output}")
+        QgsApplication.taskManager().addTask(task)
+        return task
+
+    def cancel_run(self) -> None:
+        """Ask the running task to stop (it stops before its next batch of tiles)."""
+        if self.task is not None:
+            self._log("cancelling…")
+            self.task.cancel()
+
+    def shutdown(self) -> None:
+        """Cancel a running task and detach it, so that it ends without touching this (deleted) dock."""
+        if self.task is not None:
+            self.task.on_done = None
+            self.task.cancel()
+            self.task = None
+
+    def _task_done(self, task: Any) -> None:
+        """Add the layers, or say why there are none (main thread)."""
+        self.task = None
+        self._set_running(False)
+        if task.outcome is not None:
+            from fastunet_core.errors import FastUNetError
+
+            from .results import add_result_layers
+
+            out = task.outcome
+            try:
+                layers = add_result_layers(out.class_raster, out.polygons, task.name, out.classes)
+            except FastUNetError as exc:
+                self.notify(_sentence(str(exc)), Qgis.MessageLevel.Critical)
+                return
+            polygons = [lyr for lyr in layers if isinstance(lyr, QgsVectorLayer)]
+            self.last_polygons = polygons[0] if polygons else None
+            self.form.export.setEnabled(self.last_polygons is not None)
+            self.form.progress.setValue(100)
+            summary = f"{task.name}: {out.tiles} tiles in {out.seconds:.1f} s on {out.device}"
+            if out.polygons is not None:
+                summary += f", {out.features} polygons"
+            self._log(f"done: {summary}")
+            self.notify(f"Segmented {summary}.", Qgis.MessageLevel.Success)
+            for text in out.warnings:
+                self.notify(_sentence(text), Qgis.MessageLevel.Warning)
+        elif task.was_cancelled:
+            self.form.progress.setValue(0)
+            self._log("cancelled; nothing was written")
+            self.notify("Segmentation cancelled; nothing was written.", Qgis.MessageLevel.Info)
+        else:
+            self.form.progress.setValue(0)
+            self._log(f"failed: {task.error}")
+            self.notify(_sentence(task.error or "the segmentation failed"), Qgis.MessageLevel.Critical)
+
+    def _set_running(self, running: bool) -> None:
+        self.form.run.setEnabled(not running and self.engine.ok)
+        self.form.cancel.setEnabled(running)
+
+    # -- export --
+    def _export_clicked(self) -> None:
+        path, _filter = QFileDialog.getSaveFileName(self, "Export polygons", "",
+                                                    "GeoPackage (*.gpkg);;ESRI Shapefile (*.shp)")
+        if path:
+            self.export_polygons(path)
+
+    def export_polygons(self, path: str) -> Path | None:
+        """Write the last polygons to ``path`` (.gpkg or .shp) with their style; report in the message bar."""
+        from fastunet_core.errors import FastUNetError
+
+        from .results import export_polygons
+
+        layer = self.last_polygons
+        try:
+            if layer is None or QgsProject.instance().mapLayer(layer.id()) is None:
+                self.notify("There are no polygons to export; run a segmentation with Vectorize on.",
+                            Qgis.MessageLevel.Warning)
+                return None
+        except RuntimeError:  # the layer was removed and deleted
+            self.notify("The polygons layer was removed; run the segmentation again.", Qgis.MessageLevel.Warning)
+            return None
+        try:
+            out = export_polygons(layer, path)
+        except FastUNetError as exc:
+            self.notify(_sentence(str(exc)), Qgis.MessageLevel.Critical)
+            return None
+        self.notify(f"Polygons written to {out}.", Qgis.MessageLevel.Success)
+        return out
+
+    # -- messages --
+    def notify(self, text: str, level: Qgis.MessageLevel) -> None:
+        """Show a message in QGIS's message bar (and the dock's log)."""
+        if self.iface is not None:
+            duration = 0 if level in (Qgis.MessageLevel.Critical, Qgis.MessageLevel.Warning) else 8
+            self.iface.messageBar().pushMessage(TITLE, text, level=level, duration=duration)
+        else:
+            log.info("%s", text)
+
+    def _log(self, text: str) -> None:
+        self.form.log.appendPlainText(text)
+
+
+def _sentence(text: str) -> str:
+    """Capitalise a core message for the message bar."""
+    text = text.strip()
+    return text[:1].upper() + text[1:] if text else text

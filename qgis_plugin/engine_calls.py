@@ -1,0 +1,55 @@
+"""The engine calls the plugin makes, as plain functions of JSON-ready dicts (no QGIS, no Qt).
+
+Each call runs a core tool function: ``segment`` (:func:`~.jobs.run_segment_job`: crop, predict, vectorise),
+``vectorize`` (``vectorize_raster``) and ``train`` (``train``). They take and return dicts so that
+:mod:`.engine_process` can run them either here or in a separate Python process (see there why).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .progress_bridge import EpochProgress, ProgressSink, StageProgress
+
+Payload = dict[str, Any]
+
+
+def segment(payload: Payload, sink: ProgressSink) -> Payload:
+    """Run a :class:`~.jobs.SegmentJob` given as a dict; return the outcome as a dict."""
+    from .jobs import SegmentJob, run_segment_job
+
+    return run_segment_job(SegmentJob.from_dict(payload), sink).to_dict()
+
+
+def vectorize(payload: Payload, sink: ProgressSink) -> Payload:
+    """Vectorise ``raster`` into ``output`` with the given options."""
+    from fastunet_core.vectorize import VectorizeOptions, vectorize_raster
+
+    classes = payload.get("classes")
+    options = VectorizeOptions(classes=tuple(classes) if classes else None, simplify_m=payload["simplify_m"],
+                               min_area_m2=payload["min_area_m2"], dissolve=payload["dissolve"], overwrite=True)
+    result = vectorize_raster(payload["raster"], payload["output"], options, StageProgress(sink, 0, 100))
+    return {"output": str(result.output), "files": [str(f) for f in result.files], "features": result.features,
+            "warnings": list(result.warnings)}
+
+
+def train(payload: Payload, sink: ProgressSink) -> Payload:
+    """Train from a configuration dict (the core's YAML layout); return where the checkpoints are."""
+    from fastunet_core.train.config import config_from_dict
+    from fastunet_core.train.loop import train as run_training
+
+    cfg = config_from_dict(payload["config"])
+    result = run_training(cfg, EpochProgress(sink, cfg.optim.epochs), fresh=bool(payload.get("fresh")))
+    best = result.history[result.best_epoch - 1] if result.best_epoch else None
+    return {"output_dir": str(Path(result.output_dir)), "best_checkpoint": str(result.best_checkpoint),
+            "best_epoch": result.best_epoch, "val_miou": best.val_miou if best else None,
+            "device": result.device.describe()}
+
+
+CALLS: dict[str, Callable[[Payload, ProgressSink], Payload]] = {
+    "segment": segment,
+    "vectorize": vectorize,
+    "train": train,
+}

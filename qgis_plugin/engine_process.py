@@ -1,0 +1,196 @@
+"""Run an engine call in this process, or in a separate Python process when QGIS's libraries would clash.
+
+Why a separate process: the ``qgis`` and ``qgis_process`` executables on Linux link GDAL, GEOS and PROJ
+themselves, so those libraries' symbols are global in the process. The wheels of rasterio, pyogrio and
+shapely bring their own, newer GDAL and GEOS; loaded into such a process, their calls bind to QGIS's older
+libraries instead (ELF symbol interposition). Shapely then fails (``WKB output dimension must be 2 or 3``)
+and the process may abort. A fresh interpreter has no such globals, so there the engine runs as tested.
+Plain Python (the tests, the Python console of a QGIS started from Python) has no clash: calls run here.
+
+In this process the call runs on its own Python thread (see :func:`_run_on_python_thread`).
+The child is ``python -m <this package>.engine_child``; the request goes to its stdin as one JSON line,
+progress and the result come back as JSON lines on stdout, and ``cancel`` on stdin stops it before its
+next batch (it then removes what it wrote, as in-process). ``FASTUNET_GEO_ENGINE=inprocess|subprocess``
+forces a mode; ``FASTUNET_GEO_PYTHON`` names the interpreter for the child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+from .engine_calls import CALLS, Payload
+from .jobs import SegmentJob, SegmentOutcome
+from .progress_bridge import ProgressSink
+
+PREFIX = "FASTUNET "  # marks protocol lines on the child's stdout (anything else there is ignored)
+_CLASHING_SYMBOLS = ("GEOSversion", "GDALVersionInfo", "proj_context_create")
+
+
+def host_links_geo_libraries() -> bool:
+    """Return True when GDAL, GEOS or PROJ symbols are global in this process (the qgis executables)."""
+    if not sys.platform.startswith("linux"):
+        return False  # Windows DLLs and macOS two-level namespaces bind each library's own symbols
+    try:
+        scope = ctypes.CDLL(None)
+    except OSError:
+        return False
+    return any(hasattr(scope, name) for name in _CLASHING_SYMBOLS)
+
+
+def use_subprocess() -> bool:
+    """Return True when engine calls must run in a separate process."""
+    forced = os.environ.get("FASTUNET_GEO_ENGINE", "").strip().lower()
+    if forced in ("inprocess", "subprocess"):
+        return forced == "subprocess"
+    return host_links_geo_libraries()
+
+
+def child_python() -> str:
+    """Return the interpreter of this Python installation (``sys.executable`` may be QGIS itself)."""
+    named = os.environ.get("FASTUNET_GEO_PYTHON")
+    if named:
+        return named
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if sys.platform.startswith("win"):
+        candidates = [Path(sys.prefix) / "python.exe", Path(sys.prefix) / "python3.exe"]
+    else:
+        candidates = [Path(sys.prefix) / "bin" / f"python{version}", Path(sys.prefix) / "bin" / "python3"]
+    for path in candidates:
+        if path.is_file():
+            return str(path)
+    return sys.executable
+
+
+def run_engine(kind: str, payload: Payload, sink: ProgressSink) -> Payload:
+    """Run engine call ``kind`` here or in a child process; raise the core's errors as they were raised."""
+    if not use_subprocess():
+        return _run_on_python_thread(kind, payload, sink)
+    sink.log(f"engine: a separate Python process ({child_python()}), since QGIS's own GDAL/GEOS are loaded here")
+    return _run_child(kind, payload, sink)
+
+
+def _run_on_python_thread(kind: str, payload: Payload, sink: ProgressSink) -> Payload:
+    """Run the call on a thread Python created, and wait for it.
+
+    QgsTask and Processing run in QThreadPool threads, whose Python thread state is made and dropped around
+    each call from C++; pyproj keeps a PROJ context per thread, and its second use from such a thread
+    crashed (segfault in proj_as_wkt, seen with QGIS 3.40 and pyproj 3.7). A Python thread has one thread
+    state for its whole life.
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = CALLS[kind](payload, sink)
+        except BaseException as exc:  # handed to the caller's thread below
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"fastunet-{kind}", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return dict(box["result"])
+
+
+def run_segment(job: SegmentJob, sink: ProgressSink) -> SegmentOutcome:
+    """Run a segmentation job (crop, predict, vectorise) here or in a child process."""
+    return SegmentOutcome.from_dict(run_engine("segment", job.to_dict(), sink))
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    paths = [p for p in sys.path if p and Path(p).is_dir()]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))  # the child sees what this Python sees
+    for var in ("PROJ_DATA", "PROJ_LIB"):  # the wheels bring their own PROJ database
+        env.pop(var, None)
+    env.pop("PYTHONHOME", None)
+    return env
+
+
+def _run_child(kind: str, payload: Payload, sink: ProgressSink) -> Payload:
+    package = __name__.rsplit(".", 1)[0]
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as stderr:
+        proc = subprocess.Popen([child_python(), "-m", f"{package}.engine_child"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=stderr, text=True, encoding="utf-8",
+                                env=_child_env())
+        stdin, stdout = proc.stdin, proc.stdout
+        if stdin is None or stdout is None:
+            raise RuntimeError("the engine process has no pipes")
+        lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=_pump, args=(stdout, lines), daemon=True).start()
+        try:
+            stdin.write(json.dumps({"kind": kind, "payload": payload}) + "\n")
+            stdin.flush()
+            final = _follow(stdin, lines, sink)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                proc.kill()
+            raise
+        finally:
+            with contextlib.suppress(OSError):
+                stdin.close()
+            code = proc.wait()
+        if final is None:
+            stderr.seek(0)
+            tail = stderr.read()[-1500:].strip()
+            raise _core_error("FastUNetError", f"the engine process stopped unexpectedly (exit code {code})"
+                              + (f": {tail.splitlines()[-1]}" if tail else ""))
+    if "result" in final:
+        return dict(final["result"])
+    err = final["error"]
+    raise _core_error(err["type"], err["message"], err.get("name"))
+
+
+def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+def _follow(stdin: IO[str], lines: queue.Queue[str | None], sink: ProgressSink) -> dict[str, Any] | None:
+    """Relay progress until the child reports its end; pass a cancel on. Return the final message."""
+    cancel_sent = False
+    while True:
+        if not cancel_sent and sink.is_cancelled():
+            with contextlib.suppress(OSError):
+                stdin.write("cancel\n")
+                stdin.flush()
+            cancel_sent = True
+        try:
+            line = lines.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        if line is None:
+            return None
+        if not line.startswith(PREFIX):
+            continue
+        message = json.loads(line[len(PREFIX):])
+        if "percent" in message:
+            sink.set_percent(float(message["percent"]))
+        elif "log" in message:
+            sink.log(str(message["log"]))
+        else:
+            return message
+
+
+def _core_error(type_name: str, message: str, module_name: str | None = None) -> BaseException:
+    """Rebuild the child's error: the core's class of that name, ImportError, or FastUNetError."""
+    from fastunet_core import errors
+
+    if type_name in ("ImportError", "ModuleNotFoundError"):
+        return ImportError(message, name=module_name)
+    cls = getattr(errors, type_name, None)
+    if isinstance(cls, type) and issubclass(cls, errors.FastUNetError):
+        return cls(message)
+    return errors.FastUNetError(f"unexpected error in the engine: {type_name}: {message}")

@@ -1,0 +1,126 @@
+"""Put results on the map: the class raster in the model's colours and class names, polygons by class.
+
+Main thread only (layers are created and added to the project here). Class names and colours come from
+the ``CLASSES`` tag that the core writes into every class raster (JSON ``[{"id", "name", "color"}]``), read
+with QGIS's own GDAL; the polygons' style is the ``.qml`` the core writes beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from qgis.core import (
+    QgsMapLayer,
+    QgsPalettedRasterRenderer,
+    QgsProject,
+    QgsRasterLayer,
+    QgsVectorFileWriter,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtGui import QColor
+
+from fastunet_core.errors import ConfigError, OutputWriteError
+
+ClassEntry = tuple[int, str, tuple[int, int, int]]  # id, name, RGB
+
+VECTOR_DRIVERS = {".gpkg": "GPKG", ".shp": "ESRI Shapefile", ".geojson": "GeoJSON"}
+
+
+def classes_from_raster(path: str | Path) -> list[ClassEntry]:
+    """Read the class ids, names and colours stored in a class raster (empty if it has none)."""
+    from osgeo import gdal  # QGIS's GDAL, always present where QGIS is
+
+    ds = gdal.Open(str(path))
+    if ds is None:
+        return []
+    text = ds.GetMetadataItem("CLASSES")
+    ds = None
+    if not text:
+        return []
+    try:
+        return [(int(c["id"]), str(c["name"]), (int(c["color"][0]), int(c["color"][1]), int(c["color"][2])))
+                for c in json.loads(text)]
+    except (ValueError, KeyError, TypeError, IndexError):
+        return []
+
+
+def apply_palette(layer: QgsRasterLayer, classes: Sequence[ClassEntry]) -> QgsPalettedRasterRenderer:
+    """Give ``layer`` a paletted renderer with one entry per class (nodata stays transparent)."""
+    entries = [QgsPalettedRasterRenderer.Class(float(cid), QColor(*rgb), name) for cid, name, rgb in classes]
+    renderer = QgsPalettedRasterRenderer(layer.dataProvider(), 1, entries)
+    layer.setRenderer(renderer)
+    layer.triggerRepaint()
+    return renderer
+
+
+def add_class_raster(path: str | Path, name: str, classes: Sequence[ClassEntry] | None = None,
+                     project: QgsProject | None = None) -> QgsRasterLayer:
+    """Add a class raster to the project, styled by class; raise if it cannot be read."""
+    layer = QgsRasterLayer(str(path), name, "gdal")
+    if not layer.isValid():
+        raise OutputWriteError(f"the class raster {path} could not be opened: {layer.error().summary()}")
+    found = list(classes) if classes else classes_from_raster(path)
+    if found:
+        apply_palette(layer, found)
+    (project or QgsProject.instance()).addMapLayer(layer)
+    return layer
+
+
+def load_class_style(layer: QgsVectorLayer, path: str | Path) -> bool:
+    """Load the ``.qml`` style written beside a polygon file, if there is one."""
+    qml = Path(path).with_suffix(".qml")
+    if not qml.is_file():
+        return False
+    _message, ok = layer.loadNamedStyle(str(qml))
+    if ok:
+        layer.triggerRepaint()
+    return bool(ok)
+
+
+def add_polygons(path: str | Path, name: str, project: QgsProject | None = None) -> QgsVectorLayer:
+    """Add a polygon file to the project, styled by class; raise if it cannot be read."""
+    layer = QgsVectorLayer(str(path), name, "ogr")
+    if not layer.isValid():
+        raise OutputWriteError(f"the polygons {path} could not be opened")
+    load_class_style(layer, path)
+    (project or QgsProject.instance()).addMapLayer(layer)
+    return layer
+
+
+def add_result_layers(class_raster: Path, polygons: Path | None, base_name: str,
+                      classes: Sequence[ClassEntry] | None = None) -> list[QgsMapLayer]:
+    """Add a run's outputs (polygons above the raster); remove what was added if one fails."""
+    added: list[QgsMapLayer] = []
+    try:
+        added.append(add_class_raster(class_raster, f"{base_name} classes", classes))
+        if polygons is not None:
+            added.append(add_polygons(polygons, f"{base_name} polygons"))
+    except OutputWriteError:
+        QgsProject.instance().removeMapLayers([lyr.id() for lyr in added])
+        raise
+    return added
+
+
+def export_polygons(layer: QgsVectorLayer, path: str | Path) -> Path:
+    """Write ``layer`` to a GeoPackage, Shapefile or GeoJSON with its style beside it; return the path."""
+    out = Path(path)
+    driver = VECTOR_DRIVERS.get(out.suffix.lower())
+    if driver is None:
+        raise ConfigError(f"cannot tell the format of {out.name}; use .gpkg, .shp or .geojson")
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = driver
+    options.fileEncoding = "UTF-8"
+    options.layerName = out.stem
+    error, message, _new_file, _new_layer = QgsVectorFileWriter.writeAsVectorFormatV3(
+        layer, str(out), QgsProject.instance().transformContext(), options)
+    if error != QgsVectorFileWriter.WriterError.NoError:
+        raise OutputWriteError(f"could not write {out}: {message}")
+    source_qml = Path(layer.source().split("|")[0]).with_suffix(".qml")
+    if source_qml.is_file():
+        shutil.copyfile(source_qml, out.with_suffix(".qml"))
+    else:
+        layer.saveNamedStyle(str(out.with_suffix(".qml")))
+    return out

@@ -1,0 +1,89 @@
+"""The dock's segmentation as a QgsTask: the run on a worker thread, the results on the main thread.
+
+``run()`` (worker thread) never touches the GUI or the project: it exports a web layer if needed and runs
+the job (:func:`~.engine_process.run_segment`: here, or in an engine process inside the QGIS executables),
+reporting progress per tile through ``setProgress`` and checking
+``isCanceled()`` before every batch. ``finished()`` (main thread) hands the task to a callback that adds
+the layers and reports to the user. Errors are kept as plain sentences in :attr:`SegmentTask.error`.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+
+from qgis.core import Qgis, QgsFeedback, QgsMessageLog, QgsTask
+from qgis.PyQt.QtCore import pyqtSignal
+
+from .deps import install_hint
+from .engine_process import run_segment
+from .jobs import SegmentJob, SegmentOutcome
+from .qgis_inputs import ExportPlan, exported_input
+
+LOG_TAG = "fastunet-geo"
+
+
+class SegmentTask(QgsTask):
+    """Segment (and vectorise) one raster in the background."""
+
+    logged = pyqtSignal(str)  # a line for the dock's log; emitted on the worker thread, delivered queued
+
+    def __init__(self, job: SegmentJob, export: ExportPlan | None, name: str,
+                 on_done: Callable[[SegmentTask], None] | None = None) -> None:
+        super().__init__(f"fastunet-geo: segmenting {name}", QgsTask.Flag.CanCancel)
+        self.name = name  # of the source layer; the result layers are named after it
+        self.job = job
+        self.export = export
+        self.on_done = on_done
+        self.outcome: SegmentOutcome | None = None
+        self.error: str | None = None
+        self.was_cancelled = False
+        self._feedback = QgsFeedback()  # lets a cancel stop a web layer's export too
+
+    # -- the ProgressSink the core's progress is bridged to (worker thread) --
+    def set_percent(self, percent: float) -> None:
+        """Report overall progress."""
+        self.setProgress(percent)
+
+    def is_cancelled(self) -> bool:
+        """Return True once the user cancelled."""
+        return self.isCanceled()
+
+    def log(self, text: str) -> None:
+        """Send a line to the dock (and QGIS's log)."""
+        QgsMessageLog.logMessage(text, LOG_TAG, Qgis.MessageLevel.Info)
+        self.logged.emit(text)
+
+    def cancel(self) -> None:
+        """Cancel: the core stops before its next batch; an export stops at its next block."""
+        self._feedback.cancel()
+        super().cancel()
+
+    def run(self) -> bool:
+        """Run the job (worker thread); return True on success."""
+        from fastunet_core.errors import CancelledError, FastUNetError
+
+        try:
+            if self.export is not None:
+                self.log(f"the layer is not a file: writing {self.export.describe()} to a temporary GeoTIFF")
+            with exported_input(self.job, self.export, self._feedback) as job:
+                self.outcome = run_segment(job, self)
+            return True
+        except CancelledError:
+            self.was_cancelled = True
+        except FastUNetError as exc:
+            self.error = str(exc)
+        except ImportError as exc:
+            hint = install_hint([exc.name or "the missing package"])
+            self.error = f"the segmentation engine could not be loaded ({exc}). {hint}"
+        except Exception as exc:  # the task boundary: an error must reach the user, not vanish in a thread
+            self.error = f"unexpected error: {type(exc).__name__}: {exc} (details in the log panel, {LOG_TAG})"
+            QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, Qgis.MessageLevel.Critical)
+        return False
+
+    def finished(self, result: bool) -> None:
+        """Hand over to the callback (main thread)."""
+        if not result and self.isCanceled():
+            self.was_cancelled = True
+        if self.on_done is not None:
+            self.on_done(self)

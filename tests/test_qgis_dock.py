@@ -1,0 +1,303 @@
+"""The dock in a real, headless QGIS: metadata, device report, runs through its QgsTask, cancel, bad input."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import rasterio
+from qgis.core import (
+    Qgis,
+    QgsApplication,
+    QgsCategorizedSymbolRenderer,
+    QgsCoordinateReferenceSystem,
+    QgsFeature,
+    QgsGeometry,
+    QgsPalettedRasterRenderer,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsVectorLayer,
+)
+from qgis_helpers import wait_for
+
+pytestmark = pytest.mark.qgis
+
+MODEL_CLASSES = [(0, "building", "#e31a1c"), (1, "water", "#1f78b4"), (2, "woodland", "#33a02c")]
+
+
+@pytest.fixture
+def dock(qgis_iface: object, qgis_new_project: QgsProject) -> Iterator[object]:
+    from qgis_plugin.dock import SegmentDock
+
+    qgis_iface.messageBar().clear_messages()  # type: ignore[attr-defined]
+    widget = SegmentDock(qgis_iface)
+    yield widget
+    if widget.task is not None:
+        widget.cancel_run()
+        wait_for(lambda: widget.task is None)
+    QgsProject.instance().removeAllMapLayers()
+    widget.deleteLater()
+    QgsApplication.processEvents()
+
+
+def messages(iface: object, level: Qgis.MessageLevel) -> list[str]:
+    return iface.messageBar().get_messages(level)  # type: ignore[attr-defined]
+
+
+def add_raster(path: Path, name: str = "ortho") -> QgsRasterLayer:
+    layer = QgsRasterLayer(str(path), name)
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+def run_to_end(dock: object) -> tuple[object, list[float]]:
+    task = dock.start_run()
+    assert task is not None, f"the run did not start: {messages(dock.iface, Qgis.MessageLevel.Warning)}"
+    progress: list[float] = []
+    task.progressChanged.connect(progress.append)
+    wait_for(lambda: dock.task is None)
+    return task, progress
+
+
+def test_dock_shows_model_metadata_and_device(dock: object, qgis_model: Path) -> None:
+    assert dock.load_model(str(qgis_model))
+    info = dock.form.model_info.text()
+    assert "unet_tiny" in info and "128 px, overlap 16 px" in info and "1, 2, 3 (uint8" in info
+    for _cid, name, color in MODEL_CLASSES:
+        assert name in info and color in info
+    assert (dock.form.tile.value(), dock.form.overlap.value()) == (128, 16)
+    dock.refresh_device_info()
+    assert dock.form.device_info.text().startswith("Auto uses the CPU: no CUDA: ")
+    dock.form.device.setCurrentIndex(1)  # CUDA
+    assert "CUDA cannot be used" in dock.form.device_info.text()
+
+
+def test_dock_runs_task_and_adds_styled_layers(dock: object, qgis_iface: object, qgis_model: Path,
+                                               small_raster: Path, tmp_path: Path) -> None:
+    layer = add_raster(small_raster)
+    qgis_iface.setActiveLayer(layer)  # type: ignore[attr-defined]
+    from qgis_plugin.dock import SegmentDock
+
+    fresh = SegmentDock(qgis_iface)  # the default raster is the active layer
+    assert fresh.form.layer.currentLayer() == layer
+    fresh.deleteLater()
+
+    dock.form.layer.setLayer(layer)
+    dock.form.model_file.setFilePath(str(qgis_model))  # loads the model through the widget's signal
+    assert dock.meta is not None
+    dock.form.batch.setValue(2)
+    started: list[bool] = []
+    QgsApplication.taskManager().taskAdded.connect(lambda _id: started.append(True))
+    task, progress = run_to_end(dock)
+    assert started and task.outcome is not None and task.error is None
+    assert progress and progress == sorted(progress) and progress[-1] == 100
+    assert task.outcome.tiles == 6  # 256 x 200 px: 3 x 2 tiles of 128 with overlap 16
+
+    layers = {lyr.name(): lyr for lyr in QgsProject.instance().mapLayers().values()}
+    assert set(layers) == {"ortho", "ortho classes", "ortho polygons"}
+    classes = layers["ortho classes"]
+    renderer = classes.renderer()
+    assert isinstance(renderer, QgsPalettedRasterRenderer)
+    assert [(int(c.value), c.label, c.color.name()) for c in renderer.classes()] == MODEL_CLASSES
+    assert classes.extent().toString(6) == layer.extent().toString(6) and classes.crs() == layer.crs()
+    polygons = layers["ortho polygons"]
+    assert isinstance(polygons.renderer(), QgsCategorizedSymbolRenderer)
+    assert polygons.featureCount() == task.outcome.features >= 1
+    assert {"class_id", "class_name"} <= set(polygons.fields().names())
+    assert any("Segmented ortho" in m for m in messages(qgis_iface, Qgis.MessageLevel.Success))
+    assert dock.form.export.isEnabled()
+
+    exported = dock.export_polygons(str(tmp_path / "export.shp"))
+    assert exported == tmp_path / "export.shp"
+    copy = QgsVectorLayer(str(exported), "copy", "ogr")
+    assert copy.featureCount() == polygons.featureCount() and (tmp_path / "export.qml").is_file()
+    del copy
+
+
+def test_dock_processes_map_extent_into_chosen_files(dock: object, qgis_iface: object, qgis_model: Path,
+                                                     rio_data: Path, tmp_path: Path) -> None:
+    layer = add_raster(rio_data / "cogeo.tif", "cogeo")
+    canvas = qgis_iface.mapCanvas()  # type: ignore[attr-defined]
+    canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:4326"))  # the map in another CRS
+    ext = layer.extent()
+    part = QgsRectangle(ext.xMinimum() + 100, ext.yMaximum() - 200, ext.xMinimum() + 250, ext.yMaximum() - 60)
+    from qgis.core import QgsCoordinateTransform
+
+    to_map = QgsCoordinateTransform(layer.crs(), canvas.mapSettings().destinationCrs(), QgsProject.instance())
+    canvas.setExtent(to_map.transformBoundingBox(part))
+    dock.form.layer.setLayer(layer)
+    dock.load_model(str(qgis_model))
+    dock.form.area.setCurrentIndex(1)  # current map extent
+    dock.form.class_output.setFilePath(str(tmp_path / "classes.tif"))
+    dock.form.polygons_output.setFilePath(str(tmp_path / "polygons.gpkg"))
+    task, _progress = run_to_end(dock)
+    assert task.outcome is not None, task.error
+    assert task.outcome.class_raster == tmp_path / "classes.tif"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.tif", "polygons.gpkg", "polygons.qml"]
+    with rasterio.open(tmp_path / "classes.tif") as dst:
+        b = dst.bounds
+        shown = canvas.extent()
+    back = QgsCoordinateTransform(canvas.mapSettings().destinationCrs(), layer.crs(), QgsProject.instance())
+    shown = back.transformBoundingBox(shown).intersect(ext)  # the map extent, clipped to the raster
+    px, eps = layer.rasterUnitsPerPixelX(), 1e-6
+    # the window covers that, widened outward to whole source pixels
+    assert shown.xMinimum() - px - eps <= b.left <= shown.xMinimum() + eps
+    assert shown.xMaximum() - eps <= b.right <= shown.xMaximum() + px + eps
+    assert shown.yMinimum() - px - eps <= b.bottom <= shown.yMinimum() + eps
+    assert shown.yMaximum() - eps <= b.top <= shown.yMaximum() + px + eps
+    assert 0 < (b.right - b.left) < 0.8 * ext.width()
+
+
+def test_dock_polygons_area_masks_outside(dock: object, qgis_model: Path, small_raster: Path) -> None:
+    layer = add_raster(small_raster)
+    ext = layer.extent()
+    area = QgsVectorLayer("Polygon?crs=EPSG:3857", "area", "memory")
+    feature = QgsFeature()
+    feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(ext.xMinimum() + 30, ext.yMinimum() + 20,
+                                                          ext.xMinimum() + 90, ext.yMinimum() + 80)))
+    area.dataProvider().addFeatures([feature])
+    QgsProject.instance().addMapLayer(area)
+    dock.form.layer.setLayer(layer)
+    dock.load_model(str(qgis_model))
+    dock.form.area.setCurrentIndex(2)
+    assert dock.form.polygon_layer.isEnabled()
+    dock.form.polygon_layer.setLayer(area)
+    dock.form.vectorize.setChecked(False)
+    task, _ = run_to_end(dock)
+    assert task.outcome is not None, task.error and task.outcome.polygons is None
+    with rasterio.open(task.outcome.class_raster) as dst:
+        assert dst.width == pytest.approx(60 / layer.rasterUnitsPerPixelX(), abs=1.01)
+        assert dst.bounds.left == pytest.approx(ext.xMinimum() + 30, abs=layer.rasterUnitsPerPixelX())
+
+
+def test_cancelled_run_leaves_no_layer_and_no_file(dock: object, qgis_iface: object, qgis_model: Path,
+                                                   rio_data: Path, tmp_path: Path) -> None:
+    layer = add_raster(rio_data / "cogeo.tif", "cogeo")
+    dock.form.layer.setLayer(layer)
+    dock.load_model(str(qgis_model))
+    dock.form.batch.setValue(1)
+    out = tmp_path / "out"
+    out.mkdir()
+    dock.form.class_output.setFilePath(str(out / "classes.tif"))
+    dock.form.polygons_output.setFilePath(str(out / "polygons.gpkg"))
+    task = dock.start_run()
+    assert task is not None
+    progress: list[float] = []
+    task.progressChanged.connect(progress.append)
+    task.progressChanged.connect(lambda p: dock.cancel_run() if p > 5 else None)  # mid-run, after some tiles
+    terminated: list[bool] = []
+    task.taskTerminated.connect(lambda: terminated.append(True))
+    wait_for(lambda: dock.task is None)
+    assert task.was_cancelled and task.outcome is None and terminated
+    assert max(progress) < 50  # stopped within a batch of the cancel, far from the end
+    assert [lyr.name() for lyr in QgsProject.instance().mapLayers().values()] == ["cogeo"]
+    assert list(out.iterdir()) == []
+    assert any("cancelled" in m for m in messages(qgis_iface, Qgis.MessageLevel.Info))
+    assert not messages(qgis_iface, Qgis.MessageLevel.Critical)
+
+
+def test_missing_engine_packages_are_named_not_raised(qgis_iface: object, qgis_new_project: QgsProject,
+                                                      monkeypatch: pytest.MonkeyPatch, qgis_model: Path) -> None:
+    from qgis_plugin import deps
+    from qgis_plugin import dock as dock_module
+
+    monkeypatch.setitem(deps.SEGMENT_MODULES, "fastunet_no_such_module", "fastunet-no-such-package")
+    qgis_iface.messageBar().clear_messages()  # type: ignore[attr-defined]
+    widget = dock_module.SegmentDock(qgis_iface)
+    note = widget.form.engine_note
+    assert not note.isHidden() and "fastunet-no-such-package" in note.text() and "pip install" in note.text()
+    assert not widget.form.run.isEnabled()
+    assert widget.load_model(str(qgis_model)) is False
+    assert widget.start_run() is None
+    assert any("fastunet-no-such-package" in m for m in messages(qgis_iface, Qgis.MessageLevel.Warning))
+    widget.deleteLater()
+
+
+def test_invalid_layer_shows_a_message(dock: object, qgis_iface: object, qgis_model: Path) -> None:
+    broken = QgsRasterLayer("/nonexistent/ortho.tif", "broken")
+    QgsProject.instance().addMapLayer(broken)
+    dock.form.layer.setLayer(broken)
+    dock.load_model(str(qgis_model))
+    assert dock.start_run() is None
+    [warning] = messages(qgis_iface, Qgis.MessageLevel.Warning)
+    assert "'broken' is not valid" in warning
+    dock.form.layer.setLayer(None)
+    assert dock.start_run() is None
+    assert "Choose a raster layer" in messages(qgis_iface, Qgis.MessageLevel.Warning)[-1]
+
+
+def test_vanished_file_fails_with_a_message(dock: object, qgis_iface: object, qgis_model: Path,
+                                            small_raster: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "gone.tif"
+    shutil.copy(small_raster, copy)
+    layer = add_raster(copy, "gone")
+    dock.form.layer.setLayer(layer)
+    dock.load_model(str(qgis_model))
+    copy.unlink()
+    task, _ = run_to_end(dock)
+    assert task.outcome is None and not task.was_cancelled
+    [error] = messages(qgis_iface, Qgis.MessageLevel.Critical)
+    assert "not found" in error and "Traceback" not in error
+    assert [lyr.name() for lyr in QgsProject.instance().mapLayers().values()] == ["gone"]
+
+
+def test_web_layer_is_written_to_a_geotiff_first(dock: object, qgis_iface: object, qgis_model: Path,
+                                                 small_raster: Path, tmp_path: Path) -> None:
+    """An XYZ layer (local tiles made by gdal2tiles) is exported at the model's resolution, then segmented."""
+    gdal2tiles = shutil.which("gdal2tiles.py") or shutil.which("gdal2tiles")
+    if gdal2tiles is None:
+        pytest.skip("gdal2tiles is not installed")
+    tiles = tmp_path / "tiles"
+    subprocess.run([gdal2tiles, "--xyz", "-z", "17", "-w", "none", "-q", str(small_raster), str(tiles)], check=True,
+                   capture_output=True, timeout=120)
+    url = f"file://{tiles}/%7Bz%7D/%7Bx%7D/%7By%7D.png"
+    web = QgsRasterLayer(f"type=xyz&url={url}&zmin=17&zmax=17", "tiles", "wms")
+    assert web.isValid()
+    QgsProject.instance().addMapLayer(web)
+    dock.load_model(str(qgis_model))
+    dock.form.layer.setLayer(web)
+    note = dock.form.layer_note
+    assert not note.isHidden() and "temporary GeoTIFF at the model's resolution (0.6 m)" in note.text()
+    dock.form.area.setCurrentIndex(0)  # whole layer: refused for a web layer
+    assert dock.start_run() is None
+    assert "choose the current map extent or polygons" in messages(qgis_iface, Qgis.MessageLevel.Warning)[-1]
+
+    canvas = qgis_iface.mapCanvas()  # type: ignore[attr-defined]
+    canvas.setDestinationCrs(web.crs())
+    with rasterio.open(small_raster) as src:
+        b = src.bounds
+    canvas.setExtent(QgsRectangle(b.left, b.bottom, b.right, b.top))
+    dock.form.area.setCurrentIndex(1)
+    dock.form.vectorize.setChecked(False)
+    task, _ = run_to_end(dock)
+    assert task.outcome is not None, task.error
+    assert any("temporary GeoTIFF" in line for line in dock.form.log.toPlainText().splitlines())
+    with rasterio.open(task.outcome.class_raster) as dst:
+        assert dst.crs.to_epsg() == 3857 and dst.res == pytest.approx((0.6, 0.6))
+        assert dst.bounds.left == pytest.approx(canvas.extent().xMinimum(), abs=1.0)
+
+
+def test_cancel_reaches_a_separate_engine_process(dock: object, qgis_model: Path, rio_data: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """As inside the qgis executables: the engine runs in a child process; Cancel still stops it cleanly."""
+    monkeypatch.setenv("FASTUNET_GEO_ENGINE", "subprocess")
+    layer = add_raster(rio_data / "cogeo.tif", "cogeo")
+    dock.form.layer.setLayer(layer)
+    dock.load_model(str(qgis_model))
+    dock.form.batch.setValue(1)
+    dock.form.class_output.setFilePath(str(tmp_path / "classes.tif"))
+    task = dock.start_run()
+    assert task is not None
+    progress: list[float] = []
+    task.progressChanged.connect(progress.append)
+    task.progressChanged.connect(lambda p: dock.cancel_run() if p > 10 else None)
+    wait_for(lambda: dock.task is None)
+    assert task.was_cancelled and task.outcome is None, task.error
+    assert progress and max(progress) < 60
+    assert "engine: a separate Python process" in dock.form.log.toPlainText()
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,306 @@
+"""The Processing provider in a real, headless QGIS: processing.run on real rasters, and qgis_process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from qgis.core import (
+    QgsApplication,
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsFeature,
+    QgsGeometry,
+    QgsPointXY,
+    QgsProcessingException,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsVectorLayer,
+)
+
+pytestmark = pytest.mark.qgis
+
+REPO = Path(__file__).resolve().parent.parent
+SEGMENT_OUTPUTS = {"OUTPUT", "OUTPUT_POLYGONS", "DEVICE", "TILES", "FEATURES"}
+
+
+@pytest.fixture(scope="module")
+def provider(qgis_processing: None) -> object:
+    """The fastunetgeo provider, registered for this module's tests."""
+    from qgis_plugin.algorithms.provider import FastUNetProvider
+
+    prov = FastUNetProvider()
+    assert QgsApplication.processingRegistry().addProvider(prov)
+    yield prov
+    QgsApplication.processingRegistry().removeProvider(prov)
+
+
+def run(alg: str, params: dict[str, object]) -> dict[str, object]:
+    import processing
+
+    return processing.run(f"fastunetgeo:{alg}", params)
+
+
+def test_provider_lists_three_algorithms(provider: object) -> None:
+    ids = sorted(a.id() for a in QgsApplication.processingRegistry().providerById("fastunetgeo").algorithms())
+    assert ids == ["fastunetgeo:segment", "fastunetgeo:train", "fastunetgeo:vectorize"]
+
+
+def test_segment_cogeo_gives_raster_and_polygons(provider: object, rio_data: Path, qgis_model: Path) -> None:
+    cogeo = rio_data / "cogeo.tif"
+    result = run("segment", {"INPUT": str(cogeo), "MODEL": str(qgis_model), "DEVICE": 0,
+                             "OUTPUT": "TEMPORARY_OUTPUT", "OUTPUT_POLYGONS": "TEMPORARY_OUTPUT"})
+    assert set(result) == SEGMENT_OUTPUTS
+    assert result["TILES"] == 81  # 1024 px, tile 128, overlap 16: 9 x 9 tiles
+    assert str(result["DEVICE"]).startswith("cpu (no CUDA: ")  # auto says why the GPU is not used
+    assert Path(str(result["OUTPUT"])).suffix == ".tif" and Path(str(result["OUTPUT_POLYGONS"])).suffix == ".gpkg"
+
+    source = QgsRasterLayer(str(cogeo), "cogeo")
+    classes = QgsRasterLayer(str(result["OUTPUT"]), "classes")
+    assert classes.isValid()
+    assert classes.crs() == source.crs() and classes.crs().authid() == "EPSG:3857"
+    assert (classes.width(), classes.height()) == (1024, 1024)
+    assert classes.extent().toString(6) == source.extent().toString(6)
+    assert classes.bandCount() == 1 and classes.dataProvider().sourceNoDataValue(1) == 255
+
+    polygons = QgsVectorLayer(str(result["OUTPUT_POLYGONS"]), "polygons", "ogr")
+    assert polygons.isValid() and polygons.crs() == source.crs()
+    assert {"class_id", "class_name", "area_m2", "perimeter_m"} <= set(polygons.fields().names())
+    features = list(polygons.getFeatures())
+    assert len(features) == result["FEATURES"] >= 1
+    assert {f["class_name"] for f in features} <= {"building", "water", "woodland"}
+    assert all(f["area_m2"] > 0 for f in features)
+    assert Path(str(result["OUTPUT_POLYGONS"])).with_suffix(".qml").is_file()
+    del source, classes, polygons
+
+
+def test_segment_extent_and_mask_limit_the_area(provider: object, rio_data: Path, qgis_model: Path,
+                                                tmp_path: Path) -> None:
+    cogeo = rio_data / "cogeo.tif"
+    with rasterio.open(cogeo) as src:
+        left, top, px = src.bounds.left, src.bounds.top, src.transform.a
+    xmin, xmax, ymin, ymax = left + 10 * px, left + 210 * px, top - 150 * px, top - 20 * px
+    out = tmp_path / "extent.tif"
+    result = run("segment", {"INPUT": str(cogeo), "MODEL": str(qgis_model), "OUTPUT": str(out),
+                             "EXTENT": f"{xmin},{xmax},{ymin},{ymax} [EPSG:3857]"})
+    assert set(result) == SEGMENT_OUTPUTS
+    assert result["OUTPUT_POLYGONS"] is None and result["FEATURES"] == 0
+    with rasterio.open(out) as dst:
+        assert (dst.width, dst.height) == (200, 130)
+        assert dst.transform.c == pytest.approx(xmin) and dst.transform.f == pytest.approx(ymax)
+
+    # a polygon in another CRS: pixels outside it are nodata
+    mask_layer = QgsVectorLayer("Polygon?crs=EPSG:4326", "mask", "memory")
+    to_wgs84 = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:3857"),
+                                      QgsCoordinateReferenceSystem("EPSG:4326"), QgsProject.instance())
+    circle = QgsGeometry.fromPointXY(QgsPointXY((xmin + xmax) / 2, (ymin + ymax) / 2)).buffer(50 * px, 32)
+    circle.transform(to_wgs84)
+    feature = QgsFeature()
+    feature.setGeometry(circle)
+    mask_layer.dataProvider().addFeatures([feature])
+    masked = tmp_path / "masked.tif"
+    run("segment", {"INPUT": str(cogeo), "MODEL": str(qgis_model), "OUTPUT": str(masked), "MASK": mask_layer})
+    with rasterio.open(masked) as dst:
+        values = dst.read(1)
+        assert dst.width == pytest.approx(100, abs=2) and dst.height == pytest.approx(100, abs=2)
+        outside = values == 255
+        assert 0.15 < outside.mean() < 0.3  # the corners of the circle's box: 1 - pi/4 = 0.21
+        assert outside[0, 0] and outside[-1, -1] and not outside[dst.height // 2, dst.width // 2]
+    del mask_layer
+
+
+def _class_raster(path: Path, crs: str = "EPSG:32633") -> Path:
+    """A 64 x 64 class raster at 1 m: two buildings (id 1) and a water body (id 2) on background (0)."""
+    values = np.zeros((64, 64), dtype=np.uint8)
+    values[5:15, 5:20] = 1
+    values[30:40, 40:44] = 1  # 40 m2: dropped by MIN_AREA 50
+    values[50:60, 10:60] = 2
+    tags = json.dumps([{"id": 0, "name": "background", "color": [0, 0, 0]},
+                       {"id": 1, "name": "building", "color": [227, 26, 28]},
+                       {"id": 2, "name": "water", "color": [31, 120, 180]}])
+    profile = {"driver": "GTiff", "width": 64, "height": 64, "count": 1, "dtype": "uint8", "crs": crs,
+               "transform": rasterio.transform.from_origin(500000, 4000064, 1, 1), "nodata": 255}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(values, 1)
+        dst.update_tags(CLASSES=tags)
+    return path
+
+
+def test_vectorize_class_raster(provider: object, tmp_path: Path) -> None:
+    raster = _class_raster(tmp_path / "classes.tif")
+    out = tmp_path / "buildings.shp"
+    result = run("vectorize", {"INPUT": str(raster), "CLASSES": "building", "MIN_AREA": 50, "OUTPUT": str(out)})
+    assert result == {"OUTPUT": str(out), "FEATURES": 1}
+    layer = QgsVectorLayer(str(out), "b", "ogr")
+    [feature] = list(layer.getFeatures())
+    assert feature["class_name"] == "building" and feature["class_id"] == 1
+    assert feature["area_m2"] == pytest.approx(150)
+    assert out.with_suffix(".qml").is_file()
+    del layer
+
+
+def test_train_from_raster_and_polygons(provider: object, tmp_path: Path, small_raster: Path) -> None:
+    with rasterio.open(small_raster) as src:
+        b = src.bounds
+    labels = QgsVectorLayer("Polygon?crs=EPSG:3857&field=kind:string", "labels", "memory")
+    feats = []
+    for i, kind in enumerate(("building", "building", "road")):
+        x0 = b.left + 10 + 40 * i
+        feature = QgsFeature(labels.fields())
+        feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(x0, b.bottom + 20, x0 + 25, b.top - 20)))
+        feature["kind"] = kind
+        feats.append(feature)
+    labels.dataProvider().addFeatures(feats)
+    folder = tmp_path / "run"
+    result = run("train", {"INPUT": str(small_raster), "LABELS": labels, "CLASS_FIELD": "kind",
+                           "CLASS_NAMES": "background,building,road", "ARCHITECTURE": 4, "TILE_SIZE": 64,
+                           "EPOCHS": 1, "BATCH_SIZE": 4, "VAL_FRACTION": 0.25, "DEVICE": 2,
+                           "OUTPUT_FOLDER": str(folder)})
+    assert set(result) == {"OUTPUT_FOLDER", "CHECKPOINT", "BEST_EPOCH", "VAL_MIOU"}
+    assert result["OUTPUT_FOLDER"] == str(folder) and result["BEST_EPOCH"] == 1
+    assert result["CHECKPOINT"] == str(folder / "best.safetensors")
+    from fastunet_core.checkpoint import read_metadata
+
+    meta = read_metadata(folder / "best.safetensors")
+    assert [c.name for c in meta.classes] == ["background", "building", "road"]
+    assert meta.architecture == "unet_tiny" and meta.tile_size_px == 64
+    del labels
+
+
+def test_train_architectures_are_registered() -> None:
+    from fastunet_core.models.registry import REGISTRY
+    from qgis_plugin.algorithms.train import ARCHITECTURES
+
+    assert set(ARCHITECTURES) <= set(REGISTRY)
+
+
+def test_engine_errors_become_plain_processing_errors(provider: object, small_raster: Path, tmp_path: Path) -> None:
+    not_a_model = tmp_path / "model.safetensors"
+    not_a_model.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    out = tmp_path / "out.tif"
+    with pytest.raises(QgsProcessingException, match="not a fastunet-geo checkpoint"):
+        run("segment", {"INPUT": str(small_raster), "MODEL": str(not_a_model), "OUTPUT": str(out)})
+    assert sorted(tmp_path.iterdir()) == [not_a_model]  # nothing written
+
+
+def test_missing_engine_package_is_named(provider: object, small_raster: Path, qgis_model: Path,
+                                         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from qgis_plugin.algorithms import segment
+
+    monkeypatch.setitem(segment.SEGMENT_MODULES, "fastunet_no_such_module", "fastunet-no-such-package")
+    with pytest.raises(QgsProcessingException, match=r"fastunet-no-such-package.*pip install"):
+        run("segment", {"INPUT": str(small_raster), "MODEL": str(qgis_model), "OUTPUT": str(tmp_path / "o.tif")})
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_qgis_process_runs_segment(tmp_path: Path, small_raster: Path, qgis_model: Path) -> None:
+    """The standalone command line runs the packaged plugin (via QGIS_PLUGINPATH, enabled in a temp profile)."""
+    qgis_process = shutil.which("qgis_process")
+    if qgis_process is None:
+        pytest.skip("qgis_process is not installed")
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        from package_plugin import build_plugin_zip
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    plugins = tmp_path / "plugins"
+    with zipfile.ZipFile(build_plugin_zip(tmp_path / "fastunet_geo.zip")) as zf:
+        zf.extractall(plugins)
+    site = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir() and "venv" in p)
+    env = {**os.environ, "QGIS_PLUGINPATH": str(plugins), "QGIS_CUSTOM_CONFIG_PATH": str(tmp_path / "profile"),
+           "PYTHONPATH": site, "QT_QPA_PLATFORM": "offscreen",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    env.pop("PROJ_DATA", None)
+    env.pop("PROJ_LIB", None)
+    enable = subprocess.run([qgis_process, "plugins", "enable", "fastunet_geo"], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert enable.returncode == 0, enable.stderr[-2000:]
+    out = tmp_path / "classes.tif"
+    proc = subprocess.run(
+        [qgis_process, "--json", "run", "fastunetgeo:segment", "--", f"INPUT={small_raster}", f"MODEL={qgis_model}",
+         "DEVICE=2", f"OUTPUT={out}", f"OUTPUT_POLYGONS={tmp_path / 'polygons.gpkg'}"],
+        env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
+    report = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert "engine: a separate Python process" in json.dumps(report)  # qgis_process links GDAL/GEOS itself
+    results = report["results"]
+    assert results["OUTPUT"] == str(out) and results["TILES"] == 6  # 256 x 200 px: 3 x 2 tiles
+    assert results["DEVICE"] == "cpu (cpu requested)"
+    with rasterio.open(out) as dst:
+        assert (dst.width, dst.height) == (256, 200)
+    assert Path(results["OUTPUT_POLYGONS"]).is_file()
+
+
+def test_segment_then_vectorize_in_a_model(provider: object, small_raster: Path, qgis_model: Path,
+                                           tmp_path: Path) -> None:
+    """The algorithms chain in a Graphical Modeler model: segment's class raster feeds vectorize."""
+    from qgis.core import (
+        QgsProcessingContext,
+        QgsProcessingFeedback,
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelChildParameterSource,
+        QgsProcessingModelOutput,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterFile,
+        QgsProcessingParameterRasterLayer,
+    )
+
+    model = QgsProcessingModelAlgorithm("segment and vectorize", "tests")
+    for name, param in (("ortho", QgsProcessingParameterRasterLayer("ortho", "Ortho")),
+                        ("weights", QgsProcessingParameterFile("weights", "Model"))):
+        model.addModelParameter(param, QgsProcessingModelParameter(name))
+    segment = QgsProcessingModelChildAlgorithm("fastunetgeo:segment")
+    segment.setChildId("segment")
+    segment.addParameterSources("INPUT", [QgsProcessingModelChildParameterSource.fromModelParameter("ortho")])
+    segment.addParameterSources("MODEL", [QgsProcessingModelChildParameterSource.fromModelParameter("weights")])
+    model.addChildAlgorithm(segment)
+    vectorize = QgsProcessingModelChildAlgorithm("fastunetgeo:vectorize")
+    vectorize.setChildId("vectorize")
+    vectorize.addParameterSources("INPUT", [QgsProcessingModelChildParameterSource.fromChildOutput("segment",
+                                                                                                   "OUTPUT")])
+    result = QgsProcessingModelOutput("polygons")
+    result.setChildOutputName("OUTPUT")
+    vectorize.setModelOutputs({"polygons": result})
+    model.addChildAlgorithm(vectorize)
+    out = tmp_path / "polygons.gpkg"
+    ok, message = model.checkParameterValues({"ortho": str(small_raster), "weights": str(qgis_model),
+                                              "vectorize:polygons": str(out)}, QgsProcessingContext())
+    assert ok, message
+    outputs, ok = model.run({"ortho": str(small_raster), "weights": str(qgis_model), "vectorize:polygons": str(out)},
+                            QgsProcessingContext(), QgsProcessingFeedback())
+    assert ok and outputs["vectorize:polygons"] == str(out)
+    layer = QgsVectorLayer(str(out), "p", "ogr")
+    assert layer.featureCount() >= 1 and "class_name" in layer.fields().names()
+    del layer
+
+
+def test_cancel_through_feedback_leaves_no_output(provider: object, rio_data: Path, qgis_model: Path,
+                                                  tmp_path: Path) -> None:
+    from qgis.core import QgsProcessingFeedback
+
+    class CancelAfterAFewTiles(QgsProcessingFeedback):
+        def setProgress(self, progress: float) -> None:  # noqa: N802 (Qt's name)
+            super().setProgress(progress)
+            if progress > 10:
+                self.cancel()
+
+    import processing
+
+    feedback = CancelAfterAFewTiles()
+    with pytest.raises(QgsProcessingException, match="Cancelled; no output was written"):
+        processing.run("fastunetgeo:segment", {"INPUT": str(rio_data / "cogeo.tif"), "MODEL": str(qgis_model),
+                                               "BATCH_SIZE": 1, "OUTPUT": str(tmp_path / "c.tif"),
+                                               "OUTPUT_POLYGONS": str(tmp_path / "p.gpkg")}, feedback=feedback)
+    assert list(tmp_path.iterdir()) == []
+    assert feedback.progress() < 60
