@@ -3,9 +3,10 @@
 Pure functions, no I/O. Windows are :class:`rasterio.windows.Window` objects in the source raster's own
 pixel grid, so every tile's georeferencing comes from ``window_transform(window)``.
 
-The grid along one axis of length ``n`` with tile size ``t`` and overlap ``o`` starts tiles every
-``stride = t - o`` pixels; the last tile is moved back so that it ends exactly at ``n`` (flush with the
-edge: no missed strip, no window outside the raster). An axis shorter than one tile gets one window of
+The grid along one axis of length ``n`` with tile size ``t`` and overlap ``o`` uses the fewest tiles whose
+stride is at most ``t - o``, spread evenly from 0 to ``n - t``: the first tile starts at the edge, the last
+ends exactly at ``n`` (flush: no missed strip, no window outside the raster), and every overlap is at
+least ``o`` and nearly the same. An axis shorter than one tile gets one window of
 length ``n``; the reader pads that tile up to ``t`` so the model still sees its usual input size.
 Overlap exists because a CNN sees less context near a tile's border: predictions there are worse, so
 neighbouring tiles are blended (``cosine``) or only each tile's centre is kept (``core``).
@@ -35,8 +36,10 @@ def axis_starts(length: int, tile: int, overlap: int) -> list[int]:
         return [0]
     stride = tile - overlap
     count = math.ceil((length - tile) / stride) + 1
-    starts = [min(i * stride, length - tile) for i in range(count)]
-    return sorted(set(starts))
+    # spread the tiles evenly between 0 and length - tile: every overlap is at least ``overlap`` and they
+    # differ by at most one pixel (rather than a last tile overlapping its neighbour by up to tile - 1)
+    span = length - tile
+    return sorted({round(i * span / (count - 1)) for i in range(count)})
 
 
 def tile_windows(width: int, height: int, tile: int, overlap: int) -> list[list[Window]]:

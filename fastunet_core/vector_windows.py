@@ -217,7 +217,7 @@ def iter_results(job: WindowJob, grid: list[list[Window]], workers: int = 1) -> 
             return
         warnings.warn(f"worker processes need a Python interpreter, and this process runs {sys.executable}; "
                       "vectorising in this process instead", FastUNetWarning, stacklevel=3)
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20):
         processor = WindowProcessor(job)
         try:
             for cell in cells:
@@ -318,7 +318,7 @@ def _serve() -> None:
     job = _read_frame(stdin)
     if job is None:
         return
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), gc_paused():
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), gc_paused():
         processor = WindowProcessor(job)
         while (cell := _read_frame(stdin)) is not None:
             try:

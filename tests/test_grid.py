@@ -88,3 +88,10 @@ def test_regular_overlap_weights_sum_to_one() -> None:
 def test_bad_tiling_is_refused(tile: int, overlap: int) -> None:
     with pytest.raises(ConfigError):
         tile_windows(100, 100, tile, overlap)
+
+
+def test_overlaps_are_even_so_the_last_tile_does_not_overlap_more() -> None:
+    starts = axis_starts(16384, 512, 64)
+    overlaps = {512 - (b - a) for a, b in itertools.pairwise(starts)}
+    assert starts[0] == 0 and starts[-1] == 16384 - 512
+    assert min(overlaps) >= 64 and max(overlaps) - min(overlaps) <= 1
