@@ -63,10 +63,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--models", default=None, help="comma-separated architectures")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "fastunet-bench-batch")
     args = parser.parse_args()
     n, size = (8, 512) if args.quick else (24, 1024)
     archs = ["unet_tiny"] if args.quick else ["unet_tiny", "unet_skinny"]
+    if args.models:
+        archs = args.models.split(",")
     args.workdir.mkdir(parents=True, exist_ok=True)
     sheets = make_sheets(args.workdir, n, size)
     mpx = n * size * size / 1e6
