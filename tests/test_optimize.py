@@ -1,0 +1,48 @@
+"""The CPU fast path (BatchNorm folded, channels_last) gives the eager model's results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.windows import Window
+
+from fastunet_core.models.registry import build_model
+from fastunet_core.optimize import fold_batchnorm, optimize_for_cpu
+
+
+def _trained_like(arch: str) -> torch.nn.Module:
+    """A model with non-trivial BatchNorm statistics, as after training."""
+    torch.manual_seed(0)
+    model = build_model(arch, 3, 5).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return model
+
+
+@pytest.mark.parametrize("arch", ["unet_skinny", "unet_lessconv", "deeplabv3plus"])
+def test_folded_model_matches_eager_on_real_imagery(rio_data: Path, arch: str) -> None:
+    model = _trained_like(arch)
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    _folded, count = fold_batchnorm(model)
+    assert count > 0
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == n_bn  # original untouched
+    if arch.startswith("unet_"):
+        assert count == n_bn  # every BatchNorm of the paper's UNets follows a convolution in a Sequential
+    with rasterio.open(rio_data / "cogeo.tif") as src:
+        img = src.read(window=Window(256, 256, 128, 128)).astype(np.float32) / 255.0
+    x = torch.from_numpy(img)[None]
+    fast = optimize_for_cpu(model)
+    with torch.inference_mode():
+        eager = model(x)
+        got = fast(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(eager, got, atol=1e-4, rtol=1e-4)
+    assert torch.equal(eager.argmax(1), got.argmax(1))
