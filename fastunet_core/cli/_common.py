@@ -31,7 +31,7 @@ def parse_float_list(value: str | None, what: str) -> tuple[float, ...] | None:
 
 
 class BarProgress:
-    """Progress to a tqdm bar on stderr; Ctrl-C cancels (handled by the CLI)."""
+    """Progress to a tqdm bar on stderr (a context manager that closes it); Ctrl-C is handled by the CLI."""
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
@@ -66,8 +66,24 @@ class BarProgress:
         else:
             tqdm.write(text, file=sys.stderr)
 
+    def __enter__(self) -> BarProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Close the bar."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+MAX_DEFAULT_WORKERS = 4
+
+
+def default_workers() -> int:
+    """Return how many processes window-parallel work uses: the CPU cores, at most MAX_DEFAULT_WORKERS."""
+    import os
+
+    return min(MAX_DEFAULT_WORKERS, os.cpu_count() or 1)

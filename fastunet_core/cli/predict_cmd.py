@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fastunet_core.cli._common import BarProgress, parse_int_list
+from fastunet_core.cli._common import BarProgress, default_workers, parse_int_list
 
 EXIT_SOME_FAILED = 4
 
@@ -71,7 +71,7 @@ def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, outp
                           device=distributed.rank_device(device, dist_ctx), blend=blend,
                           bands=parse_int_list(bands, "--bands"), probs_path=probs_path, overwrite=overwrite,
                           prefetch=not no_prefetch)
-    vec = VectorizeOptions(simplify_m=simplify, min_area_m2=min_area, overwrite=overwrite)
+    vec = VectorizeOptions(simplify_m=simplify, min_area_m2=min_area, overwrite=overwrite, workers=default_workers())
     if not batch:
         if output is None:
             raise ConfigError("give the output with -o OUT.tif (or --out-dir DIR for many inputs)")
@@ -93,11 +93,8 @@ def _predict_one(raster: Path, model_path: Path, output: Path, opts: object, qui
     from fastunet_core.predict import PredictOptions, predict_raster
 
     assert isinstance(opts, PredictOptions)
-    bar = BarProgress(enabled=not quiet)
-    try:
+    with BarProgress(enabled=not quiet) as bar:
         result = predict_raster(raster, model_path, output, opts, bar)
-    finally:
-        bar.close()
     if not quiet:
         click.echo(
             f"wrote {result.output} ({result.megapixels:.1f} Mpx, {result.tiles_total} tiles, "
@@ -112,11 +109,8 @@ def _vectorize(classes: Path, vector_path: Path, vec: object, quiet: bool) -> No
     from fastunet_core.vectorize import VectorizeOptions, vectorize_raster
 
     assert isinstance(vec, VectorizeOptions)
-    bar = BarProgress(enabled=not quiet)
-    try:
+    with BarProgress(enabled=not quiet) as bar:
         result = vectorize_raster(classes, vector_path, vec, bar)
-    finally:
-        bar.close()
     if not quiet:
         click.echo(f"wrote {result.output} ({result.polygons} polygons)", err=True)
 
@@ -136,11 +130,8 @@ def _predict_batch(inputs: list[Path], model_path: Path, out_dir: Path, opts: ob
         mine = shard(inputs, dist_ctx.world_size, dist_ctx.rank)
         if not quiet and dist_ctx.is_main:
             click.echo(f"device: {predictor.device.describe()}", err=True)
-        bar = BarProgress(enabled=not quiet and dist_ctx.is_main)
-        try:
+        with BarProgress(enabled=not quiet and dist_ctx.is_main) as bar:
             result = predict_many(mine, predictor, out_dir, with_probs, skip_existing, bar, dist_ctx.rank, vec)  # type: ignore[arg-type]
-        finally:
-            bar.close()
         everything = [item for part in distributed.all_gather(result.items, dist_ctx) for item in part]
     finally:
         distributed.shutdown()

@@ -38,11 +38,8 @@ def train(ctx: click.Context, config_path: Path | None, overrides: tuple[str, ..
     if device:
         extra.append(f"device={device}")
     cfg = load_config(config_path, extra)
-    bar = BarProgress(enabled=not ctx.obj.get("quiet", False))
-    try:
+    with BarProgress(enabled=not ctx.obj.get("quiet", False)) as bar:
         result = run_training(cfg, bar, fresh=fresh)
-    finally:
-        bar.close()
     if result.history and not ctx.obj.get("quiet", False):
         best = result.history[result.best_epoch - 1] if result.best_epoch else result.history[-1]
         click.echo(f"best epoch {result.best_epoch}: val loss {best.val_loss:.4f}, val mIoU {best.val_miou:.4f}; "

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
-from fastunet_core.cli._common import BarProgress
-
-MAX_DEFAULT_WORKERS = 4
+from fastunet_core.cli._common import MAX_DEFAULT_WORKERS, BarProgress, default_workers
 
 
 @click.command()
@@ -46,12 +43,9 @@ def vectorize(ctx: click.Context, mask: Path, output: Path, classes: str | None,
     wanted = tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else None
     opts = VectorizeOptions(classes=wanted, simplify_m=simplify_m, min_area_m2=min_area_m2, dissolve=dissolve,
                             overwrite=overwrite, window_px=window_px,
-                            workers=workers if workers is not None else min(MAX_DEFAULT_WORKERS, os.cpu_count() or 1))
-    bar = BarProgress(enabled=not quiet)
-    try:
+                            workers=workers if workers is not None else default_workers())
+    with BarProgress(enabled=not quiet) as bar:
         result = vectorize_raster(mask, output, opts, bar)
-    finally:
-        bar.close()
     if not quiet:
         click.echo(f"wrote {result.output} ({result.features:,} features, {result.polygons:,} polygons) in "
                    f"{result.seconds:.1f} s; areas {result.area_method}", err=True)
