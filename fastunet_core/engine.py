@@ -14,31 +14,44 @@ import torch
 from torch import nn
 
 from fastunet_core.device import DeviceChoice
+from fastunet_core.errors import ConfigError
 from fastunet_core.optimize import optimize_for_cpu
+
+PRECISIONS = ("auto", "fp32", "bf16")  # auto: fp32 on CPUs, bf16/fp16 autocast on CUDA
 
 
 class TorchEngine:
     """Softmax probabilities from a PyTorch model on the chosen device."""
 
-    def __init__(self, model: nn.Module, device: DeviceChoice, fast_cpu: bool = True) -> None:
+    def __init__(self, model: nn.Module, device: DeviceChoice, fast_cpu: bool = True, precision: str = "auto") -> None:
+        if precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
         self.device = device
         self.model = model.eval().to(device.device)
         self.channels_last = device.is_cuda or fast_cpu
+        self.autocast: torch.dtype | None = None
+        self.cpu_dtype = torch.float32
         if device.is_cuda:
             self.model = self.model.to(memory_format=torch.channels_last)
-        elif fast_cpu:  # BatchNorm folded into the convolutions, channels_last (see optimize.py)
-            self.model = optimize_for_cpu(self.model)
+            if precision != "fp32":
+                self.autocast = torch.bfloat16 if precision == "bf16" else device.autocast_dtype
+        else:
+            if fast_cpu:  # BatchNorm folded into the convolutions, channels_last (see optimize.py)
+                self.model = optimize_for_cpu(self.model)
+            if precision == "bf16":  # opt-in: bf16 weights and activations, logits back in float32
+                self.cpu_dtype = torch.bfloat16
+                self.model = self.model.to(torch.bfloat16)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Map a (N, bands, H, W) float32 batch to (N, classes, H, W) float32 probabilities."""
         dev = self.device.device
         with torch.inference_mode():
-            x = torch.from_numpy(batch).to(dev, non_blocking=True)
+            x = torch.from_numpy(batch).to(dev, non_blocking=True).to(self.cpu_dtype)
             amp: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            if self.device.is_cuda:
-                amp = torch.autocast("cuda", dtype=self.device.autocast_dtype)
+            if self.autocast is not None:
+                amp = torch.autocast("cuda", dtype=self.autocast)
             with amp:
                 logits = self.model(x)
             probs = torch.softmax(logits.float(), dim=1)

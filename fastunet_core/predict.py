@@ -55,6 +55,7 @@ class PredictOptions:
     probs_path: Path | None = None
     overwrite: bool = False
     prefetch: bool = True  # read the next tiles on a background thread while the model runs
+    precision: str = "auto"  # auto (fp32 on CPU, autocast on CUDA), fp32, or bf16 (faster on CPUs with bf16)
 
 
 @dataclass
@@ -103,7 +104,7 @@ class Predictor:
                 f"(one halving per level); use e.g. --tile {max(divisor, self.tile // divisor * divisor)}"
             )
         self.device = resolve_device(opts.device)
-        self.engine = TorchEngine(self.loaded.model, self.device)
+        self.engine = TorchEngine(self.loaded.model, self.device, precision=opts.precision)
 
     def run(self, raster: str | Path, output: str | Path, probs_output: str | Path | None = None,
             progress: Progress | None = None) -> PredictResult:

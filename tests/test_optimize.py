@@ -46,3 +46,26 @@ def test_folded_model_matches_eager_on_real_imagery(rio_data: Path, arch: str) -
         got = fast(x.contiguous(memory_format=torch.channels_last))
     assert torch.allclose(eager, got, atol=1e-4, rtol=1e-4)
     assert torch.equal(eager.argmax(1), got.argmax(1))
+
+
+def test_bf16_precision_opt_in_agrees_with_fp32(tmp_path: Path, rio_data: Path, make_checkpoint) -> None:  # type: ignore[no-untyped-def]
+    from fastunet_core.predict import PredictOptions, predict_raster
+
+    ckpt = make_checkpoint()
+    maps = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / f"{precision}.tif"
+        predict_raster(rio_data / "RGB.byte.tif", ckpt, out, PredictOptions(precision=precision, device="cpu"))
+        with rasterio.open(out) as ds:
+            maps[precision] = ds.read(1)
+    assert np.array_equal(maps["fp32"] == 255, maps["bf16"] == 255)
+    assert (maps["fp32"] == maps["bf16"]).mean() > 0.98
+
+
+def test_unknown_precision_is_refused() -> None:
+    from fastunet_core.device import resolve_device
+    from fastunet_core.engine import TorchEngine
+    from fastunet_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="bf16"):
+        TorchEngine(build_model("unet_tiny", 3, 2), resolve_device("cpu"), precision="int4")
