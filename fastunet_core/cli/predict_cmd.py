@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from fastunet_core.cli._common import BarProgress, default_workers, parse_int_list
+
+if TYPE_CHECKING:  # heavy modules are imported inside the functions, so --help stays instant
+    from fastunet_core.distributed import DistContext
+    from fastunet_core.predict import PredictOptions
+    from fastunet_core.vectorize import VectorizeOptions
 
 EXIT_SOME_FAILED = 4
 
@@ -92,10 +98,9 @@ def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, outp
     ctx.exit(code)
 
 
-def _predict_one(raster: Path, model_path: Path, output: Path, opts: object, quiet: bool) -> None:
-    from fastunet_core.predict import PredictOptions, predict_raster
+def _predict_one(raster: Path, model_path: Path, output: Path, opts: PredictOptions, quiet: bool) -> None:
+    from fastunet_core.predict import predict_raster
 
-    assert isinstance(opts, PredictOptions)
     with BarProgress(enabled=not quiet) as bar:
         result = predict_raster(raster, model_path, output, opts, bar)
     if not quiet:
@@ -108,24 +113,22 @@ def _predict_one(raster: Path, model_path: Path, output: Path, opts: object, qui
         click.echo(f"warning: {w}", err=True)
 
 
-def _vectorize(classes: Path, vector_path: Path, vec: object, quiet: bool) -> None:
-    from fastunet_core.vectorize import VectorizeOptions, vectorize_raster
+def _vectorize(classes: Path, vector_path: Path, vec: VectorizeOptions, quiet: bool) -> None:
+    from fastunet_core.vectorize import vectorize_raster
 
-    assert isinstance(vec, VectorizeOptions)
     with BarProgress(enabled=not quiet) as bar:
         result = vectorize_raster(classes, vector_path, vec, bar)
     if not quiet:
         click.echo(f"wrote {result.output} ({result.polygons} polygons)", err=True)
 
 
-def _predict_batch(inputs: list[Path], model_path: Path, out_dir: Path, opts: object, with_probs: bool,
-                   summary_path: Path | None, skip_existing: bool, quiet: bool, dist_ctx: object,
-                   vec: object | None) -> int:
+def _predict_batch(inputs: list[Path], model_path: Path, out_dir: Path, opts: PredictOptions, with_probs: bool,
+                   summary_path: Path | None, skip_existing: bool, quiet: bool, dist_ctx: DistContext,
+                   vec: VectorizeOptions | None) -> int:
     from fastunet_core import distributed
     from fastunet_core.batch import BatchResult, predict_many, shard, write_summary
-    from fastunet_core.predict import PredictOptions, Predictor
+    from fastunet_core.predict import Predictor
 
-    assert isinstance(opts, PredictOptions) and isinstance(dist_ctx, distributed.DistContext)
     out_dir.mkdir(parents=True, exist_ok=True)
     predictor = Predictor(model_path, opts)
     distributed.init(dist_ctx, predictor.device.is_cuda)
@@ -134,7 +137,7 @@ def _predict_batch(inputs: list[Path], model_path: Path, out_dir: Path, opts: ob
         if not quiet and dist_ctx.is_main:
             click.echo(f"device: {predictor.device.describe()}", err=True)
         with BarProgress(enabled=not quiet and dist_ctx.is_main) as bar:
-            result = predict_many(mine, predictor, out_dir, with_probs, skip_existing, bar, dist_ctx.rank, vec)  # type: ignore[arg-type]
+            result = predict_many(mine, predictor, out_dir, with_probs, skip_existing, bar, dist_ctx.rank, vec)
         everything = [item for part in distributed.all_gather(result.items, dist_ctx) for item in part]
     finally:
         distributed.shutdown()
