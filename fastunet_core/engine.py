@@ -56,3 +56,33 @@ class TorchEngine:
                 logits = self.model(x)
             probs = torch.softmax(logits.float(), dim=1)
             return probs.cpu().numpy()
+
+
+ENGINES = ("auto", "torch", "onnx")
+
+
+def make_engine(model: nn.Module, device: DeviceChoice, sample_shape: tuple[int, int, int, int],
+                engine: str = "auto", precision: str = "auto") -> tuple[object, str]:
+    """Pick the engine; return it and a one-line description.
+
+    ``auto``: ONNX Runtime on CPUs at fp32 when onnx and onnxruntime are installed (about 2x eager), else
+    PyTorch (BatchNorm folded, channels_last; autocast on CUDA). An export that fails falls back to PyTorch.
+    """
+    from fastunet_core.onnx_engine import OnnxEngine, onnx_available
+
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    cpu_fp32 = not device.is_cuda and precision in ("auto", "fp32")
+    if engine == "onnx" and not cpu_fp32:
+        raise ConfigError("the onnx engine runs on the CPU in fp32; use --engine torch for CUDA or bf16")
+    if engine == "onnx" or (engine == "auto" and cpu_fp32 and onnx_available()):
+        try:
+            return OnnxEngine(model, sample_shape), "onnxruntime (CPU, fp32)"
+        except ConfigError:
+            raise
+        except Exception as exc:  # an operator the exporter does not know: PyTorch still works
+            if engine == "onnx":
+                raise ConfigError(f"exporting the model to ONNX failed ({type(exc).__name__}: {exc})") from exc
+    torch_engine = TorchEngine(model, device, precision=precision)
+    kind = "autocast" if torch_engine.autocast is not None else str(torch_engine.cpu_dtype).replace("torch.", "")
+    return torch_engine, f"pytorch ({kind})"

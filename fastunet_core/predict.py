@@ -21,7 +21,7 @@ import rasterio
 from fastunet_core.atomic import atomic_output, check_writable
 from fastunet_core.checkpoint import LoadedModel, load_checkpoint
 from fastunet_core.device import DeviceChoice, resolve_device
-from fastunet_core.engine import TorchEngine
+from fastunet_core.engine import make_engine
 from fastunet_core.errors import CancelledError, ConfigError, EmptyInputWarning, FastUNetWarning
 from fastunet_core.grid import BLEND_MODES, TileGrid, edges
 from fastunet_core.metadata import OUTPUT_NODATA
@@ -56,6 +56,7 @@ class PredictOptions:
     overwrite: bool = False
     prefetch: bool = True  # read the next tiles on a background thread while the model runs
     precision: str = "auto"  # auto (fp32 on CPU, autocast on CUDA), fp32, or bf16 (faster on CPUs with bf16)
+    engine: str = "auto"  # auto (ONNX Runtime on CPUs when installed, else PyTorch), torch, onnx
 
 
 @dataclass
@@ -104,7 +105,8 @@ class Predictor:
                 f"(one halving per level); use e.g. --tile {max(divisor, self.tile // divisor * divisor)}"
             )
         self.device = resolve_device(opts.device)
-        self.engine = TorchEngine(self.loaded.model, self.device, precision=opts.precision)
+        shape = (1, meta.input.n_bands, self.tile, self.tile)
+        self.engine, self.engine_name = make_engine(self.loaded.model, self.device, shape, opts.engine, opts.precision)
 
     def run(self, raster: str | Path, output: str | Path, probs_output: str | Path | None = None,
             progress: Progress | None = None) -> PredictResult:
@@ -128,7 +130,7 @@ class Predictor:
             warnings.simplefilter("always", FastUNetWarning)
             info = inspect_raster(src)
             bands = choose_bands(info, meta.input, opts.bands)
-            prog.message(f"device: {self.device.describe()}")
+            prog.message(f"device: {self.device.describe()}; engine: {self.engine_name}")
             if info.dtype != meta.input.dtype:
                 warnings.warn(
                     f"{info.path.name} is {info.dtype} but the model was trained on {meta.input.dtype} input "

@@ -69,3 +69,24 @@ def test_unknown_precision_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="bf16"):
         TorchEngine(build_model("unet_tiny", 3, 2), resolve_device("cpu"), precision="int4")
+
+
+def test_onnx_engine_matches_pytorch_on_real_imagery(rio_data: Path) -> None:
+    from fastunet_core.device import resolve_device
+    from fastunet_core.engine import TorchEngine, make_engine
+
+    model = _trained_like("unet_skinny")
+    with rasterio.open(rio_data / "cogeo.tif") as src:
+        batch = (src.read(window=Window(0, 0, 128, 128)).astype(np.float32) / 255.0)[None]
+    cpu = resolve_device("cpu")
+    engine, name = make_engine(model, cpu, (1, 3, 128, 128), engine="onnx")
+    assert name.startswith("onnxruntime")
+    got = engine(np.concatenate([batch, batch[:, :, ::-1].copy()]))  # batch size other than the export's
+    expected = TorchEngine(model, cpu, fast_cpu=False)(np.concatenate([batch, batch[:, :, ::-1].copy()]))
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() < 1e-4
+    assert np.array_equal(got.argmax(1), expected.argmax(1))
+    _, auto_name = make_engine(model, cpu, (1, 3, 128, 128))
+    assert auto_name.startswith("onnxruntime")  # the default on CPUs when installed
+    _, bf16_name = make_engine(model, cpu, (1, 3, 128, 128), precision="bf16")
+    assert bf16_name == "pytorch (bfloat16)"
