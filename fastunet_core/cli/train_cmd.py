@@ -29,6 +29,7 @@ def train(ctx: click.Context, config_path: Path | None, overrides: tuple[str, ..
       fastunet-geo train -c run.yaml optim.epochs=3 optim.micro_batch=2 --device cpu
       torchrun --nproc-per-node 4 -m fastunet_core.cli train -c run.yaml
     """
+    from fastunet_core import distributed
     from fastunet_core.train.config import load_config
     from fastunet_core.train.loop import train as run_training
 
@@ -44,6 +45,7 @@ def train(ctx: click.Context, config_path: Path | None, overrides: tuple[str, ..
         best = result.history[result.best_epoch - 1] if result.best_epoch else result.history[-1]
         click.echo(f"best epoch {result.best_epoch}: val loss {best.val_loss:.4f}, val mIoU {best.val_miou:.4f}; "
                    f"checkpoint {result.best_checkpoint}; curves {result.output_dir / 'curves.png'}", err=True)
+    distributed.end_process(distributed.context_from_env(), 0)
 
 
 @click.command()
