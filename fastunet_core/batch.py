@@ -18,7 +18,7 @@ from pathlib import Path
 import rasterio
 
 from fastunet_core.atomic import atomic_output
-from fastunet_core.errors import ConfigError, FastUNetError, InputRasterError
+from fastunet_core.errors import CancelledError, ConfigError, FastUNetError, InputRasterError
 from fastunet_core.predict import Predictor
 from fastunet_core.progress import STATUS_PREFIX, NullProgress, Progress
 from fastunet_core.vectorize import VectorizeOptions, vectorize_raster
@@ -170,6 +170,8 @@ def predict_many(inputs: Sequence[Path], predictor: Predictor, out_dir: Path, wi
                 if r.tiles_skipped == r.tiles_total:
                     item.status = STATUS_EMPTY
                 item.message = "; ".join(r.warnings)
+            except CancelledError:  # the user stopped the whole run, not just this sheet
+                raise
             except (FastUNetError, OSError) as exc:  # one bad sheet must not stop the campaign
                 item.status, item.message = STATUS_FAILED, str(exc)
             item.seconds = round(time.perf_counter() - t0, 3)

@@ -132,14 +132,25 @@ class TileGrid:
         """Number of tiles."""
         return len(self.rows.starts) * len(self.cols.starts)
 
+    def first_row_reaching(self, y: int) -> int:
+        """Return the index of the first tile row whose window reaches below pixel row ``y``.
+
+        Tile rows start in increasing order, so every tile covering a pixel at or below ``y`` is in this
+        row or a later one (the tile rows a resumed run has to redo).
+        """
+        if y <= 0:
+            return 0
+        return next((i for i, s in enumerate(self.rows.starts) if s + self.rows.tile > y), len(self.rows.starts))
+
     def window(self, row: int, col: int) -> Window:
         """Return the window of tile (row, col)."""
         return Window(self.cols.starts[col], self.rows.starts[row], self.cols.tile, self.rows.tile)
 
-    def windows(self) -> list[tuple[int, int, Window]]:
-        """Return every tile as (row index, column index, window), row-major."""
+    def windows(self, first_row: int = 0) -> list[tuple[int, int, Window]]:
+        """Return every tile as (row index, column index, window), row-major, from tile row ``first_row``."""
         return [
-            (r, c, self.window(r, c)) for r in range(len(self.rows.starts)) for c in range(len(self.cols.starts))
+            (r, c, self.window(r, c))
+            for r in range(first_row, len(self.rows.starts)) for c in range(len(self.cols.starts))
         ]
 
     def weights(self, row: int, col: int, mode: str) -> np.ndarray:

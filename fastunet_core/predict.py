@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from fastunet_core.atomic import atomic_output, check_writable
+from fastunet_core.atomic import check_writable
 from fastunet_core.checkpoint import LoadedModel, load_checkpoint
 from fastunet_core.device import DeviceChoice, resolve_device
 from fastunet_core.engine import make_engine
@@ -36,7 +36,21 @@ from fastunet_core.raster_output import (
     describe_probs_raster,
     probs_profile,
 )
-from fastunet_core.stitching import RowAssembler, StreamingStitcher, classes_from_sums, percent_from_sums
+from fastunet_core.resume import (
+    PartialOutput,
+    discard_partial,
+    find_resume_rows,
+    resumable_output,
+    source_fingerprint,
+    weights_digest,
+)
+from fastunet_core.stitching import (
+    RowAssembler,
+    RowWriter,
+    StreamingStitcher,
+    classes_from_sums,
+    percent_from_sums,
+)
 from fastunet_core.tile_source import EmptyTile, TileItem, iter_tiles, prefetch
 
 GDAL_CACHE_BYTES = 64 * 2**20  # input blocks of about two tile rows, and the output rows being written
@@ -57,6 +71,9 @@ class PredictOptions:
     prefetch: bool = True  # read the next tiles on a background thread while the model runs
     precision: str = "auto"  # auto (fp32 on CPU, autocast on CUDA), fp32, or bf16 (faster on CPUs with bf16)
     engine: str = "auto"  # auto (ONNX Runtime on CPUs when installed, else PyTorch), torch, onnx
+    # keep the finished rows of an interrupted run and continue from them next time (see fastunet_core.resume);
+    # off: an interrupted run leaves nothing behind and every run starts over
+    resume: bool = False
 
 
 @dataclass
@@ -107,6 +124,29 @@ class Predictor:
         self.device = resolve_device(opts.device)
         shape = (1, meta.input.n_bands, self.tile, self.tile)
         self.engine, self.engine_name = make_engine(self.loaded.model, self.device, shape, opts.engine, opts.precision)
+        self._weights_digest: str | None = None
+
+    def _fingerprint(self, raster: str | Path, kind: str) -> dict[str, object] | None:
+        """Return what must match for a partial output to be continued (None: the source is not a file)."""
+        path = Path(raster)
+        if not path.is_file():
+            return None
+        if self._weights_digest is None:
+            self._weights_digest = weights_digest(self.loaded.model.state_dict())
+        o = self.options
+        return {"source": source_fingerprint(path), "weights": self._weights_digest, "output": kind,
+                "classes": [c.name for c in self.loaded.meta.classes], "tile": self.tile, "overlap": self.overlap,
+                "blend": o.blend, "bands": list(o.bands) if o.bands else None, "precision": o.precision,
+                "engine": self.engine_name}
+
+    def _resume_plan(self, raster: str | Path, targets: list[tuple[Path, str]]) -> tuple[list[dict], int]:
+        """Return each output's fingerprint and the rows all of them finished in an earlier run."""
+        prints = [self._fingerprint(raster, kind) if self.options.resume else None for _, kind in targets]
+        if any(p is None for p in prints):
+            for target, _ in targets:
+                discard_partial(target)
+            return [{} for _ in targets], 0
+        return prints, min(find_resume_rows(t, p) for (t, _), p in zip(targets, prints, strict=True))
 
     def run(self, raster: str | Path, output: str | Path, probs_output: str | Path | None = None,
             progress: Progress | None = None) -> PredictResult:
@@ -119,12 +159,22 @@ class Predictor:
         check_writable(out, opts.overwrite)
         if probs is not None:
             check_writable(probs, opts.overwrite)
-        with contextlib.ExitStack() as env:
-            if "GDAL_CACHEMAX" not in os.environ:  # GDAL's default (5% of RAM) grows with the raster
-                env.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))
-            return self._run(raster, out, probs, prog, t0)
+        partials: list[PartialOutput] = []
+        try:
+            with contextlib.ExitStack() as env:
+                if "GDAL_CACHEMAX" not in os.environ:  # GDAL's default (5% of RAM) grows with the raster
+                    env.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))
+                return self._run(raster, out, probs, prog, t0, partials)
+        except (CancelledError, KeyboardInterrupt) as exc:
+            kept = [p for p in partials if p.kept]
+            if not kept:
+                raise CancelledError("cancelled; no output was written") from exc
+            raise CancelledError(
+                f"cancelled with {kept[0].rows_done} rows of {out.name} finished; they are kept in "
+                f"{kept[0].path.name}: run the same command again to continue from there") from exc
 
-    def _run(self, raster: str | Path, out: Path, probs: Path | None, prog: Progress, t0: float) -> PredictResult:
+    def _run(self, raster: str | Path, out: Path, probs: Path | None, prog: Progress, t0: float,
+             partials: list[PartialOutput]) -> PredictResult:
         opts, meta = self.options, self.loaded.meta
         with open_raster(raster) as src, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", FastUNetWarning)
@@ -140,14 +190,18 @@ class Predictor:
             grid = TileGrid.for_raster(src.width, src.height, self.tile, self.overlap)
             reader = TileReader(src, bands, meta.input, self.tile)
             with contextlib.ExitStack() as stack:
-                stitcher = self._open_outputs(stack, src, info.path, grid, out, probs)
-                tiles = iter_tiles(grid, reader)
+                stitcher = self._open_outputs(stack, src, raster, grid, out, probs, partials)
+                if stitcher.start_row:
+                    prog.message(f"resuming {out.name}: {stitcher.start_row} of {src.height} rows were finished "
+                                 "by an earlier run")
+                tiles = iter_tiles(grid, reader, stitcher.first_tile_row)
                 if opts.prefetch:
                     tiles = prefetch(tiles, depth=2 * opts.batch_size)
                 # on cancel or error, stop the reader thread now, before ``src`` is closed (not when the
                 # generator is collected: a traceback keeps it alive, and the thread would read a closed dataset)
                 stack.callback(tiles.close)  # type: ignore[attr-defined]
-                skipped = self._run_tiles(tiles, grid.n_tiles, stitcher, prog)
+                n_run = (len(grid.rows.starts) - stitcher.first_tile_row) * len(grid.cols.starts)
+                skipped = self._run_tiles(tiles, n_run, stitcher, prog)
                 stitcher.check_complete()
                 if skipped == grid.n_tiles:
                     warnings.warn(f"{info.path.name} holds no valid pixel: the output is all nodata",
@@ -158,24 +212,31 @@ class Predictor:
         return PredictResult(out, probs, self.device, grid.n_tiles, skipped, time.perf_counter() - t0,
                              info.width * info.height / 1e6, messages)
 
-    def _open_outputs(self, stack: contextlib.ExitStack, src: rasterio.io.DatasetReader, source: Path,
-                      grid: TileGrid, out: Path, probs: Path | None) -> StreamingStitcher:
-        """Open the output rasters (temporary files until the stack closes cleanly) and the stitcher."""
+    def _open_outputs(self, stack: contextlib.ExitStack, src: rasterio.io.DatasetReader, raster: str | Path,
+                      grid: TileGrid, out: Path, probs: Path | None,
+                      partials: list[PartialOutput]) -> StreamingStitcher:
+        """Open the output rasters (partial files until the stack closes cleanly) and the stitcher."""
         meta, overwrite = self.loaded.meta, self.options.overwrite
+        targets = [(out, "classes")] + ([(probs, "probs")] if probs is not None else [])
+        prints, start_row = self._resume_plan(raster, targets)
         y_edges, n_x_cells = edges(grid.rows), len(edges(grid.cols)) - 1
-        cprof = class_profile(src)
-        dst = stack.enter_context(rasterio.open(stack.enter_context(atomic_output(out, overwrite)), "w", **cprof))
-        describe_class_raster(dst, meta, source)
-        class_rows = RowAssembler(y_edges, n_x_cells, src.width, 1, np.dtype(np.uint8), block_rows(cprof),
-                                  RasterRowWriter(dst))
-        prob_rows = None
-        if probs is not None:
-            pprof = probs_profile(src, meta.n_classes)
-            pdst = stack.enter_context(rasterio.open(stack.enter_context(atomic_output(probs, overwrite)), "w",
-                                                     **pprof))
-            describe_probs_raster(pdst, meta)
-            prob_rows = RowAssembler(y_edges, n_x_cells, src.width, meta.n_classes, np.dtype(np.uint8),
-                                     block_rows(pprof), RasterRowWriter(pdst))
+        source = Path(str(raster))
+        profiles = [class_profile(src)] + ([probs_profile(src, meta.n_classes)] if probs is not None else [])
+        assemblers = []
+        for (target, kind), fp, profile in zip(targets, prints, profiles, strict=True):
+            part = stack.enter_context(resumable_output(target, fp, start_row, overwrite, self.options.resume))
+            partials.append(part)
+            if start_row:
+                dst = stack.enter_context(rasterio.open(part.path, "r+"))
+            else:
+                dst = stack.enter_context(rasterio.open(part.path, "w", **profile))
+                if kind == "classes":
+                    describe_class_raster(dst, meta, source)
+                else:
+                    describe_probs_raster(dst, meta)
+            assemblers.append(RowAssembler(y_edges, n_x_cells, src.width, profile["count"], np.dtype(np.uint8),
+                                           block_rows(profile), _tracked(RasterRowWriter(dst), part), start_row))
+        class_rows, prob_rows = assemblers[0], (assemblers[1] if probs is not None else None)
         class_ids = meta.class_ids
 
         def finish_cell(ly: int, x0: int, sums: np.ndarray, wsum: np.ndarray) -> None:
@@ -183,7 +244,7 @@ class Predictor:
             if prob_rows is not None:
                 prob_rows.put(ly, x0, percent_from_sums(sums, wsum, OUTPUT_NODATA))
 
-        return StreamingStitcher(grid, meta.n_classes, self.options.blend, finish_cell)
+        return StreamingStitcher(grid, meta.n_classes, self.options.blend, finish_cell, start_row)
 
     def _run_tiles(self, tiles: Iterator[TileItem], n_tiles: int, stitcher: StreamingStitcher,
                    prog: Progress) -> int:
@@ -194,7 +255,7 @@ class Predictor:
 
         def flush() -> None:
             if prog.is_cancelled():
-                raise CancelledError("cancelled; no output was written")
+                raise CancelledError("cancelled")
             probs = self.engine(np.stack([t.data for t in batch]))
             for t, p in zip(batch, probs, strict=True):
                 h, w = t.valid.shape
@@ -214,3 +275,13 @@ class Predictor:
         if batch:
             flush()
         return skipped
+
+
+def _tracked(write: RasterRowWriter, part: PartialOutput) -> RowWriter:
+    """Wrap a row writer so ``part`` knows how many rows are final (rows are written top to bottom)."""
+
+    def tracked(row0: int, values: np.ndarray) -> None:
+        write(row0, values)
+        part.rows_done = row0 + values.shape[1]
+
+    return tracked

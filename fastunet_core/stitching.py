@@ -26,17 +26,22 @@ class RowAssembler:
     """Collect finished cells into full-width rows; write block-aligned row chunks as they complete."""
 
     def __init__(self, y_edges: list[int], n_x_cells: int, width: int, bands: int, dtype: np.dtype,
-                 block_rows: int, write: RowWriter) -> None:
+                 block_rows: int, write: RowWriter, start_row: int = 0) -> None:
+        if start_row % block_rows and start_row != y_edges[-1]:
+            raise ValueError(f"start row {start_row} is not a multiple of the block height {block_rows}")
         self.y_edges = y_edges
         self.width = width
         self.bands = bands
         self.dtype = dtype
         self.block_rows = block_rows
         self._write = write
-        self._remaining = [n_x_cells] * (len(y_edges) - 1)
+        # y-cells that end above ``start_row`` were written by an earlier run: nothing more arrives for them
+        self._remaining = [0 if y1 <= start_row else n_x_cells for y1 in y_edges[1:]]
         self._rows: dict[int, np.ndarray] = {}  # y-cell index -> (bands, cell height, width)
         self._complete_upto = 0  # y-cells [0, this) are complete
-        self.written_rows = 0
+        while self._complete_upto < len(self._remaining) and self._remaining[self._complete_upto] == 0:
+            self._complete_upto += 1
+        self.written_rows = start_row
 
     def put(self, ly: int, x0: int, values: np.ndarray) -> None:
         """Place a finished cell (y-cell ``ly``, starting at column ``x0``)."""
@@ -84,7 +89,7 @@ class StreamingStitcher:
     """
 
     def __init__(self, grid: TileGrid, n_classes: int, blend: str,
-                 finish_cell: Callable[[int, int, np.ndarray, np.ndarray], None]) -> None:
+                 finish_cell: Callable[[int, int, np.ndarray, np.ndarray], None], start_row: int = 0) -> None:
         self.grid = grid
         self.n_classes = n_classes
         self.blend = blend
@@ -96,6 +101,12 @@ class StreamingStitcher:
         self._pending = np.outer(np.asarray(cy), np.asarray(cx)).astype(np.int64)
         self._acc: dict[tuple[int, int], np.ndarray] = {}
         self._added = np.zeros((len(grid.rows.starts), len(grid.cols.starts)), dtype=bool)
+        # resuming: rows above ``start_row`` are already in the output. Every tile that covers a cell
+        # reaching below it starts at or after ``first_tile_row``; the tile rows before it are not run,
+        # and the cells wholly above ``start_row`` are neither accumulated nor emitted.
+        self.start_row = start_row
+        self.first_tile_row = grid.first_row_reaching(start_row)
+        self._added[: self.first_tile_row] = True
         self._wy = [grid.rows.weights(i, blend) for i in range(len(grid.rows.starts))]
         self._wx = [grid.cols.weights(j, blend) for j in range(len(grid.cols.starts))]
 
@@ -124,6 +135,8 @@ class StreamingStitcher:
                 weights = weights * valid
         for ly in self._cells(self.y_edges, r0, h):
             y0, y1 = self.y_edges[ly], self.y_edges[ly + 1]
+            if y1 <= self.start_row:
+                continue
             for kx in self._cells(self.x_edges, c0, w):
                 x0, x1 = self.x_edges[kx], self.x_edges[kx + 1]
                 acc = self._acc.get((ly, kx))

@@ -28,9 +28,9 @@ TileItem = Tile | EmptyTile
 _DONE = object()
 
 
-def iter_tiles(grid: TileGrid, reader: TileReader) -> Iterator[TileItem]:
-    """Yield every tile of ``grid`` in row-major order, reading only those with data."""
-    for row, col, window in grid.windows():
+def iter_tiles(grid: TileGrid, reader: TileReader, first_row: int = 0) -> Iterator[TileItem]:
+    """Yield the tiles of ``grid`` from tile row ``first_row`` on, row-major, reading only those with data."""
+    for row, col, window in grid.windows(first_row):
         valid = reader.read_valid(window)
         if valid.any():
             yield reader.read(row, col, window, valid)

@@ -50,16 +50,20 @@ EXIT_SOME_FAILED = 4
               help="auto: ONNX Runtime on CPUs when installed (about 2x PyTorch), else PyTorch.")
 @click.option("--no-prefetch", is_flag=True, help="Do not read tiles ahead on a background thread.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--no-resume", is_flag=True,
+              help="Start over instead of continuing an interrupted run's finished rows, and keep nothing when "
+                   "interrupted.")
 @click.pass_context
 def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, output: Path | None,
             out_dir: Path | None, tile_size: int | None, overlap: int | None, batch_size: int, device: str,
             blend: str, bands: str | None, probs_path: Path | None, with_probs: bool, summary_path: Path | None,
             skip_existing: bool, vector_path: Path | None, with_vector: bool, simplify: float, min_area: float,
-            precision: str, engine: str, no_prefetch: bool, overwrite: bool) -> None:
+            precision: str, engine: str, no_prefetch: bool, overwrite: bool, no_resume: bool) -> None:
     """Segment RASTERS into georeferenced class maps.
 
     RASTERS are files (GeoTIFF, VRT ...), folders, glob patterns or .txt lists with one path per line.
     Several GPUs or machines: start the same command with torchrun; each process takes a share.
+    An interrupted run (Ctrl-C, SIGTERM) keeps the rows it finished; the same command continues from there.
 
     \b
     Example:
@@ -75,13 +79,14 @@ def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, outp
     from fastunet_core.vectorize import VectorizeOptions
 
     quiet = ctx.obj.get("quiet", False)
+    _stop_on_sigterm()
     inputs = expand_inputs(rasters)
     dist_ctx = distributed.context_from_env()
     batch = out_dir is not None or len(inputs) > 1 or dist_ctx.enabled
     opts = PredictOptions(tile_size_px=tile_size, overlap_px=overlap, batch_size=batch_size,
                           device=distributed.rank_device(device, dist_ctx), blend=blend,
                           bands=parse_int_list(bands, "--bands"), probs_path=probs_path, overwrite=overwrite,
-                          prefetch=not no_prefetch, precision=precision, engine=engine)
+                          prefetch=not no_prefetch, precision=precision, engine=engine, resume=not no_resume)
     vec = VectorizeOptions(simplify_m=simplify, min_area_m2=min_area, overwrite=overwrite, workers=default_workers())
     if not batch:
         if output is None:
@@ -97,6 +102,7 @@ def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, outp
         raise ConfigError("several inputs need --out-dir DIR")
     code = _predict_batch(inputs, model_path, out_dir, opts, with_probs, summary_path, skip_existing, quiet, dist_ctx,
                           vec if with_vector else None)
+    distributed.end_process(dist_ctx, code)
     ctx.exit(code)
 
 
@@ -153,3 +159,15 @@ def _predict_batch(inputs: list[Path], model_path: Path, out_dir: Path, opts: Pr
         for item in merged.failed:
             click.echo(f"failed: {item.input}: {item.message}", err=True)
     return 0 if merged.all_succeeded else EXIT_SOME_FAILED
+
+
+def _stop_on_sigterm() -> None:
+    """Treat SIGTERM (a job scheduler's time limit, ``kill``) like Ctrl-C: stop cleanly, keep finished rows."""
+    import signal
+    import threading
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)

@@ -1,0 +1,128 @@
+"""Resumable outputs: an interrupted prediction keeps its finished rows and the next run continues there.
+
+Output rows are written top to bottom as they complete (see :mod:`fastunet_core.stitching`). While a run
+is going, the output is a hidden partial file beside the target. When the run completes, the partial
+file is renamed to the target. When it is interrupted (Ctrl-C, SIGTERM, cancel, an error), the partial
+file is closed cleanly and a small JSON state file records how many rows are final and what produced
+them (source file, model weights, tiling options). A later run with the same inputs opens the partial
+file for update and starts from the first tile row that reaches below the finished rows; anything else
+(another model, changed source, other options) starts over.
+
+The state file is removed before a resumed run writes anything and written again only after the raster
+was closed, so a state file always describes a readable partial raster; a run killed outright
+(SIGKILL, power loss) leaves no state file, and the next run starts over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastunet_core.atomic import check_writable
+from fastunet_core.errors import OutputWriteError
+
+STATE_VERSION = 1
+
+
+def partial_path(target: Path) -> Path:
+    """Return the hidden file a resumable output is written to until it is complete."""
+    return target.parent / f".{target.stem}.partial{target.suffix}"
+
+
+def state_path(target: Path) -> Path:
+    """Return the JSON file that says how far the partial file of ``target`` got."""
+    return target.parent / f".{target.name}.partial.json"
+
+
+def source_fingerprint(path: Path) -> dict[str, Any]:
+    """Identify a source file's version cheaply (resolved path, size, modification time)."""
+    st = path.stat()
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def weights_digest(state_dict: dict[str, Any]) -> str:
+    """Return a digest of a model's weights (so a partial output is only continued with the same model)."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, tensor in state_dict.items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class PartialOutput:
+    """One output being written: ``path`` to write to, ``resume_rows`` finished rows found at the start."""
+
+    target: Path
+    path: Path
+    fingerprint: dict[str, Any]
+    resume_rows: int = 0
+    rows_done: int = 0  # updated by the writer as rows are written
+    kept: bool = field(default=False, init=False)
+
+
+def _read_state(target: Path, fingerprint: dict[str, Any]) -> int:
+    """Return the finished rows of a matching partial output of ``target``, or 0."""
+    state, data = state_path(target), partial_path(target)
+    if not state.exists() or not data.exists():
+        return 0
+    try:
+        saved = json.loads(state.read_text())
+    except (OSError, ValueError):
+        return 0
+    if saved.get("version") != STATE_VERSION or saved.get("fingerprint") != fingerprint:
+        return 0
+    rows = saved.get("rows_done")
+    return rows if isinstance(rows, int) and rows > 0 else 0
+
+
+def find_resume_rows(target: Path, fingerprint: dict[str, Any]) -> int:
+    """Return how many rows of ``target`` an earlier interrupted run finished with the same inputs (or 0)."""
+    return _read_state(target, fingerprint)
+
+
+def discard_partial(target: Path) -> None:
+    """Remove the partial file and state of ``target``, if any."""
+    for p in (state_path(target), partial_path(target)):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+@contextlib.contextmanager
+def resumable_output(target: Path, fingerprint: dict[str, Any], resume_rows: int, overwrite: bool,
+                     keep_on_failure: bool = True) -> Iterator[PartialOutput]:
+    """Yield a :class:`PartialOutput` whose ``path`` is written in place of ``target``.
+
+    ``resume_rows`` > 0 continues the partial file left by an earlier run (the caller checked it with
+    :func:`find_resume_rows`); 0 starts a new one. On success the partial file becomes ``target``. On
+    failure it is kept with a state file when ``keep_on_failure`` and some rows were finished, else deleted.
+    The caller must close the raster inside this context, so the kept file is complete up to its rows.
+    """
+    target = Path(target)
+    check_writable(target, overwrite)
+    out = PartialOutput(target, partial_path(target), fingerprint, resume_rows, resume_rows)
+    with contextlib.suppress(FileNotFoundError):
+        state_path(target).unlink()  # from here on, the partial file is being changed
+    if resume_rows == 0:
+        with contextlib.suppress(FileNotFoundError):
+            out.path.unlink()
+    try:
+        yield out
+        os.replace(out.path, target)
+    except BaseException:
+        if keep_on_failure and out.rows_done > 0 and out.path.exists():
+            try:
+                state_path(target).write_text(json.dumps({"version": STATE_VERSION, "rows_done": out.rows_done,
+                                                          "fingerprint": fingerprint}, indent=1))
+                out.kept = True
+            except OSError as exc:
+                raise OutputWriteError(f"could not record the progress of {target}: {exc}") from exc
+        else:
+            discard_partial(target)
+        raise

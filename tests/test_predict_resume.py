@@ -1,0 +1,156 @@
+"""An interrupted prediction keeps its finished rows; the next run continues there and gives the same maps."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from fastunet_core.cli import cli
+from fastunet_core.errors import CancelledError
+from fastunet_core.grid import TileGrid
+from fastunet_core.predict import PredictOptions, predict_raster
+from fastunet_core.raster_input import TileReader
+from fastunet_core.resume import partial_path, state_path
+
+# cogeo.tif is 1024 x 1024: with 128 px tiles and 16 px overlap that is 9 x 9 tiles, and the outputs'
+# 512-row blocks make row 512 the first point a run can be continued from
+TILES_PER_ROW = 9
+
+
+class CountingCancel:
+    """Progress that counts the tiles run and cancels after ``limit`` of them."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit, self.done, self.messages = limit, 0, []
+
+    def start(self, total: float, label: str) -> None:
+        self.total = total
+
+    def advance(self, n: float = 1) -> None:
+        self.done += int(n)
+
+    def is_cancelled(self) -> bool:
+        return self.limit is not None and self.done >= self.limit
+
+    def message(self, text: str) -> None:
+        self.messages.append(text)
+
+
+def _read(path: Path) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return ds.read()
+
+
+@pytest.fixture()
+def source(rio_data: Path) -> Path:
+    return rio_data / "cogeo.tif"
+
+
+@pytest.fixture()
+def reference(tmp_path_factory: pytest.TempPathFactory, source: Path,
+              make_checkpoint: Callable[..., Path]) -> tuple[np.ndarray, np.ndarray]:
+    folder = tmp_path_factory.mktemp("reference")
+    predict_raster(source, make_checkpoint(), folder / "c.tif", PredictOptions(probs_path=folder / "p.tif"))
+    return _read(folder / "c.tif"), _read(folder / "p.tif")
+
+
+def test_grid_row_to_restart_from() -> None:
+    grid = TileGrid.for_raster(1024, 1024, 128, 16)
+    assert grid.first_row_reaching(0) == 0
+    starts = grid.rows.starts
+    k = grid.first_row_reaching(512)
+    assert starts[k] + 128 > 512 and starts[k - 1] + 128 <= 512  # every tile reaching below 512 is redone
+
+
+def test_cancelled_run_continues_to_identical_outputs(tmp_path: Path, source: Path,
+                                                      make_checkpoint: Callable[..., Path],
+                                                      reference: tuple[np.ndarray, np.ndarray]) -> None:
+    out, probs = tmp_path / "c.tif", tmp_path / "p.tif"
+    opts = PredictOptions(probs_path=probs, resume=True, batch_size=3)
+    with pytest.raises(CancelledError, match="run the same command again"):
+        predict_raster(source, make_checkpoint(), out, opts, CountingCancel(limit=6 * TILES_PER_ROW))
+    assert not out.exists() and not probs.exists()
+    for target in (out, probs):
+        assert partial_path(target).exists() and state_path(target).exists()
+
+    second = CountingCancel()
+    predict_raster(source, make_checkpoint(), out, opts, second)
+    assert any("512 of 1024 rows" in m for m in second.messages)
+    assert 0 < second.done < TILES_PER_ROW**2  # only the tile rows reaching below row 512 ran again
+    assert np.array_equal(_read(out), reference[0])
+    assert np.array_equal(_read(probs), reference[1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.tif", "p.tif"]  # partial and state files gone
+
+
+def test_partial_from_other_settings_is_not_continued(tmp_path: Path, source: Path,
+                                                      make_checkpoint: Callable[..., Path]) -> None:
+    out = tmp_path / "c.tif"
+    with pytest.raises(CancelledError):
+        predict_raster(source, make_checkpoint(), out, PredictOptions(resume=True), CountingCancel(limit=60))
+    assert state_path(out).exists()
+    # another overlap changes every row: the partial file must not be reused
+    run = CountingCancel()
+    predict_raster(source, make_checkpoint(), out, PredictOptions(resume=True, overlap_px=32), run)
+    fresh = tmp_path / "fresh.tif"
+    predict_raster(source, make_checkpoint(), fresh, PredictOptions(overlap_px=32))
+    assert run.done == run.total and not any("resuming" in m for m in run.messages)
+    assert np.array_equal(_read(out), _read(fresh))
+    assert not partial_path(out).exists() and not state_path(out).exists()
+
+
+def test_partial_without_state_starts_over(tmp_path: Path, source: Path, make_checkpoint: Callable[..., Path],
+                                           reference: tuple[np.ndarray, np.ndarray]) -> None:
+    """A run killed outright leaves a partial file but no state: it cannot be trusted, so start over."""
+    out = tmp_path / "c.tif"
+    with pytest.raises(CancelledError):
+        predict_raster(source, make_checkpoint(), out, PredictOptions(resume=True), CountingCancel(limit=60))
+    state_path(out).unlink()
+    partial_path(out).write_bytes(b"half a tiff")
+    run = CountingCancel()
+    predict_raster(source, make_checkpoint(), out, PredictOptions(resume=True), run)
+    assert run.done == TILES_PER_ROW**2
+    assert np.array_equal(_read(out), reference[0])
+
+
+def test_without_resume_nothing_is_kept(tmp_path: Path, source: Path, make_checkpoint: Callable[..., Path]) -> None:
+    with pytest.raises(CancelledError, match="no output was written"):
+        predict_raster(source, make_checkpoint(), tmp_path / "c.tif", PredictOptions(), CountingCancel(limit=60))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_sigterm_keeps_rows_and_the_same_command_finishes(tmp_path: Path, source: Path,
+                                                              make_checkpoint: Callable[..., Path],
+                                                              reference: tuple[np.ndarray, np.ndarray],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "c.tif"
+    original = TileReader.read
+    calls = {"n": 0}
+
+    def read_then_terminate(self: TileReader, *args: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 60:  # a scheduler's time limit arrives mid-run
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, *args)  # type: ignore[arg-type]
+
+    args = ["-q", "predict", str(source), "-m", str(make_checkpoint()), "-o", str(out), "--no-prefetch"]
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        monkeypatch.setattr(TileReader, "read", read_then_terminate)
+        stopped = CliRunner().invoke(cli, args)
+        monkeypatch.setattr(TileReader, "read", original)
+        assert stopped.exit_code == 130, stopped.output
+        assert "run the same command again" in stopped.output
+        assert not out.exists() and partial_path(out).exists()
+        finished = CliRunner().invoke(cli, args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert finished.exit_code == 0, finished.output
+    assert np.array_equal(_read(out), reference[0])
+    assert not partial_path(out).exists() and not state_path(out).exists()
