@@ -54,6 +54,7 @@ from fastunet_core.stitching import (
 from fastunet_core.tile_source import EmptyTile, TileItem, iter_tiles, prefetch
 
 GDAL_CACHE_BYTES = 64 * 2**20  # input blocks of about two tile rows, and the output rows being written
+RESOLUTION_TOLERANCE = 1.5  # warn when the raster's pixels are this many times larger or smaller than training's
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,7 @@ class Predictor:
                     f"(scaled from {meta.input.value_range}); results may be poor",
                     FastUNetWarning, stacklevel=2,
                 )
+            warn_resolution_mismatch(info.path.name, info.resolution_m, meta.resolution_m)
             grid = TileGrid.for_raster(src.width, src.height, self.tile, self.overlap)
             reader = TileReader(src, bands, meta.input, self.tile)
             with contextlib.ExitStack() as stack:
@@ -285,3 +287,23 @@ def _tracked(write: RasterRowWriter, part: PartialOutput) -> RowWriter:
         part.rows_done = row0 + values.shape[1]
 
     return tracked
+
+
+def warn_resolution_mismatch(name: str, raster_m: float | None, model_m: float | None) -> None:
+    """Warn when the raster's ground resolution is far from the one the model was trained at.
+
+    A CNN learns objects at the size they had in training: at another pixel size buildings and roads look
+    larger or smaller than anything it has seen, and results fall apart without any error.
+    """
+    if not raster_m or not model_m:
+        return
+    ratio = raster_m / model_m
+    if 1 / RESOLUTION_TOLERANCE <= ratio <= RESOLUTION_TOLERANCE:
+        return
+    finer = "finer" if ratio < 1 else "coarser"
+    warnings.warn(
+        f"{name} has {raster_m:.3g} m pixels, {max(ratio, 1 / ratio):.1f}x {finer} than the {model_m:.3g} m the "
+        f"model was trained on; objects will not look the size the model learned. Resample it to about "
+        f"{model_m:.3g} m first (e.g. gdalwarp -tr with that pixel size in a metric CRS)",
+        FastUNetWarning, stacklevel=3,
+    )

@@ -6,11 +6,13 @@ and an alpha band; for float rasters non-finite values are invalid too.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -33,6 +35,7 @@ class RasterInfo:
     dtype: str
     crs_wkt: str | None
     data_bands: tuple[int, ...]  # bands that are not alpha
+    resolution_m: float | None = None  # ground size of a pixel (the mean of its two sides), when known
 
 
 def open_raster(path: str | os.PathLike[str]) -> rasterio.io.DatasetReader:
@@ -68,7 +71,40 @@ def inspect_raster(src: rasterio.io.DatasetReader) -> RasterInfo:
         raise InputRasterError(f"{name} mixes band data types {sorted(set(src.dtypes))}; convert it to one type")
     data_bands = tuple(i for i, ci in enumerate(src.colorinterp, start=1) if ci != ColorInterp.alpha)
     return RasterInfo(name, src.width, src.height, src.count, src.dtypes[0],
-                      src.crs.to_wkt() if src.crs else None, data_bands)
+                      src.crs.to_wkt() if src.crs else None, data_bands, ground_resolution_m(src))
+
+
+def ground_resolution_m(src: rasterio.io.DatasetReader) -> float | None:
+    """Return the ground size of one pixel in metres (mean of its two sides), or None if unknown.
+
+    Measured on the ellipsoid at the raster's centre, so it is true for geographic CRSs (degrees) and for
+    projections whose scale varies (Web Mercator's nominal 0.6 m is 0.3 m on the ground at 60 degrees).
+    """
+    crs, t = src.crs, src.transform
+    if crs is None or t.is_identity:
+        return None
+    from pyproj import Geod
+    from pyproj.exceptions import ProjError
+
+    cx, cy = t @ (src.width / 2, src.height / 2)
+    try:
+        (lon0, lon1, lon2), (lat0, lat1, lat2) = _to_lonlat(crs.to_wkt()).transform(
+            [cx, cx + t.a, cx], [cy, cy, cy + t.e], errcheck=True)
+    except (ProjError, ValueError):
+        return None
+    geod = Geod(ellps="WGS84")
+    dx = geod.inv(lon0, lat0, lon1, lat1)[2]
+    dy = geod.inv(lon0, lat0, lon2, lat2)[2]
+    return (dx + dy) / 2
+
+
+@functools.lru_cache(maxsize=16)
+def _to_lonlat(crs_wkt: str) -> Any:
+    """Return a transformer from ``crs_wkt`` to its geographic CRS (cached: datasets share a few CRSs)."""
+    from pyproj import CRS, Transformer
+
+    source = CRS.from_wkt(crs_wkt)
+    return Transformer.from_crs(source, source.geodetic_crs or "EPSG:4326", always_xy=True)
 
 
 def choose_bands(info: RasterInfo, spec: InputSpec, override: Sequence[int] | None = None) -> tuple[int, ...]:

@@ -50,7 +50,7 @@ def pixel_window(src: rasterio.io.DatasetReader, bounds: tuple[float, float, flo
     if t.b != 0 or t.d != 0:
         raise InputRasterError(f"{Path(src.name).name} is rotated; warp it north-up before choosing an area")
     xmin, ymin, xmax, ymax = bounds
-    corners = [~t * (x, y) for x in (xmin, xmax) for y in (ymin, ymax)]  # (col, row) of each corner
+    corners = [~t @ (x, y) for x in (xmin, xmax) for y in (ymin, ymax)]  # (col, row) of each corner
     c = [p[0] for p in corners]
     r = [p[1] for p in corners]
     col0 = max(math.floor(min(c) + _EPS), 0)

@@ -78,6 +78,34 @@ def test_dtype_mismatch_warns(tmp_path: Path, rio_data: Path, make_checkpoint: C
     assert any("uint16" in w and "uint8" in w for w in result.warnings)
 
 
+def test_ground_resolution_in_metres(rio_data: Path) -> None:
+    from pyproj import Geod
+
+    from fastunet_core.raster_input import ground_resolution_m, open_raster
+
+    with open_raster(rio_data / "RGB.byte.tif") as src:  # UTM, 300 m pixels (less 0.04 %: UTM's scale)
+        assert ground_resolution_m(src) == pytest.approx(300.0, rel=1e-3)
+    with open_raster(rio_data / "cogeo.tif") as src:  # Web Mercator's nominal 0.597 m shrink by cos(latitude)
+        lon, lat = src.lnglat()
+        assert ground_resolution_m(src) == pytest.approx(src.res[0] * np.cos(np.radians(lat)), rel=2e-3)
+    with open_raster(rio_data / "world.rgb.tif") as src:  # degrees: metres on the ellipsoid
+        lon, lat = src.lnglat()
+        dx = Geod(ellps="WGS84").inv(lon, lat, lon + src.res[0], lat)[2]
+        dy = Geod(ellps="WGS84").inv(lon, lat, lon, lat + src.res[1])[2]
+        assert ground_resolution_m(src) == pytest.approx((dx + dy) / 2, rel=1e-2)
+
+
+@pytest.mark.parametrize(("model_m", "warned"), [(0.5, True), (300.0, False), (None, False)])
+def test_resolution_mismatch_warns(tmp_path: Path, rio_data: Path, make_checkpoint: Callable[..., Path],
+                                   model_m: float | None, warned: bool) -> None:
+    ckpt = make_checkpoint(tile=128, overlap=16, resolution_m=model_m)
+    result = predict_raster(rio_data / "RGB.byte.tif", ckpt, tmp_path / "o.tif")
+    found = [w for w in result.warnings if "trained on" in w and "m pixels" in w]
+    assert bool(found) is warned, result.warnings
+    if warned:
+        assert "coarser" in found[0] and "Resample" in found[0]
+
+
 def test_existing_output_is_kept_without_overwrite(tmp_path: Path, rio_data: Path,
                                                    make_checkpoint: Callable[..., Path]) -> None:
     from fastunet_core.errors import OutputExistsError

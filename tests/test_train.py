@@ -15,6 +15,7 @@ import yaml
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
+from fastunet_core.checkpoint import load_checkpoint
 from fastunet_core.cli import cli
 from fastunet_core.errors import ConfigError
 from fastunet_core.train.config import config_from_dict, load_config
@@ -88,6 +89,19 @@ def test_loss_falls_on_every_layout(tmp_path: Path, shared_data: Path, layout: s
     assert result.best_checkpoint.exists() and (result.output_dir / "curves.png").exists()
     meta = json.loads((result.output_dir / "history.json").read_text())
     assert [m["epoch"] for m in meta] == [1, 2, 3, 4]
+    # the checkpoint records the ground resolution it learned at: measured from georeferenced images,
+    # LoveDA's documented 0.3 m for its PNGs, none for plain PNG pairs
+    expected = {"landcoverai": 0.25, "loveda": 0.3, "folder": None, "raster_vector": 0.5}[layout]
+    recorded = load_checkpoint(result.best_checkpoint).meta.resolution_m
+    assert recorded == (pytest.approx(expected, rel=1e-3) if expected else None)
+
+
+def test_resolution_can_be_given_in_the_config(tmp_path: Path, shared_data: Path) -> None:
+    data = {**_layouts(tmp_path, shared_data)["folder"], "resolution_m": 0.1}
+    result = train(config_from_dict(_config(tmp_path, data, epochs=1)))
+    assert load_checkpoint(result.best_checkpoint).meta.resolution_m == 0.1
+    with pytest.raises(ConfigError, match="resolution_m"):
+        train(config_from_dict(_config(tmp_path / "bad", {**data, "resolution_m": -1}, epochs=1)))
 
 
 def test_resume_continues_to_the_same_result(tmp_path: Path, shared_data: Path) -> None:

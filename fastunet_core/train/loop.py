@@ -122,6 +122,8 @@ class _Trainer:
             raise ConfigError(f"input.bands lists {self.input.n_bands} bands but the dataset has "
                               f"{self.train_base.n_bands}; band selection while training is not supported yet")
         self.tile = int(cfg.data.get("tile_size", 512))
+        measured = spec.resolution_m or getattr(self.train_base, "resolution_m", None)
+        self.resolution_m = float(f"{measured:.4g}") if measured else None
         arch = get_architecture(cfg.model.architecture)
         self.arch_args = check_arch_args({**arch.defaults, **cfg.model.args})
         torch.manual_seed(cfg.optim.seed)
@@ -301,6 +303,7 @@ class _Trainer:
         return ModelMeta(
             architecture=self.cfg.model.architecture, arch_args=self.arch_args, input=self.input,
             classes=self.classes, tile_size_px=self.tile, overlap_px=self.cfg.tile_overlap_px,
+            resolution_m=self.resolution_m,
             training={"dataset": name, "epochs": self.loop.epoch, "best_epoch": self.loop.best_epoch,
                       "config": self.cfg.to_dict()},
             metrics={"val_loss": self.loop.history[-1].val_loss, "val_miou": _num(report.miou),

@@ -9,6 +9,7 @@ nodata value, an internal mask or an alpha band).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from torch.utils.data import Dataset
 from fastunet_core.errors import DatasetLayoutError
 from fastunet_core.grid import tile_windows
 from fastunet_core.metadata import ClassInfo, default_classes
-from fastunet_core.raster_input import open_raster
+from fastunet_core.raster_input import ground_resolution_m, open_raster
 
 IGNORE_INDEX = 255
 """Mask value of pixels that count for nothing (no label, image nodata, padding)."""
@@ -79,17 +80,18 @@ class RasterHeader:
     height: int
     dtype: str
     bands: tuple[int, ...]  # 1-based data bands (an alpha band is left out: it is validity, not data)
+    resolution_m: float | None = None  # ground size of a pixel, when the image is georeferenced
 
 
 def read_header(path: Path) -> RasterHeader:
     """Read an image's size, data type and data bands (no pixels)."""
     with open_raster(path) as src:
         bands = tuple(i for i, ci in enumerate(src.colorinterp, start=1) if ci != ColorInterp.alpha)
-        return RasterHeader(src.width, src.height, src.dtypes[0], bands or (1,))
+        return RasterHeader(src.width, src.height, src.dtypes[0], bands or (1,), ground_resolution_m(src))
 
 
 def uniform_header(headers: Sequence[RasterHeader], paths: Sequence[Path]) -> RasterHeader:
-    """Return the first header, or raise if the images differ in data type or band count."""
+    """Return the first header with the images' median ground resolution; raise if their types differ."""
     first = headers[0]
     for header, path in zip(headers, paths, strict=True):
         if header.dtype != first.dtype or len(header.bands) != len(first.bands):
@@ -98,7 +100,8 @@ def uniform_header(headers: Sequence[RasterHeader], paths: Sequence[Path]) -> Ra
                 f"{len(first.bands)} band(s) but {path.name} is {header.dtype} with {len(header.bands)}; "
                 "convert them to one format (e.g. with gdal_translate -ot)"
             )
-    return first
+    known = [h.resolution_m for h in headers if h.resolution_m]
+    return dataclasses.replace(first, resolution_m=float(np.median(known)) if known else None)
 
 
 def cut_windows(width: int, height: int, tile: int) -> list[Window]:
@@ -216,6 +219,7 @@ class WindowedPairs(Dataset[tuple[np.ndarray, np.ndarray]]):
         self.input_dtype = header.dtype
         self.n_bands = len(header.bands)
         self._bands = header.bands
+        self.resolution_m = header.resolution_m
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -16,6 +16,7 @@ channels 0..7 with ids 0..7.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,6 +37,7 @@ LOVEDA_NAMES = ("background", "building", "road", "water", "barren", "forest", "
 LOVEDA_SCENES = ("Urban", "Rural")
 NODATA_MODES = ("ignore", "class")
 _SPLIT_DIRS = {"train": "Train", "val": "Val", "test": "Test"}
+LOVEDA_GSD_M = 0.3  # the dataset's ground sampling distance (Wang et al. 2021); its PNGs carry no georeferencing
 
 
 def loveda_classes(nodata: str) -> tuple[tuple[ClassInfo, ...], dict[int, int]]:
@@ -66,6 +68,7 @@ def open_loveda(root: Path, split: str, tile_size: int = 512, scenes: Sequence[s
     for scene in scenes:
         pairs += _scene_pairs(folder / scene, split)
     samples, header = pair_windows(pairs, tile_size)
+    header = dataclasses.replace(header, resolution_m=header.resolution_m or LOVEDA_GSD_M)  # PNGs: no georeferencing
     name = "loveda" if tuple(scenes) == LOVEDA_SCENES else f"loveda-{'+'.join(scenes)}"
     return WindowedPairs(samples, classes=classes, lut=make_lut(mapping), name=name, header=header)
 

@@ -85,6 +85,7 @@ class RasterVectorDataset(Dataset[tuple[np.ndarray, np.ndarray]]):
         self.name = f"raster_vector:{raster.stem}"
         self.input_dtype = header.dtype
         self.n_bands = len(header.bands)
+        self.resolution_m = header.resolution_m
         self._bands = header.bands
 
     def __len__(self) -> int:

@@ -35,6 +35,8 @@ class DatasetSpec:
         label_values: the mask or attribute code of each class, also its class id (default 0..n-1).
         val_fraction: share held out for validation when the data has no separate validation split.
         seed: seed of the ``folder`` validation draw.
+        resolution_m: ground size of a pixel, recorded in the checkpoint so that predict can warn about
+            rasters of another resolution; default: measured from georeferenced images (LoveDA: 0.3 m).
 
     """
 
@@ -50,6 +52,7 @@ class DatasetSpec:
     label_values: tuple[int, ...] | None = None
     val_fraction: float = 0.2
     seed: int = 0
+    resolution_m: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in get_args(DatasetKind):
@@ -65,6 +68,8 @@ class DatasetSpec:
                 object.__setattr__(self, name, tuple(value))
         if self.tile_size < 1:
             raise ConfigError(f"tile_size must be a positive number of pixels, got {self.tile_size}")
+        if self.resolution_m is not None and not self.resolution_m > 0:
+            raise ConfigError(f"resolution_m must be a positive number of metres, got {self.resolution_m}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.loveda_nodata not in NODATA_MODES:
