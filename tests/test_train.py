@@ -153,6 +153,23 @@ def test_ddp_two_processes_equal_one_process(tmp_path: Path, shared_data: Path) 
         assert ha["val_loss"] == pytest.approx(hb["val_loss"], rel=1e-3)
 
 
+def test_dataset_layout_recognised_from_its_folder(tmp_path: Path, shared_data: Path) -> None:
+    from fastunet_core.errors import DatasetLayoutError
+    from fastunet_core.metadata import InputSpec, ModelMeta, default_classes
+    from fastunet_core.train.evaluate import data_section_for
+
+    meta = ModelMeta("unet_tiny", {}, InputSpec(bands=(1, 2, 3), dtype="uint8", value_range=(0.0, 255.0)),
+                     default_classes(["background", "building"]), tile_size_px=256)
+    layouts = _layouts(tmp_path, shared_data)
+    assert data_section_for(Path(layouts["landcoverai"]["root"]), meta)["kind"] == "landcoverai"
+    assert data_section_for(Path(layouts["loveda"]["root"]), meta)["kind"] == "loveda"
+    folder = data_section_for(Path(layouts["folder"]["root"]), meta)
+    assert folder["kind"] == "folder" and folder["class_names"] == ["background", "building"]
+    assert folder["label_values"] == [0, 1] and folder["tile_size"] == 256
+    with pytest.raises(DatasetLayoutError, match="not found"):
+        data_section_for(tmp_path / "nowhere", meta)
+
+
 def test_config_errors_name_the_valid_keys(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"valid:.*lr"):
         config_from_dict({"data": {"kind": "folder"}, "optim": {"learning_rate": 1}})
@@ -173,5 +190,10 @@ def test_cli_train_then_evaluate(tmp_path: Path, shared_data: Path) -> None:
                             "--split", "val"])
     assert r.exit_code == 0, r.stderr
     assert "woodland" in r.stdout and "mIoU" in r.stdout
+    # the same evaluation from the dataset folder alone: layout recognised, classes and tile from the model
+    by_folder = runner.invoke(cli, ["evaluate", "-m", str(tmp_path / "run" / "best.safetensors"),
+                                    "--data", data["root"], "--split", "val"])
+    assert by_folder.exit_code == 0, by_folder.stderr
+    assert by_folder.stdout == r.stdout
     r = runner.invoke(cli, ["train", "-c", str(tmp_path / "missing.yaml")])
     assert r.exit_code == 1 and "config file not found" in r.stderr

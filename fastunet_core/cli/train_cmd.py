@@ -54,22 +54,26 @@ def train(ctx: click.Context, config_path: Path | None, overrides: tuple[str, ..
 @click.option("-c", "--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="YAML config whose data section names the dataset.")
 @click.argument("overrides", nargs=-1)
+@click.option("--data", "data_root", type=click.Path(path_type=Path), default=None,
+              help="Dataset folder (LoveDA, LandCover.ai or image/mask pairs; recognised by its layout) instead "
+                   "of --config.")
 @click.option("--split", default="val", show_default=True, help="Dataset split: train, val or test.")
 @click.option("--batch-size", default=4, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.pass_context
-def evaluate(ctx: click.Context, model_path: Path, config_path: Path | None, overrides: tuple[str, ...], split: str,
-             batch_size: int, device: str) -> None:
+def evaluate(ctx: click.Context, model_path: Path, config_path: Path | None, overrides: tuple[str, ...],
+             data_root: Path | None, split: str, batch_size: int, device: str) -> None:
     """Print a checkpoint's per-class IoU on a dataset split (dataset-level and the paper's metric).
 
     \b
     Example:
       fastunet-geo evaluate -m runs/skinny/best.safetensors -c training/loveda/unet_skinny.yaml --split val
+      fastunet-geo evaluate -m best.safetensors --data /data/LoveDA --split val
       fastunet-geo evaluate -m best.safetensors data.kind=folder data.root=/data/tiles
     """
     from fastunet_core.train.evaluate import evaluate_checkpoint
     from fastunet_core.train.metrics import format_table
 
-    result = evaluate_checkpoint(model_path, config_path, list(overrides), split, batch_size, device)
+    result = evaluate_checkpoint(model_path, config_path, list(overrides), split, batch_size, device, data_root)
     click.echo(format_table(result.report, result.class_names))
     click.echo(f"{result.images} images, loss {result.loss:.4f}, device {result.device}")

@@ -11,7 +11,8 @@ from torch.utils.data import DataLoader
 
 from fastunet_core.checkpoint import load_checkpoint
 from fastunet_core.device import resolve_device
-from fastunet_core.errors import ConfigError
+from fastunet_core.errors import ConfigError, DatasetLayoutError
+from fastunet_core.metadata import ModelMeta
 from fastunet_core.models.registry import size_divisor
 from fastunet_core.train.augment import SampleTransform
 from fastunet_core.train.config import load_config
@@ -32,13 +33,41 @@ class EvaluationResult:
     device: str
 
 
+def data_section_for(root: Path, meta: ModelMeta) -> dict[str, Any]:
+    """Recognise a dataset folder's layout and describe it for ``meta``'s model (classes, tile size).
+
+    LoveDA: Train/, Val/ or Test/ folders. LandCover.ai: images/ and masks/ with train/val/test lists.
+    Anything else is read as a folder of image/mask pairs whose mask codes are the model's class ids.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetLayoutError(f"dataset folder not found: {root}")
+    section: dict[str, Any] = {"root": str(root), "tile_size": meta.tile_size_px}
+    if any((root / d).is_dir() for d in ("Train", "Val", "Test")):
+        nodata = "class" if meta.classes and meta.classes[0].id == 0 else "ignore"
+        return {**section, "kind": "loveda", "loveda_nodata": nodata}
+    if (root / "images").is_dir() and (root / "masks").is_dir() and any(
+            (root / f"{s}.txt").is_file() for s in ("train", "val", "test")):
+        return {**section, "kind": "landcoverai"}
+    return {**section, "kind": "folder", "class_names": [c.name for c in meta.classes],
+            "label_values": [c.id for c in meta.classes]}
+
+
 def evaluate_checkpoint(checkpoint: str | Path, config: str | Path | None, overrides: list[str], split: str = "val",
-                        batch_size: int = 4, device: str = "auto") -> EvaluationResult:
-    """Run the model over a split and compute the dataset-level and the paper's per-class IoU."""
+                        batch_size: int = 4, device: str = "auto", data_root: Path | None = None) -> EvaluationResult:
+    """Run the model over a split and compute the dataset-level and the paper's per-class IoU.
+
+    The dataset comes from ``config``'s data section, from ``data.*`` overrides, or from ``data_root``,
+    a dataset folder whose layout is recognised (see :func:`data_section_for`).
+    """
     loaded = load_checkpoint(checkpoint)
-    cfg = load_config(config, overrides, base={"data": {}})
+    if data_root is not None and config is not None:
+        raise ConfigError("give the dataset either with --config or with --data, not both")
+    base = {"data": data_section_for(data_root, loaded.meta) if data_root is not None else {}}
+    cfg = load_config(config, overrides, base=base)
     if not cfg.data:
-        raise ConfigError("say which dataset to evaluate on: --config run.yaml, or data.kind=... data.root=...")
+        raise ConfigError("say which dataset to evaluate on: --data DATASET_FOLDER, --config run.yaml, or "
+                          "data.kind=... data.root=...")
     ds = open_dataset(dataset_spec(cfg.data), split)
     meta = loaded.meta
     if [c.id for c in ds.classes] != [c.id for c in meta.classes]:
