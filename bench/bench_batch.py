@@ -22,9 +22,9 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
-from fastunet_core.batch import predict_many
-from fastunet_core.model_init import InitRequest, init_checkpoint
-from fastunet_core.predict import PredictOptions, Predictor
+from fastunet_core.inference.batch import predict_many
+from fastunet_core.inference.predict import PredictOptions, Predictor
+from fastunet_core.models.model_init import InitRequest, init_checkpoint
 
 
 def make_sheets(folder: Path, n: int, size: int) -> list[Path]:

@@ -18,9 +18,9 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
+from fastunet_core.inference.onnx_engine import OnnxEngine, onnx_available
+from fastunet_core.inference.optimize import optimize_for_cpu
 from fastunet_core.models.registry import build_model
-from fastunet_core.onnx_engine import OnnxEngine, onnx_available
-from fastunet_core.optimize import optimize_for_cpu
 
 IMAGE = Path(__file__).resolve().parents[1] / "data" / "samples" / "cogeo.tif"
 

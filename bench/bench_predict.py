@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark ``fastunet_core.predict.predict_raster``: peak memory and end-to-end throughput.
+"""Benchmark ``fastunet_core.inference.predict.predict_raster``: peak memory and end-to-end throughput.
 
 Run on demand (not a test)::
 
@@ -291,10 +291,10 @@ def child_models(params: Json) -> Json:
     import torch
     from rasterio._env import get_gdal_config  # only to print the effective block cache size
 
-    from fastunet_core.device import resolve_device
-    from fastunet_core.model_init import InitRequest, init_checkpoint
+    from fastunet_core.inference.predict import PredictOptions
+    from fastunet_core.models.model_init import InitRequest, init_checkpoint
     from fastunet_core.models.registry import REGISTRY
-    from fastunet_core.predict import PredictOptions
+    from fastunet_core.runtime.device import resolve_device
 
     work = Path(params["dir"])
     speed_arch = SPEED_MODEL_PREFERRED if SPEED_MODEL_PREFERRED in REGISTRY else SPEED_MODEL_FALLBACK
@@ -378,9 +378,9 @@ def child_baseline(params: Json) -> Json:
     """Import torch + rasterio and load the model onto the device; nothing else."""
     import rasterio  # noqa: F401 - imported for its memory, like predict does
 
-    from fastunet_core.checkpoint import load_checkpoint
-    from fastunet_core.device import resolve_device
-    from fastunet_core.engine import TorchEngine
+    from fastunet_core.inference.engine import TorchEngine
+    from fastunet_core.models.checkpoint import load_checkpoint
+    from fastunet_core.runtime.device import resolve_device
 
     loaded = load_checkpoint(params["ckpt"])
     TorchEngine(loaded.model, resolve_device(params["device"]))
@@ -391,9 +391,9 @@ def child_forward(params: Json) -> Json:
     """Baseline plus one batch of tiles through the engine: the model's own working memory."""
     import rasterio  # noqa: F401 - imported for its memory, like predict does
 
-    from fastunet_core.checkpoint import load_checkpoint
-    from fastunet_core.device import resolve_device
-    from fastunet_core.engine import TorchEngine
+    from fastunet_core.inference.engine import TorchEngine
+    from fastunet_core.models.checkpoint import load_checkpoint
+    from fastunet_core.runtime.device import resolve_device
 
     loaded = load_checkpoint(params["ckpt"])
     engine = TorchEngine(loaded.model, resolve_device(params["device"]))
@@ -405,7 +405,7 @@ def child_predict(params: Json) -> Json:
     """Run ``predict_raster`` once (model loaded by it, as a user would) and report its figures."""
     import rasterio
 
-    from fastunet_core.predict import PredictOptions, predict_raster
+    from fastunet_core.inference.predict import PredictOptions, predict_raster
 
     opts = PredictOptions(tile_size_px=TILE, overlap_px=OVERLAP, batch_size=BATCH, device=params["device"],
                           overwrite=True)
@@ -431,11 +431,11 @@ def child_speed(params: Json) -> Json:
     """Time the bare engine forward and ``predict_raster`` end to end, in this one process."""
     import rasterio
 
-    from fastunet_core.checkpoint import load_checkpoint
-    from fastunet_core.device import resolve_device
-    from fastunet_core.engine import TorchEngine
-    from fastunet_core.grid import TileGrid
-    from fastunet_core.predict import PredictOptions, predict_raster
+    from fastunet_core.inference.engine import TorchEngine
+    from fastunet_core.inference.predict import PredictOptions, predict_raster
+    from fastunet_core.models.checkpoint import load_checkpoint
+    from fastunet_core.runtime.device import resolve_device
+    from fastunet_core.tiling.grid import TileGrid
 
     loaded = load_checkpoint(params["ckpt"])
     with rasterio.open(params["raster"]) as src:

@@ -33,9 +33,9 @@ import torch
 from bench_batch import make_sheets
 
 from fastunet_core.errors import CancelledError
-from fastunet_core.model_init import InitRequest, init_checkpoint
-from fastunet_core.predict import PredictOptions, Predictor
-from fastunet_core.resume import state_path
+from fastunet_core.inference.predict import PredictOptions, Predictor
+from fastunet_core.io.resume import state_path
+from fastunet_core.models.model_init import InitRequest, init_checkpoint
 
 
 class Counter:

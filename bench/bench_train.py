@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from fastunet_core.device import resolve_device
 from fastunet_core.models.registry import build_model
+from fastunet_core.runtime.device import resolve_device
 from fastunet_core.train.loss import JDTLoss
 
 PAPER_MODELS = ["unet_base", "unet_short", "unet_skinny", "unet_lessconv", "unetplusplus", "deeplabv3plus"]

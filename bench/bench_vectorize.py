@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark ``fastunet_core.vectorize.vectorize_raster`` against GDAL's own ``gdal_polygonize``.
+"""Benchmark ``fastunet_core.polygons.vectorize.vectorize_raster`` against GDAL's own ``gdal_polygonize``.
 
 Run on demand (not a test)::
 
@@ -321,7 +321,7 @@ def generator_id() -> str:
 
 def child_ours(params: Json) -> Json:
     """Vectorise with ``vectorize_raster`` (every class, GeoPackage); report own and workers' peaks."""
-    from fastunet_core.vectorize import VectorizeOptions, vectorize_raster
+    from fastunet_core.polygons.vectorize import VectorizeOptions, vectorize_raster
 
     opts = VectorizeOptions(window_px=int(params["window"]), workers=int(params["workers"]), overwrite=True)
     res = vectorize_raster(params["raster"], params["out"], opts)

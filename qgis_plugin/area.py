@@ -21,7 +21,7 @@ from rasterio.features import rasterize
 from rasterio.windows import Window
 
 from fastunet_core.errors import CancelledError, ConfigError, InputRasterError
-from fastunet_core.progress import NullProgress, Progress
+from fastunet_core.runtime.progress import NullProgress, Progress
 
 from .jobs import AreaSpec
 

@@ -89,8 +89,8 @@ class SegmentDock(QgsDockWidget):
         if not self.engine.ok:
             f.model_info.setText("The model cannot be read until the engine's packages are installed (see above).")
             return False
-        from fastunet_core.checkpoint import read_metadata
         from fastunet_core.errors import FastUNetError
+        from fastunet_core.models.checkpoint import read_metadata
 
         try:
             meta = read_metadata(path)
@@ -109,7 +109,7 @@ class SegmentDock(QgsDockWidget):
         if not self.engine.ok:
             return
         self._device_checked = True
-        from fastunet_core.device import cuda_unavailable_reason, resolve_device
+        from fastunet_core.runtime.device import cuda_unavailable_reason, resolve_device
 
         choice = self.form.device.currentData()
         if choice == "cpu":

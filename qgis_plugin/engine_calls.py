@@ -25,7 +25,7 @@ def segment(payload: Payload, sink: ProgressSink) -> Payload:
 
 def vectorize(payload: Payload, sink: ProgressSink) -> Payload:
     """Vectorise ``raster`` into ``output`` with the given options."""
-    from fastunet_core.vectorize import VectorizeOptions, vectorize_raster
+    from fastunet_core.polygons.vectorize import VectorizeOptions, vectorize_raster
 
     classes = payload.get("classes")
     options = VectorizeOptions(classes=tuple(classes) if classes else None, simplify_m=payload["simplify_m"],

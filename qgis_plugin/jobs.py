@@ -126,9 +126,9 @@ def run_segment_job(job: SegmentJob, sink: ProgressSink) -> SegmentOutcome:
 
     Raises the core's errors (:class:`~fastunet_core.errors.FastUNetError` subclasses, CancelledError included).
     """
-    from fastunet_core.checkpoint import read_metadata
-    from fastunet_core.predict import PredictOptions, predict_raster
-    from fastunet_core.vectorize import VectorizeOptions, vectorize_raster
+    from fastunet_core.inference.predict import PredictOptions, predict_raster
+    from fastunet_core.models.checkpoint import read_metadata
+    from fastunet_core.polygons.vectorize import VectorizeOptions, vectorize_raster
 
     from .area import crop_to_area
 

@@ -6,7 +6,7 @@ import html
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from fastunet_core.metadata import ModelMeta
+    from fastunet_core.models.metadata import ModelMeta
 
 
 def model_summary_html(meta: ModelMeta) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from fastunet_core.progress import STATUS_PREFIX  # light: no torch
+from fastunet_core.runtime.progress import STATUS_PREFIX  # light: no torch
 
 
 class ProgressSink(Protocol):

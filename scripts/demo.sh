@@ -12,7 +12,7 @@ $BIN/fastunet-geo predict data/samples/spacenet_atlanta_pan.tif -m "$OUT/run/bes
   -o "$OUT/buildings.tif" --probs "$OUT/buildings_probs.tif" --overwrite
 $BIN/fastunet-geo vectorize "$OUT/buildings.tif" -o "$OUT/buildings.gpkg" --min-area 4 --simplify 0.5 --overwrite
 $BIN/python - <<PY
-from fastunet_core.preview import render_preview
+from fastunet_core.io.preview import render_preview
 print(render_preview("data/samples/spacenet_atlanta_pan.tif", "$OUT/buildings.tif", "$OUT/preview.png",
                      title="SpaceNet chip: predicted buildings (red), reference polygons (yellow)",
                      outlines="data/samples/spacenet_atlanta_buildings.geojson"))

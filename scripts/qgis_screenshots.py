@@ -54,8 +54,8 @@ def train_model(work: Path, epochs: int) -> Path:
     """Vectorise the weak labels and train a small model on them with the plugin's algorithms."""
     import processing
 
-    from fastunet_core.checkpoint import load_checkpoint, save_checkpoint
-    from fastunet_core.metadata import ClassInfo
+    from fastunet_core.models.checkpoint import load_checkpoint, save_checkpoint
+    from fastunet_core.models.metadata import ClassInfo
 
     labels = processing.run("fastunetgeo:vectorize", {
         "INPUT": str(weak_labels(IMAGE, work / "weak_labels.tif")), "MIN_AREA": 40, "SIMPLIFY": 0.6,

@@ -41,7 +41,7 @@ CheckpointFactory = Callable[..., Path]
 @pytest.fixture(scope="session")
 def make_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> CheckpointFactory:
     """Return a function that writes (and caches) a small untrained checkpoint."""
-    from fastunet_core.model_init import InitRequest, init_checkpoint
+    from fastunet_core.models.model_init import InitRequest, init_checkpoint
 
     folder = tmp_path_factory.mktemp("checkpoints")
     cache: dict[tuple[object, ...], Path] = {}
@@ -67,7 +67,7 @@ QGIS_CLASSES = "building=#e31a1c,water=#1f78b4,woodland=#33a02c"  # no backgroun
 @pytest.fixture(scope="session")
 def qgis_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A very small untrained checkpoint (tile 128, overlap 16) that runs fast on a CPU."""
-    from fastunet_core.model_init import InitRequest, init_checkpoint
+    from fastunet_core.models.model_init import InitRequest, init_checkpoint
 
     path = tmp_path_factory.mktemp("qgis_model") / "small.safetensors"
     return init_checkpoint(InitRequest(architecture="unet_tiny", classes=QGIS_CLASSES, tile_size_px=128,

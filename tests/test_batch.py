@@ -16,10 +16,10 @@ import pytest
 import rasterio
 from click.testing import CliRunner
 
-from fastunet_core.batch import expand_inputs, shard
 from fastunet_core.cli import cli
 from fastunet_core.cli.predict_cmd import EXIT_SOME_FAILED
 from fastunet_core.errors import InputRasterError
+from fastunet_core.inference.batch import expand_inputs, shard
 
 QUADRANTS = ["rgb1.tif", "rgb2.tif", "rgb3.tif", "rgb4.tif"]
 

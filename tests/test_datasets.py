@@ -18,7 +18,7 @@ from rasterio.features import rasterize
 from torch.utils.data import DataLoader
 
 from fastunet_core.errors import ConfigError, DatasetLayoutError
-from fastunet_core.metadata import InputSpec
+from fastunet_core.models.metadata import InputSpec
 from fastunet_core.train.augment import SampleTransform, TransformedDataset, pad_to_multiple
 from fastunet_core.train.datasets import IGNORE_INDEX, DatasetSpec, open_dataset
 

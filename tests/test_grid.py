@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastunet_core.errors import ConfigError
-from fastunet_core.grid import TileGrid, axis_starts, tile_windows
+from fastunet_core.tiling.grid import TileGrid, axis_starts, tile_windows
 
 
 @st.composite

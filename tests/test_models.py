@@ -8,11 +8,11 @@ from click.testing import CliRunner
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from fastunet_core.checkpoint import load_checkpoint, save_checkpoint
 from fastunet_core.cli import cli
 from fastunet_core.errors import ConfigError, UnknownArchitectureError
-from fastunet_core.metadata import InputSpec, ModelMeta, parse_class_spec
 from fastunet_core.models import REGISTRY, build_model, get_architecture, size_divisor
+from fastunet_core.models.checkpoint import load_checkpoint, save_checkpoint
+from fastunet_core.models.metadata import InputSpec, ModelMeta, parse_class_spec
 from fastunet_core.models.registry import check_arch_args
 from fastunet_core.models.summary import (
     architecture_parameters,

@@ -10,8 +10,8 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
+from fastunet_core.inference.optimize import fold_batchnorm, optimize_for_cpu
 from fastunet_core.models.registry import build_model
-from fastunet_core.optimize import fold_batchnorm, optimize_for_cpu
 
 
 def _trained_like(arch: str) -> torch.nn.Module:
@@ -49,7 +49,7 @@ def test_folded_model_matches_eager_on_real_imagery(rio_data: Path, arch: str) -
 
 
 def test_bf16_precision_opt_in_agrees_with_fp32(tmp_path: Path, rio_data: Path, make_checkpoint) -> None:  # type: ignore[no-untyped-def]
-    from fastunet_core.predict import PredictOptions, predict_raster
+    from fastunet_core.inference.predict import PredictOptions, predict_raster
 
     ckpt = make_checkpoint()
     maps = {}
@@ -63,17 +63,17 @@ def test_bf16_precision_opt_in_agrees_with_fp32(tmp_path: Path, rio_data: Path, 
 
 
 def test_unknown_precision_is_refused() -> None:
-    from fastunet_core.device import resolve_device
-    from fastunet_core.engine import TorchEngine
     from fastunet_core.errors import ConfigError
+    from fastunet_core.inference.engine import TorchEngine
+    from fastunet_core.runtime.device import resolve_device
 
     with pytest.raises(ConfigError, match="bf16"):
         TorchEngine(build_model("unet_tiny", 3, 2), resolve_device("cpu"), precision="int4")
 
 
 def test_onnx_engine_matches_pytorch_on_real_imagery(rio_data: Path) -> None:
-    from fastunet_core.device import resolve_device
-    from fastunet_core.engine import TorchEngine, make_engine
+    from fastunet_core.inference.engine import TorchEngine, make_engine
+    from fastunet_core.runtime.device import resolve_device
 
     model = _trained_like("unet_skinny")
     with rasterio.open(rio_data / "cogeo.tif") as src:

@@ -11,8 +11,8 @@ import pytest
 import rasterio
 
 from fastunet_core.errors import CancelledError
-from fastunet_core.predict import PredictOptions, Predictor, predict_raster
-from fastunet_core.raster_input import TileReader
+from fastunet_core.inference.predict import PredictOptions, Predictor, predict_raster
+from fastunet_core.io.raster_input import TileReader
 
 
 class CancelAfter:

@@ -10,8 +10,8 @@ import pytest
 import rasterio
 
 from fastunet_core.errors import EmptyInputWarning
-from fastunet_core.metadata import OUTPUT_NODATA
-from fastunet_core.predict import PredictOptions, predict_raster
+from fastunet_core.inference.predict import PredictOptions, predict_raster
+from fastunet_core.models.metadata import OUTPUT_NODATA
 
 CASES = {
     # file: (checkpoint bands, dtype)
@@ -81,7 +81,7 @@ def test_dtype_mismatch_warns(tmp_path: Path, rio_data: Path, make_checkpoint: C
 def test_ground_resolution_in_metres(rio_data: Path) -> None:
     from pyproj import Geod
 
-    from fastunet_core.raster_input import ground_resolution_m, open_raster
+    from fastunet_core.io.raster_input import ground_resolution_m, open_raster
 
     with open_raster(rio_data / "RGB.byte.tif") as src:  # UTM, 300 m pixels (less 0.04 %: UTM's scale)
         assert ground_resolution_m(src) == pytest.approx(300.0, rel=1e-3)

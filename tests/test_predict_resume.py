@@ -14,10 +14,10 @@ from click.testing import CliRunner
 
 from fastunet_core.cli import cli
 from fastunet_core.errors import CancelledError
-from fastunet_core.grid import TileGrid
-from fastunet_core.predict import PredictOptions, predict_raster
-from fastunet_core.raster_input import TileReader
-from fastunet_core.resume import partial_path, state_path
+from fastunet_core.inference.predict import PredictOptions, predict_raster
+from fastunet_core.io.raster_input import TileReader
+from fastunet_core.io.resume import partial_path, state_path
+from fastunet_core.tiling.grid import TileGrid
 
 # cogeo.tif is 1024 x 1024: with 128 px tiles and 16 px overlap that is 9 x 9 tiles, and the outputs'
 # 512-row blocks make row 512 the first point a run can be continued from

@@ -110,7 +110,7 @@ def test_cancelled_predict_stops_its_reader_thread(rio_data: Path, qgis_model: P
     """
     import threading
 
-    from fastunet_core.predict import PredictOptions, predict_raster
+    from fastunet_core.inference.predict import PredictOptions, predict_raster
 
     class CancelAfterFirstBatch:
         def start(self, total: float, label: str) -> None: ...

@@ -63,8 +63,8 @@ def test_zip_holds_plugin_metadata_and_core(plugin_zip: Path) -> None:
     with zipfile.ZipFile(plugin_zip) as zf:
         names = set(zf.namelist())
     assert {"fastunet_geo/__init__.py", "fastunet_geo/metadata.txt", "fastunet_geo/icons/icon.svg",
-            "fastunet_geo/algorithms/provider.py", "fastunet_geo/_vendor/fastunet_core/predict.py",
-            "fastunet_geo/_vendor/fastunet_core/vectorize.py"} <= names
+            "fastunet_geo/algorithms/provider.py", "fastunet_geo/_vendor/fastunet_core/inference/predict.py",
+            "fastunet_geo/_vendor/fastunet_core/polygons/vectorize.py"} <= names
     for py in (REPO / "qgis_plugin").rglob("*.py"):
         assert f"fastunet_geo/{py.relative_to(REPO / 'qgis_plugin').as_posix()}" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
@@ -122,8 +122,8 @@ START_SCRIPT = textwrap.dedent("""
     window = QMainWindow()
     iface = MagicMock()  # QGIS's interface: only mainWindow() must be a real widget (the action's parent)
     iface.mainWindow.return_value = window
-    HEAVY = ("torch", "rasterio", "shapely", "safetensors", "pyogrio", "fastunet_core.checkpoint",
-             "fastunet_core.predict")
+    HEAVY = ("torch", "rasterio", "shapely", "safetensors", "pyogrio", "fastunet_core.models.checkpoint",
+             "fastunet_core.inference.predict")
     before = sorted(m for m in HEAVY if m in sys.modules)  # qgis.core itself imports shapely when it has it
     import fastunet_geo
     plugin = fastunet_geo.classFactory(iface)

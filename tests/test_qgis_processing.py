@@ -168,7 +168,7 @@ def test_train_from_raster_and_polygons(provider: object, tmp_path: Path, small_
     assert set(result) == {"OUTPUT_FOLDER", "CHECKPOINT", "BEST_EPOCH", "VAL_MIOU"}
     assert result["OUTPUT_FOLDER"] == str(folder) and result["BEST_EPOCH"] == 1
     assert result["CHECKPOINT"] == str(folder / "best.safetensors")
-    from fastunet_core.checkpoint import read_metadata
+    from fastunet_core.models.checkpoint import read_metadata
 
     meta = read_metadata(folder / "best.safetensors")
     assert [c.name for c in meta.classes] == ["background", "building", "road"]

@@ -11,10 +11,10 @@ import torch
 from rasterio.transform import from_origin
 from torch import nn
 
-from fastunet_core.checkpoint import LoadedModel
-from fastunet_core.metadata import InputSpec, ModelMeta, default_classes
+from fastunet_core.inference.predict import PredictOptions, predict_raster
+from fastunet_core.models.checkpoint import LoadedModel
+from fastunet_core.models.metadata import InputSpec, ModelMeta, default_classes
 from fastunet_core.models.registry import REGISTRY, register
-from fastunet_core.predict import PredictOptions, predict_raster
 
 
 class PixelModel(nn.Module):
@@ -88,8 +88,8 @@ def test_tiled_equals_untiled(tmp_path: Path, width: int, height: int, tile: int
 
 
 def _peak_live_pixels(width: int, height: int, tile: int, overlap: int) -> tuple[int, int]:
-    from fastunet_core.grid import TileGrid
-    from fastunet_core.stitching import StreamingStitcher
+    from fastunet_core.tiling.grid import TileGrid
+    from fastunet_core.tiling.stitching import StreamingStitcher
 
     n_classes = 3
     grid = TileGrid.for_raster(width, height, tile, overlap)

@@ -15,9 +15,9 @@ import yaml
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from fastunet_core.checkpoint import load_checkpoint
 from fastunet_core.cli import cli
 from fastunet_core.errors import ConfigError
+from fastunet_core.models.checkpoint import load_checkpoint
 from fastunet_core.train.config import config_from_dict, load_config
 from fastunet_core.train.loop import train
 
@@ -155,7 +155,7 @@ def test_ddp_two_processes_equal_one_process(tmp_path: Path, shared_data: Path) 
 
 def test_dataset_layout_recognised_from_its_folder(tmp_path: Path, shared_data: Path) -> None:
     from fastunet_core.errors import DatasetLayoutError
-    from fastunet_core.metadata import InputSpec, ModelMeta, default_classes
+    from fastunet_core.models.metadata import InputSpec, ModelMeta, default_classes
     from fastunet_core.train.evaluate import data_section_for
 
     meta = ModelMeta("unet_tiny", {}, InputSpec(bands=(1, 2, 3), dtype="uint8", value_range=(0.0, 255.0)),

@@ -25,7 +25,6 @@ from click.testing import CliRunner
 from rasterio.features import rasterize
 from rasterio.transform import from_origin
 
-from fastunet_core import vector_output
 from fastunet_core.cli.vectorize_cmd import vectorize
 from fastunet_core.errors import (
     CancelledError,
@@ -35,7 +34,8 @@ from fastunet_core.errors import (
     OutputExistsError,
     OutputLimitError,
 )
-from fastunet_core.vectorize import VectorizeOptions, vectorize_raster
+from fastunet_core.io import vector_output
+from fastunet_core.polygons.vectorize import VectorizeOptions, vectorize_raster
 
 CLASSES = [{"id": 0, "name": "background", "color": [0, 0, 0]}, {"id": 1, "name": "building", "color": [227, 26, 28]},
            {"id": 2, "name": "water", "color": [31, 120, 180]}, {"id": 3, "name": "woodland", "color": [51, 160, 44]}]
@@ -189,7 +189,7 @@ def test_geographic_crs_areas_agree_with_equal_area_computation(rio_data: Path, 
 
 
 def test_web_mercator_areas_are_true_areas() -> None:
-    from fastunet_core.measure import Measurer
+    from fastunet_core.polygons.measure import Measurer
 
     transform = rasterio.Affine(10.0, 0.0, 1_000_000.0, 0.0, -10.0, 8_399_737.0)  # about 60N: scale 2
     meter = Measurer.for_raster(pyproj.CRS("EPSG:3857").to_wkt(), transform, 1000, 1000)

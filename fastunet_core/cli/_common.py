@@ -7,7 +7,7 @@ import sys
 import click
 from tqdm import tqdm
 
-from fastunet_core.progress import STATUS_PREFIX
+from fastunet_core.runtime.progress import STATUS_PREFIX
 
 
 def parse_int_list(value: str | None, what: str) -> tuple[int, ...] | None:

@@ -37,7 +37,7 @@ def init(architecture: str, classes: str, bands: str, dtype: str, value_range: s
     Example:
       fastunet-geo init unet_skinny --classes background,building,woodland,water,road -o lcai.safetensors
     """
-    from fastunet_core.model_init import InitRequest, init_checkpoint
+    from fastunet_core.models.model_init import InitRequest, init_checkpoint
 
     vr = parse_float_list(value_range, "--value-range")
     if vr is not None and len(vr) != 2:

@@ -10,9 +10,9 @@ import click
 from fastunet_core.cli._common import BarProgress, default_workers, parse_int_list
 
 if TYPE_CHECKING:  # heavy modules are imported inside the functions, so --help stays instant
-    from fastunet_core.distributed import DistContext
-    from fastunet_core.predict import PredictOptions
-    from fastunet_core.vectorize import VectorizeOptions
+    from fastunet_core.inference.predict import PredictOptions
+    from fastunet_core.polygons.vectorize import VectorizeOptions
+    from fastunet_core.runtime.distributed import DistContext
 
 EXIT_SOME_FAILED = 4
 
@@ -72,11 +72,11 @@ def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, outp
       fastunet-geo predict sheets/ -m model.safetensors --out-dir out/ --skip-existing
       torchrun --nproc-per-node 4 -m fastunet_core.cli predict 'campaign/*.tif' -m model.safetensors --out-dir out/
     """
-    from fastunet_core import distributed
-    from fastunet_core.batch import expand_inputs
     from fastunet_core.errors import ConfigError
-    from fastunet_core.predict import PredictOptions
-    from fastunet_core.vectorize import VectorizeOptions
+    from fastunet_core.inference.batch import expand_inputs
+    from fastunet_core.inference.predict import PredictOptions
+    from fastunet_core.polygons.vectorize import VectorizeOptions
+    from fastunet_core.runtime import distributed
 
     quiet = ctx.obj.get("quiet", False)
     _stop_on_sigterm()
@@ -107,7 +107,7 @@ def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, outp
 
 
 def _predict_one(raster: Path, model_path: Path, output: Path, opts: PredictOptions, quiet: bool) -> None:
-    from fastunet_core.predict import predict_raster
+    from fastunet_core.inference.predict import predict_raster
 
     with BarProgress(enabled=not quiet) as bar:
         result = predict_raster(raster, model_path, output, opts, bar)
@@ -122,7 +122,7 @@ def _predict_one(raster: Path, model_path: Path, output: Path, opts: PredictOpti
 
 
 def _vectorize(classes: Path, vector_path: Path, vec: VectorizeOptions, quiet: bool) -> None:
-    from fastunet_core.vectorize import vectorize_raster
+    from fastunet_core.polygons.vectorize import vectorize_raster
 
     with BarProgress(enabled=not quiet) as bar:
         result = vectorize_raster(classes, vector_path, vec, bar)
@@ -133,9 +133,9 @@ def _vectorize(classes: Path, vector_path: Path, vec: VectorizeOptions, quiet: b
 def _predict_batch(inputs: list[Path], model_path: Path, out_dir: Path, opts: PredictOptions, with_probs: bool,
                    summary_path: Path | None, skip_existing: bool, quiet: bool, dist_ctx: DistContext,
                    vec: VectorizeOptions | None) -> int:
-    from fastunet_core import distributed
-    from fastunet_core.batch import BatchResult, predict_many, shard, write_summary
-    from fastunet_core.predict import Predictor
+    from fastunet_core.inference.batch import BatchResult, predict_many, shard, write_summary
+    from fastunet_core.inference.predict import Predictor
+    from fastunet_core.runtime import distributed
 
     out_dir.mkdir(parents=True, exist_ok=True)
     predictor = Predictor(model_path, opts)

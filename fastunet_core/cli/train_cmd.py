@@ -29,7 +29,7 @@ def train(ctx: click.Context, config_path: Path | None, overrides: tuple[str, ..
       fastunet-geo train -c run.yaml optim.epochs=3 optim.micro_batch=2 --device cpu
       torchrun --nproc-per-node 4 -m fastunet_core.cli train -c run.yaml
     """
-    from fastunet_core import distributed
+    from fastunet_core.runtime import distributed
     from fastunet_core.train.config import load_config
     from fastunet_core.train.loop import train as run_training
 

@@ -37,7 +37,7 @@ def vectorize(ctx: click.Context, mask: Path, output: Path, classes: str | None,
     Example:
       fastunet-geo vectorize classes.tif -o buildings.gpkg --classes building --simplify 0.5 --min-area 10
     """
-    from fastunet_core.vectorize import VectorizeOptions, class_summary_text, vectorize_raster
+    from fastunet_core.polygons.vectorize import VectorizeOptions, class_summary_text, vectorize_raster
 
     quiet = (ctx.obj or {}).get("quiet", False)
     wanted = tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else None

@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import Dataset
 
 from fastunet_core.errors import ConfigError
-from fastunet_core.metadata import DTYPE_RANGES, ClassInfo, InputSpec
+from fastunet_core.models.metadata import DTYPE_RANGES, ClassInfo, InputSpec
 from fastunet_core.train.datasets import IGNORE_INDEX
 
 JITTER_P = 0.5

@@ -9,11 +9,11 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from fastunet_core.checkpoint import load_checkpoint
-from fastunet_core.device import resolve_device
 from fastunet_core.errors import ConfigError, DatasetLayoutError
-from fastunet_core.metadata import ModelMeta
+from fastunet_core.models.checkpoint import load_checkpoint
+from fastunet_core.models.metadata import ModelMeta
 from fastunet_core.models.registry import size_divisor
+from fastunet_core.runtime.device import resolve_device
 from fastunet_core.train.augment import SampleTransform
 from fastunet_core.train.config import load_config
 from fastunet_core.train.datasets import IGNORE_INDEX, open_dataset

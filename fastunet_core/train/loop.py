@@ -28,13 +28,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from fastunet_core import distributed
-from fastunet_core.checkpoint import load_checkpoint, save_checkpoint
-from fastunet_core.device import DeviceChoice, resolve_device
 from fastunet_core.errors import CancelledError, ConfigError
-from fastunet_core.metadata import DTYPE_RANGES, InputSpec, ModelMeta
+from fastunet_core.models.checkpoint import load_checkpoint, save_checkpoint
+from fastunet_core.models.metadata import DTYPE_RANGES, InputSpec, ModelMeta
 from fastunet_core.models.registry import build_model, check_arch_args, get_architecture, size_divisor
-from fastunet_core.progress import STATUS_PREFIX, NullProgress, Progress
+from fastunet_core.runtime import distributed
+from fastunet_core.runtime.device import DeviceChoice, resolve_device
+from fastunet_core.runtime.progress import STATUS_PREFIX, NullProgress, Progress
 from fastunet_core.train.augment import SampleTransform
 from fastunet_core.train.config import TrainConfig
 from fastunet_core.train.datasets import IGNORE_INDEX, DatasetSpec, open_dataset

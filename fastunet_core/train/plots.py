@@ -6,7 +6,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from fastunet_core.atomic import atomic_output
+from fastunet_core.io.atomic import atomic_output
 from fastunet_core.train.state import EpochRecord
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from fastunet_core.atomic import atomic_output
 from fastunet_core.errors import CheckpointError
+from fastunet_core.io.atomic import atomic_output
 
 STATE_FILE = "last_state.pt"
 HISTORY_FILE = "history.json"

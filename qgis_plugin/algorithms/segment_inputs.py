@@ -73,7 +73,7 @@ def _resolution(alg: QgsProcessingAlgorithm, parameters: dict[str, Any], context
     """Return a web layer's export resolution in its units: the parameter's, else the model's."""
     metres = alg.parameterAsDouble(parameters, "RESOLUTION", context)
     if metres <= 0:
-        from fastunet_core.checkpoint import read_metadata
+        from fastunet_core.models.checkpoint import read_metadata
 
         metres = read_metadata(model).resolution_m or 0.0
     if metres <= 0:

@@ -22,9 +22,9 @@ from rasterio.windows import Window
 from torch.utils.data import Dataset
 
 from fastunet_core.errors import DatasetLayoutError
-from fastunet_core.grid import tile_windows
-from fastunet_core.metadata import ClassInfo, default_classes
-from fastunet_core.raster_input import ground_resolution_m, open_raster
+from fastunet_core.io.raster_input import ground_resolution_m, open_raster
+from fastunet_core.models.metadata import ClassInfo, default_classes
+from fastunet_core.tiling.grid import tile_windows
 
 IGNORE_INDEX = 255
 """Mask value of pixels that count for nothing (no label, image nodata, padding)."""

@@ -7,7 +7,7 @@ Layout (as unpacked from Train.zip, Val.zip, Test.zip)::
                                                            4 water, 5 barren, 6 forest, 7 agriculture
 
 Test has no masks (its labels are held by the benchmark server). Each tile is cut into ``tile_size``
-windows with :func:`fastunet_core.grid.tile_windows` (no overlap; 1024 / 512 gives four).
+windows with :func:`fastunet_core.tiling.grid.tile_windows` (no overlap; 1024 / 512 gives four).
 
 Label 0 (no-data) is handled as ``nodata``: ``"ignore"`` maps it to IGNORE_INDEX and 1..7 to channels
 0..6 (class ids 1..7, so a predicted class raster keeps LoveDA's coding); ``"class"`` keeps 0..7 as
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fastunet_core.errors import ConfigError, DatasetLayoutError
-from fastunet_core.metadata import ClassInfo
+from fastunet_core.models.metadata import ClassInfo
 from fastunet_core.train.datasets._common import (
     IGNORE_INDEX,
     WindowedPairs,

@@ -14,7 +14,7 @@ known). Nodata pixels of the raster (GDAL's dataset mask) are IGNORE_INDEX.
 
 Train/val split, spatial: the bottom ``round(height * val_fraction)`` rows of the raster are the
 validation strip, the rows above it the training area; each part is tiled on its own with
-:func:`fastunet_core.grid.tile_windows` (no overlap except where the last row/column is moved back to be
+:func:`fastunet_core.tiling.grid.tile_windows` (no overlap except where the last row/column is moved back to be
 flush with the part's edge), so no validation pixel is inside any training window, and together the
 windows cover the whole raster. A part lower than the tile size gives windows of its own height (all
 of them equally high, so they still batch); pad them with ``augment.pad_to_multiple`` if the model needs.
@@ -38,9 +38,9 @@ from rasterio.windows import Window
 from torch.utils.data import Dataset
 
 from fastunet_core.errors import ConfigError, DatasetLayoutError
-from fastunet_core.grid import tile_windows
-from fastunet_core.metadata import ClassInfo
-from fastunet_core.raster_input import inspect_raster, open_raster
+from fastunet_core.io.raster_input import inspect_raster, open_raster
+from fastunet_core.models.metadata import ClassInfo
+from fastunet_core.tiling.grid import tile_windows
 from fastunet_core.train.datasets._common import IGNORE_INDEX, list_some, make_classes, read_header, read_image
 
 log = logging.getLogger(__name__)

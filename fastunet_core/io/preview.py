@@ -9,8 +9,8 @@ import numpy as np
 import rasterio
 from rasterio.enums import Resampling
 
-from fastunet_core.atomic import atomic_output
-from fastunet_core.metadata import OUTPUT_NODATA
+from fastunet_core.io.atomic import atomic_output
+from fastunet_core.models.metadata import OUTPUT_NODATA
 
 
 def _read_small(path: Path, max_side: int, resampling: Resampling, bands: list[int] | None = None) -> np.ndarray:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from fastunet_core.checkpoint import load_weights, read_state_dict, save_checkpoint
-from fastunet_core.metadata import DTYPE_RANGES, InputSpec, ModelMeta, parse_class_spec
+from fastunet_core.models.checkpoint import load_weights, read_state_dict, save_checkpoint
+from fastunet_core.models.metadata import DTYPE_RANGES, InputSpec, ModelMeta, parse_class_spec
 from fastunet_core.models.registry import build_model, check_arch_args, get_architecture
 
 

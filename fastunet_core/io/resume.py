@@ -1,6 +1,6 @@
 """Resumable outputs: an interrupted prediction keeps its finished rows and the next run continues there.
 
-Output rows are written top to bottom as they complete (see :mod:`fastunet_core.stitching`). While a run
+Output rows are written top to bottom as they complete (see :mod:`fastunet_core.tiling.stitching`). While a run
 is going, the output is a hidden partial file beside the target. When the run completes, the partial
 file is renamed to the target. When it is interrupted (Ctrl-C, SIGTERM, cancel, an error), the partial
 file is closed cleanly and a small JSON state file records how many rows are final and what produced
@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastunet_core.atomic import check_writable
 from fastunet_core.errors import OutputWriteError
+from fastunet_core.io.atomic import check_writable
 
 STATE_VERSION = 1
 

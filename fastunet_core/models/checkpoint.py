@@ -20,9 +20,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fastunet_core import __version__
-from fastunet_core.atomic import atomic_output
 from fastunet_core.errors import CheckpointError, ConfigError, UnsafeCheckpointError
-from fastunet_core.metadata import ModelMeta
+from fastunet_core.io.atomic import atomic_output
+from fastunet_core.models.metadata import ModelMeta
 from fastunet_core.models.registry import build_model
 
 METADATA_KEY = "fastunet"

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastunet_core.device import DeviceChoice
 from fastunet_core.errors import ConfigError
-from fastunet_core.optimize import optimize_for_cpu
+from fastunet_core.inference.optimize import optimize_for_cpu
+from fastunet_core.runtime.device import DeviceChoice
 
 PRECISIONS = ("auto", "fp32", "bf16")  # auto: fp32 on CPUs, bf16/fp16 autocast on CUDA
 
@@ -68,7 +68,7 @@ def make_engine(model: nn.Module, device: DeviceChoice, sample_shape: tuple[int,
     ``auto``: ONNX Runtime on CPUs at fp32 when onnx and onnxruntime are installed (about 2x eager), else
     PyTorch (BatchNorm folded, channels_last; autocast on CUDA). An export that fails falls back to PyTorch.
     """
-    from fastunet_core.onnx_engine import OnnxEngine, onnx_available
+    from fastunet_core.inference.onnx_engine import OnnxEngine, onnx_available
 
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")

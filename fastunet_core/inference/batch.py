@@ -17,11 +17,11 @@ from pathlib import Path
 
 import rasterio
 
-from fastunet_core.atomic import atomic_output
 from fastunet_core.errors import CancelledError, ConfigError, FastUNetError, InputRasterError
-from fastunet_core.predict import Predictor
-from fastunet_core.progress import STATUS_PREFIX, NullProgress, Progress
-from fastunet_core.vectorize import VectorizeOptions, vectorize_raster
+from fastunet_core.inference.predict import Predictor
+from fastunet_core.io.atomic import atomic_output
+from fastunet_core.polygons.vectorize import VectorizeOptions, vectorize_raster
+from fastunet_core.runtime.progress import STATUS_PREFIX, NullProgress, Progress
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg")
 STATUS_OK, STATUS_FAILED, STATUS_SKIPPED, STATUS_EMPTY = "ok", "failed", "skipped", "empty"

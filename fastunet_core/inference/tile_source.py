@@ -12,8 +12,8 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from fastunet_core.grid import TileGrid
-from fastunet_core.raster_input import Tile, TileReader
+from fastunet_core.io.raster_input import Tile, TileReader
+from fastunet_core.tiling.grid import TileGrid
 
 
 @dataclass(frozen=True)

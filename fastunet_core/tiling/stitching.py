@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from fastunet_core.errors import FastUNetError
-from fastunet_core.grid import TileGrid, covering_counts, edges
+from fastunet_core.tiling.grid import TileGrid, covering_counts, edges
 
 # write(row_offset, array of shape (bands, rows, width)) -> None
 RowWriter = Callable[[int, np.ndarray], None]
@@ -82,7 +82,7 @@ class StreamingStitcher:
     Args:
         grid: the tile grid.
         n_classes: number of probability channels per tile.
-        blend: ``cosine`` or ``core`` (see :meth:`fastunet_core.grid.AxisLayout.weights`).
+        blend: ``cosine`` or ``core`` (see :meth:`fastunet_core.tiling.grid.AxisLayout.weights`).
         finish_cell: called with (y-cell, x0, summed probabilities (C, h, w), weight sum (h, w)) when a
             cell is complete; weight 0 marks a pixel without data.
 

@@ -21,7 +21,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from fastunet_core.errors import InputRasterError
-from fastunet_core.metadata import InputSpec
+from fastunet_core.models.metadata import InputSpec
 
 
 @dataclass(frozen=True)

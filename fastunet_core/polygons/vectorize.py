@@ -1,13 +1,13 @@
 """``vectorize_raster``: turn a class raster into polygons with class attributes, in bounded memory.
 
 class raster -> windows (pixel grid) -> polygons per window (GDAL's polygoniser, in pixel coordinates)
--> seam merge (pieces of one region in several windows become one polygon, see :mod:`~fastunet_core.polygonize`)
--> map coordinates, area and perimeter in metres (:mod:`~fastunet_core.measure`), small polygons and holes
-dropped -> GeoPackage / Shapefile / GeoJSON and a QGIS style (:mod:`~fastunet_core.vector_output`).
+-> seam merge (pieces of one region in several windows become one polygon, see :mod:`~fastunet_core.polygons.polygonize`)
+-> map coordinates, area and perimeter in metres (:mod:`~fastunet_core.polygons.measure`), small polygons and holes
+dropped -> GeoPackage / Shapefile / GeoJSON and a QGIS style (:mod:`~fastunet_core.io.vector_output`).
 
 Memory holds one window, the pieces waiting on a seam, and one batch of finished polygons; only
 ``dissolve`` (one multipolygon per class) keeps everything until the end. With ``workers`` > 1 the
-windows are polygonised in worker processes (:mod:`~fastunet_core.vector_windows`); this process merges
+windows are polygonised in worker processes (:mod:`~fastunet_core.polygons.vector_windows`); this process merges
 the seams and writes. Simplification is a coverage
 simplification of each window (all classes, nodata included, the window's frame held fixed), so neighbouring
 polygons keep sharing their edges exactly: no gaps, no overlaps, also across seams.
@@ -26,13 +26,13 @@ import rasterio
 import shapely
 
 from fastunet_core.errors import CancelledError, ConfigError, FastUNetWarning, InputRasterError
-from fastunet_core.legend import Legend, read_legend, select_classes
-from fastunet_core.measure import Measurer
-from fastunet_core.polygonize import SeamMerger, window_rows
-from fastunet_core.progress import NullProgress, Progress
-from fastunet_core.raster_input import open_raster
-from fastunet_core.vector_output import FeatureBatch, VectorSink, check_outputs, open_sink, vector_format
-from fastunet_core.vector_windows import Features, WindowJob, finish, gc_paused, iter_results
+from fastunet_core.io.raster_input import open_raster
+from fastunet_core.io.vector_output import FeatureBatch, VectorSink, check_outputs, open_sink, vector_format
+from fastunet_core.polygons.legend import Legend, read_legend, select_classes
+from fastunet_core.polygons.measure import Measurer
+from fastunet_core.polygons.polygonize import SeamMerger, window_rows
+from fastunet_core.polygons.vector_windows import Features, WindowJob, finish, gc_paused, iter_results
+from fastunet_core.runtime.progress import NullProgress, Progress
 
 DEFAULT_WINDOW_PX = 2048
 BATCH_FEATURES = 25_000

@@ -18,17 +18,12 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from fastunet_core.atomic import check_writable
-from fastunet_core.checkpoint import LoadedModel, load_checkpoint
-from fastunet_core.device import DeviceChoice, resolve_device
-from fastunet_core.engine import make_engine
 from fastunet_core.errors import CancelledError, ConfigError, EmptyInputWarning, FastUNetWarning
-from fastunet_core.grid import BLEND_MODES, TileGrid, edges
-from fastunet_core.metadata import OUTPUT_NODATA
-from fastunet_core.models.registry import size_divisor
-from fastunet_core.progress import NullProgress, Progress
-from fastunet_core.raster_input import Tile, TileReader, choose_bands, inspect_raster, open_raster
-from fastunet_core.raster_output import (
+from fastunet_core.inference.engine import make_engine
+from fastunet_core.inference.tile_source import EmptyTile, TileItem, iter_tiles, prefetch
+from fastunet_core.io.atomic import check_writable
+from fastunet_core.io.raster_input import Tile, TileReader, choose_bands, inspect_raster, open_raster
+from fastunet_core.io.raster_output import (
     RasterRowWriter,
     block_rows,
     class_profile,
@@ -36,7 +31,7 @@ from fastunet_core.raster_output import (
     describe_probs_raster,
     probs_profile,
 )
-from fastunet_core.resume import (
+from fastunet_core.io.resume import (
     PartialOutput,
     discard_partial,
     find_resume_rows,
@@ -44,14 +39,19 @@ from fastunet_core.resume import (
     source_fingerprint,
     weights_digest,
 )
-from fastunet_core.stitching import (
+from fastunet_core.models.checkpoint import LoadedModel, load_checkpoint
+from fastunet_core.models.metadata import OUTPUT_NODATA
+from fastunet_core.models.registry import size_divisor
+from fastunet_core.runtime.device import DeviceChoice, resolve_device
+from fastunet_core.runtime.progress import NullProgress, Progress
+from fastunet_core.tiling.grid import BLEND_MODES, TileGrid, edges
+from fastunet_core.tiling.stitching import (
     RowAssembler,
     RowWriter,
     StreamingStitcher,
     classes_from_sums,
     percent_from_sums,
 )
-from fastunet_core.tile_source import EmptyTile, TileItem, iter_tiles, prefetch
 
 GDAL_CACHE_BYTES = 64 * 2**20  # input blocks of about two tile rows, and the output rows being written
 RESOLUTION_TOLERANCE = 1.5  # warn when the raster's pixels are this many times larger or smaller than training's
@@ -72,7 +72,7 @@ class PredictOptions:
     prefetch: bool = True  # read the next tiles on a background thread while the model runs
     precision: str = "auto"  # auto (fp32 on CPU, autocast on CUDA), fp32, or bf16 (faster on CPUs with bf16)
     engine: str = "auto"  # auto (ONNX Runtime on CPUs when installed, else PyTorch), torch, onnx
-    # keep the finished rows of an interrupted run and continue from them next time (see fastunet_core.resume);
+    # keep the finished rows of an interrupted run and continue from them next time (see fastunet_core.io.resume);
     # off: an interrupted run leaves nothing behind and every run starts over
     resume: bool = False
 

@@ -33,9 +33,9 @@ import pyogrio.raw
 import pyproj
 import shapely
 
-from fastunet_core.atomic import check_writable
 from fastunet_core.errors import ConfigError, FastUNetWarning, OutputLimitError, OutputWriteError
-from fastunet_core.legend import LegendClass
+from fastunet_core.io.atomic import check_writable
+from fastunet_core.polygons.legend import LegendClass
 
 SHAPEFILE_MAX_BYTES = 2**31 - 1
 DBF_MAX_STRING_BYTES = 254

@@ -1,7 +1,7 @@
 """The classes of a class raster (ids, names, colours) and which of them to vectorise.
 
 Names and colours come from the ``CLASSES`` tag that ``predict`` writes (JSON ``[{"id", "name", "color"}]``,
-see :mod:`fastunet_core.raster_output`), else from the raster's colour table with names ``class_<id>``.
+see :mod:`fastunet_core.io.raster_output`), else from the raster's colour table with names ``class_<id>``.
 """
 
 from __future__ import annotations

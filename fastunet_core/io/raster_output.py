@@ -15,7 +15,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from fastunet_core.metadata import OUTPUT_NODATA, ModelMeta
+from fastunet_core.models.metadata import OUTPUT_NODATA, ModelMeta
 
 OUTPUT_BLOCK = 512
 

@@ -30,9 +30,9 @@ from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
 from fastunet_core.errors import FastUNetWarning, InputRasterError
-from fastunet_core.legend import Selection
-from fastunet_core.measure import Measurer
-from fastunet_core.polygonize import densify_unit, polygonize, touches_seam
+from fastunet_core.polygons.legend import Selection
+from fastunet_core.polygons.measure import Measurer
+from fastunet_core.polygons.polygonize import densify_unit, polygonize, touches_seam
 
 GDAL_CACHE_MB = 64  # each block is read once: a big block cache would only grow with the raster
 _NODATA = np.iinfo(np.int32).min  # stands for nodata pixels while simplifying (never a class id we keep)
@@ -235,14 +235,14 @@ def _python() -> str | None:
 def _pooled(job: WindowJob, cells: list[tuple[int, int, Window]], workers: int) -> Iterator[WindowResult]:
     """Run the windows on worker processes, window k on worker k mod n, two per worker queued at most.
 
-    Plain subprocesses (``python -m fastunet_core.vector_windows``) talking pickle over their stdin and
+    Plain subprocesses (``python -m fastunet_core.polygons.vector_windows``) talking pickle over their stdin and
     stdout, rather than multiprocessing: no re-import of the caller's main script, so any script can
     call this without an ``if __name__ == "__main__"`` guard.
     """
     package_root = str(Path(__file__).resolve().parent.parent)  # so the worker imports this very package
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH"))
                                                        if p)}
-    procs = [subprocess.Popen([str(_python()), "-m", "fastunet_core.vector_windows"], stdin=subprocess.PIPE,
+    procs = [subprocess.Popen([str(_python()), "-m", "fastunet_core.polygons.vector_windows"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, env=env) for _ in range(workers)]
     finished = False
     try:
@@ -338,6 +338,6 @@ def _serve() -> None:
 
 
 if __name__ == "__main__":  # run as ``python -m``: serve with the module's real name, so results unpickle
-    from fastunet_core.vector_windows import _serve as serve
+    from fastunet_core.polygons.vector_windows import _serve as serve
 
     serve()

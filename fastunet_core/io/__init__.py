@@ -1,0 +1,1 @@
+"""Raster and vector files: windowed reads, class-map and probability outputs, atomic writes, resume."""

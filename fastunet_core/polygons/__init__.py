@@ -1,0 +1,1 @@
+"""Class map to polygons: windowed polygonisation, exact seam merge, measures, legend, writers."""
