@@ -1,7 +1,8 @@
 """``vectorize_raster``: turn a class raster into polygons with class attributes, in bounded memory.
 
 class raster -> windows (pixel grid) -> polygons per window (GDAL's polygoniser, in pixel coordinates)
--> seam merge (pieces of one region in several windows become one polygon, see :mod:`~fastunet_core.polygons.polygonize`)
+-> seam merge (pieces of one region in several windows become one polygon,
+   see :mod:`~fastunet_core.polygons.polygonize`)
 -> map coordinates, area and perimeter in metres (:mod:`~fastunet_core.polygons.measure`), small polygons and holes
 dropped -> GeoPackage / Shapefile / GeoJSON and a QGIS style (:mod:`~fastunet_core.io.vector_output`).
 
