@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from qgis.core import (
     QgsProcessingAlgorithm,
@@ -16,6 +16,7 @@ from qgis.core import (
     QgsRasterLayer,
     QgsVectorLayer,
 )
+from qgis.PyQt import sip
 
 from ..deps import check_engine
 
@@ -66,7 +67,10 @@ def engine_errors() -> Iterator[None]:
 class ClassStyle(QgsProcessingLayerPostProcessorInterface):
     """Style outputs when Processing loads them: class raster palette with names, polygons from their .qml."""
 
-    _instance: ClassStyle | None = None  # Processing keeps a raw pointer: keep the Python object alive
+    # Each output gets its own instance: the context owns (and deletes) the post-processor of every layer it
+    # loads, so one instance handed to two outputs was deleted twice (QGIS crashed). The context owns the C++
+    # side but not the Python wrapper, which must live as long as the context: kept here until QGIS deletes it.
+    _alive: ClassVar[list[ClassStyle]] = []
 
     def postProcessLayer(self, layer: Any, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> None:
         """Apply the class style to a loaded output layer."""
@@ -84,9 +88,10 @@ class ClassStyle(QgsProcessingLayerPostProcessorInterface):
     def attach(cls, context: QgsProcessingContext, output: str) -> None:
         """Style ``output`` if Processing is going to load it."""
         if context.willLoadLayerOnCompletion(output):
-            if cls._instance is None:
-                cls._instance = cls()
-            context.layerToLoadOnCompletionDetails(output).setPostProcessor(cls._instance)
+            cls._alive = [p for p in cls._alive if not sip.isdeleted(p)]
+            processor = cls()
+            cls._alive.append(processor)
+            context.layerToLoadOnCompletionDetails(output).setPostProcessor(processor)
 
 
 class FastUNetAlgorithm(QgsProcessingAlgorithm):

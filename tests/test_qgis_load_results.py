@@ -1,0 +1,45 @@
+"""Every algorithm run the way the Processing dialog runs it, in a separate QGIS so that a crash fails the test.
+
+The dialog loads the results (``runAndLoadResults``), runs each output's post-processor and then destroys
+its QgsProcessingContext, which deletes those post-processors. One post-processor object shared by the class
+raster and the polygons was deleted twice: QGIS crashed (SIGSEGV) right after writing the files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.qgis
+
+CHILD = Path(__file__).with_name("qgis_load_results_child.py")
+
+
+def test_every_algorithm_loads_its_results_like_the_dialog(small_raster: Path, qgis_model: Path,
+                                                           tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("PROJ_DATA", "PROJ_LIB")}
+    env.update(QT_QPA_PLATFORM="offscreen", FASTUNET_GEO_ENGINE="inprocess",
+               PYTHONPATH=os.pathsep.join([str(CHILD.parent.parent), env.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, str(CHILD), str(small_raster), str(qgis_model), str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, f"QGIS ended with {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    assert proc.stdout.rstrip().endswith("EXITED")
+    [line] = [ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT ")]
+    report = json.loads(line[len("REPORT "):])
+
+    segment = report["segment"]
+    assert segment["results"]["OUTPUT"] == str(tmp_path / "classes.tif")
+    assert segment["results"]["OUTPUT_POLYGONS"] == str(tmp_path / "polygons.gpkg")
+    by_source = {Path(f["source"]).name: f for f in segment["layers"]}
+    assert set(by_source) == {"classes.tif", "polygons.gpkg"}
+    assert by_source["classes.tif"]["renderer"] == "paletted"  # each output's post-processor ran
+    assert by_source["polygons.gpkg"]["renderer"] == "categorizedSymbol"
+    [again] = report["vectorize"]["layers"]
+    assert Path(again["source"]).name == "again.gpkg" and again["renderer"] == "categorizedSymbol"
+    assert report["train"]["results"]["CHECKPOINT"] == str(tmp_path / "run" / "best.safetensors")
+    assert (tmp_path / "run" / "best.safetensors").is_file()
