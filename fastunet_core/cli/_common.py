@@ -30,6 +30,34 @@ def parse_float_list(value: str | None, what: str) -> tuple[float, ...] | None:
         raise click.BadParameter(f"{what} must be comma-separated numbers; got {value!r}") from None
 
 
+def parse_arch_args(values: tuple[str, ...]) -> dict[str, object]:
+    """Parse ``--arch-args``: JSON objects and/or ``key=value`` items (values read as JSON when they parse).
+
+    ``encoder_name=resnet18 encoder_depth=4`` and ``'{"widths": [8, 16]}'`` both work; later items win.
+    """
+    import json
+
+    out: dict[str, object] = {}
+    for value in values:
+        value = value.strip()
+        if value.startswith("{"):
+            try:
+                parsed = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise click.BadParameter(f"--arch-args is not valid JSON ({exc}): {value!r}") from None
+            out.update(parsed)
+            continue
+        for item in (i for i in value.split(",") if i.strip()) if "=" in value else [value]:
+            if "=" not in item:
+                raise click.BadParameter(f"--arch-args takes key=value items or a JSON object, got {item!r}")
+            key, raw = (s.strip() for s in item.split("=", 1))
+            try:
+                out[key] = json.loads(raw)
+            except json.JSONDecodeError:
+                out[key] = raw
+    return out
+
+
 class BarProgress:
     """Progress to a tqdm bar on stderr (a context manager that closes it); Ctrl-C is handled by the CLI."""
 

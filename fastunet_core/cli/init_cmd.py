@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fastunet_core.cli._common import parse_float_list, parse_int_list
+from fastunet_core.cli._common import parse_arch_args, parse_float_list, parse_int_list
 
 
 @click.command()
@@ -25,12 +25,15 @@ from fastunet_core.cli._common import parse_float_list, parse_int_list
 @click.option("--resolution-m", type=float, default=None, help="Ground resolution the model is meant for.")
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
               help="Import weights: .safetensors or a weights-only PyTorch state dict (.pt/.pth).")
+@click.option("--arch-args", "arch_args", multiple=True,
+              help="Constructor arguments of the architecture: key=value items or a JSON object, e.g. "
+              "encoder_name=resnet18 or '{\"widths\": [16, 32, 64]}' (repeatable).")
 @click.option("--seed", default=0, show_default=True, help="Seed for the random initial weights.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Checkpoint to write.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing checkpoint.")
 def init(architecture: str, classes: str, bands: str, dtype: str, value_range: str | None, mean: str | None,
          std: str | None, tile_size: int, overlap: int, resolution_m: float | None, weights: Path | None,
-         seed: int, output: Path, overwrite: bool) -> None:
+         arch_args: tuple[str, ...], seed: int, output: Path, overwrite: bool) -> None:
     """Write a checkpoint for ARCHITECTURE: untrained, or wrapping existing weights.
 
     \b
@@ -46,7 +49,7 @@ def init(architecture: str, classes: str, bands: str, dtype: str, value_range: s
         architecture=architecture, classes=classes, bands=parse_int_list(bands, "--bands") or (1, 2, 3),
         dtype=dtype, value_range=(vr[0], vr[1]) if vr else None, mean=parse_float_list(mean, "--mean"),
         std=parse_float_list(std, "--std"), tile_size_px=tile_size, overlap_px=overlap,
-        resolution_m=resolution_m, weights=weights, seed=seed,
+        resolution_m=resolution_m, weights=weights, seed=seed, arch_args=parse_arch_args(arch_args) or None,
     )
     path = init_checkpoint(req, output, overwrite=overwrite)
     click.echo(f"wrote {path}", err=True)

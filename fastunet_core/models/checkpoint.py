@@ -91,21 +91,32 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) 
     if missing or unexpected or bad_shape:
         details = []
         if missing:
-            details.append(f"{len(missing)} missing (e.g. {missing[0]})")
+            details.append(f"{len(missing)} missing: {_some(missing)}")
         if unexpected:
-            details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+            details.append(f"{len(unexpected)} unexpected: {_some(unexpected)}")
         if bad_shape:
             k = bad_shape[0]
             details.append(f"{len(bad_shape)} with other shapes (e.g. {k}: {tuple(state[k].shape)} vs "
                            f"{tuple(own[k].shape)})")
-        raise CheckpointError(f"{source}: the weights do not fit the architecture: " + "; ".join(details))
+        raise CheckpointError(f"{source}: the weights do not fit the architecture: " + "; ".join(details)
+                              + "; check the architecture, its arguments (--arch-args), --classes and --bands")
     model.load_state_dict(state, strict=True)
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read bare weights from a .safetensors file or a weights-only PyTorch file (never unpickling code)."""
-    p = _check_file(Path(path), allow_pickle=True)
-    if _looks_like_pickle(p):
+    """Read bare weights from a .safetensors file or a PyTorch file (.pt/.pth/.ckpt), never unpickling code.
+
+    A PyTorch file is recognised by its first bytes (zip archive or raw pickle), whatever its name, and read
+    with ``torch.load(weights_only=True)``, which builds tensors and plain containers only. The usual
+    containers are unwrapped: ``state_dict`` (Lightning), ``model_state_dict``, ``model``, ``net``, and the
+    key prefixes are handled by :func:`match_prefix` once the target model is known.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"weights file not found: {p}")
+    if not p.is_file():
+        raise CheckpointError(f"weights path is not a file: {p}")
+    if _looks_like_pickle(p):  # before the safetensors header check: a zip archive would fail that first
         try:
             obj = torch.load(str(p), map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises UnpicklingError/RuntimeError for unsafe or broken files
@@ -113,15 +124,64 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
                 f"{p} is not a plain weights file: torch refused it in weights-only mode ({type(exc).__name__}); "
                 "it may contain code, so it is not loaded"
             ) from exc
-        if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-            obj = obj["state_dict"]
-        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-            raise ConfigError(f"{p} does not hold a state dict (a mapping of names to tensors)")
-        return dict(obj)
+        return unwrap_state_dict(obj, str(p))
+    _check_file(p)
     try:
-        return load_file(str(p), device="cpu")
+        return unwrap_state_dict(load_file(str(p), device="cpu"), str(p))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{p} is neither a safetensors file nor a PyTorch weights file ({exc})") from exc
+
+
+_CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "weights")
+_KEY_PREFIXES = ("module.", "model.", "net.", "_orig_mod.")
+
+
+def unwrap_state_dict(obj: object, source: str) -> dict[str, torch.Tensor]:
+    """Return the tensors of a state dict found in ``obj`` (a state dict or a training checkpoint dict).
+
+    Containers are searched in the order of ``_CONTAINER_KEYS``.
+    """
+    for _ in range(3):  # nested containers: {"state_dict": {"model": {...}}} at most
+        if not isinstance(obj, dict):
+            break
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            break
+        inner = next((obj[k] for k in _CONTAINER_KEYS if isinstance(obj.get(k), dict)), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        found = ", ".join(sorted(str(k) for k in obj)[:8]) if isinstance(obj, dict) else type(obj).__name__
+        raise ConfigError(f"{source} does not hold a state dict (a mapping of names to tensors); found: {found}")
+    return {str(k): v for k, v in obj.items()}
+
+
+def _some(keys: list[str], n: int = 4) -> str:
+    return ", ".join(keys[:n]) + (f" ... (+{len(keys) - n})" if len(keys) > n else "")
+
+
+def match_prefix(own_keys: set[str], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip the key prefix that makes ``state`` fit ``own_keys`` best (DDP ``module.``, Lightning ``model.``).
+
+    A Lightning module's state dict holds the network under an attribute (``model.``, ``net.``) beside other
+    entries (a loss's weights): only the keys under the best-fitting prefix are kept. Prefixes nest
+    (``module.model.``). With no better fit the state dict is returned unchanged.
+    """
+    best, best_hits = state, len(own_keys & set(state))
+    frontier = [state]
+    for _ in range(3):
+        nxt = []
+        for cand in frontier:
+            for prefix in _KEY_PREFIXES:
+                sub = {k[len(prefix):]: v for k, v in cand.items() if k.startswith(prefix)}
+                if not sub:
+                    continue
+                nxt.append(sub)
+                hits = len(own_keys & set(sub))
+                if hits > best_hits:
+                    best, best_hits = sub, hits
+        frontier = nxt
+    return best
 
 
 def _looks_like_pickle(p: Path) -> bool:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from fastunet_core.models.checkpoint import load_weights, read_state_dict, save_checkpoint
+from fastunet_core.models.checkpoint import load_weights, match_prefix, read_state_dict, save_checkpoint
 from fastunet_core.models.metadata import DTYPE_RANGES, InputSpec, ModelMeta, parse_class_spec
 from fastunet_core.models.registry import build_model, check_arch_args, get_architecture
 
@@ -42,7 +42,8 @@ def init_checkpoint(req: InitRequest, output: str | Path, overwrite: bool = Fals
     torch.manual_seed(req.seed)
     model = build_model(req.architecture, spec.n_bands, len(classes), args)
     if req.weights is not None:
-        load_weights(model, read_state_dict(req.weights), source=str(req.weights))
+        state = match_prefix(set(model.state_dict()), read_state_dict(req.weights))
+        load_weights(model, state, source=str(req.weights))
     meta = ModelMeta(architecture=req.architecture, arch_args=args, input=spec, classes=classes,
                      tile_size_px=req.tile_size_px, overlap_px=req.overlap_px, resolution_m=req.resolution_m,
                      training={"source": "imported weights" if req.weights else "untrained (random init)",
