@@ -37,16 +37,21 @@ def rio_data(shared_data: Path) -> Path:
 
 CheckpointFactory = Callable[..., Path]
 
+# The tests' default model: ``test_pixel_colour`` (fastunet_core/models/pixel_colour.py), a fixed 1x1 convolution
+# whose classes follow the pixel brightness, so that every map the tests compare differs from place to place
+# (tests/test_stand_in_model.py checks that each class covers a real share of every test raster).
+STAND_IN = "test_pixel_colour"
+
 
 @pytest.fixture(scope="session")
 def make_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> CheckpointFactory:
-    """Return a function that writes (and caches) a small untrained checkpoint."""
+    """Return a function that writes (and caches) a small checkpoint: the stand-in model unless told otherwise."""
     from fastunet_core.models.model_init import InitRequest, init_checkpoint
 
     folder = tmp_path_factory.mktemp("checkpoints")
     cache: dict[tuple[object, ...], Path] = {}
 
-    def make(architecture: str = "unet_tiny", classes: str = "background,building,water", bands: tuple[int, ...] =
+    def make(architecture: str = STAND_IN, classes: str = "background,building,water", bands: tuple[int, ...] =
              (1, 2, 3), dtype: str = "uint8", tile: int = 128, overlap: int = 16, **kw: object) -> Path:
         key = (architecture, classes, bands, dtype, tile, overlap, tuple(sorted(kw.items())))
         if key not in cache:
@@ -66,23 +71,23 @@ QGIS_CLASSES = "building=#e31a1c,water=#1f78b4,woodland=#33a02c"  # no backgroun
 
 @pytest.fixture(scope="session")
 def qgis_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A very small untrained checkpoint (tile 128, overlap 16) that runs fast on a CPU."""
+    """The stand-in model for the plugin tests (tile 128, overlap 16): three classes that each cover part of a map."""
     from fastunet_core.models.model_init import InitRequest, init_checkpoint
 
     path = tmp_path_factory.mktemp("qgis_model") / "small.safetensors"
-    return init_checkpoint(InitRequest(architecture="unet_tiny", classes=QGIS_CLASSES, tile_size_px=128,
-                                       overlap_px=16, resolution_m=0.6, arch_args={"widths": (4, 8, 16)}), path)
+    return init_checkpoint(InitRequest(architecture=STAND_IN, classes=QGIS_CLASSES, tile_size_px=128,
+                                       overlap_px=16, resolution_m=0.6), path)
 
 
 @pytest.fixture(scope="session")
 def small_raster(tmp_path_factory: pytest.TempPathFactory, rio_data: Path) -> Path:
-    """A 256 x 200 pixel corner of cogeo.tif (EPSG:3857, RGB uint8), written once."""
+    """A 256 x 200 pixel part of cogeo.tif (EPSG:3857, RGB uint8), written once."""
     import rasterio
     from rasterio.windows import Window
 
     out = tmp_path_factory.mktemp("qgis_raster") / "small.tif"
     with rasterio.open(rio_data / "cogeo.tif") as src:
-        window = Window(300, 400, 256, 200)
+        window = Window(450, 500, 256, 200)  # a varied part: each stand-in class covers over 20 %
         profile = {"driver": "GTiff", "width": 256, "height": 200, "count": 3, "dtype": "uint8", "crs": src.crs,
                    "transform": src.window_transform(window)}
         with rasterio.open(out, "w", **profile) as dst:

@@ -144,4 +144,7 @@ def test_predict_with_vector_output(tmp_path: Path, rio_data: Path, make_checkpo
     with rasterio.open(out) as ds:
         assert polygons.crs == ds.crs
     assert len(polygons) > 0 and polygons["area_m2"].min() >= 1e6
-    assert set(polygons["class_name"]) <= {"building", "water"}  # background left out by default
+    with rasterio.open(out) as ds:
+        background_share = (ds.read(1) == 0).mean()
+    assert background_share > 0.2  # the stand-in model gives background to a large part of the image...
+    assert set(polygons["class_name"]) == {"building", "water"}  # ... which is left out by default

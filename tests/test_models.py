@@ -115,6 +115,8 @@ def test_size_divisor_is_the_real_one(name: str) -> None:
     model = build_on_meta(name, 3, 2).eval()
     with torch.no_grad():
         assert model(torch.zeros(1, 3, d, 3 * d, device="meta")).shape[-2:] == (d, 3 * d)
+        if d == 1:  # any size fits (the 1x1 stand-in model)
+            return
         with pytest.raises((ConfigError, RuntimeError), match=str(d)):
             model(torch.zeros(1, 3, d, d + d // 2, device="meta"))
 

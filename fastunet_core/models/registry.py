@@ -13,6 +13,7 @@ from typing import Any
 from torch import nn
 
 from fastunet_core.errors import ConfigError, UnknownArchitectureError
+from fastunet_core.models.pixel_colour import PixelColour
 from fastunet_core.models.unet import PRESETS, UNet
 
 Builder = Callable[..., nn.Module]
@@ -115,6 +116,8 @@ register("unetplusplus", _smp_builder("UnetPlusPlus"), "smp UNet++ (baseline in 
 register("deeplabv3plus", _smp_builder("DeepLabV3Plus"),
          "smp DeepLabV3+ (baseline in the paper), resnet34 encoder", _deeplab_divisor,
          {"encoder_name": "resnet34"})
+register("test_pixel_colour", PixelColour, "not a trained model: a fixed 1x1 convolution, classes follow the "
+         "pixel brightness (deterministic stand-in for tests)", lambda _args: 1)
 
 
 def check_arch_args(args: Mapping[str, Any]) -> dict[str, Any]:
