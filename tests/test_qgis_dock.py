@@ -67,7 +67,7 @@ def run_to_end(dock: object) -> tuple[object, list[float]]:
 def test_dock_shows_model_metadata_and_device(dock: object, qgis_model: Path) -> None:
     assert dock.load_model(str(qgis_model))
     info = dock.form.model_info.text()
-    assert "unet_tiny" in info and "128 px, overlap 16 px" in info and "1, 2, 3 (uint8" in info
+    assert "test_pixel_colour" in info and "128 px, overlap 16 px" in info and "1, 2, 3 (uint8" in info
     for _cid, name, color in MODEL_CLASSES:
         assert name in info and color in info
     assert (dock.form.tile.value(), dock.form.overlap.value()) == (128, 16)
