@@ -205,7 +205,7 @@ class SegmentDock(QgsDockWidget):
         if task.outcome is not None:
             from fastunet_core.errors import FastUNetError
 
-            from .results import add_result_layers
+            from .results import add_result_layers, class_area_html
 
             out = task.outcome
             try:
@@ -217,6 +217,10 @@ class SegmentDock(QgsDockWidget):
             self.last_polygons = polygons[0] if polygons else None
             self.form.export.setEnabled(self.last_polygons is not None)
             self.form.progress.setValue(100)
+            if out.class_areas:
+                table = class_area_html(out.class_areas, out.classes)
+                self.form.summary.setText(f"<b>{task.name}</b>: area by class{table}")
+                self.form.summary.setVisible(True)
             summary = f"{task.name}: {out.tiles} tiles in {out.seconds:.1f} s on {out.device}"
             if out.polygons is not None:
                 summary += f", {out.features} polygons"

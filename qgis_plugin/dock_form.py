@@ -54,6 +54,7 @@ class DockForm:
     cancel: QPushButton
     export: QPushButton
     progress: QProgressBar
+    summary: QLabel
     log: QPlainTextEdit
 
 
@@ -142,6 +143,11 @@ def build_form(root: QWidget) -> DockForm:
     progress = QProgressBar()
     progress.setRange(0, 100)
     progress.setValue(0)
+    summary = QLabel()
+    summary.setWordWrap(True)
+    summary.setVisible(False)
+    summary.setToolTip("Area and share of each class in the last class raster (nodata left out), measured on "
+                       "the ground in square metres")
     log = QPlainTextEdit()
     log.setReadOnly(True)
     log.setMaximumBlockCount(500)
@@ -170,8 +176,9 @@ def build_form(root: QWidget) -> DockForm:
     outer.addWidget(vectorize)
     outer.addLayout(buttons)
     outer.addWidget(progress)
+    outer.addWidget(summary)
     outer.addWidget(log)
     outer.addStretch(1)
     return DockForm(root, engine_note, model_file, model_info, layer, layer_note, device, device_info, tile,
                     overlap, batch, area, polygon_layer, selected_only, vectorize, simplify, min_area,
-                    class_output, polygons_output, run, cancel, export, progress, log)
+                    class_output, polygons_output, run, cancel, export, progress, summary, log)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from .progress_bridge import ProgressSink, StageProgress
 
 AreaKind = Literal["layer", "extent", "polygons"]
+ClassAreaRow = tuple[int, str, int, float, float]  # class id, name, pixels, area (m²), share of the classified area
 
 
 @dataclass(frozen=True)
@@ -104,13 +105,14 @@ class SegmentOutcome:
     features: int
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    class_areas: tuple[ClassAreaRow, ...] = ()  # per class in the class raster, largest first
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
         return {"class_raster": str(self.class_raster), "polygons": str(self.polygons) if self.polygons else None,
                 "files": [str(f) for f in self.files], "classes": [list(c) for c in self.classes],
                 "device": self.device, "tiles": self.tiles, "features": self.features, "seconds": self.seconds,
-                "warnings": list(self.warnings)}
+                "warnings": list(self.warnings), "class_areas": [list(c) for c in self.class_areas]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SegmentOutcome:
@@ -118,7 +120,8 @@ class SegmentOutcome:
         classes = tuple((int(c[0]), str(c[1]), (int(c[2][0]), int(c[2][1]), int(c[2][2]))) for c in d["classes"])
         return cls(Path(d["class_raster"]), Path(d["polygons"]) if d["polygons"] else None,
                    [Path(f) for f in d["files"]], classes, d["device"], int(d["tiles"]), int(d["features"]),
-                   float(d["seconds"]), list(d["warnings"]))
+                   float(d["seconds"]), list(d["warnings"]),
+                   tuple((int(c[0]), str(c[1]), int(c[2]), float(c[3]), float(c[4])) for c in d.get("class_areas", ())))
 
 
 def run_segment_job(job: SegmentJob, sink: ProgressSink) -> SegmentOutcome:
@@ -128,6 +131,7 @@ def run_segment_job(job: SegmentJob, sink: ProgressSink) -> SegmentOutcome:
     """
     from fastunet_core.inference.predict import PredictOptions, predict_raster
     from fastunet_core.models.checkpoint import read_metadata
+    from fastunet_core.polygons.class_area import class_areas
     from fastunet_core.polygons.vectorize import VectorizeOptions, vectorize_raster
 
     from .area import crop_to_area
@@ -163,5 +167,6 @@ def run_segment_job(job: SegmentJob, sink: ProgressSink) -> SegmentOutcome:
     for text in warnings:
         sink.log(f"warning: {text}")
     classes = tuple((c.id, c.name, c.color) for c in meta.classes)
+    areas = tuple((c.id, c.name, c.pixels, c.area_m2, c.share) for c in class_areas(job.class_output))
     return SegmentOutcome(job.class_output, job.polygons_output, files, classes, predicted.device.describe(),
-                          predicted.tiles_total, features, time.perf_counter() - t0, warnings)
+                          predicted.tiles_total, features, time.perf_counter() - t0, warnings, areas)

@@ -7,6 +7,7 @@ with QGIS's own GDAL; the polygons' style is the ``.qml`` the core writes beside
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 from collections.abc import Sequence
@@ -47,19 +48,46 @@ def classes_from_raster(path: str | Path) -> list[ClassEntry]:
         return []
 
 
+BACKGROUND_NAMES = frozenset({"background"})  # painted transparent: the imagery shows through
+RASTER_OPACITY = 0.7
+
+
+def is_background(name: str) -> bool:
+    """Return True for the class that stays transparent on the map."""
+    return name.strip().lower() in BACKGROUND_NAMES
+
+
 def apply_palette(layer: QgsRasterLayer, classes: Sequence[ClassEntry]) -> QgsPalettedRasterRenderer:
-    """Give ``layer`` a paletted renderer with one entry per class (nodata stays transparent)."""
-    entries = [QgsPalettedRasterRenderer.Class(float(cid), QColor(*rgb), name) for cid, name, rgb in classes]
+    """Give ``layer`` a paletted renderer with one entry per class; background and nodata stay transparent."""
+    entries = []
+    for cid, name, rgb in classes:
+        color = QColor(*rgb)
+        if is_background(name):
+            color.setAlpha(0)
+        entries.append(QgsPalettedRasterRenderer.Class(float(cid), color, name))
     renderer = QgsPalettedRasterRenderer(layer.dataProvider(), 1, entries)
     layer.setRenderer(renderer)
+    layer.setOpacity(RASTER_OPACITY)
     layer.triggerRepaint()
     return renderer
+
+
+def unique_layer_name(name: str, project: QgsProject | None = None) -> str:
+    """Return ``name``, or ``name (2)``, ``name (3)``... when the project already has a layer of that name."""
+    proj = project or QgsProject.instance()
+    taken = {layer.name() for layer in proj.mapLayers().values()}
+    if name not in taken:
+        return name
+    n = 2
+    while f"{name} ({n})" in taken:
+        n += 1
+    return f"{name} ({n})"
 
 
 def add_class_raster(path: str | Path, name: str, classes: Sequence[ClassEntry] | None = None,
                      project: QgsProject | None = None) -> QgsRasterLayer:
     """Add a class raster to the project, styled by class; raise if it cannot be read."""
-    layer = QgsRasterLayer(str(path), name, "gdal")
+    layer = QgsRasterLayer(str(path), unique_layer_name(name, project), "gdal")
     if not layer.isValid():
         raise OutputWriteError(f"the class raster {path} could not be opened: {layer.error().summary()}")
     found = list(classes) if classes else classes_from_raster(path)
@@ -82,7 +110,7 @@ def load_class_style(layer: QgsVectorLayer, path: str | Path) -> bool:
 
 def add_polygons(path: str | Path, name: str, project: QgsProject | None = None) -> QgsVectorLayer:
     """Add a polygon file to the project, styled by class; raise if it cannot be read."""
-    layer = QgsVectorLayer(str(path), name, "ogr")
+    layer = QgsVectorLayer(str(path), unique_layer_name(name, project), "ogr")
     if not layer.isValid():
         raise OutputWriteError(f"the polygons {path} could not be opened")
     load_class_style(layer, path)
@@ -92,7 +120,7 @@ def add_polygons(path: str | Path, name: str, project: QgsProject | None = None)
 
 def add_result_layers(class_raster: Path, polygons: Path | None, base_name: str,
                       classes: Sequence[ClassEntry] | None = None) -> list[QgsMapLayer]:
-    """Add a run's outputs (polygons above the raster); remove what was added if one fails."""
+    """Add a run's outputs (polygons above the raster, both above the rest); remove what was added if one fails."""
     added: list[QgsMapLayer] = []
     try:
         added.append(add_class_raster(class_raster, f"{base_name} classes", classes))
@@ -124,3 +152,27 @@ def export_polygons(layer: QgsVectorLayer, path: str | Path) -> Path:
     else:
         layer.saveNamedStyle(str(out.with_suffix(".qml")))
     return out
+
+
+def format_area(m2: float) -> str:
+    """Return an area in m², ha or km², whichever reads best."""
+    if m2 >= 1e6:
+        return f"{m2 / 1e6:,.2f} km²"
+    if m2 >= 1e4:
+        return f"{m2 / 1e4:,.2f} ha"
+    return f"{m2:,.1f} m²"
+
+
+def class_area_html(rows: Sequence[tuple[int, str, int, float, float]],
+                    classes: Sequence[ClassEntry] = ()) -> str:
+    """Return an HTML table of each class's area and share (with its colour), for the dock."""
+    colors = {cid: rgb for cid, _name, rgb in classes}
+    lines = ["<table cellspacing='0' cellpadding='1'><tr><th></th><th align='left'>Class</th>"
+             "<th align='right'>Area</th><th align='right'>Share</th></tr>"]
+    for cid, name, _pixels, area, share in rows:
+        rgb = colors.get(cid, (128, 128, 128))
+        swatch = f"<span style='background-color:rgb{tuple(rgb)}'>&nbsp;&nbsp;&nbsp;</span>"
+        lines.append(f"<tr><td>{swatch}</td><td>{html.escape(name)}</td><td align='right'>{format_area(area)}</td>"
+                     f"<td align='right'>{100 * share:.1f} %</td></tr>")
+    lines.append("</table>")
+    return "".join(lines)

@@ -7,8 +7,10 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import rasterio
+from pyproj import Transformer
 from qgis.core import (
     Qgis,
     QgsApplication,
@@ -301,3 +303,46 @@ def test_cancel_reaches_a_separate_engine_process(dock: object, qgis_model: Path
     assert progress and max(progress) < 60
     assert "engine: a separate Python process" in dock.form.log.toPlainText()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_results_read_over_imagery_and_second_run_gets_new_names(dock: object, make_checkpoint: object,
+                                                                 small_raster: Path) -> None:
+    from qgis.core import QgsLayerTreeLayer
+
+    layer = add_raster(small_raster)
+    model = make_checkpoint(classes="background=#000000,building=#e31a1c,water=#1f78b4")  # type: ignore[operator]
+    dock.form.layer.setLayer(layer)
+    assert dock.load_model(str(model))
+    first, _ = run_to_end(dock)
+    second, _ = run_to_end(dock)
+    assert first.outcome is not None and second.outcome is not None
+    names = [node.layer().name() for node in QgsProject.instance().layerTreeRoot().findLayers()]
+    assert names == ["ortho polygons (2)", "ortho classes (2)", "ortho polygons", "ortho classes", "ortho"]
+    assert all(isinstance(n, QgsLayerTreeLayer) for n in QgsProject.instance().layerTreeRoot().children())
+
+    raster = QgsProject.instance().mapLayersByName("ortho classes")[0]
+    palette = {c.label: c.color for c in raster.renderer().classes()}
+    assert palette["background"].alpha() == 0 and palette["building"].alpha() == 255
+    assert raster.opacity() < 1
+    polygons = QgsProject.instance().mapLayersByName("ortho polygons")[0]
+    for category in polygons.renderer().categories():
+        fill = category.symbol().symbolLayer(0)
+        assert fill.color().alpha() < 128  # see-through fill ...
+        assert fill.strokeColor().name() == fill.color().name()  # ... with an outline in the class colour
+
+    # per-class area: pixels of each class in the class raster times the pixel's ground area (Web Mercator)
+    with rasterio.open(first.outcome.class_raster) as src:
+        values = src.read(1)
+        _x, y = src.xy(np.arange(src.height), np.zeros(src.height, int))
+        lat = Transformer.from_crs(src.crs, "EPSG:4326", always_xy=True).transform(np.zeros(src.height), y)[1]
+        scale = np.cos(np.radians(lat)) ** 2  # Mercator's area scale at each row
+        row_area = src.res[0] * src.res[1] * scale
+    areas = {row[1]: row for row in first.outcome.class_areas}
+    for cid, name in ((0, "background"), (1, "building"), (2, "water")):
+        expected = float(((values == cid) * row_area[:, None]).sum())
+        assert areas[name][2] == int((values == cid).sum())
+        assert areas[name][3] == pytest.approx(expected, rel=2e-3)  # the sphere's scale vs the ellipsoid's area
+    assert sum(row[4] for row in first.outcome.class_areas) == pytest.approx(1.0)
+    text = dock.form.summary.text()
+    assert dock.form.summary.isVisibleTo(dock) and all(name in text for name in areas)
+    assert f"{100 * areas['building'][4]:.1f} %" in text

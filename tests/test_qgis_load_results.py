@@ -35,6 +35,7 @@ def test_every_algorithm_loads_its_results_like_the_dialog(small_raster: Path, q
     segment = report["segment"]
     assert segment["results"]["OUTPUT"] == str(tmp_path / "classes.tif")
     assert segment["results"]["OUTPUT_POLYGONS"] == str(tmp_path / "polygons.gpkg")
+    assert [Path(f["source"]).name for f in segment["layers"]] == ["polygons.gpkg", "classes.tif"]  # tree order
     by_source = {Path(f["source"]).name: f for f in segment["layers"]}
     assert set(by_source) == {"classes.tif", "polygons.gpkg"}
     assert by_source["classes.tif"]["renderer"] == "paletted"  # each output's post-processor ran

@@ -239,8 +239,9 @@ def test_geopackage_is_version_1_2_with_style(spacenet: tuple[Path, gpd.GeoDataF
     assert renderer is not None and renderer.get("type") == "categorizedSymbol" and renderer.get("attr") == "class_id"
     cats = {c.get("value"): (c.get("label"), c.get("symbol")) for c in renderer.iter("category")}
     assert cats == {"1": ("building", "0"), "2": ("water", "1"), "3": ("woodland", "2")}  # not background
-    colour = next(o.get("value") for o in renderer.iter("Option") if o.get("name") == "color")
-    assert colour == "227,26,28,255"
+    options = {o.get("name"): o.get("value") for o in next(renderer.iter("symbol")).iter("Option")}
+    assert options["color"] == "227,26,28,90"  # a see-through fill, the imagery shows under it
+    assert options["outline_color"] == "227,26,28,255"  # the outline carries the class colour
 
 
 @pytest.mark.qgis

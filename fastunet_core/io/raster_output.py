@@ -70,8 +70,8 @@ class RasterRowWriter:
 def describe_class_raster(dst: rasterio.io.DatasetWriter, meta: ModelMeta, source: Path) -> None:
     """Attach the colour table, band description and class/model tags to a class raster."""
     cmap = {i: (0, 0, 0, 0) for i in range(256)}
-    for c in meta.classes:
-        cmap[c.id] = (*c.color, 255)
+    for c in meta.classes:  # background is transparent: the imagery under the class map stays visible
+        cmap[c.id] = (*c.color, 0 if c.name.strip().lower() == "background" else 255)
     dst.write_colormap(1, cmap)
     dst.set_band_description(1, "class")
     dst.update_tags(

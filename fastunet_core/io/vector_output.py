@@ -305,18 +305,20 @@ def qml_style(classes: Sequence[LegendClass], field: str = "class_id") -> str:
     return "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n" + body + "\n"
 
 
+FILL_ALPHA = 90  # of 255: the imagery under the polygons stays visible; the outline carries the class colour
+
+
 def _fill_symbol(name: str, color: tuple[int, int, int]) -> ET.Element:
-    """Return a QGIS simple-fill symbol in ``color`` with a darker outline of the same hue."""
+    """Return a QGIS simple-fill symbol: a see-through fill and a solid outline, both in the class's colour."""
     symbol = ET.Element("symbol", type="fill", name=name, alpha="1", clip_to_extent="1", force_rhr="0")
     layer = ET.SubElement(symbol, "layer", {"class": "SimpleFill", "enabled": "1", "pass": "0", "locked": "0"})
     options = ET.SubElement(layer, "Option", type="Map")
-    outline = tuple(int(v * 0.6) for v in color)
-    for key, value in (("color", _rgba(color)), ("outline_color", _rgba(outline)), ("outline_style", "solid"),
-                       ("outline_width", "0.26"), ("outline_width_unit", "MM"), ("style", "solid"),
-                       ("joinstyle", "bevel")):
+    for key, value in (("color", _rgba(color, FILL_ALPHA)), ("outline_color", _rgba(color)),
+                       ("outline_style", "solid"), ("outline_width", "0.46"), ("outline_width_unit", "MM"),
+                       ("style", "solid"), ("joinstyle", "bevel")):
         ET.SubElement(options, "Option", type="QString", name=key, value=value)
     return symbol
 
 
-def _rgba(color: Sequence[int]) -> str:
-    return ",".join(str(int(v)) for v in (*color[:3], 255))
+def _rgba(color: Sequence[int], alpha: int = 255) -> str:
+    return ",".join(str(int(v)) for v in (*color[:3], alpha))

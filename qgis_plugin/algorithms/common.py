@@ -85,9 +85,10 @@ class ClassStyle(QgsProcessingLayerPostProcessorInterface):
             load_class_style(layer, source)
 
     @classmethod
-    def attach(cls, context: QgsProcessingContext, output: str) -> None:
-        """Style ``output`` if Processing is going to load it."""
+    def attach(cls, context: QgsProcessingContext, output: str, sort_key: int = 0) -> None:
+        """Style ``output`` if Processing is going to load it; a higher ``sort_key`` lands higher in the tree."""
         if context.willLoadLayerOnCompletion(output):
+            context.layerToLoadOnCompletionDetails(output).layerSortKey = sort_key
             cls._alive = [p for p in cls._alive if not sip.isdeleted(p)]
             processor = cls()
             cls._alive.append(processor)

@@ -99,9 +99,9 @@ class SegmentAlgorithm(FastUNetAlgorithm):
             job, export = segment_job(self, parameters, context)
             with exported_input(job, export, feedback) as ready:
                 outcome = run_segment(ready, FeedbackSink(feedback))
-        ClassStyle.attach(context, str(outcome.class_raster))
+        ClassStyle.attach(context, str(outcome.class_raster), sort_key=1)
         if outcome.polygons is not None:
-            ClassStyle.attach(context, str(outcome.polygons))
+            ClassStyle.attach(context, str(outcome.polygons), sort_key=2)  # the polygons above the raster
         return {self.OUTPUT: str(outcome.class_raster),
                 self.OUTPUT_POLYGONS: str(outcome.polygons) if outcome.polygons is not None else None,
                 "DEVICE": outcome.device, "TILES": outcome.tiles, "FEATURES": outcome.features}
