@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -91,9 +92,10 @@ def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, outp
     if not batch:
         if output is None:
             raise ConfigError("give the output with -o OUT.tif (or --out-dir DIR for many inputs)")
-        _predict_one(inputs[0], model_path, output, opts, quiet)
-        if vector_path is not None:
-            _vectorize(output, vector_path, vec, quiet)
+        with _single_targets(inputs[0], model_path, output, probs_path, vector_path):
+            _predict_one(inputs[0], model_path, output, opts, quiet)
+            if vector_path is not None:
+                _vectorize(output, vector_path, vec, quiet)
         return
     if output is not None or probs_path is not None or vector_path is not None:
         raise ConfigError("with several inputs use --out-dir DIR (with --with-probs, --with-vector) instead of "
@@ -104,6 +106,21 @@ def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, outp
                           vec if with_vector else None)
     distributed.end_process(dist_ctx, code)
     ctx.exit(code)
+
+
+def _single_targets(raster: str | Path, model_path: Path, output: Path, probs_path: Path | None,
+                    vector_path: Path | None) -> AbstractContextManager[None]:
+    """Refuse outputs that are an input or each other; return the locks of every output, for the whole run."""
+    from fastunet_core.io.targets import Role, check_distinct, target_locks
+    from fastunet_core.io.vector_output import output_roles
+
+    outputs = [Role("output (-o)", output)]
+    if probs_path is not None:
+        outputs.append(Role("--probs output", probs_path))
+    if vector_path is not None:
+        outputs += output_roles(vector_path, "--vector output")
+    check_distinct([Role("input raster", raster), Role("model", model_path)], outputs)
+    return target_locks([output, probs_path, vector_path])
 
 
 def _predict_one(raster: Path, model_path: Path, output: Path, opts: PredictOptions, quiet: bool) -> None:
@@ -133,11 +150,15 @@ def _vectorize(classes: Path, vector_path: Path, vec: VectorizeOptions, quiet: b
 def _predict_batch(inputs: list[Path], model_path: Path, out_dir: Path, opts: PredictOptions, with_probs: bool,
                    summary_path: Path | None, skip_existing: bool, quiet: bool, dist_ctx: DistContext,
                    vec: VectorizeOptions | None) -> int:
-    from fastunet_core.inference.batch import BatchResult, predict_many, shard, write_summary
+    from fastunet_core.inference.batch import BatchResult, exclude_own_outputs, predict_many, shard, write_summary
     from fastunet_core.inference.predict import Predictor
+    from fastunet_core.io.targets import Role
     from fastunet_core.runtime import distributed
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    summary_file = summary_path or out_dir / "summary.csv"
+    inputs = exclude_own_outputs(inputs, out_dir, with_probs, vec is not None,
+                                 [Role("model", model_path), Role("summary", summary_file)])
     predictor = Predictor(model_path, opts)
     distributed.init(dist_ctx, predictor.device.is_cuda)
     try:
@@ -152,7 +173,7 @@ def _predict_batch(inputs: list[Path], model_path: Path, out_dir: Path, opts: Pr
     order = {str(p): i for i, p in enumerate(inputs)}
     merged = BatchResult(sorted(everything, key=lambda item: order.get(item.input, len(order))))
     if dist_ctx.is_main:
-        summary = write_summary(merged, summary_path or out_dir / "summary.csv")
+        summary = write_summary(merged, summary_file)
         n_ok = sum(1 for i in merged.items if i.status != "failed")
         if not quiet:
             click.echo(f"{n_ok} of {len(merged.items)} rasters done; summary: {summary}", err=True)

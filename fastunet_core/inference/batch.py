@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import glob
 import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,6 +21,8 @@ import rasterio
 from fastunet_core.errors import CancelledError, ConfigError, FastUNetError, InputRasterError
 from fastunet_core.inference.predict import Predictor
 from fastunet_core.io.atomic import atomic_output
+from fastunet_core.io.targets import Role, check_distinct
+from fastunet_core.io.vector_output import output_roles
 from fastunet_core.polygons.vectorize import VectorizeOptions, vectorize_raster
 from fastunet_core.runtime.progress import STATUS_PREFIX, NullProgress, Progress
 
@@ -109,6 +112,59 @@ def check_unique_outputs(inputs: Sequence[Path]) -> None:
         names[n] = p
 
 
+@dataclass(frozen=True)
+class BatchTargets:
+    """What a batch run writes for one input."""
+
+    classes: Path
+    probs: Path | None
+    vector: Path | None
+
+
+def batch_targets(raster: Path, out_dir: Path, with_probs: bool, with_vector: bool) -> BatchTargets:
+    """Return the outputs of ``raster`` in ``out_dir``."""
+    out = out_dir / output_name(raster)
+    return BatchTargets(out, out_dir / output_name(raster, "_probs") if with_probs else None,
+                        out.with_suffix(".gpkg") if with_vector else None)
+
+
+def _written_by_us(path: Path) -> bool:
+    try:
+        with rasterio.open(path) as ds:
+            return ds.tags().get("SOFTWARE") == "fastunet-geo"
+    except Exception:  # not a raster we can read: certainly not one of our outputs
+        return False
+
+
+def exclude_own_outputs(inputs: Sequence[Path], out_dir: Path, with_probs: bool = False, with_vector: bool = False,
+                        extra: Sequence[Role] = (), progress: Progress | None = None) -> list[Path]:
+    """Return ``inputs`` without this run's own outputs; refuse an output that would replace an input.
+
+    With ``--out-dir`` equal to the input folder, a rerun finds the class and probability rasters of the
+    first run among its inputs: those (files at an output's place that fastunet-geo wrote) are left out.
+    Any other input at an output's place, or the same file as an output (links), is refused, as are
+    outputs that are the same file as each other or as ``extra`` files (the model, the summary).
+    """
+    roles: list[Role] = []
+    for p in inputs:
+        t = batch_targets(p, out_dir, with_probs, with_vector)
+        roles.append(Role(f"output of {p.name}", t.classes))
+        if t.probs is not None:
+            roles.append(Role(f"probabilities of {p.name}", t.probs))
+        if t.vector is not None:
+            roles += output_roles(t.vector, f"polygons of {p.name}")
+    places = {os.path.realpath(r.path) for r in roles}
+    kept = []
+    for p in inputs:
+        if os.path.realpath(p) in places and _written_by_us(p):
+            if progress is not None:
+                progress.message(f"left out {p}: it is an output of this command")
+            continue
+        kept.append(p)
+    check_distinct([*(Role("input raster", p) for p in kept), *extra], roles)
+    return kept
+
+
 def pixel_count(path: Path) -> int:
     """Width x height of a raster, or 0 when it cannot be opened (it will fail later, with its reason)."""
     try:
@@ -146,17 +202,18 @@ def predict_many(inputs: Sequence[Path], predictor: Predictor, out_dir: Path, wi
     if not out_dir.is_dir():
         raise ConfigError(f"output folder does not exist: {out_dir}")
     check_unique_outputs(inputs)
+    model = [Role("model", predictor.model_path)] if predictor.model_path is not None else []
+    inputs = exclude_own_outputs(inputs, out_dir, with_probs, vectorize is not None, model, prog)
     sizes = [pixel_count(p) for p in inputs]
     prog.start(sum(sizes) / 1e6, "Mpx")
     result = BatchResult()
     for raster, size in zip(inputs, sizes, strict=True):
         if prog.is_cancelled():
             break
-        out = out_dir / output_name(raster)
-        probs = out_dir / output_name(raster, "_probs") if with_probs else None
+        t = batch_targets(raster, out_dir, with_probs, vectorize is not None)
+        out, probs, vector = t.classes, t.probs, t.vector
         item = BatchItem(str(raster), str(out), STATUS_OK, megapixels=size / 1e6,
                          device=str(predictor.device.device), rank=rank)
-        vector = out.with_suffix(".gpkg") if vectorize is not None else None
         if skip_existing and out.exists() and (probs is None or probs.exists()) and (vector is None or vector.exists()):
             item.status, item.message = STATUS_SKIPPED, "output exists"
         else:

@@ -39,6 +39,7 @@ from fastunet_core.io.resume import (
     source_fingerprint,
     weights_digest,
 )
+from fastunet_core.io.targets import Role, check_distinct, target_locks
 from fastunet_core.models.checkpoint import LoadedModel, load_checkpoint
 from fastunet_core.models.metadata import OUTPUT_NODATA
 from fastunet_core.models.registry import size_divisor
@@ -112,6 +113,7 @@ class Predictor:
         if opts.batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {opts.batch_size}")
         self.options = opts
+        self.model_path = None if isinstance(model, LoadedModel) else Path(model)
         self.loaded = model if isinstance(model, LoadedModel) else load_checkpoint(model)
         meta = self.loaded.meta
         self.tile = opts.tile_size_px or meta.tile_size_px
@@ -157,12 +159,17 @@ class Predictor:
         t0 = time.perf_counter()
         out = Path(output)
         probs = Path(probs_output) if probs_output is not None else None
-        check_writable(out, opts.overwrite)
-        if probs is not None:
-            check_writable(probs, opts.overwrite)
+        inputs = [Role("input raster", raster)]
+        if self.model_path is not None:
+            inputs.append(Role("model", self.model_path))
+        check_distinct(inputs, [Role("output", out)] + ([Role("--probs output", probs)] if probs is not None else []))
         partials: list[PartialOutput] = []
         try:
             with contextlib.ExitStack() as env:
+                env.enter_context(target_locks([out, probs]))
+                check_writable(out, opts.overwrite)
+                if probs is not None:
+                    check_writable(probs, opts.overwrite)
                 if "GDAL_CACHEMAX" not in os.environ:  # GDAL's default (5% of RAM) grows with the raster
                     env.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))
                 return self._run(raster, out, probs, prog, t0, partials)

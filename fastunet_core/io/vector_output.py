@@ -35,6 +35,7 @@ import shapely
 
 from fastunet_core.errors import ConfigError, FastUNetWarning, OutputLimitError, OutputWriteError
 from fastunet_core.io.atomic import check_writable
+from fastunet_core.io.targets import Role
 from fastunet_core.polygons.legend import LegendClass
 
 SHAPEFILE_MAX_BYTES = 2**31 - 1
@@ -73,6 +74,12 @@ def output_paths(target: Path) -> list[Path]:
     """Return the files an output's data consists of: the main file and its sidecars (not the style)."""
     fmt = vector_format(target)
     return [target, *(target.with_suffix(s) for s in fmt.sidecars)]
+
+
+def output_roles(target: Path, label: str = "vector output") -> list[Role]:
+    """Return every file an output writes (main file, sidecars, ``.qml`` style), labelled for clash checks."""
+    return ([Role(label, target)] + [Role(f"{label}'s {p.suffix} sidecar", p) for p in output_paths(target)[1:]]
+            + [Role(f"{label}'s style", target.with_suffix(".qml"))])
 
 
 def check_outputs(target: Path, overwrite: bool) -> None:

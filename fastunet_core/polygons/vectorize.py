@@ -28,7 +28,15 @@ import shapely
 
 from fastunet_core.errors import CancelledError, ConfigError, FastUNetWarning, InputRasterError
 from fastunet_core.io.raster_input import open_raster
-from fastunet_core.io.vector_output import FeatureBatch, VectorSink, check_outputs, open_sink, vector_format
+from fastunet_core.io.targets import Role, check_distinct, target_locks
+from fastunet_core.io.vector_output import (
+    FeatureBatch,
+    VectorSink,
+    check_outputs,
+    open_sink,
+    output_roles,
+    vector_format,
+)
 from fastunet_core.polygons.legend import Legend, read_legend, select_classes
 from fastunet_core.polygons.measure import Measurer
 from fastunet_core.polygons.polygonize import SeamMerger, window_rows
@@ -106,7 +114,14 @@ def vectorize_raster(mask_path: str | Path, output_path: str | Path, options: Ve
     out = Path(output_path)
     _check_options(opts)
     vector_format(out)
-    check_outputs(out, opts.overwrite)
+    check_distinct([Role("class raster", mask_path)], output_roles(out))
+    with target_locks([out]):
+        check_outputs(out, opts.overwrite)
+        return _vectorize(mask_path, out, opts, prog, t0)
+
+
+def _vectorize(mask_path: str | Path, out: Path, opts: VectorizeOptions, prog: Progress,
+               t0: float) -> VectorizeResult:
     with open_raster(mask_path) as src, warnings.catch_warnings(record=True) as caught, gc_paused():
         warnings.simplefilter("always", FastUNetWarning)
         crs_wkt = _check_class_raster(src)
