@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from fastunet_core.errors import ConfigError
+from fastunet_core.train.workers import resolve_workers
 
 
 @dataclass
@@ -51,7 +52,7 @@ class OptimConfig:
     early_stop_patience: int = 5
     amp: str = "auto"  # auto: bf16/fp16 autocast on CUDA, none on CPU; "none" turns it off
     max_batches_per_epoch: int | None = None  # cap for quick runs
-    num_workers: int = 2
+    num_workers: int | str = "auto"  # DataLoader worker processes; auto: usable cores minus one (kept alive)
     seed: int = 0
 
 
@@ -130,6 +131,7 @@ def _check(cfg: TrainConfig) -> None:
                           f"({o.micro_batch})")
     if o.epochs < 1:
         raise ConfigError(f"optim.epochs must be at least 1, got {o.epochs}")
+    resolve_workers(o.num_workers)
     if o.amp not in ("auto", "none", "bf16", "fp16"):
         raise ConfigError(f"optim.amp must be auto, none, bf16 or fp16, got {o.amp!r}")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from fastunet_core.train.loss import JDTLoss
 from fastunet_core.train.metrics import SegmentationMetrics, format_table
 from fastunet_core.train.plots import plot_history
 from fastunet_core.train.state import STATE_FILE, EpochRecord, LoopState, load_state, save_state, write_history
+from fastunet_core.train.workers import EpochSampler, make_loader, resolve_workers
 
 BEST_CHECKPOINT = "best.safetensors"
 LAST_CHECKPOINT = "last.safetensors"
@@ -61,7 +63,10 @@ class TrainResult:
 
 
 class SeededSamples(Dataset):
-    """Apply a transform with a seed fixed by (seed, epoch, index), so augmentation is reproducible."""
+    """Apply a transform with a seed fixed by (seed, epoch, index), so augmentation is reproducible.
+
+    Keys are plain indices (using ``epoch``) or ``(epoch, index)`` pairs from an :class:`EpochSampler`.
+    """
 
     def __init__(self, base: Dataset, transform: SampleTransform, seed: int) -> None:
         self.base, self.transform, self.seed, self.epoch = base, transform, seed, 0
@@ -69,9 +74,11 @@ class SeededSamples(Dataset):
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        # (epoch, index) from an EpochSampler: persistent workers keep their own copy of this object
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         image, mask = self.base[index]
-        self.transform.set_random_seed((self.seed * 1_000_003 + self.epoch * 10_007 + index) % (2**31))
+        self.transform.set_random_seed((self.seed * 1_000_003 + epoch * 10_007 + index) % (2**31))
         return self.transform(image, mask)
 
 
@@ -154,8 +161,12 @@ class _Trainer:
         self.train_ds = SeededSamples(
             self.train_base, SampleTransform(self.input, train=cfg.augment.enabled, divisor=divisor), o.seed)
         self.val_ds = SeededSamples(self.val_base, SampleTransform(self.input, train=False, divisor=divisor), o.seed)
-        self.sampler = DistributedSampler(self.train_ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
-                                          seed=o.seed, drop_last=False)
+        self.sampler = EpochSampler(DistributedSampler(self.train_ds, num_replicas=ctx.world_size, rank=ctx.rank,
+                                                       shuffle=True, seed=o.seed, drop_last=False))
+        self.val_sampler = EpochSampler(range(ctx.rank, len(self.val_ds), ctx.world_size))  # no padding, no duplicates
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if ctx.enabled else 1
+        self.workers = resolve_workers(o.num_workers, local)
+        self._loaders: dict[str, DataLoader] = {}
         self.loop = LoopState()
         self._resume(fresh)
 
@@ -195,8 +206,9 @@ class _Trainer:
         if self.ctx.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             self.prog.message(f"device: {self.device.describe()}; {len(self.train_ds)} training and "
-                              f"{len(self.val_ds)} validation tiles; logical batch {o.batch_size} = "
-                              f"{o.micro_batch} x {self.accum} step(s) x {self.ctx.world_size} process(es)")
+                              f"{len(self.val_ds)} validation tiles, {self.workers} loader worker(s); logical batch "
+                              f"{o.batch_size} = {o.micro_batch} x {self.accum} step(s) x {self.ctx.world_size} "
+                              "process(es)")
         stopped_early = self.loop.finished and self.loop.bad_epochs >= o.early_stop_patience
         while not self.loop.finished and self.loop.epoch < o.epochs:
             epoch = self.loop.epoch + 1
@@ -227,11 +239,14 @@ class _Trainer:
         return TrainResult(self.out, self.out / BEST_CHECKPOINT, self.out / LAST_CHECKPOINT, self.loop.history,
                            self.loop.best_epoch, stopped_early, self.device)
 
-    def _loader(self, ds: SeededSamples, sampler: Any, epoch: int) -> DataLoader:
-        ds.epoch = epoch
-        workers = self.cfg.optim.num_workers
-        return DataLoader(ds, batch_size=self.cfg.optim.micro_batch, sampler=sampler, num_workers=workers,
-                          pin_memory=self.device.is_cuda, persistent_workers=False, drop_last=False)
+    def _loader(self, which: str, epoch: int) -> DataLoader:
+        """Return the train or val loader for ``epoch``; built once, its workers live for the whole run."""
+        ds, sampler = (self.train_ds, self.sampler) if which == "train" else (self.val_ds, self.val_sampler)
+        sampler.set_epoch(epoch)
+        if which not in self._loaders:
+            self._loaders[which] = make_loader(ds, sampler, self.cfg.optim.micro_batch, self.workers,
+                                               pin_memory=self.device.is_cuda)
+        return self._loaders[which]
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
@@ -240,8 +255,7 @@ class _Trainer:
 
     def _train_epoch(self, epoch: int) -> tuple[float, int]:
         self.net.train()
-        self.sampler.set_epoch(epoch)
-        loader = self._loader(self.train_ds, self.sampler, epoch)
+        loader = self._loader("train", epoch)
         n_batches = len(loader)
         cap = self.cfg.optim.max_batches_per_epoch
         if cap:
@@ -276,12 +290,11 @@ class _Trainer:
     @torch.no_grad()
     def _validate(self, epoch: int) -> tuple[float, Any]:
         self.model.eval()
-        indices = list(range(self.ctx.rank, len(self.val_ds), self.ctx.world_size))  # no padding, no duplicates
-        loader = self._loader(self.val_ds, indices, epoch)
+        loader = self._loader("val", epoch)
         metrics = SegmentationMetrics(len(self.classes), ignore_index=IGNORE_INDEX, device=self.device.device)
         loss_sum, n = 0.0, 0
         for x, y in loader:
-            x, y = x.to(self.device.device), y.to(self.device.device)
+            x, y = x.to(self.device.device, non_blocking=True), y.to(self.device.device, non_blocking=True)
             with self._autocast():
                 logits = self.model(x)
             loss_sum += float(self.loss_fn(logits, y)) * x.shape[0]
