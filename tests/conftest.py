@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 # rasterio's wheel brings its own PROJ: a PROJ_DATA/PROJ_LIB pointing at Debian's breaks every EPSG lookup.
 os.environ.pop("PROJ_DATA", None)
@@ -19,6 +20,9 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))
+
+from make_test_data import GeneratedRaster, bad_rasters, tiny_layouts  # noqa: E402  (tests/data, on the path above)
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +37,18 @@ def shared_data() -> Path:
 def rio_data(shared_data: Path) -> Path:
     """rasterio's CC0 test rasters."""
     return shared_data / "rasterio-testdata"
+
+
+@pytest.fixture(scope="session")
+def generated_rasters(tmp_path_factory: pytest.TempPathFactory) -> dict[str, GeneratedRaster]:
+    """The seeded awkward rasters of tests/data/make_test_data.py (UTM + nodata, internal mask, alpha, ...)."""
+    return bad_rasters(tmp_path_factory.mktemp("generated_rasters"))
+
+
+@pytest.fixture(scope="session")
+def generated_layouts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny LandCover.ai, LoveDA and image/mask folder layouts from tests/data/make_test_data.py."""
+    return tiny_layouts(tmp_path_factory.mktemp("generated_layouts"))
 
 
 CheckpointFactory = Callable[..., Path]
