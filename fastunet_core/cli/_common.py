@@ -115,3 +115,15 @@ def default_workers() -> int:
     import os
 
     return min(MAX_DEFAULT_WORKERS, os.cpu_count() or 1)
+
+
+def stop_on_sigterm() -> None:
+    """Treat SIGTERM (a job scheduler's time limit, ``kill``) like Ctrl-C: stop cleanly, keep finished work."""
+    import signal
+    import threading
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)

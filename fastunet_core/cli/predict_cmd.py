@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from fastunet_core.cli._common import BarProgress, default_workers, parse_int_list
+from fastunet_core.cli._common import BarProgress, default_workers, parse_int_list, stop_on_sigterm
 
 if TYPE_CHECKING:  # heavy modules are imported inside the functions, so --help stays instant
     from fastunet_core.inference.predict import PredictOptions
@@ -80,7 +80,7 @@ def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, outp
     from fastunet_core.runtime import distributed
 
     quiet = ctx.obj.get("quiet", False)
-    _stop_on_sigterm()
+    stop_on_sigterm()
     inputs = expand_inputs(rasters)
     dist_ctx = distributed.context_from_env()
     batch = out_dir is not None or len(inputs) > 1 or dist_ctx.enabled
@@ -180,15 +180,3 @@ def _predict_batch(inputs: list[Path], model_path: Path, out_dir: Path, opts: Pr
         for item in merged.failed:
             click.echo(f"failed: {item.input}: {item.message}", err=True)
     return 0 if merged.all_succeeded else EXIT_SOME_FAILED
-
-
-def _stop_on_sigterm() -> None:
-    """Treat SIGTERM (a job scheduler's time limit, ``kill``) like Ctrl-C: stop cleanly, keep finished rows."""
-    import signal
-    import threading
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, interrupt)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fastunet_core.cli._common import MAX_DEFAULT_WORKERS, BarProgress, default_workers
+from fastunet_core.cli._common import MAX_DEFAULT_WORKERS, BarProgress, default_workers, stop_on_sigterm
 
 
 @click.command()
@@ -40,6 +40,7 @@ def vectorize(ctx: click.Context, mask: Path, output: Path, classes: str | None,
     from fastunet_core.polygons.vectorize import VectorizeOptions, class_summary_text, vectorize_raster
 
     quiet = (ctx.obj or {}).get("quiet", False)
+    stop_on_sigterm()
     wanted = tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else None
     opts = VectorizeOptions(classes=wanted, simplify_m=simplify_m, min_area_m2=min_area_m2, dissolve=dissolve,
                             overwrite=overwrite, window_px=window_px,

@@ -313,7 +313,10 @@ def _serve() -> None:
     """Worker process: read a job, then windows, from stdin; write each result (or error) to stdout."""
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed by libraries goes to stderr, never into the result stream
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it then closes our input
+    # Ctrl-C and SIGTERM (sent to the whole process group by a terminal or a job scheduler) are the parent's to
+    # handle: it stops and discards its output, then ends us. Killed outright, it closes our input and we end.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     stdin = sys.stdin.buffer
     job = _read_frame(stdin)
     if job is None:
