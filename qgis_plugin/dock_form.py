@@ -98,7 +98,7 @@ def build_form(root: QWidget) -> DockForm:
     engine_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)  # copy the command
 
     model_file = QgsFileWidget()
-    model_file.setFilter("fastunet-geo model (*.safetensors);;All files (*)")
+    model_file.setFilter("Models (*.safetensors *.onnx);;All files (*)")
     model_file.setDialogTitle("Choose a fastunet-geo model")
     model_info = QLabel("No model chosen.")
     model_info.setWordWrap(True)

@@ -304,3 +304,17 @@ def test_cancel_through_feedback_leaves_no_output(provider: object, rio_data: Pa
                                                "OUTPUT_POLYGONS": str(tmp_path / "p.gpkg")}, feedback=feedback)
     assert list(tmp_path.iterdir()) == []
     assert feedback.progress() < 60
+
+
+def test_segment_runs_a_deepness_onnx_model(provider: object, shared_data: Path, tmp_path: Path) -> None:
+    """A Deepness-format ONNX file is a model like any other in Processing (same core path as the CLI)."""
+    fotomap = shared_data / "deepness-testdata" / "dummy_fotomap_small.tif"
+    model = shared_data / "deepness-testdata" / "models" / "one_output_sigmoid_red_detector.onnx"
+    out = tmp_path / "red.tif"
+    result = run("segment", {"INPUT": str(fotomap), "MODEL": str(model), "DEVICE": 0, "OUTPUT": str(out)})
+    assert Path(str(result["OUTPUT"])) == out
+    with rasterio.open(fotomap) as src:
+        red = src.read(1).astype(np.float32) / 255 >= 0.5  # the model is sigmoid(R/255 - 0.5) >= 0.5
+    with rasterio.open(out) as dst:
+        ours = dst.read(1)
+    assert np.mean((ours == 1) == red) > 0.99

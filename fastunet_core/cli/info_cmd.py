@@ -19,7 +19,11 @@ def info(checkpoint: Path, as_json: bool) -> None:
       fastunet-geo info model.safetensors
     """
     from fastunet_core.models.checkpoint import read_metadata
+    from fastunet_core.models.deepness import is_onnx_path
 
+    if is_onnx_path(checkpoint):
+        _onnx_info(checkpoint, as_json)
+        return
     meta = read_metadata(checkpoint)
     if as_json:
         click.echo(json.dumps(meta.to_dict(), indent=2))
@@ -38,3 +42,33 @@ def info(checkpoint: Path, as_json: bool) -> None:
         click.echo(f"metrics      : {json.dumps(dict(meta.metrics))}")
     if meta.versions:
         click.echo(f"written by   : {', '.join(f'{k} {v}' for k, v in meta.versions.items())}")
+
+
+def _onnx_info(path: Path, as_json: bool) -> None:
+    """Describe a Deepness-format ONNX model: input, heads, and what had to be assumed."""
+    from fastunet_core.models.deepness import read_onnx_model
+
+    meta, spec = read_onnx_model(path)
+    if as_json:
+        d = meta.to_dict()
+        d["onnx"] = {"input": spec.input_name, "fixed_batch": spec.fixed_batch, "input_size": spec.input_size,
+                     "seg_thresh": spec.seg_thresh, "assumed": list(spec.assumed),
+                     "heads": [{"output": h.output_name, "kind": h.kind, "classes": [c.name for c in h.classes]}
+                               for h in spec.heads]}
+        click.echo(json.dumps(d, indent=2))
+        return
+    inp = meta.input
+    batch = f"fixed batch {spec.fixed_batch}" if spec.fixed_batch else "dynamic batch"
+    click.echo(f"model        : Deepness-format ONNX ({spec.model_type or 'no model_type'}), input "
+               f"{spec.input_name!r}, {spec.in_channels} channels, {spec.input_size or 'any'} px, {batch}")
+    click.echo(f"input        : bands {','.join(map(str, inp.bands))}, values /255, mean {list(inp.mean)}, "
+               f"std {list(inp.std)}")
+    click.echo(f"tiles        : {meta.tile_size_px} px, overlap {meta.overlap_px} px")
+    click.echo(f"resolution   : {f'{meta.resolution_m} m/px' if meta.resolution_m else 'unknown'}")
+    for k, head in enumerate(spec.heads):
+        thresh = f", threshold {spec.seg_thresh}" if head.kind == "sigmoid" or spec.seg_thresh_given else ""
+        click.echo(f"head {k}       : output {head.output_name!r}, {head.kind}{thresh}")
+        for c in head.classes:
+            click.echo(f"  {c.id:3d}  #{c.color[0]:02x}{c.color[1]:02x}{c.color[2]:02x}  {c.name}")
+    for a in spec.assumed:
+        click.echo(f"assumed      : {a}")

@@ -21,7 +21,8 @@ EXIT_SOME_FAILED = 4
 @click.command()
 @click.argument("rasters", nargs=-1, required=True)
 @click.option("-m", "--model", "model_path", required=True, type=click.Path(path_type=Path),
-              help="Checkpoint (.safetensors) written by 'fastunet-geo init' or 'train'.")
+              help="Checkpoint (.safetensors) written by 'fastunet-geo init' or 'train', or a Deepness-format "
+              "ONNX model (.onnx).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Class raster to write (GeoTIFF), for a single input.")
 @click.option("--out-dir", type=click.Path(path_type=Path), default=None,
@@ -49,6 +50,16 @@ EXIT_SOME_FAILED = 4
               "where the CPU has bf16 instructions, at slightly different results.")
 @click.option("--engine", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
               help="auto: ONNX Runtime on CPUs when installed (about 2x PyTorch), else PyTorch.")
+@click.option("--head", type=int, default=None,
+              help="ONNX models with several outputs: run only this one (0-based) [default: all, one class "
+              "raster OUT_headK.tif each].")
+@click.option("--model-classes", default=None,
+              help="Class names for a model file without them (ONNX), e.g. background,tree=#00ff00.")
+@click.option("--model-resolution", type=float, default=None,
+              help="Ground resolution (m/px) the model was trained at, for a model file without it (ONNX).")
+@click.option("--seg-thresh", type=float, default=None,
+              help="ONNX models: probability threshold (sigmoid outputs: class where p >= it; softmax: weaker "
+              "probabilities ignored) [default: the model's seg_thresh, else 0.5 for sigmoid outputs].")
 @click.option("--no-prefetch", is_flag=True, help="Do not read tiles ahead on a background thread.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--no-resume", is_flag=True,
@@ -59,7 +70,9 @@ def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, outp
             out_dir: Path | None, tile_size: int | None, overlap: int | None, batch_size: int, device: str,
             blend: str, bands: str | None, probs_path: Path | None, with_probs: bool, summary_path: Path | None,
             skip_existing: bool, vector_path: Path | None, with_vector: bool, simplify: float, min_area: float,
-            precision: str, engine: str, no_prefetch: bool, overwrite: bool, no_resume: bool) -> None:
+            precision: str, engine: str, head: int | None, model_classes: str | None,
+            model_resolution: float | None, seg_thresh: float | None, no_prefetch: bool, overwrite: bool,
+            no_resume: bool) -> None:
     """Segment RASTERS into georeferenced class maps.
 
     RASTERS are files (GeoTIFF, VRT ...), folders, glob patterns or .txt lists with one path per line.
@@ -76,6 +89,7 @@ def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, outp
     from fastunet_core.errors import ConfigError
     from fastunet_core.inference.batch import expand_inputs
     from fastunet_core.inference.predict import PredictOptions
+    from fastunet_core.models.deepness import ModelOverrides
     from fastunet_core.polygons.vectorize import VectorizeOptions
     from fastunet_core.runtime import distributed
 
@@ -87,7 +101,9 @@ def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, outp
     opts = PredictOptions(tile_size_px=tile_size, overlap_px=overlap, batch_size=batch_size,
                           device=distributed.rank_device(device, dist_ctx), blend=blend,
                           bands=parse_int_list(bands, "--bands"), probs_path=probs_path, overwrite=overwrite,
-                          prefetch=not no_prefetch, precision=precision, engine=engine, resume=not no_resume)
+                          prefetch=not no_prefetch, precision=precision, engine=engine, resume=not no_resume,
+                          model=ModelOverrides(classes=model_classes, resolution_m=model_resolution,
+                                               seg_thresh=seg_thresh, head=head))
     vec = VectorizeOptions(simplify_m=simplify, min_area_m2=min_area, overwrite=overwrite, workers=default_workers())
     if not batch:
         if output is None:
@@ -129,8 +145,11 @@ def _predict_one(raster: Path, model_path: Path, output: Path, opts: PredictOpti
     with BarProgress(enabled=not quiet) as bar:
         result = predict_raster(raster, model_path, output, opts, bar)
     if not quiet:
+        for note in result.notes:
+            click.echo(f"note: {note}", err=True)
+        names = ", ".join(str(p) for p in result.outputs) if len(result.outputs) > 1 else str(result.output)
         click.echo(
-            f"wrote {result.output} ({result.megapixels:.1f} Mpx, {result.tiles_total} tiles, "
+            f"wrote {names} ({result.megapixels:.1f} Mpx, {result.tiles_total} tiles, "
             f"{result.tiles_skipped} without data) in {result.seconds:.1f} s on {result.device.device}",
             err=True,
         )

@@ -8,6 +8,8 @@ written to a temporary file beside the target and renamed when complete.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import os
 import time
 import warnings
@@ -20,6 +22,7 @@ import rasterio
 
 from fastunet_core.errors import CancelledError, ConfigError, EmptyInputWarning, FastUNetWarning
 from fastunet_core.inference.engine import make_engine
+from fastunet_core.inference.heads import OutputHead
 from fastunet_core.inference.tile_source import EmptyTile, TileItem, iter_tiles, prefetch
 from fastunet_core.io.atomic import check_writable
 from fastunet_core.io.raster_input import Tile, TileReader, choose_bands, inspect_raster, open_raster
@@ -41,6 +44,7 @@ from fastunet_core.io.resume import (
 )
 from fastunet_core.io.targets import Role, check_distinct, target_locks
 from fastunet_core.models.checkpoint import LoadedModel, load_checkpoint
+from fastunet_core.models.deepness import ModelOverrides
 from fastunet_core.models.metadata import OUTPUT_NODATA
 from fastunet_core.models.registry import size_divisor
 from fastunet_core.runtime.device import DeviceChoice, resolve_device
@@ -50,7 +54,6 @@ from fastunet_core.tiling.stitching import (
     RowAssembler,
     RowWriter,
     StreamingStitcher,
-    classes_from_sums,
     percent_from_sums,
 )
 
@@ -76,6 +79,8 @@ class PredictOptions:
     # keep the finished rows of an interrupted run and continue from them next time (see fastunet_core.io.resume);
     # off: an interrupted run leaves nothing behind and every run starts over
     resume: bool = False
+    # for models whose file lacks them (Deepness-format ONNX): classes, resolution, threshold, output head
+    model: ModelOverrides = field(default_factory=ModelOverrides)
 
 
 @dataclass
@@ -90,6 +95,8 @@ class PredictResult:
     seconds: float
     megapixels: float
     warnings: list[str] = field(default_factory=list)
+    outputs: list[Path] = field(default_factory=list)  # one class raster per output head (``output`` first)
+    notes: list[str] = field(default_factory=list)  # what was assumed or chosen, for the user
 
 
 def predict_raster(raster: str | Path, model: str | Path | LoadedModel, output: str | Path,
@@ -114,20 +121,55 @@ class Predictor:
             raise ConfigError(f"batch size must be at least 1, got {opts.batch_size}")
         self.options = opts
         self.model_path = None if isinstance(model, LoadedModel) else Path(model)
-        self.loaded = model if isinstance(model, LoadedModel) else load_checkpoint(model)
+        self.loaded = model if isinstance(model, LoadedModel) else load_checkpoint(model, opts.model)
         meta = self.loaded.meta
         self.tile = opts.tile_size_px or meta.tile_size_px
         self.overlap = meta.overlap_px if opts.overlap_px is None else opts.overlap_px
+        self.notes: list[str] = []
+        self.device = resolve_device(opts.device)
+        if self.loaded.onnx is not None:
+            self._init_onnx_file()
+            return
+        self.heads = [OutputHead(meta.classes)]
+        self.n_channels = meta.n_classes
+        self.margin = 0
         divisor = size_divisor(meta.architecture, meta.arch_args)
         if self.tile % divisor:
             raise ConfigError(
                 f"tile size {self.tile} px is not a multiple of {divisor}, which {meta.architecture} needs "
                 f"(one halving per level); use e.g. --tile {max(divisor, self.tile // divisor * divisor)}"
             )
-        self.device = resolve_device(opts.device)
         shape = (1, meta.input.n_bands, self.tile, self.tile)
-        self.engine, self.engine_name = make_engine(self.loaded.model, self.device, shape, opts.engine, opts.precision)
+        self.engine, self.engine_name = make_engine(self.loaded.torch_model(), self.device, shape, opts.engine,
+                                                    opts.precision)
         self._weights_digest: str | None = None
+
+    def _init_onnx_file(self) -> None:
+        """Run a Deepness-format ONNX file as it is: its heads, thresholds and output margin."""
+        from fastunet_core.inference.onnx_file_engine import OnnxFileEngine
+
+        spec = self.loaded.onnx
+        assert spec is not None
+        if self.options.engine == "torch":
+            raise ConfigError(f"{spec.path.name} is an ONNX model: it runs with --engine auto or onnx, not torch")
+        self.tile = spec.input_size or self.tile
+        engine = OnnxFileEngine(spec, self.device, self.tile)
+        self.engine, self.engine_name = engine, f"onnxruntime ({engine.provider}, ONNX file)"
+        self.margin = engine.margin
+        if self.overlap < 2 * self.margin:
+            self.notes.append(f"overlap raised from {self.overlap} to {2 * self.margin} px: the model's output "
+                              f"is {2 * self.margin} px smaller than its input; the outer {self.margin} px of "
+                              "the raster get no prediction")
+            self.overlap = 2 * self.margin
+        self.heads, start = [], 0
+        thresh = spec.seg_thresh if spec.seg_thresh_given else None
+        for head in spec.heads:
+            self.heads.append(OutputHead(head.classes, start, head.kind,
+                                         spec.seg_thresh if head.kind == "sigmoid" else thresh))
+            start += head.n_channels
+        self.n_channels = start
+        self.notes += [f"assumed {a}" for a in spec.assumed]
+        self._weights_digest = hashlib.blake2b(spec.path.read_bytes(), digest_size=16).hexdigest()
 
     def _fingerprint(self, raster: str | Path, kind: str) -> dict[str, object] | None:
         """Return what must match for a partial output to be continued (None: the source is not a file)."""
@@ -135,7 +177,7 @@ class Predictor:
         if not path.is_file():
             return None
         if self._weights_digest is None:
-            self._weights_digest = weights_digest(self.loaded.model.state_dict())
+            self._weights_digest = weights_digest(self.loaded.torch_model().state_dict())
         o = self.options
         return {"source": source_fingerprint(path), "weights": self._weights_digest, "output": kind,
                 "classes": [c.name for c in self.loaded.meta.classes], "tile": self.tile, "overlap": self.overlap,
@@ -219,41 +261,56 @@ class Predictor:
         for w in caught:  # hand every warning on to the caller (the CLI prints ours from the result)
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         return PredictResult(out, probs, self.device, grid.n_tiles, skipped, time.perf_counter() - t0,
-                             info.width * info.height / 1e6, messages)
+                             info.width * info.height / 1e6, messages, self.class_outputs(out), list(self.notes))
+
+    def class_outputs(self, out: Path) -> list[Path]:
+        """Return the class raster written per output head: ``out`` itself, or ``OUT_headK.tif`` for several."""
+        if len(self.heads) == 1:
+            return [out]
+        return [out.with_name(f"{out.stem}_head{k}{out.suffix}") for k in range(len(self.heads))]
 
     def _open_outputs(self, stack: contextlib.ExitStack, src: rasterio.io.DatasetReader, raster: str | Path,
                       grid: TileGrid, out: Path, probs: Path | None,
                       partials: list[PartialOutput]) -> StreamingStitcher:
         """Open the output rasters (partial files until the stack closes cleanly) and the stitcher."""
         meta, overwrite = self.loaded.meta, self.options.overwrite
-        targets = [(out, "classes")] + ([(probs, "probs")] if probs is not None else [])
+        if probs is not None and len(self.heads) > 1:
+            raise ConfigError("the model has several output heads: choose one with --head to write probabilities")
+        heads = self.heads
+        class_paths = self.class_outputs(out)
+        for extra in class_paths[1:]:
+            check_writable(extra, overwrite)
+        targets = [(path, "classes" if k == 0 else f"classes{k}") for k, path in enumerate(class_paths)]
+        targets += [(probs, "probs")] if probs is not None else []
         prints, start_row = self._resume_plan(raster, targets)
         y_edges, n_x_cells = edges(grid.rows), len(edges(grid.cols)) - 1
         source = Path(str(raster))
-        profiles = [class_profile(src)] + ([probs_profile(src, meta.n_classes)] if probs is not None else [])
+        profiles = [class_profile(src) for _ in class_paths]
+        profiles += [probs_profile(src, meta.n_classes)] if probs is not None else []
         assemblers = []
-        for (target, kind), fp, profile in zip(targets, prints, profiles, strict=True):
+        for k, ((target, kind), fp, profile) in enumerate(zip(targets, prints, profiles, strict=True)):
             part = stack.enter_context(resumable_output(target, fp, start_row, overwrite, self.options.resume))
             partials.append(part)
             if start_row:
                 dst = stack.enter_context(rasterio.open(part.path, "r+"))
             else:
                 dst = stack.enter_context(rasterio.open(part.path, "w", **profile))
-                if kind == "classes":
-                    describe_class_raster(dst, meta, source)
+                if kind.startswith("classes"):
+                    describe_class_raster(dst, dataclasses.replace(meta, classes=heads[k].classes), source)
                 else:
                     describe_probs_raster(dst, meta)
             assemblers.append(RowAssembler(y_edges, n_x_cells, src.width, profile["count"], np.dtype(np.uint8),
                                            block_rows(profile), _tracked(RasterRowWriter(dst), part), start_row))
-        class_rows, prob_rows = assemblers[0], (assemblers[1] if probs is not None else None)
-        class_ids = meta.class_ids
+        class_rows = assemblers[: len(heads)]
+        prob_rows = assemblers[len(heads)] if probs is not None else None
 
         def finish_cell(ly: int, x0: int, sums: np.ndarray, wsum: np.ndarray) -> None:
-            class_rows.put(ly, x0, classes_from_sums(sums, wsum, class_ids, OUTPUT_NODATA)[None])
+            for head, rows in zip(heads, class_rows, strict=True):
+                rows.put(ly, x0, head.class_map(sums, wsum, OUTPUT_NODATA)[None])
             if prob_rows is not None:
                 prob_rows.put(ly, x0, percent_from_sums(sums, wsum, OUTPUT_NODATA))
 
-        return StreamingStitcher(grid, meta.n_classes, self.options.blend, finish_cell, start_row)
+        return StreamingStitcher(grid, self.n_channels, self.options.blend, finish_cell, start_row)
 
     def _run_tiles(self, tiles: Iterator[TileItem], n_tiles: int, stitcher: StreamingStitcher,
                    prog: Progress) -> int:
@@ -266,9 +323,15 @@ class Predictor:
             if prog.is_cancelled():
                 raise CancelledError("cancelled")
             probs = self.engine(np.stack([t.data for t in batch]))
+            m = self.margin
             for t, p in zip(batch, probs, strict=True):
                 h, w = t.valid.shape
-                stitcher.add(t.row, t.col, p[:, :h, :w], t.valid)
+                valid = t.valid
+                if m:  # the output covers the input's centre: place it there, the border has no prediction
+                    p = np.pad(p, ((0, 0), (m, m), (m, m)))
+                    valid = valid.copy()
+                    valid[:m] = valid[:, :m] = valid[self.tile - m :] = valid[:, self.tile - m :] = False
+                stitcher.add(t.row, t.col, p[:, :h, :w], valid)
             prog.advance(len(batch))
             batch.clear()
 

@@ -22,6 +22,7 @@ from torch import nn
 from fastunet_core import __version__
 from fastunet_core.errors import CheckpointError, ConfigError, UnsafeCheckpointError
 from fastunet_core.io.atomic import atomic_output
+from fastunet_core.models.deepness import ModelOverrides, OnnxModelSpec, is_onnx_path, read_onnx_model
 from fastunet_core.models.metadata import ModelMeta
 from fastunet_core.models.registry import build_model
 
@@ -31,11 +32,21 @@ _PICKLE_MAGICS = (b"PK\x03\x04", b"\x80")  # torch.save zip archive, raw pickle 
 
 @dataclass
 class LoadedModel:
-    """A model rebuilt from a checkpoint, in eval mode on the CPU, with its metadata."""
+    """A model rebuilt from a checkpoint, in eval mode on the CPU, with its metadata.
 
-    model: nn.Module
+    ``model`` is None for an ONNX file run as it is; ``onnx`` then says how.
+    """
+
+    model: nn.Module | None
     meta: ModelMeta
     path: Path
+    onnx: OnnxModelSpec | None = None
+
+    def torch_model(self) -> nn.Module:
+        """Return the PyTorch model, or raise for an ONNX file (which has none)."""
+        if self.model is None:
+            raise ConfigError(f"{self.path.name} is an ONNX model; this needs a PyTorch checkpoint (.safetensors)")
+        return self.model
 
 
 def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, meta: ModelMeta, overwrite: bool = False) -> Path:
@@ -49,8 +60,14 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, meta: ModelM
     return Path(path)
 
 
-def read_metadata(path: str | os.PathLike[str]) -> ModelMeta:
-    """Read only the metadata of a checkpoint (fast: the weights are not loaded)."""
+def read_metadata(path: str | os.PathLike[str], overrides: ModelOverrides | None = None) -> ModelMeta:
+    """Read only the metadata of a model (fast: the weights are not loaded).
+
+    A model is a fastunet-geo checkpoint or a Deepness-format ONNX file (``.onnx``); ``overrides`` supply
+    what a foreign file lacks (see :class:`~fastunet_core.models.deepness.ModelOverrides`).
+    """
+    if is_onnx_path(path):
+        return read_onnx_model(path, overrides)[0]
     p = _check_file(Path(path))
     try:
         with safe_open(str(p), framework="pt") as f:
@@ -68,9 +85,15 @@ def read_metadata(path: str | os.PathLike[str]) -> ModelMeta:
         raise CheckpointError(f"{p}: the checkpoint metadata is not valid JSON ({exc})") from exc
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> LoadedModel:
-    """Rebuild the model described by a checkpoint and load its weights (CPU, eval mode)."""
+def load_checkpoint(path: str | os.PathLike[str], overrides: ModelOverrides | None = None) -> LoadedModel:
+    """Rebuild the model described by a checkpoint and load its weights (CPU, eval mode).
+
+    An ONNX file is not rebuilt: its :class:`LoadedModel` carries the run description instead.
+    """
     p = Path(path)
+    if is_onnx_path(p):
+        onnx_meta, spec = read_onnx_model(p, overrides)
+        return LoadedModel(None, onnx_meta, p, spec)
     meta = read_metadata(p)
     model = build_model(meta.architecture, meta.input.n_bands, meta.n_classes, meta.arch_args)
     try:

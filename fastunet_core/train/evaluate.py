@@ -74,7 +74,7 @@ def evaluate_checkpoint(checkpoint: str | Path, config: str | Path | None, overr
         raise ConfigError(f"the dataset's classes {[c.name for c in ds.classes]} differ from the model's "
                           f"{[c.name for c in meta.classes]}")
     dev = resolve_device(device)
-    model = loaded.model.to(dev.device).eval()
+    model = loaded.torch_model().to(dev.device).eval()
     transform = SampleTransform(meta.input, train=False, divisor=size_divisor(meta.architecture, meta.arch_args))
 
     def collate(items: list[tuple[Any, Any]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -56,7 +56,8 @@ class SegmentAlgorithm(FastUNetAlgorithm):
         """Declare the parameters."""
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"))
         self.addParameter(QgsProcessingParameterFile(
-            self.MODEL, "Model (.safetensors)", Qgis.ProcessingFileParameterBehavior.File, "safetensors"))
+            self.MODEL, "Model (.safetensors, or a Deepness-format .onnx)", Qgis.ProcessingFileParameterBehavior.File,
+            fileFilter="Models (*.safetensors *.onnx);;All files (*)"))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", DEVICE_OPTIONS, defaultValue=0))
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Processed extent", optional=True))
         self.addParameter(QgsProcessingParameterFeatureSource(
