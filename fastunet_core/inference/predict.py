@@ -204,12 +204,14 @@ class Predictor:
         inputs = [Role("input raster", raster)]
         if self.model_path is not None:
             inputs.append(Role("model", self.model_path))
-        check_distinct(inputs, [Role("output", out)] + ([Role("--probs output", probs)] if probs is not None else []))
+        heads_out = [Role("output", path) for path in self.class_outputs(out)]
+        check_distinct(inputs, heads_out + ([Role("--probs output", probs)] if probs is not None else []))
         partials: list[PartialOutput] = []
         try:
             with contextlib.ExitStack() as env:
-                env.enter_context(target_locks([out, probs]))
-                check_writable(out, opts.overwrite)
+                env.enter_context(target_locks([*self.class_outputs(out), probs]))
+                for path in self.class_outputs(out):
+                    check_writable(path, opts.overwrite)
                 if probs is not None:
                     check_writable(probs, opts.overwrite)
                 if "GDAL_CACHEMAX" not in os.environ:  # GDAL's default (5% of RAM) grows with the raster
@@ -278,8 +280,6 @@ class Predictor:
             raise ConfigError("the model has several output heads: choose one with --head to write probabilities")
         heads = self.heads
         class_paths = self.class_outputs(out)
-        for extra in class_paths[1:]:
-            check_writable(extra, overwrite)
         targets = [(path, "classes" if k == 0 else f"classes{k}") for k, path in enumerate(class_paths)]
         targets += [(probs, "probs")] if probs is not None else []
         prints, start_row = self._resume_plan(raster, targets)
