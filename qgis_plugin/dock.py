@@ -154,7 +154,8 @@ class SegmentDock(QgsDockWidget):
             selected_only=f.selected_only.isChecked(), vectorize=f.vectorize.isChecked(),
             simplify_m=f.simplify.value(), min_area_m2=f.min_area.value(), class_output=f.class_output.filePath(),
             polygons_output=f.polygons_output.filePath(),
-            model_resolution_m=self.meta.resolution_m if self.meta is not None else None)
+            model_resolution_m=self.meta.resolution_m if self.meta is not None else None, bands=f.bands.text(),
+            model_bands=self.meta.input.bands if self.meta is not None else None)
 
     def start_run(self) -> Any:
         """Check the inputs and start the task; return it, or None after telling the user what is wrong."""
@@ -177,13 +178,20 @@ class SegmentDock(QgsDockWidget):
             return None
         task = SegmentTask(plan.job, plan.export, plan.name, self._task_done)
         task.logged.connect(self._log)
-        task.progressChanged.connect(lambda p: self.form.progress.setValue(round(p)))
+        task.progressChanged.connect(self._progress)
         self.task = task
         self._set_running(True)
         self.form.progress.setValue(0)
+        self.form.progress.setFormat("Starting the engine…")  # until the first tile is done
+        self.form.summary.setVisible(False)
         self._log(f"started: {plan.name} -> {plan.job.class_output}")
         QgsApplication.taskManager().addTask(task)
         return task
+
+    def _progress(self, percent: float) -> None:
+        if percent > 0:
+            self.form.progress.setFormat("%p%")
+        self.form.progress.setValue(round(percent))
 
     def cancel_run(self) -> None:
         """Ask the running task to stop (it stops before its next batch of tiles)."""
@@ -202,6 +210,7 @@ class SegmentDock(QgsDockWidget):
         """Add the layers, or say why there are none (main thread)."""
         self.task = None
         self._set_running(False)
+        self.form.progress.setFormat("%p%")
         if task.outcome is not None:
             from fastunet_core.errors import FastUNetError
 

@@ -14,6 +14,7 @@ from qgis.PyQt.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -21,6 +22,8 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from .jobs import AUTO
 
 DEVICES = (("Auto", "auto"), ("CUDA", "cuda"), ("CPU", "cpu"))
 AREAS = (("Whole layer", "layer"), ("Current map extent", "extent"), ("Polygons of a layer", "polygons"))
@@ -39,6 +42,7 @@ class DockForm:
     layer_note: QLabel
     device: QComboBox
     device_info: QLabel
+    bands: QLineEdit
     tile: QSpinBox
     overlap: QSpinBox
     batch: QSpinBox
@@ -73,13 +77,23 @@ def _spin(lo: int, hi: int, value: int, suffix: str = "") -> QSpinBox:
     return box
 
 
-def _double(hi: float, suffix: str, decimals: int = 2) -> QgsDoubleSpinBox:
+def _double(hi: float, suffix: str, decimals: int, auto_text: str) -> QgsDoubleSpinBox:
+    """Return a spin box whose lowest value (-1) means "automatic" and shows ``auto_text``."""
     box = QgsDoubleSpinBox()
-    box.setRange(0.0, hi)
+    box.setRange(AUTO, hi)
     box.setDecimals(decimals)
     box.setSuffix(suffix)
-    box.setClearValue(0.0)
+    box.setSpecialValueText(auto_text)
+    box.setClearValue(AUTO)
+    box.setValue(AUTO)
     return box
+
+
+def _narrow(combo: QComboBox) -> QComboBox:
+    """Let a combo box shrink to the dock's width instead of growing with its longest item."""
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(4)
+    return combo
 
 
 def _save_widget(file_filter: str) -> QgsFileWidget:
@@ -100,49 +114,74 @@ def build_form(root: QWidget) -> DockForm:
     model_file = QgsFileWidget()
     model_file.setFilter("Models (*.safetensors *.onnx);;All files (*)")
     model_file.setDialogTitle("Choose a fastunet-geo model")
+    model_file.setToolTip("A fastunet-geo model file (.safetensors): its classes, bands and tile size are shown "
+                          "below once it is read")
     model_info = QLabel("No model chosen.")
     model_info.setWordWrap(True)
 
-    layer = QgsMapLayerComboBox()
+    layer = _narrow(QgsMapLayerComboBox())
     layer.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
+    layer.setToolTip("The raster to segment: a file, or a web layer (WMS, XYZ), which is first written to a "
+                     "temporary GeoTIFF at the model's resolution")
     layer_note = _note()
-    device = QComboBox()
+    bands = QLineEdit()
+    bands.setClearButtonEnabled(True)
+    bands.setPlaceholderText("the model's")
+    bands.setToolTip("Which of the raster's bands to feed the model, in the model's order, e.g. 3, 2, 1. "
+                     "Empty: the bands the model was trained on")
+    device = _narrow(QComboBox())
     for text, value in DEVICES:
         device.addItem(text, value)
-    device_info = QLabel("")
+    device.setToolTip("Where the model runs. Auto: the GPU when CUDA can be used, else the CPU")
+    device_info = QLabel("Looking for a GPU…")
     device_info.setWordWrap(True)
 
     tile, overlap, batch = _spin(16, 8192, 512, " px"), _spin(0, 4096, 64, " px"), _spin(1, 1024, 4)
     tile.setSingleStep(16)
+    tile.setToolTip("Side of the square tiles the raster is cut into (the model's by default)")
+    overlap.setToolTip("How much neighbouring tiles overlap; overlaps are blended, so no seams show")
+    batch.setToolTip("Tiles per model call: more is faster on a GPU and needs more memory")
 
-    area = QComboBox()
+    area = _narrow(QComboBox())
     for text, value in AREAS:
         area.addItem(text, value)
-    polygon_layer = QgsMapLayerComboBox()
+    area.setToolTip("Which part of the raster to segment")
+    polygon_layer = _narrow(QgsMapLayerComboBox())
     polygon_layer.setFilters(QgsMapLayerProxyModel.Filter.PolygonLayer)
     polygon_layer.setEnabled(False)
+    polygon_layer.setToolTip("Only pixels inside these polygons are segmented (Area: polygons of a layer)")
     selected_only = QCheckBox("Selected features only")
     selected_only.setEnabled(False)
+    selected_only.setToolTip("Use only the selected polygons of the area layer")
 
     vectorize = QGroupBox("Vectorize to polygons")
     vectorize.setCheckable(True)
     vectorize.setChecked(True)
-    simplify, min_area = _double(1000.0, " m"), _double(1e9, " m²", 1)
-    simplify.setValue(0.5)
+    vectorize.setToolTip("Also turn the class raster into polygons with class, area and perimeter")
+    simplify = _double(1000.0, " m", 2, "one pixel")
+    simplify.setToolTip("Simplify tolerance in metres; shared edges stay shared. Lowest value: one pixel")
+    min_area = _double(1e8, " m²", 1, "two pixels")
+    min_area.setToolTip("Polygons (and holes) smaller than this are dropped. Lowest value: two pixels, which "
+                        "removes single-pixel speckle")
     polygons_output = _save_widget("GeoPackage (*.gpkg);;ESRI Shapefile (*.shp);;GeoJSON (*.geojson)")
-    vform = QFormLayout(vectorize)
+    polygons_output.setToolTip("Where the polygons are written (empty: a temporary GeoPackage)")
+    vform = _form(vectorize)
     vform.addRow("Simplify", simplify)
     vform.addRow("Minimum area", min_area)
-    vform.addRow("Polygons", polygons_output)
+    vform.addRow("Polygons file", polygons_output)
 
     class_output = _save_widget("GeoTIFF (*.tif)")
+    class_output.setToolTip("Where the class raster is written (empty: a temporary GeoTIFF)")
     run, cancel, export = QPushButton("Run"), QPushButton("Cancel"), QPushButton("Export polygons…")
+    run.setToolTip("Segment the raster in the background; the results are added to the map")
+    cancel.setToolTip("Stop the run; nothing is written")
     cancel.setEnabled(False)
     export.setEnabled(False)
     export.setToolTip("Write the last polygons to a GeoPackage or Shapefile, with their style")
     progress = QProgressBar()
     progress.setRange(0, 100)
     progress.setValue(0)
+    progress.setToolTip("Progress of the run")
     summary = QLabel()
     summary.setWordWrap(True)
     summary.setVisible(False)
@@ -152,23 +191,25 @@ def build_form(root: QWidget) -> DockForm:
     log.setReadOnly(True)
     log.setMaximumBlockCount(500)
     log.setFixedHeight(90)
+    log.setToolTip("What the runs did")
 
-    form = QFormLayout()
+    form = _form()
     form.addRow("Model", model_file)
     form.addRow(model_info)
     form.addRow("Raster", layer)
     form.addRow(layer_note)
+    form.addRow("Bands", bands)
     form.addRow("Device", device)
     form.addRow(device_info)
     form.addRow("Tile size", tile)
     form.addRow("Overlap", overlap)
     form.addRow("Batch size", batch)
     form.addRow("Area", area)
-    form.addRow("Polygons layer", polygon_layer)
+    form.addRow("Area polygons", polygon_layer)
     form.addRow(selected_only)
-    form.addRow("Class raster", class_output)
+    form.addRow("Class raster file", class_output)
     buttons = QHBoxLayout()
-    for button in (run, cancel, export):
+    for button in (run, cancel):
         buttons.addWidget(button)
     outer = QVBoxLayout(root)
     outer.addWidget(engine_note)
@@ -177,8 +218,17 @@ def build_form(root: QWidget) -> DockForm:
     outer.addLayout(buttons)
     outer.addWidget(progress)
     outer.addWidget(summary)
+    outer.addWidget(export)
     outer.addWidget(log)
     outer.addStretch(1)
-    return DockForm(root, engine_note, model_file, model_info, layer, layer_note, device, device_info, tile,
+    return DockForm(root, engine_note, model_file, model_info, layer, layer_note, device, device_info, bands, tile,
                     overlap, batch, area, polygon_layer, selected_only, vectorize, simplify, min_area,
                     class_output, polygons_output, run, cancel, export, progress, summary, log)
+
+
+def _form(parent: QWidget | None = None) -> QFormLayout:
+    """Return a form whose fields go under their labels when the dock is narrow."""
+    form = QFormLayout(parent) if parent is not None else QFormLayout()
+    form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+    form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+    return form

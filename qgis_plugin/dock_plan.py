@@ -20,12 +20,14 @@ from qgis.core import (
 
 from fastunet_core.errors import ConfigError
 
-from .jobs import AreaKind, AreaSpec, SegmentJob
+from .jobs import AUTO, AreaKind, AreaSpec, SegmentJob
 from .qgis_inputs import (
     ExportPlan,
     area_bounds,
+    check_bands,
     check_raster_layer,
     extent_area,
+    parse_bands,
     pixel_size_in_layer_units,
     plan_export,
     polygon_area,
@@ -50,11 +52,13 @@ class DockChoices:
     polygon_layer: QgsMapLayer | None = None
     selected_only: bool = False
     vectorize: bool = True
-    simplify_m: float = 0.0
-    min_area_m2: float = 0.0
+    simplify_m: float = AUTO
+    min_area_m2: float = AUTO
     class_output: str = ""  # empty: a temporary file
     polygons_output: str = ""
     model_resolution_m: float | None = None
+    bands: str = ""  # typed band numbers, empty: the model's
+    model_bands: tuple[int, ...] | None = None  # the bands the model reads (None: model not read yet)
 
 
 @dataclass
@@ -77,6 +81,9 @@ def plan_run(c: DockChoices, project: QgsProject | None = None) -> RunPlan:
         raise ConfigError(f"the model file does not exist: {model}")
     area = _area(c, layer, proj)
     path = raster_file_path(layer)
+    bands = parse_bands(c.bands)
+    if path is not None and c.model_bands is not None:  # found now, not after the engine has started
+        bands = check_bands(layer, c.model_bands, bands)
     export = None
     if path is None:
         export = plan_export(layer, area, _export_resolution(c, layer, area), proj.transformContext())
@@ -88,7 +95,7 @@ def plan_run(c: DockChoices, project: QgsProject | None = None) -> RunPlan:
     job = SegmentJob(raster=path, model=model, class_output=class_out, polygons_output=polygons_out,
                      tile_size_px=c.tile_size_px, overlap_px=c.overlap_px, batch_size=c.batch_size,
                      device=c.device, area=area, simplify_m=c.simplify_m, min_area_m2=c.min_area_m2,
-                     overwrite=True, work_dir=Path(QgsProcessingUtils.tempFolder()))
+                     overwrite=True, work_dir=Path(QgsProcessingUtils.tempFolder()), bands=bands)
     return RunPlan(job, export, name)
 
 

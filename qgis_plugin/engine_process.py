@@ -141,6 +141,7 @@ def _run_child(kind: str, payload: Payload, sink: ProgressSink) -> Payload:
             with contextlib.suppress(OSError):
                 stdin.close()
             code = proc.wait()
+            stdout.close()  # read to its end by _pump once the child has gone (else: ResourceWarning)
         if final is None:
             stderr.seek(0)
             tail = stderr.read()[-1500:].strip()

@@ -19,6 +19,9 @@ from typing import Any, Literal
 from .progress_bridge import ProgressSink, StageProgress
 
 AreaKind = Literal["layer", "extent", "polygons"]
+AUTO = -1.0  # simplify / minimum area: derived from the raster's pixel size (see resolve_polygon_options)
+SIMPLIFY_PIXELS = 1.0  # the automatic simplify tolerance: one pixel, which smooths the pixel staircase
+MIN_AREA_PIXELS = 2.0  # the automatic minimum area: polygons under two pixels (single-pixel speckle) are dropped
 ClassAreaRow = tuple[int, str, int, float, float]  # class id, name, pixels, area (m²), share of the classified area
 
 
@@ -71,8 +74,9 @@ class SegmentJob:
     batch_size: int = 4
     device: str = "auto"
     area: AreaSpec = field(default_factory=AreaSpec)
-    simplify_m: float = 0.0
-    min_area_m2: float = 0.0
+    simplify_m: float = AUTO  # AUTO: one pixel
+    min_area_m2: float = AUTO  # AUTO: two pixels
+    bands: tuple[int, ...] | None = None  # raster bands in the model's channel order; None: the model's
     overwrite: bool = True
     work_dir: Path | None = None  # where the cropped input goes (default: the system's temp folder)
 
@@ -89,6 +93,7 @@ class SegmentJob:
         for key in ("raster", "model", "class_output", "polygons_output", "work_dir"):
             values[key] = Path(values[key]) if values.get(key) is not None else None
         values["area"] = AreaSpec.from_dict(values["area"])
+        values["bands"] = tuple(values["bands"]) if values.get("bands") else None
         return cls(**values)
 
 
@@ -145,15 +150,17 @@ def run_segment_job(job: SegmentJob, sink: ProgressSink) -> SegmentOutcome:
             sink.log(f"processing {job.area.describe()} of {job.raster.name}")
             source = crop_to_area(job.raster, job.area, Path(tmp) / f"{job.raster.stem}.tif", StageProgress(sink, 0, 5))
             options = PredictOptions(tile_size_px=job.tile_size_px, overlap_px=job.overlap_px,
-                                     batch_size=job.batch_size, device=job.device, overwrite=job.overwrite)
+                                     batch_size=job.batch_size, device=job.device, overwrite=job.overwrite,
+                                     bands=job.bands)
             predicted = predict_raster(source, job.model, job.class_output, options,
                                        StageProgress(sink, 5, 85 if vectorize else 100))
             written.append(job.class_output)
             warnings = list(predicted.warnings)
             features, files = 0, [job.class_output]
             if job.polygons_output is not None:
-                vopts = VectorizeOptions(simplify_m=job.simplify_m, min_area_m2=job.min_area_m2,
-                                         overwrite=job.overwrite)
+                simplify_m, min_area_m2 = resolve_polygon_options(job, job.class_output)
+                sink.log(f"polygons: simplify {simplify_m:.3g} m, minimum area {min_area_m2:.3g} m²")
+                vopts = VectorizeOptions(simplify_m=simplify_m, min_area_m2=min_area_m2, overwrite=job.overwrite)
                 vectorized = vectorize_raster(job.class_output, job.polygons_output, vopts,
                                               StageProgress(sink, 85, 100))
                 features = vectorized.features
@@ -170,3 +177,20 @@ def run_segment_job(job: SegmentJob, sink: ProgressSink) -> SegmentOutcome:
     areas = tuple((c.id, c.name, c.pixels, c.area_m2, c.share) for c in class_areas(job.class_output))
     return SegmentOutcome(job.class_output, job.polygons_output, files, classes, predicted.device.describe(),
                           predicted.tiles_total, features, time.perf_counter() - t0, warnings, areas)
+
+
+def resolve_polygon_options(job: SegmentJob, class_raster: Path) -> tuple[float, float]:
+    """Return the simplify tolerance (m) and minimum area (m²), turning AUTO into pixel multiples."""
+    if job.simplify_m >= 0 and job.min_area_m2 >= 0:
+        return job.simplify_m, job.min_area_m2
+    import rasterio
+
+    from fastunet_core.polygons.measure import Measurer
+
+    with rasterio.open(class_raster) as src:
+        wkt = src.crs.to_wkt() if src.crs else ""
+        pixel = Measurer.for_raster(wkt, src.transform, src.width, src.height).pixel_size_m if wkt \
+            else abs(src.transform.determinant) ** 0.5
+    simplify = job.simplify_m if job.simplify_m >= 0 else SIMPLIFY_PIXELS * pixel
+    min_area = job.min_area_m2 if job.min_area_m2 >= 0 else MIN_AREA_PIXELS * pixel * pixel
+    return simplify, min_area

@@ -23,10 +23,10 @@ def model_summary_html(meta: ModelMeta) -> str:
     miou = meta.metrics.get("val_miou") if meta.metrics else None
     if isinstance(miou, float) and miou == miou:
         rows.append(("Validation mIoU", f"{miou:.3f}"))
-    table = "".join(f"<tr><td><b>{k}</b>&nbsp;</td><td>{v}</td></tr>" for k, v in rows)
-    swatches = "".join(
-        f'<tr><td><span style="background-color:#{r:02x}{g:02x}{b:02x}">&nbsp;&nbsp;&nbsp;&nbsp;</span></td>'
-        f"<td>{c.id}</td><td>{html.escape(c.name)}</td></tr>"
+    lines = "<br>".join(f"<b>{k}</b>: {v}" for k, v in rows)  # plain lines wrap in a narrow dock; tables do not
+    swatches = "<br>".join(
+        f'<span style="background-color:#{r:02x}{g:02x}{b:02x}">&nbsp;&nbsp;&nbsp;&nbsp;</span> '
+        f"{c.id} {html.escape(c.name)}"
         for c in meta.classes for r, g, b in [c.color]
     )
-    return f"<table>{table}</table><b>Classes</b><table>{swatches}</table>"
+    return f"{lines}<br><b>Classes</b><br>{swatches}"

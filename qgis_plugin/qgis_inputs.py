@@ -194,3 +194,46 @@ def exported_input(job: SegmentJob, plan: ExportPlan | None, feedback: QgsFeedba
         raster = run_export(plan, Path(tmp) / f"{job.class_output.stem}_source.tif", feedback)
         area = AreaSpec() if job.area.kind == "extent" else job.area  # the export is the extent already
         yield replace(job, raster=raster, area=area)
+
+
+def parse_bands(text: str) -> tuple[int, ...] | None:
+    """Read band numbers typed as ``3, 2, 1`` (or spaces); None when empty; raise on anything else."""
+    parts = [p for p in text.replace(",", " ").split() if p]
+    if not parts:
+        return None
+    if not all(p.isdigit() and int(p) >= 1 for p in parts):
+        raise ConfigError(f"bands are band numbers from 1 separated by commas, e.g. 1, 2, 3; got {text.strip()!r}")
+    return tuple(int(p) for p in parts)
+
+
+def data_band_count(layer: QgsRasterLayer) -> int:
+    """Return how many of the layer's bands are data (not alpha)."""
+    provider = layer.dataProvider()
+    alpha = Qgis.RasterColorInterpretation.AlphaBand
+    return sum(1 for b in range(1, layer.bandCount() + 1) if provider.colorInterpretation(b) != alpha)
+
+
+def check_bands(layer: QgsRasterLayer, model_bands: tuple[int, ...], chosen: tuple[int, ...] | None
+                ) -> tuple[int, ...] | None:
+    """Check before the engine starts that the layer can feed the model; return the bands to read.
+
+    ``chosen`` (band numbers in the model's channel order) overrides the model's own band list. Raise a
+    ConfigError that says how to choose bands in the dialog when they do not fit.
+    """
+    count, n = layer.bandCount(), len(model_bands)
+    wanted = ", ".join(map(str, model_bands))
+    if chosen is not None:
+        if len(chosen) != n:
+            raise ConfigError(f"{len(chosen)} band(s) chosen but the model reads {n} (its bands: {wanted}); "
+                              f"choose {n} band numbers under Bands")
+        missing = [b for b in chosen if b > count]
+        if missing:
+            raise ConfigError(f"{layer.name()} has {count} band(s); band(s) {', '.join(map(str, missing))} do not "
+                              "exist: choose others under Bands")
+        return chosen
+    data = data_band_count(layer)
+    if data != n or max(model_bands) > count:
+        raise ConfigError(f"{layer.name()} has {data} data band(s) but the model reads {n} (bands {wanted}); "
+                          f"choose which {n} of the layer's bands to use under Bands (e.g. "
+                          f"{', '.join(str(b) for b in range(1, min(n, count) + 1))})")
+    return None

@@ -40,6 +40,16 @@ class SegmentTask(QgsTask):
         self.was_cancelled = False
         self._feedback = QgsFeedback()  # lets a cancel stop a web layer's export too
 
+    def result_sentence(self) -> str:
+        """Say in one sentence how the run ended."""
+        out = self.outcome
+        if out is not None:
+            polygons = f", {out.features} polygons" if out.polygons is not None else ""
+            return f"segmented {self.name} ({out.tiles} tiles{polygons}, {out.seconds:.0f} s)"
+        if self.was_cancelled:
+            return f"segmentation of {self.name} cancelled; nothing was written"
+        return f"segmentation of {self.name} failed: {self.error or 'unknown error'}"
+
     # -- the ProgressSink the core's progress is bridged to (worker thread) --
     def set_percent(self, percent: float) -> None:
         """Report overall progress."""
@@ -82,8 +92,13 @@ class SegmentTask(QgsTask):
         return False
 
     def finished(self, result: bool) -> None:
-        """Hand over to the callback (main thread)."""
+        """Say how it ended in the task's description, then hand over to the callback (main thread).
+
+        QGIS's "Task complete" / "Task failed" notifications show the description: it is set here, before
+        they go out, to the plugin's own sentence.
+        """
         if not result and self.isCanceled():
             self.was_cancelled = True
+        self.setDescription(f"fastunet-geo: {self.result_sentence()}")
         if self.on_done is not None:
             self.on_done(self)

@@ -346,3 +346,69 @@ def test_results_read_over_imagery_and_second_run_gets_new_names(dock: object, m
     text = dock.form.summary.text()
     assert dock.form.summary.isVisibleTo(dock) and all(name in text for name in areas)
     assert f"{100 * areas['building'][4]:.1f} %" in text
+
+
+def test_dock_fits_300_px_and_every_control_has_a_tooltip(dock: object, qgis_model: Path, small_raster: Path,
+                                                          tmp_path: Path) -> None:
+    from qgis.PyQt.QtWidgets import QAbstractButton, QAbstractSpinBox, QComboBox, QLineEdit, QWidget
+
+    from qgis_plugin.dock_form import DockForm
+
+    long_name = tmp_path / "orthophoto_of_the_whole_municipality_2024_rgb_10cm.tif"
+    shutil.copy(small_raster, long_name)
+    dock.form.layer.setLayer(add_raster(long_name, long_name.stem))
+    assert dock.load_model(str(qgis_model))
+    dock.form.class_output.setFilePath(str(tmp_path / "a_rather_long_output_name_for_the_classes.tif"))
+    dock.resize(300, 900)
+    dock.show()
+    QgsApplication.processEvents()
+    scroll = dock.widget()
+    # the form's minimum width fits the dock's viewport, so no horizontal scroll bar appears at 300 px
+    assert dock.form.root.minimumSizeHint().width() <= scroll.viewport().width() <= 300
+    assert not scroll.horizontalScrollBar().isVisible()
+    controls = [getattr(dock.form, name) for name in DockForm.__dataclass_fields__]
+    inputs = [w for w in controls if isinstance(w, (QAbstractButton, QAbstractSpinBox, QComboBox, QLineEdit))
+              or type(w).__name__ in ("QgsFileWidget", "QGroupBox", "QProgressBar", "QPlainTextEdit")]
+    assert len(inputs) >= 18
+    untipped = [type(w).__name__ for w in inputs if isinstance(w, QWidget) and not w.toolTip()]
+    assert untipped == []
+    dock.hide()
+
+
+def test_band_mismatch_is_found_before_the_engine_and_bands_can_be_chosen(
+        dock: object, qgis_iface: object, qgis_model: Path, small_raster: Path, tmp_path: Path) -> None:
+    single = tmp_path / "red.tif"
+    with rasterio.open(small_raster) as src:
+        profile = dict(src.profile, count=1)
+        with rasterio.open(single, "w", **profile) as dst:
+            dst.write(src.read(1), 1)
+    dock.form.layer.setLayer(add_raster(single, "red"))
+    assert dock.load_model(str(qgis_model))
+    started: list[int] = []
+    QgsApplication.taskManager().taskAdded.connect(started.append)
+    assert dock.start_run() is None and not started  # no task, no engine
+    [warning] = messages(qgis_iface, Qgis.MessageLevel.Warning)
+    assert "Red has 1 data band(s) but the model reads 3" in warning and "under Bands" in warning
+    assert "--" not in warning  # no CLI flag in QGIS
+    dock.form.bands.setText("1, 2")
+    assert dock.start_run() is None
+    assert "choose 3 band numbers under Bands" in messages(qgis_iface, Qgis.MessageLevel.Warning)[-1]
+    dock.form.bands.setText("1, 1, 1")
+    task, _ = run_to_end(dock)
+    assert task.outcome is not None, task.error
+    assert task.job.bands == (1, 1, 1)
+
+
+def test_dock_and_processing_defaults_agree() -> None:
+    from qgis.PyQt.QtWidgets import QWidget
+
+    from qgis_plugin.algorithms.segment import SegmentAlgorithm
+    from qgis_plugin.dock_form import build_form
+
+    form = build_form(QWidget())
+    alg = SegmentAlgorithm()
+    alg.initAlgorithm()
+    assert alg.parameterDefinition("SIMPLIFY").defaultValue() == form.simplify.value() == -1  # one pixel
+    assert alg.parameterDefinition("MIN_AREA").defaultValue() == form.min_area.value() == -1  # two pixels
+    assert form.simplify.text() == "one pixel" and form.min_area.text() == "two pixels"
+    assert alg.parameterDefinition("OUTPUT_POLYGONS").createByDefault() == form.vectorize.isChecked() is True

@@ -318,3 +318,38 @@ def test_segment_runs_a_deepness_onnx_model(provider: object, shared_data: Path,
     with rasterio.open(out) as dst:
         ours = dst.read(1)
     assert np.mean((ours == 1) == red) > 0.99
+
+
+def test_band_mismatch_is_refused_before_the_engine_and_bands_choose(provider: object, small_raster: Path,
+                                                                     qgis_model: Path, tmp_path: Path) -> None:
+    single = tmp_path / "red.tif"
+    with rasterio.open(small_raster) as src, rasterio.open(single, "w", **dict(src.profile, count=1)) as dst:
+        dst.write(src.read(1), 1)
+    out = tmp_path / "classes.tif"
+    with pytest.raises(QgsProcessingException) as err:
+        run("segment", {"INPUT": str(single), "MODEL": str(qgis_model), "DEVICE": 2, "OUTPUT": str(out)})
+    assert "red has 1 data band(s) but the model reads 3" in str(err.value) and "--" not in str(err.value)
+    assert not out.exists()
+    result = run("segment", {"INPUT": str(single), "MODEL": str(qgis_model), "DEVICE": 2, "BANDS": [1, 1, 1],
+                             "OUTPUT": str(out), "OUTPUT_POLYGONS": "TEMPORARY_OUTPUT"})
+    assert result["OUTPUT"] == str(out) and out.is_file()
+
+
+def test_default_minimum_area_drops_single_pixel_speckle(provider: object, small_raster: Path, qgis_model: Path,
+                                                         tmp_path: Path) -> None:
+    import geopandas as gpd
+
+    from fastunet_core.polygons.measure import Measurer
+
+    with rasterio.open(small_raster) as src:
+        pixel_m2 = Measurer.for_raster(src.crs.to_wkt(), src.transform, src.width, src.height).pixel_size_m ** 2
+    exact = run("segment", {"INPUT": str(small_raster), "MODEL": str(qgis_model), "DEVICE": 2, "MIN_AREA": 0,
+                            "SIMPLIFY": 0, "OUTPUT": str(tmp_path / "a.tif"),
+                            "OUTPUT_POLYGONS": str(tmp_path / "a.gpkg")})
+    default = run("segment", {"INPUT": str(small_raster), "MODEL": str(qgis_model), "DEVICE": 2,
+                              "OUTPUT": str(tmp_path / "b.tif"), "OUTPUT_POLYGONS": str(tmp_path / "b.gpkg")})
+    speckle = gpd.read_file(exact["OUTPUT_POLYGONS"])
+    kept = gpd.read_file(default["OUTPUT_POLYGONS"])
+    assert (speckle["area_m2"] < 1.5 * pixel_m2).sum() > 0  # without a minimum: single-pixel polygons
+    assert len(kept) < len(speckle)
+    assert kept["area_m2"].min() >= 2 * pixel_m2 * 0.999  # the default: nothing under two pixels

@@ -11,6 +11,7 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
+    QgsProcessingParameterBand,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
@@ -23,6 +24,7 @@ from qgis.core import (
 )
 
 from ..deps import SEGMENT_MODULES
+from ..jobs import AUTO
 from .common import DEVICE_OPTIONS, ClassStyle, FastUNetAlgorithm, FeedbackSink, engine_errors, require_engine
 
 
@@ -32,7 +34,7 @@ class SegmentAlgorithm(FastUNetAlgorithm):
     INPUT, MODEL, DEVICE = "INPUT", "MODEL", "DEVICE"
     EXTENT, MASK = "EXTENT", "MASK"
     TILE_SIZE, OVERLAP, BATCH_SIZE, RESOLUTION = "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "RESOLUTION"
-    SIMPLIFY, MIN_AREA = "SIMPLIFY", "MIN_AREA"
+    SIMPLIFY, MIN_AREA, BANDS = "SIMPLIFY", "MIN_AREA", "BANDS"
     OUTPUT, OUTPUT_POLYGONS = "OUTPUT", "OUTPUT_POLYGONS"
 
     def name(self) -> str:
@@ -47,7 +49,9 @@ class SegmentAlgorithm(FastUNetAlgorithm):
         """Describe the algorithm."""
         return ("Segments a raster with a fastunet-geo model (.safetensors) into a class raster (one class id per "
                 "pixel, nodata 255, colours and names from the model), tile by tile in bounded memory. "
-                "Give a polygons output to also vectorize the classes (simplified, small polygons dropped). "
+                "The polygons output (on by default) vectorizes the classes, simplified by one pixel and without "
+                "polygons under two pixels unless set otherwise. Bands: the raster bands to read, in the model's "
+                "order, when the raster's do not match the model's. "
                 "Tile size 0 and overlap -1 take the model's values. Extent and mask polygons limit the "
                 "processed area. Web layers (WMS, XYZ) are first written to a temporary GeoTIFF at the "
                 "model's resolution (or the resolution given).")
@@ -76,14 +80,19 @@ class SegmentAlgorithm(FastUNetAlgorithm):
         for param in advanced:
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
             self.addParameter(param)
-        self.addParameter(QgsProcessingParameterNumber(self.SIMPLIFY, "Polygons: simplify tolerance (m)",
-                                                       Qgis.ProcessingNumberParameterType.Double, 0.0, minValue=0.0))
-        self.addParameter(QgsProcessingParameterNumber(self.MIN_AREA, "Polygons: minimum area (m²)",
-                                                       Qgis.ProcessingNumberParameterType.Double, 0.0, minValue=0.0))
+        self.addParameter(QgsProcessingParameterBand(
+            self.BANDS, "Bands, in the model's order (none: the model's)", parentLayerParameterName=self.INPUT,
+            optional=True, allowMultiple=True))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.SIMPLIFY, "Polygons: simplify tolerance (m, -1: one pixel)", Qgis.ProcessingNumberParameterType.Double,
+            AUTO, minValue=AUTO))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.MIN_AREA, "Polygons: minimum area (m², -1: two pixels)", Qgis.ProcessingNumberParameterType.Double,
+            AUTO, minValue=AUTO))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Class raster"))
         self.addParameter(QgsProcessingParameterVectorDestination(
             self.OUTPUT_POLYGONS, "Class polygons", QgsProcessing.SourceType.TypeVectorPolygon, optional=True,
-            createByDefault=False))
+            createByDefault=True))
         self.addOutput(QgsProcessingOutputString("DEVICE", "Device used, and why"))
         self.addOutput(QgsProcessingOutputNumber("TILES", "Tiles"))
         self.addOutput(QgsProcessingOutputNumber("FEATURES", "Polygons written"))

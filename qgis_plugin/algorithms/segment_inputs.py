@@ -17,6 +17,7 @@ from ..jobs import AreaSpec, SegmentJob
 from ..qgis_inputs import (
     ExportPlan,
     area_bounds,
+    check_bands,
     check_raster_layer,
     extent_area,
     pixel_size_in_layer_units,
@@ -35,6 +36,12 @@ def segment_job(alg: QgsProcessingAlgorithm, parameters: dict[str, Any], context
     area = _area(alg, parameters, context, layer)
     export = None
     raster = raster_file_path(layer)
+    chosen = tuple(alg.parameterAsInts(parameters, "BANDS", context)) or None
+    bands = chosen
+    if raster is not None:  # found now, not after the engine has started
+        from fastunet_core.models.checkpoint import read_metadata
+
+        bands = check_bands(layer, read_metadata(model).input.bands, chosen)
     if raster is None:
         export = plan_export(layer, area, _resolution(alg, parameters, context, layer, model, area),
                              context.transformContext())
@@ -50,7 +57,7 @@ def segment_job(alg: QgsProcessingAlgorithm, parameters: dict[str, Any], context
         batch_size=alg.parameterAsInt(parameters, "BATCH_SIZE", context),
         device=DEVICE_OPTIONS[alg.parameterAsEnum(parameters, "DEVICE", context)], area=area,
         simplify_m=alg.parameterAsDouble(parameters, "SIMPLIFY", context),
-        min_area_m2=alg.parameterAsDouble(parameters, "MIN_AREA", context), overwrite=True,
+        min_area_m2=alg.parameterAsDouble(parameters, "MIN_AREA", context), overwrite=True, bands=bands,
         work_dir=Path(QgsProcessingUtils.tempFolder()))
     return job, export
 
