@@ -25,6 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))
 from make_test_data import GeneratedRaster, bad_rasters, tiny_layouts  # noqa: E402  (tests/data, on the path above)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _tile_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep the tests' tile caches (data.cache: auto) in the session's temporary folder, not ~/.cache."""
+    os.environ["FASTUNET_CACHE_DIR"] = str(tmp_path_factory.mktemp("tile-cache"))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The shared test data folder (read-only; never copied into the repo)."""

@@ -67,3 +67,31 @@ def test_num_workers_setting_is_checked(tmp_path: Path) -> None:
         load_config(None, ["optim.num_workers=many"], base=base)
     with pytest.raises(ConfigError, match="num_workers"):
         load_config(None, ["optim.num_workers=-1"], base=base)
+
+
+def test_cached_training_with_workers_equals_reading_the_sources_in_process(tmp_path: Path,
+                                                                              shared_data: Path) -> None:
+    from safetensors.torch import load_file
+
+    from fastunet_core.runtime import distributed
+    from fastunet_core.runtime.device import resolve_device
+    from fastunet_core.runtime.progress import NullProgress
+    from fastunet_core.train.config import config_from_dict
+    from fastunet_core.train.datasets.cache import CachedTiles
+    from fastunet_core.train.loop import _Trainer, train
+
+    def config(name: str, cache: str, workers: int) -> dict[str, object]:
+        data = {"kind": "landcoverai", "root": str(shared_data / "torchgeo-fixtures" / "landcoverai"),
+                "tile_size": 32, "cache": cache}
+        return {"data": data, "model": {"architecture": "unet", "args": {"widths": [8, 16], "convs": 1}},
+                "optim": {"epochs": 2, "batch_size": 2, "micro_batch": 1, "lr": 0.01, "num_workers": workers},
+                "device": "cpu", "output": str(tmp_path / name)}
+
+    cached = config_from_dict(config("cached", str(tmp_path / "cache"), 2))
+    trainer = _Trainer(cached, distributed.DistContext(), resolve_device("cpu"), NullProgress(), fresh=True)
+    assert isinstance(trainer.train_base, CachedTiles) and trainer.workers == 2
+    train(cached)
+    train(config_from_dict(config("sources", "off", 0)))
+    a = load_file(str(tmp_path / "cached" / "last.safetensors"))
+    b = load_file(str(tmp_path / "sources" / "last.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -121,8 +121,9 @@ class _Trainer:
         self.cfg, self.ctx, self.device, self.prog = cfg, ctx, device, prog
         self.out = Path(cfg.output)
         spec = dataset_spec(cfg.data)
-        self.train_base = open_dataset(spec, "train")
-        self.val_base = open_dataset(spec, "val")
+        cache_progress = prog if ctx.is_main else None  # other ranks wait for rank 0's build (a file lock)
+        self.train_base = open_dataset(spec, "train", cache_progress)
+        self.val_base = open_dataset(spec, "val", cache_progress)
         self.classes = tuple(self.train_base.classes)
         self.input = input_spec(cfg, self.train_base.n_bands, self.train_base.input_dtype)
         if self.input.n_bands != self.train_base.n_bands:
@@ -198,6 +199,7 @@ class _Trainer:
     @staticmethod
     def _comparable(d: dict[str, Any]) -> dict[str, Any]:
         d = {k: v for k, v in d.items() if k not in ("device", "output")}
+        d["data"] = {k: v for k, v in d["data"].items() if k != "cache"}  # the cache returns the same samples
         d["optim"] = {k: v for k, v in d["optim"].items() if k not in ("epochs", "num_workers")}
         return d
 

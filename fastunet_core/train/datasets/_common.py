@@ -10,9 +10,10 @@ nodata value, an internal mask or an alpha band).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -225,17 +226,91 @@ class WindowedPairs(Dataset[tuple[np.ndarray, np.ndarray]]):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        sample = self.samples[index]
-        with open_raster(sample.image) as img, open_raster(sample.mask) as msk:
+        return next(self.read_group([index]))[1:]
+
+    def read_group(self, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Read samples of one image/mask pair, each file opened and decoded once; yield (index, image, mask).
+
+        The blocks read are the bounding box of the windows when small, else one row of windows at a time.
+        """
+        first = self.samples[indices[0]]
+        with open_raster(first.image) as img, open_raster(first.mask) as msk:
             if (img.width, img.height) != (msk.width, msk.height):
                 raise DatasetLayoutError(
-                    f"{sample.image.name} is {img.width} x {img.height} px but its mask {sample.mask.name} is "
+                    f"{first.image.name} is {img.width} x {img.height} px but its mask {first.mask.name} is "
                     f"{msk.width} x {msk.height}; a mask must cover its image pixel for pixel"
                 )
-            image, invalid = read_image(img, sample.window, self._bands)
-            raw = msk.read(1, window=sample.window)
-        mask = apply_lut(raw, self.lut, sample.mask)
-        if invalid is not None:
-            mask[invalid] = IGNORE_INDEX
-        return image, mask
+            itemsize = np.dtype(self.input_dtype).itemsize * len(self._bands)
+            for block, members in read_blocks([self.samples[i].window for i in indices], itemsize):
+                image, invalid = read_image(img, block, self._bands)
+                raw = msk.read(1, window=block)
+                for m in members:
+                    sample = self.samples[indices[m]]
+                    if sample.image != first.image or sample.mask != first.mask:
+                        raise ValueError("read_group takes samples of one image/mask pair")
+                    part = crop(block, sample.window)
+                    mask = apply_lut(raw[part], self.lut, sample.mask)
+                    if invalid is not None:
+                        mask[invalid[part]] = IGNORE_INDEX
+                    yield indices[m], np.ascontiguousarray(image[part]), mask
+
+    def cache_identity(self) -> dict[str, Any]:
+        """Return what fixes the samples besides the files' contents (for the tile cache's key)."""
+        return {"kind": type(self).__name__, "name": self.name, "dtype": self.input_dtype, "bands": self._bands,
+                "lut": self.lut.tolist(), "samples": [[str(s.image), str(s.mask), *window_tuple(s.window)]
+                                                      for s in self.samples]}
+
+    def cache_sources(self) -> list[Path]:
+        """Every image and mask file the samples come from."""
+        return sorted({s.image for s in self.samples} | {s.mask for s in self.samples})
+
+    def cache_shapes(self) -> list[tuple[int, int]]:
+        """Each sample's (height, width)."""
+        return [(int(s.window.height), int(s.window.width)) for s in self.samples]
+
+    def cache_groups(self) -> list[list[int]]:
+        """Sample indices by image/mask pair: each pair is decoded once for all its windows."""
+        groups: dict[tuple[Path, Path], list[int]] = {}
+        for i, s in enumerate(self.samples):
+            groups.setdefault((s.image, s.mask), []).append(i)
+        return list(groups.values())
+
+
+BLOCK_BYTES = 64 << 20
+"""Largest block of image pixels read at once while decoding a file for the tile cache."""
+
+
+def window_tuple(window: Window) -> tuple[int, int, int, int]:
+    """Return (col_off, row_off, width, height) as integers."""
+    return int(window.col_off), int(window.row_off), int(window.width), int(window.height)
+
+
+def bounding_window(windows: Sequence[Window]) -> Window:
+    """Return the smallest window holding all ``windows``."""
+    boxes = np.array([window_tuple(w) for w in windows])
+    c0, r0 = boxes[:, 0].min(), boxes[:, 1].min()
+    c1, r1 = (boxes[:, 0] + boxes[:, 2]).max(), (boxes[:, 1] + boxes[:, 3]).max()
+    return Window(int(c0), int(r0), int(c1 - c0), int(r1 - r0))
+
+
+def read_blocks(windows: Sequence[Window], pixel_bytes: int,
+                max_bytes: int | None = None) -> list[tuple[Window, list[int]]]:
+    """Plan the reads of a file: ``(block, positions of the windows inside it)``, top to bottom.
+
+    One block holding every window when it takes at most ``max_bytes`` (default BLOCK_BYTES), else one
+    block per row of windows (windows sharing a top row), so each part of the file is decoded about once.
+    """
+    whole = bounding_window(windows)
+    if whole.width * whole.height * pixel_bytes <= (BLOCK_BYTES if max_bytes is None else max_bytes):
+        return [(whole, list(range(len(windows))))]
+    rows: dict[int, list[int]] = {}
+    for i, w in enumerate(windows):
+        rows.setdefault(int(w.row_off), []).append(i)
+    return [(bounding_window([windows[i] for i in members]), members) for _, members in sorted(rows.items())]
+
+
+def crop(block: Window, window: Window) -> tuple[slice, slice]:
+    """Return the (rows, cols) slices of ``window`` in an array read for ``block``."""
+    r, c = int(window.row_off - block.row_off), int(window.col_off - block.col_off)
+    return slice(r, r + int(window.height)), slice(c, c + int(window.width))
 

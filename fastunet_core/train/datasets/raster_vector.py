@@ -22,8 +22,9 @@ of them equally high, so they still batch); pad them with ``augment.pad_to_multi
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,16 @@ from fastunet_core.errors import ConfigError, DatasetLayoutError
 from fastunet_core.io.raster_input import inspect_raster, open_raster
 from fastunet_core.models.metadata import ClassInfo
 from fastunet_core.tiling.grid import tile_windows
-from fastunet_core.train.datasets._common import IGNORE_INDEX, list_some, make_classes, read_header, read_image
+from fastunet_core.train.datasets._common import (
+    IGNORE_INDEX,
+    crop,
+    list_some,
+    make_classes,
+    read_blocks,
+    read_header,
+    read_image,
+    window_tuple,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +84,9 @@ class RasterVectorDataset(Dataset[tuple[np.ndarray, np.ndarray]]):
     """Windows of one raster with masks rasterized from vector labels on the fly."""
 
     def __init__(self, raster: Path, labels: VectorLabels, windows: Sequence[Window],
-                 classes: tuple[ClassInfo, ...]) -> None:
+                 classes: tuple[ClassInfo, ...], vector: Path | None = None) -> None:
         header = read_header(raster)
+        self.vector = vector
         with open_raster(raster) as src:
             self._transform = src.transform
         self.raster = raster
@@ -92,13 +103,44 @@ class RasterVectorDataset(Dataset[tuple[np.ndarray, np.ndarray]]):
         return len(self.windows)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        window = self.windows[index]
+        return next(self.read_group([index]))[1:]
+
+    def read_group(self, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Read samples with the raster opened once, in blocks; yield (index, image, mask) for each."""
+        itemsize = np.dtype(self.input_dtype).itemsize * len(self._bands)
         with open_raster(self.raster) as src:
-            image, invalid = read_image(src, window, self._bands)
-        mask = self.labels.burn(window, self._transform)
-        if invalid is not None:
-            mask[invalid] = IGNORE_INDEX
-        return image, mask
+            for block, members in read_blocks([self.windows[i] for i in indices], itemsize):
+                image, invalid = read_image(src, block, self._bands)
+                for m in members:
+                    window = self.windows[indices[m]]
+                    part = crop(block, window)
+                    mask = self.labels.burn(window, self._transform)
+                    if invalid is not None:
+                        mask[invalid[part]] = IGNORE_INDEX
+                    yield indices[m], np.ascontiguousarray(image[part]), mask
+
+    def cache_identity(self) -> dict[str, Any]:
+        """Return what fixes the samples besides the raster's contents: windows, bands, the polygons as burnt."""
+        polygons = hashlib.sha256(b"".join(shapely.to_wkb(self.labels.geoms).tolist()))
+        polygons.update(np.ascontiguousarray(self.labels.channels, dtype=np.int64).tobytes())
+        return {"kind": type(self).__name__, "raster": str(self.raster), "dtype": self.input_dtype,
+                "bands": self._bands, "transform": list(self._transform)[:6], "fill": self.labels.fill,
+                "polygons": polygons.hexdigest(), "windows": [window_tuple(w) for w in self.windows]}
+
+    def cache_sources(self) -> list[Path]:
+        """Return the raster and the vector file."""
+        return [self.raster] + ([self.vector] if self.vector is not None else [])
+
+    def cache_shapes(self) -> list[tuple[int, int]]:
+        """Return each sample's (height, width)."""
+        return [(int(w.height), int(w.width)) for w in self.windows]
+
+    def cache_groups(self) -> list[list[int]]:
+        """Return sample indices by row of windows (strips of the raster decoded in parallel)."""
+        rows: dict[int, list[int]] = {}
+        for i, w in enumerate(self.windows):
+            rows.setdefault(int(w.row_off), []).append(i)
+        return [rows[r] for r in sorted(rows)]
 
 
 def open_raster_vector(raster: Path, vector: Path, split: str, tile_size: int = 512, class_field: str | None = None,
@@ -123,7 +165,7 @@ def open_raster_vector(raster: Path, vector: Path, split: str, tile_size: int = 
         )
     labels = VectorLabels(np.asarray(gdf.geometry.values, dtype=object), channels, fill)
     windows = split_windows(info.width, info.height, tile_size, val_fraction, split)
-    return RasterVectorDataset(raster, labels, windows, classes)
+    return RasterVectorDataset(raster, labels, windows, classes, vector)
 
 
 def read_polygons(vector: Path, crs: Any) -> gpd.GeoDataFrame:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from os import PathLike
 from pathlib import Path
 from typing import Literal, get_args
 
 from torch.utils.data import Dataset
 
 from fastunet_core.errors import ConfigError
+from fastunet_core.runtime.progress import Progress
+from fastunet_core.train.datasets.cache import with_tile_cache
 from fastunet_core.train.datasets.folder import open_folder
 from fastunet_core.train.datasets.landcoverai import open_landcoverai
 from fastunet_core.train.datasets.loveda import LOVEDA_SCENES, NODATA_MODES, open_loveda
@@ -37,6 +40,8 @@ class DatasetSpec:
         seed: seed of the ``folder`` validation draw.
         resolution_m: ground size of a pixel, recorded in the checkpoint so that predict can warn about
             rasters of another resolution; default: measured from georeferenced images (LoveDA: 0.3 m).
+        cache: the tile cache (see :mod:`fastunet_core.train.datasets.cache`): ``auto`` (the user's cache
+            folder, when the disk has room), ``off``, or a folder. YAML's bare ``off``/``false`` mean off.
 
     """
 
@@ -53,8 +58,14 @@ class DatasetSpec:
     val_fraction: float = 0.2
     seed: int = 0
     resolution_m: float | None = None
+    cache: str = "auto"
 
     def __post_init__(self) -> None:
+        if isinstance(self.cache, bool):  # YAML 1.1 reads a bare off/no/false as False, on/yes/true as True
+            object.__setattr__(self, "cache", "auto" if self.cache else "off")
+        if not isinstance(self.cache, (str, PathLike)) or not str(self.cache):
+            raise ConfigError(f"data.cache must be auto, off or a folder, got {self.cache!r}")
+        object.__setattr__(self, "cache", str(self.cache))
         if self.kind not in get_args(DatasetKind):
             raise ConfigError(f"unknown dataset kind {self.kind!r}; choose one of {', '.join(get_args(DatasetKind))}")
         object.__setattr__(self, "root", Path(self.root).expanduser())
@@ -76,8 +87,15 @@ class DatasetSpec:
             raise ConfigError(f"loveda_nodata must be one of {', '.join(NODATA_MODES)}, got {self.loveda_nodata!r}")
 
 
-def open_dataset(spec: DatasetSpec, split: str) -> Dataset:
-    """Open the ``train``, ``val`` or ``test`` split of a dataset; see each layout's module for details."""
+def open_dataset(spec: DatasetSpec, split: str, progress: Progress | None = None) -> Dataset:
+    """Open the ``train``, ``val`` or ``test`` split of a dataset, through its tile cache unless ``spec.cache`` is off.
+
+    See each layout's module for the layouts; a missing or stale cache is built here (``progress`` shows it).
+    """
+    return with_tile_cache(_open_source(spec, split), spec.cache, split, progress)
+
+
+def _open_source(spec: DatasetSpec, split: str) -> Dataset:
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if spec.kind == "landcoverai":
