@@ -36,7 +36,8 @@ def _varied(rng: np.random.Generator, bands: int, height: int, width: int) -> np
 def _write(path: Path, data: np.ndarray, **kw: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": data.shape[0],
-               "dtype": data.dtype, "crs": "EPSG:32633", "transform": rasterio.Affine(0.25, 0, 500000, 0, -0.25, 6000000), **kw}
+               "dtype": data.dtype, "crs": "EPSG:32633",
+               "transform": rasterio.Affine(0.25, 0, 500000, 0, -0.25, 6000000), **kw}
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
 
