@@ -154,9 +154,11 @@ def run_segment_job(job: SegmentJob, sink: ProgressSink) -> SegmentOutcome:
                                      bands=job.bands)
             predicted = predict_raster(source, job.model, job.class_output, options,
                                        StageProgress(sink, 5, 85 if vectorize else 100))
-            written.append(job.class_output)
+            sidecars = [p for p in (job.class_output.with_suffix(".qml"),
+                                    job.class_output.with_name(job.class_output.name + ".aux.xml")) if p.is_file()]
+            written += [job.class_output, *sidecars]
             warnings = list(predicted.warnings)
-            features, files = 0, [job.class_output]
+            features, files = 0, [job.class_output, *sidecars]
             if job.polygons_output is not None:
                 simplify_m, min_area_m2 = resolve_polygon_options(job, job.class_output)
                 sink.log(f"polygons: simplify {simplify_m:.3g} m, minimum area {min_area_m2:.3g} m²")

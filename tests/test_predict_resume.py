@@ -86,7 +86,8 @@ def test_cancelled_run_continues_to_identical_outputs(tmp_path: Path, source: Pa
     assert 0 < second.done < TILES_PER_ROW**2  # only the tile rows reaching below row 512 ran again
     assert np.array_equal(_read(out), reference[0])
     assert np.array_equal(_read(probs), reference[1])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.tif", "p.tif"]  # partial and state files gone
+    # partial and state files gone; the class raster's sidecars (class names for GDAL and QGIS) written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.qml", "c.tif", "c.tif.aux.xml", "p.tif"]
 
 
 def test_partial_from_other_settings_is_not_continued(tmp_path: Path, source: Path,

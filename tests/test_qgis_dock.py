@@ -140,7 +140,8 @@ def test_dock_processes_map_extent_into_chosen_files(dock: object, qgis_iface: o
     task, _progress = run_to_end(dock)
     assert task.outcome is not None, task.error
     assert task.outcome.class_raster == tmp_path / "classes.tif"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.tif", "polygons.gpkg", "polygons.qml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.qml", "classes.tif", "classes.tif.aux.xml",
+                                                          "polygons.gpkg", "polygons.qml"]
     with rasterio.open(tmp_path / "classes.tif") as dst:
         b = dst.bounds
         shown = canvas.extent()

@@ -61,6 +61,8 @@ EXIT_SOME_FAILED = 4
               help="ONNX models: probability threshold (sigmoid outputs: class where p >= it; softmax: weaker "
               "probabilities ignored) [default: the model's seg_thresh, else 0.5 for sigmoid outputs].")
 @click.option("--no-prefetch", is_flag=True, help="Do not read tiles ahead on a background thread.")
+@click.option("--cog", is_flag=True,
+              help="Write class rasters as Cloud Optimized GeoTIFFs (default: tiled GeoTIFFs with overviews).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--no-resume", is_flag=True,
               help="Start over instead of continuing an interrupted run's finished rows, and keep nothing when "
@@ -71,8 +73,8 @@ def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, outp
             blend: str, bands: str | None, probs_path: Path | None, with_probs: bool, summary_path: Path | None,
             skip_existing: bool, vector_path: Path | None, with_vector: bool, simplify: float, min_area: float,
             precision: str, engine: str, head: int | None, model_classes: str | None,
-            model_resolution: float | None, seg_thresh: float | None, no_prefetch: bool, overwrite: bool,
-            no_resume: bool) -> None:
+            model_resolution: float | None, seg_thresh: float | None, no_prefetch: bool, cog: bool,
+            overwrite: bool, no_resume: bool) -> None:
     """Segment RASTERS into georeferenced class maps.
 
     RASTERS are files (GeoTIFF, VRT ...), folders, glob patterns or .txt lists with one path per line.
@@ -101,7 +103,7 @@ def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, outp
     opts = PredictOptions(tile_size_px=tile_size, overlap_px=overlap, batch_size=batch_size,
                           device=distributed.rank_device(device, dist_ctx), blend=blend,
                           bands=parse_int_list(bands, "--bands"), probs_path=probs_path, overwrite=overwrite,
-                          prefetch=not no_prefetch, precision=precision, engine=engine, resume=not no_resume,
+                          prefetch=not no_prefetch, precision=precision, engine=engine, resume=not no_resume, cog=cog,
                           model=ModelOverrides(classes=model_classes, resolution_m=model_resolution,
                                                seg_thresh=seg_thresh, head=head))
     vec = VectorizeOptions(simplify_m=simplify, min_area_m2=min_area, overwrite=overwrite, workers=default_workers())

@@ -32,6 +32,7 @@ from fastunet_core.io.raster_output import (
     class_profile,
     describe_class_raster,
     describe_probs_raster,
+    finish_class_raster,
     probs_profile,
 )
 from fastunet_core.io.resume import (
@@ -79,6 +80,7 @@ class PredictOptions:
     # keep the finished rows of an interrupted run and continue from them next time (see fastunet_core.io.resume);
     # off: an interrupted run leaves nothing behind and every run starts over
     resume: bool = False
+    cog: bool = False  # write the class raster as a Cloud Optimized GeoTIFF (else a tiled GeoTIFF with overviews)
     # for models whose file lacks them (Deepness-format ONNX): classes, resolution, threshold, output head
     model: ModelOverrides = field(default_factory=ModelOverrides)
 
@@ -216,7 +218,10 @@ class Predictor:
                     check_writable(probs, opts.overwrite)
                 if "GDAL_CACHEMAX" not in os.environ:  # GDAL's default (5% of RAM) grows with the raster
                     env.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))
-                return self._run(raster, out, probs, prog, t0, partials)
+                result = self._run(raster, out, probs, prog, t0, partials)
+                for path in result.outputs or [out]:
+                    finish_class_raster(path, cog=opts.cog)
+                return result
         except (CancelledError, KeyboardInterrupt) as exc:
             kept = [p for p in partials if p.kept]
             if not kept:

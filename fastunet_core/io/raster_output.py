@@ -2,7 +2,8 @@
 
 Profiles are data: copy the input's georeferencing, set a few keys. The class raster holds uint8 class ids
 with a colour table from the model's class colours; the optional probability raster holds one band per
-class in whole percent (0..100, scale 0.01).
+class in whole percent (0..100, band unit "%"). A finished class raster gets overviews (or becomes a COG) and
+sidecars naming its classes (:func:`finish_class_raster`).
 """
 
 from __future__ import annotations
@@ -70,8 +71,8 @@ class RasterRowWriter:
 def describe_class_raster(dst: rasterio.io.DatasetWriter, meta: ModelMeta, source: Path) -> None:
     """Attach the colour table, band description and class/model tags to a class raster."""
     cmap = {i: (0, 0, 0, 0) for i in range(256)}
-    for c in meta.classes:  # background is transparent: the imagery under the class map stays visible
-        cmap[c.id] = (*c.color, 0 if c.name.strip().lower() == "background" else 255)
+    for c in meta.classes:  # a GeoTIFF colour table keeps no alpha: background's transparency is in .qml and RAT
+        cmap[c.id] = (*c.color, 255)
     dst.write_colormap(1, cmap)
     dst.set_band_description(1, "class")
     dst.update_tags(
@@ -83,8 +84,123 @@ def describe_class_raster(dst: rasterio.io.DatasetWriter, meta: ModelMeta, sourc
 
 
 def describe_probs_raster(dst: rasterio.io.DatasetWriter, meta: ModelMeta) -> None:
-    """Name each probability band after its class and record the percent scale."""
+    """Name each probability band after its class; values are whole percent, and the units say so.
+
+    (No scale: a scale of 0.01 with units "percent" contradicted itself, 0..1 after scaling in percent.)
+    """
     for i, c in enumerate(meta.classes, start=1):
         dst.set_band_description(i, f"p_{c.name}")
-    dst.scales = [0.01] * meta.n_classes
-    dst.update_tags(UNITS="percent", SOFTWARE="fastunet-geo")
+    dst.units = ["%"] * meta.n_classes
+    dst.update_tags(UNITS="percent (0-100)", SOFTWARE="fastunet-geo")
+
+
+# -- finishing a class raster: overviews, a COG if asked, and the class names where any GIS reads them --
+
+OVERVIEW_MIN_SIDE = 256  # overviews are added until the smallest one fits in this many pixels
+
+
+def overview_factors(width: int, height: int) -> list[int]:
+    """Return the overview decimation factors (2, 4, 8...) until the raster fits in OVERVIEW_MIN_SIDE."""
+    factors, f = [], 2
+    while max(width, height) / (f // 2) > OVERVIEW_MIN_SIDE:
+        factors.append(f)
+        f *= 2
+    return factors
+
+
+def finish_class_raster(path: Path, cog: bool = False) -> list[Path]:
+    """Add mode overviews (or rewrite ``path`` as a Cloud Optimized GeoTIFF), then the class sidecars.
+
+    The sidecars name and colour the classes for other software: ``X.tif.aux.xml`` (GDAL category names and
+    a raster attribute table, read by GDAL, ArcGIS and QGIS) and ``X.qml`` (the QGIS style QGIS loads with
+    ``X.tif``). Return the sidecar paths.
+    """
+    from rasterio.enums import Resampling
+
+    from fastunet_core.io.atomic import atomic_output
+
+    path = Path(path)
+    if cog:
+        from rasterio.shutil import copy as rio_copy
+
+        with atomic_output(path, overwrite=True) as tmp:
+            rio_copy(path, tmp, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=str(OUTPUT_BLOCK),
+                     OVERVIEW_RESAMPLING="MODE", BIGTIFF="IF_SAFER")
+    else:
+        with rasterio.open(path, "r+") as dst:
+            factors = overview_factors(dst.width, dst.height)
+            if factors:
+                dst.build_overviews(factors, Resampling.mode)
+                dst.update_tags(ns="rio_overview", resampling="mode")
+    with rasterio.open(path) as src:
+        classes = _classes_tag(src.tags().get("CLASSES"))
+        nodata = int(src.nodata) if src.nodata is not None else OUTPUT_NODATA
+    if not classes:
+        return []
+    aux = path.with_name(path.name + ".aux.xml")
+    qml = path.with_suffix(".qml")
+    aux.write_text(pam_xml(classes, nodata), encoding="utf-8")
+    qml.write_text(raster_qml(classes), encoding="utf-8")
+    return [aux, qml]
+
+
+ClassInfo = tuple[int, str, tuple[int, int, int]]
+
+
+def _classes_tag(text: str | None) -> list[ClassInfo]:
+    if not text:
+        return []
+    try:
+        return [(int(c["id"]), str(c["name"]), (int(c["color"][0]), int(c["color"][1]), int(c["color"][2])))
+                for c in json.loads(text)]
+    except (ValueError, KeyError, TypeError, IndexError):
+        return []
+
+
+def _is_background(name: str) -> bool:
+    return name.strip().lower() == "background"
+
+
+def pam_xml(classes: list[ClassInfo], nodata: int) -> str:
+    """Return GDAL's PAM sidecar for band 1: category names (index = class id) and a thematic RAT."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.Element("PAMDataset")
+    band = ET.SubElement(root, "PAMRasterBand", band="1")
+    names = {cid: name for cid, name, _rgb in classes}
+    cats = ET.SubElement(band, "CategoryNames")
+    for i in range(max(names) + 1):
+        ET.SubElement(cats, "Category").text = names.get(i, "")
+    rat = ET.SubElement(band, "GDALRasterAttributeTable", tableType="thematic")
+    for index, (name, kind, usage) in enumerate((("Value", "0", "5"), ("Class_Name", "2", "2"), ("Red", "0", "6"),
+                                                 ("Green", "0", "7"), ("Blue", "0", "8"), ("Alpha", "0", "9"))):
+        field = ET.SubElement(rat, "FieldDefn", index=str(index))
+        ET.SubElement(field, "Name").text = name
+        ET.SubElement(field, "Type").text = kind
+        ET.SubElement(field, "Usage").text = usage
+    for row, (cid, name, rgb) in enumerate(sorted(classes)):
+        values = [str(cid), name, *map(str, rgb), "0" if _is_background(name) else "255"]
+        element = ET.SubElement(rat, "Row", index=str(row))
+        for value in values:
+            ET.SubElement(element, "F").text = value
+    ET.SubElement(band, "NoDataValue").text = str(nodata)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode") + "\n"
+
+
+def raster_qml(classes: list[ClassInfo]) -> str:
+    """Return a QGIS style (QML) for a class raster: paletted by class, background and nodata transparent."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.Element("qgis", version="3.22.0", styleCategories="Symbology")
+    pipe = ET.SubElement(root, "pipe")
+    renderer = ET.SubElement(pipe, "rasterrenderer", type="paletted", band="1", opacity="1", alphaBand="-1",
+                             nodataColor="")
+    ET.SubElement(renderer, "rasterTransparency")
+    palette = ET.SubElement(renderer, "colorPalette")
+    for cid, name, (r, g, b) in classes:
+        ET.SubElement(palette, "paletteEntry", value=str(cid), color=f"#{r:02x}{g:02x}{b:02x}",
+                      alpha="0" if _is_background(name) else "255", label=name)
+    ET.SubElement(root, "blendMode").text = "0"
+    ET.indent(root)
+    return "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n" + ET.tostring(root, encoding="unicode") + "\n"
