@@ -310,7 +310,7 @@ def child_models(params: Json) -> Json:
     return {"memory_ckpt": paths[MEMORY_MODEL], "speed_ckpt": paths[speed_arch], "speed_arch": speed_arch,
             "torch": torch.__version__, "threads": torch.get_num_threads(), "rasterio": rasterio.__version__,
             "gdal": rasterio.__gdal_version__, "device": device.describe(),
-            "device_short": str(device.device), "gdal_cachemax": _cache_size(get_gdal_config("GDAL_CACHEMAX")),
+            "device_short": device.name, "gdal_cachemax": _cache_size(get_gdal_config("GDAL_CACHEMAX")),
             "predict_defaults": f"blend {defaults.blend}, prefetch {getattr(defaults, 'prefetch', 'n/a')}"}
 
 

@@ -78,7 +78,7 @@ def main() -> None:
     out_dir.mkdir()
     predictor = Predictor(ckpt, PredictOptions(batch_size=4, device=args.device, resume=True))
     print(f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
-          f"{torch.get_num_threads()}, device {predictor.device.device}, engine {predictor.engine_name}")
+          f"{torch.get_num_threads()}, device {predictor.device.name}, engine {predictor.engine_name}")
     print(f"{size} x {size} px, {args.model}, tile 512, overlap 64, batch 4, cancel after {args.stop_at:.0%} "
           "of the tiles")
 

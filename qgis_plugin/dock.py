@@ -90,7 +90,7 @@ class SegmentDock(QgsDockWidget):
             f.model_info.setText("The model cannot be read until the engine's packages are installed (see above).")
             return False
         from fastunet_core.errors import FastUNetError
-        from fastunet_core.models.checkpoint import read_metadata
+        from fastunet_core.models.checkpoint_file import read_metadata
 
         try:
             meta = read_metadata(path)

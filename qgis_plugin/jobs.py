@@ -135,7 +135,7 @@ def run_segment_job(job: SegmentJob, sink: ProgressSink) -> SegmentOutcome:
     Raises the core's errors (:class:`~fastunet_core.errors.FastUNetError` subclasses, CancelledError included).
     """
     from fastunet_core.inference.predict import PredictOptions, predict_raster
-    from fastunet_core.models.checkpoint import read_metadata
+    from fastunet_core.models.checkpoint_file import read_metadata
     from fastunet_core.polygons.class_area import class_areas
     from fastunet_core.polygons.vectorize import VectorizeOptions, vectorize_raster
 

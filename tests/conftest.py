@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 # rasterio's wheel brings its own PROJ: a PROJ_DATA/PROJ_LIB pointing at Debian's breaks every EPSG lookup.
 os.environ.pop("PROJ_DATA", None)
 os.environ.pop("PROJ_LIB", None)
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from collections.abc import Callable
-from pathlib import Path
+# ONNX exports made by the tests go to a cache of their own (never the user's), shared by the whole session
+_CACHE = tempfile.mkdtemp(prefix="fastunet-test-cache-")
+os.environ["FASTUNET_CACHE_DIR"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, True)
 
-import pytest
-import torch
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

@@ -18,7 +18,7 @@ def info(checkpoint: Path, as_json: bool) -> None:
     Example:
       fastunet-geo info model.safetensors
     """
-    from fastunet_core.models.checkpoint import read_metadata
+    from fastunet_core.models.checkpoint_file import read_metadata
     from fastunet_core.models.deepness import is_onnx_path
 
     if is_onnx_path(checkpoint):

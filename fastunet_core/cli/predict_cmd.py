@@ -152,7 +152,7 @@ def _predict_one(raster: Path, model_path: Path, output: Path, opts: PredictOpti
         names = ", ".join(str(p) for p in result.outputs) if len(result.outputs) > 1 else str(result.output)
         click.echo(
             f"wrote {names} ({result.megapixels:.1f} Mpx, {result.tiles_total} tiles, "
-            f"{result.tiles_skipped} without data) in {result.seconds:.1f} s on {result.device.device}",
+            f"{result.tiles_skipped} without data) in {result.seconds:.1f} s on {result.device.name}",
             err=True,
         )
     for w in result.warnings:

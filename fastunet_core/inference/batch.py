@@ -213,7 +213,7 @@ def predict_many(inputs: Sequence[Path], predictor: Predictor, out_dir: Path, wi
         t = batch_targets(raster, out_dir, with_probs, vectorize is not None)
         out, probs, vector = t.classes, t.probs, t.vector
         item = BatchItem(str(raster), str(out), STATUS_OK, megapixels=size / 1e6,
-                         device=str(predictor.device.device), rank=rank)
+                         device=predictor.device.name, rank=rank)
         if skip_existing and out.exists() and (probs is None or probs.exists()) and (vector is None or vector.exists()):
             item.status, item.message = STATUS_SKIPPED, "output exists"
         else:

@@ -3,27 +3,40 @@
 One engine interface, whatever runs the model, so tiling and stitching have a single code path. The
 PyTorch engine uses ``torch.inference_mode``; on CUDA it adds autocast (bf16 where supported, else fp16)
 and channels_last memory format; on CPUs it folds BatchNorm into the convolutions and uses channels_last.
+The ONNX Runtime engine (the default on CPUs) runs the checkpoint's cached ONNX export without torch.
+
+This module imports torch only when a PyTorch engine is built or a model has to be exported.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from fastunet_core.errors import ConfigError
-from fastunet_core.inference.optimize import optimize_for_cpu
+from fastunet_core.models.checkpoint_file import LoadedModel
 from fastunet_core.runtime.device import DeviceChoice
 
+if TYPE_CHECKING:
+    from torch import nn
+
+log = logging.getLogger(__name__)
+
 PRECISIONS = ("auto", "fp32", "bf16")  # auto: fp32 on CPUs, bf16/fp16 autocast on CUDA
+ENGINES = ("auto", "torch", "onnx")
 
 
 class TorchEngine:
     """Softmax probabilities from a PyTorch model on the chosen device."""
 
     def __init__(self, model: nn.Module, device: DeviceChoice, fast_cpu: bool = True, precision: str = "auto") -> None:
+        import torch
+
+        from fastunet_core.inference.optimize import optimize_for_cpu
+
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
         self.device = device
@@ -44,6 +57,8 @@ class TorchEngine:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Map a (N, bands, H, W) float32 batch to (N, classes, H, W) float32 probabilities."""
+        import torch
+
         dev = self.device.device
         with torch.inference_mode():
             x = torch.from_numpy(batch).to(dev, non_blocking=True).to(self.cpu_dtype)
@@ -55,34 +70,63 @@ class TorchEngine:
             with amp:
                 logits = self.model(x)
             probs = torch.softmax(logits.float(), dim=1)
-            return probs.cpu().numpy()
+            result: np.ndarray = probs.cpu().numpy()
+            return result
 
 
-ENGINES = ("auto", "torch", "onnx")
-
-
-def make_engine(model: nn.Module, device: DeviceChoice, sample_shape: tuple[int, int, int, int],
-                engine: str = "auto", precision: str = "auto") -> tuple[object, str]:
+def make_engine(source: LoadedModel | nn.Module, device: DeviceChoice, sample_shape: tuple[int, int, int, int],
+                engine: str = "auto", precision: str = "auto") -> tuple[Any, str]:
     """Pick the engine; return it and a one-line description.
 
-    ``auto``: ONNX Runtime on CPUs at fp32 when onnx and onnxruntime are installed (about 2x eager), else
-    PyTorch (BatchNorm folded, channels_last; autocast on CUDA). An export that fails falls back to PyTorch.
+    ``auto``: ONNX Runtime on CPUs at fp32 when onnxruntime is installed (about 2x eager), else PyTorch
+    (BatchNorm folded, channels_last; autocast on CUDA). A checkpoint whose weights are not loaded yet
+    (:func:`~fastunet_core.models.checkpoint_file.open_model`) runs its export from the cache
+    (:mod:`.onnx_cache`), written there on first use; a loaded model is exported in memory. An export
+    that fails falls back to PyTorch (or is an error with ``engine="onnx"``).
     """
-    from fastunet_core.inference.onnx_engine import OnnxEngine, onnx_available
+    from fastunet_core.inference.onnx_engine import onnx_available, onnxruntime_available
 
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     cpu_fp32 = not device.is_cuda and precision in ("auto", "fp32")
     if engine == "onnx" and not cpu_fp32:
         raise ConfigError("the onnx engine runs on the CPU in fp32; use --engine torch for CUDA or bf16")
-    if engine == "onnx" or (engine == "auto" and cpu_fp32 and onnx_available()):
+    if engine == "onnx" or (engine == "auto" and cpu_fp32 and onnxruntime_available()):
         try:
-            return OnnxEngine(model, sample_shape), "onnxruntime (CPU, fp32)"
+            return _onnx_engine(source, sample_shape, onnx_available())
         except ConfigError:
             raise
         except Exception as exc:  # an operator the exporter does not know: PyTorch still works
             if engine == "onnx":
                 raise ConfigError(f"exporting the model to ONNX failed ({type(exc).__name__}: {exc})") from exc
-    torch_engine = TorchEngine(model, device, precision=precision)
+            log.warning("ONNX export failed (%s: %s); running PyTorch instead", type(exc).__name__, exc)
+    module = source.torch_model() if isinstance(source, LoadedModel) else source
+    torch_engine = TorchEngine(module, device, precision=precision)
     kind = "autocast" if torch_engine.autocast is not None else str(torch_engine.cpu_dtype).replace("torch.", "")
     return torch_engine, f"pytorch ({kind})"
+
+
+def _onnx_engine(source: LoadedModel | nn.Module, sample_shape: tuple[int, int, int, int],
+                 can_export: bool) -> tuple[Any, str]:
+    """Build the ONNX Runtime engine from the cached export, or from an export in memory."""
+    from fastunet_core.inference.onnx_cache import cached_onnx
+    from fastunet_core.inference.onnx_engine import OnnxEngine
+
+    if isinstance(source, LoadedModel) and source.model is None and source.onnx is None:  # a checkpoint file
+        try:
+            entry = cached_onnx(source.path, source.meta, export=can_export)
+        except OSError as exc:  # cache folder not writable: export in memory instead
+            log.warning("cannot write the ONNX cache (%s); exporting in memory", exc)
+            entry = None
+        if entry is not None:
+            how = "exported to the cache" if entry.exported else "cached export"
+            return OnnxEngine(entry.path), f"onnxruntime (CPU, fp32, {how})"
+    if not can_export:
+        raise ConfigError("the onnx engine needs the onnx package to export the model: pip install onnx")
+    from fastunet_core.models.onnx_export import export_onnx_bytes
+
+    _, bands, h, _ = sample_shape
+    module = source.torch_model() if isinstance(source, LoadedModel) else source
+    return OnnxEngine(export_onnx_bytes(module, bands, h)), "onnxruntime (CPU, fp32)"

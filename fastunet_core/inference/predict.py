@@ -44,7 +44,7 @@ from fastunet_core.io.resume import (
     weights_digest,
 )
 from fastunet_core.io.targets import Role, check_distinct, target_locks
-from fastunet_core.models.checkpoint import LoadedModel, load_checkpoint
+from fastunet_core.models.checkpoint_file import LoadedModel, open_model, weights_file_digest
 from fastunet_core.models.deepness import ModelOverrides
 from fastunet_core.models.metadata import OUTPUT_NODATA
 from fastunet_core.models.registry import size_divisor
@@ -123,7 +123,8 @@ class Predictor:
             raise ConfigError(f"batch size must be at least 1, got {opts.batch_size}")
         self.options = opts
         self.model_path = None if isinstance(model, LoadedModel) else Path(model)
-        self.loaded = model if isinstance(model, LoadedModel) else load_checkpoint(model, opts.model)
+        # from a path: metadata only; the weights (and torch) are loaded only if the engine needs them
+        self.loaded = model if isinstance(model, LoadedModel) else open_model(model, opts.model)
         meta = self.loaded.meta
         self.tile = opts.tile_size_px or meta.tile_size_px
         self.overlap = meta.overlap_px if opts.overlap_px is None else opts.overlap_px
@@ -142,8 +143,7 @@ class Predictor:
                 f"(one halving per level); use e.g. --tile {max(divisor, self.tile // divisor * divisor)}"
             )
         shape = (1, meta.input.n_bands, self.tile, self.tile)
-        self.engine, self.engine_name = make_engine(self.loaded.torch_model(), self.device, shape, opts.engine,
-                                                    opts.precision)
+        self.engine, self.engine_name = make_engine(self.loaded, self.device, shape, opts.engine, opts.precision)
         self._weights_digest: str | None = None
 
     def _init_onnx_file(self) -> None:
@@ -179,7 +179,9 @@ class Predictor:
         if not path.is_file():
             return None
         if self._weights_digest is None:
-            self._weights_digest = weights_digest(self.loaded.torch_model().state_dict())
+            # a checkpoint file is hashed as stored; a model given in memory, as it is now
+            self._weights_digest = (weights_file_digest(self.model_path) if self.model_path is not None
+                                    else weights_digest(self.loaded.torch_model().state_dict()))
         o = self.options
         return {"source": source_fingerprint(path), "weights": self._weights_digest, "output": kind,
                 "classes": [c.name for c in self.loaded.meta.classes], "tile": self.tile, "overlap": self.overlap,

@@ -10,43 +10,29 @@ from __future__ import annotations
 
 import json
 import os
-import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fastunet_core import __version__
 from fastunet_core.errors import CheckpointError, ConfigError, UnsafeCheckpointError
 from fastunet_core.io.atomic import atomic_output
-from fastunet_core.models.deepness import ModelOverrides, OnnxModelSpec, is_onnx_path, read_onnx_model
+from fastunet_core.models.checkpoint_file import (
+    METADATA_KEY,
+    LoadedModel,
+    check_checkpoint_file,
+    looks_like_pickle,
+    read_metadata,
+)
+from fastunet_core.models.deepness import ModelOverrides, is_onnx_path, read_onnx_model
 from fastunet_core.models.metadata import ModelMeta
 from fastunet_core.models.registry import build_model
 
-METADATA_KEY = "fastunet"
-_PICKLE_MAGICS = (b"PK\x03\x04", b"\x80")  # torch.save zip archive, raw pickle protocol >= 2
-
-
-@dataclass
-class LoadedModel:
-    """A model rebuilt from a checkpoint, in eval mode on the CPU, with its metadata.
-
-    ``model`` is None for an ONNX file run as it is; ``onnx`` then says how.
-    """
-
-    model: nn.Module | None
-    meta: ModelMeta
-    path: Path
-    onnx: OnnxModelSpec | None = None
-
-    def torch_model(self) -> nn.Module:
-        """Return the PyTorch model, or raise for an ONNX file (which has none)."""
-        if self.model is None:
-            raise ConfigError(f"{self.path.name} is an ONNX model; this needs a PyTorch checkpoint (.safetensors)")
-        return self.model
+__all__ = ["METADATA_KEY", "LoadedModel", "load_checkpoint", "load_weights", "match_prefix", "read_metadata",
+           "read_state_dict", "save_checkpoint", "unwrap_state_dict"]
 
 
 def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, meta: ModelMeta, overwrite: bool = False) -> Path:
@@ -58,31 +44,6 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, meta: ModelM
     with atomic_output(Path(path), overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta_dict)})
     return Path(path)
-
-
-def read_metadata(path: str | os.PathLike[str], overrides: ModelOverrides | None = None) -> ModelMeta:
-    """Read only the metadata of a model (fast: the weights are not loaded).
-
-    A model is a fastunet-geo checkpoint or a Deepness-format ONNX file (``.onnx``); ``overrides`` supply
-    what a foreign file lacks (see :class:`~fastunet_core.models.deepness.ModelOverrides`).
-    """
-    if is_onnx_path(path):
-        return read_onnx_model(path, overrides)[0]
-    p = _check_file(Path(path))
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            raw = (f.metadata() or {}).get(METADATA_KEY)
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{p} is not a fastunet-geo checkpoint (not a readable safetensors file: {exc})") from exc
-    if raw is None:
-        raise CheckpointError(
-            f"{p} is a safetensors file without fastunet-geo metadata; wrap its weights into a checkpoint "
-            "with 'fastunet-geo init ARCH --weights FILE ...'"
-        )
-    try:
-        return ModelMeta.from_dict(json.loads(raw))
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{p}: the checkpoint metadata is not valid JSON ({exc})") from exc
 
 
 def load_checkpoint(path: str | os.PathLike[str], overrides: ModelOverrides | None = None) -> LoadedModel:
@@ -139,7 +100,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"weights file not found: {p}")
     if not p.is_file():
         raise CheckpointError(f"weights path is not a file: {p}")
-    if _looks_like_pickle(p):  # before the safetensors header check: a zip archive would fail that first
+    if looks_like_pickle(p):  # before the safetensors header check: a zip archive would fail that first
         try:
             obj = torch.load(str(p), map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises UnpicklingError/RuntimeError for unsafe or broken files
@@ -148,7 +109,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
                 "it may contain code, so it is not loaded"
             ) from exc
         return unwrap_state_dict(obj, str(p))
-    _check_file(p)
+    check_checkpoint_file(p)
     try:
         return unwrap_state_dict(load_file(str(p), device="cpu"), str(p))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -205,26 +166,3 @@ def match_prefix(own_keys: set[str], state: dict[str, torch.Tensor]) -> dict[str
                     best, best_hits = sub, hits
         frontier = nxt
     return best
-
-
-def _looks_like_pickle(p: Path) -> bool:
-    with p.open("rb") as f:
-        head = f.read(4)
-    return any(head.startswith(m) for m in _PICKLE_MAGICS)
-
-
-def _check_file(p: Path, allow_pickle: bool = False) -> Path:
-    if not p.exists():
-        raise CheckpointError(f"checkpoint not found: {p}")
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint path is not a file: {p}")
-    if not allow_pickle and _looks_like_pickle(p):
-        raise UnsafeCheckpointError(
-            f"{p} is a PyTorch pickle file, not a fastunet-geo checkpoint; it is refused unread because "
-            "unpickling can run arbitrary code. Wrap plain weights with 'fastunet-geo init ARCH --weights FILE'"
-        )
-    with p.open("rb") as f:
-        head = f.read(8)
-    if len(head) < 8 or struct.unpack("<Q", head)[0] > min(p.stat().st_size, 100_000_000):
-        raise CheckpointError(f"{p} is not a fastunet-geo checkpoint (not a safetensors file)")
-    return p

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from fastunet_core.errors import ConfigError, UnknownArchitectureError
-from fastunet_core.models.pixel_colour import PixelColour
-from fastunet_core.models.unet import PRESETS, UNet
+from fastunet_core.models.presets import PRESETS
 
-Builder = Callable[..., nn.Module]
+if TYPE_CHECKING:
+    from torch import nn
+
+Builder = Callable[..., "nn.Module"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,8 @@ def _unet_divisor(args: Mapping[str, Any]) -> int:
 
 def _make_unet_builder(preset: Mapping[str, Any] | None) -> Builder:
     def build(in_channels: int, num_classes: int, **kwargs: Any) -> nn.Module:
+        from fastunet_core.models.unet import UNet  # torch: only when a model is built
+
         merged = {**(preset or {}), **kwargs}
         return UNet(in_channels, num_classes, merged["widths"], merged.get("convs", 2))
 
@@ -116,7 +118,13 @@ register("unetplusplus", _smp_builder("UnetPlusPlus"), "smp UNet++ (baseline in 
 register("deeplabv3plus", _smp_builder("DeepLabV3Plus"),
          "smp DeepLabV3+ (baseline in the paper), resnet34 encoder", _deeplab_divisor,
          {"encoder_name": "resnet34"})
-register("test_pixel_colour", PixelColour, "not a trained model: a fixed 1x1 convolution, classes follow the "
+def _pixel_colour(in_channels: int, num_classes: int) -> nn.Module:
+    from fastunet_core.models.pixel_colour import PixelColour  # torch: only when the model is built
+
+    return PixelColour(in_channels, num_classes)
+
+
+register("test_pixel_colour", _pixel_colour, "not a trained model: a fixed 1x1 convolution, classes follow the "
          "pixel brightness (deterministic stand-in for tests)", lambda _args: 1)
 
 

@@ -17,6 +17,9 @@ import torch
 from torch import nn
 
 from fastunet_core.errors import ConfigError
+from fastunet_core.models.presets import PRESETS, SKINNY_WIDTHS
+
+__all__ = ["PRESETS", "SKINNY_WIDTHS", "UNet"]
 
 
 class ConvBlock(nn.Module):
@@ -125,15 +128,3 @@ class UNet(nn.Module):
                 f"input height and width must be multiples of {d} for this {len(self.widths)}-level UNet, "
                 f"got {h}x{w}; pad to {-(-h // d) * d}x{-(-w // d) * d}"
             )
-
-
-# The paper's variants (Cai & Zhang, "Finding a Faster UNet for Satellite Image Segmentation").
-SKINNY_WIDTHS = (32, 64, 128, 256, 512, 512, 512)
-PRESETS: dict[str, dict[str, object]] = {
-    "unet_base": {"widths": (64, 128, 256, 512, 1024), "convs": 2},
-    "unet_short": {"widths": (128, 128, 256, 512), "convs": 2},
-    "unet_skinny": {"widths": SKINNY_WIDTHS, "convs": 1},
-    "unet_lessconv": {"widths": SKINNY_WIDTHS, "convs": (3, 3, 1, 1, 1, 1, 1)},
-    # Not from the paper: a very small member for tests, demos and CPU experiments.
-    "unet_tiny": {"widths": (8, 16, 32), "convs": 1},
-}

@@ -2,15 +2,24 @@
 
 A silent CPU fallback is the commonest complaint about tools of this kind ("GPU not actually used"): here
 every run carries a :class:`DeviceChoice` whose ``reason`` is printed by the CLI and shown in the dock.
+
+torch is imported only when it can matter: on a machine with no NVIDIA driver, ``auto`` resolves to the
+CPU without it, so an ONNX Runtime run never loads torch (about 300 MB and a second of start-up).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
 from dataclasses import dataclass
-
-import torch
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastunet_core.errors import ConfigError, DeviceError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_CHOICES = ("auto", "cuda", "cpu")
 
@@ -19,22 +28,57 @@ DEVICE_CHOICES = ("auto", "cuda", "cpu")
 class DeviceChoice:
     """The device a run uses, with a one-line explanation."""
 
-    device: torch.device
+    name: str  # "cpu", "cuda:0", ...
     reason: str
-    autocast_dtype: torch.dtype | None = None  # set on CUDA: bf16 where supported, else fp16
+    autocast: str | None = None  # set on CUDA: "bf16" where supported, else "fp16"
+
+    @property
+    def device(self) -> torch.device:
+        """The ``torch.device`` (imports torch)."""
+        import torch
+
+        return torch.device(self.name)
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The CUDA autocast dtype (imports torch), or None."""
+        if self.autocast is None:
+            return None
+        import torch
+
+        return torch.bfloat16 if self.autocast == "bf16" else torch.float16
 
     @property
     def is_cuda(self) -> bool:
         """True when running on a CUDA GPU."""
-        return self.device.type == "cuda"
+        return self.name.startswith("cuda")
 
     def describe(self) -> str:
         """Return e.g. 'cuda:0 (NVIDIA H100, bf16 autocast)' or 'cpu (no CUDA: torch is a CPU-only build)'."""
-        return f"{self.device} ({self.reason})"
+        return f"{self.name} ({self.reason})"
+
+
+def no_cuda_without_torch() -> str | None:
+    """Return why CUDA cannot be used when that is plain without importing torch, else None.
+
+    No torch installed, an empty ``CUDA_VISIBLE_DEVICES``, or (on Linux) no NVIDIA driver loaded.
+    """
+    if importlib.util.find_spec("torch") is None:
+        return "no CUDA: torch is not installed"
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return "no CUDA: CUDA_VISIBLE_DEVICES hides every GPU"
+    if sys.platform.startswith("linux") and not Path("/proc/driver/nvidia/version").exists():
+        return "no CUDA: no NVIDIA driver is loaded on this machine"
+    return None
 
 
 def cuda_unavailable_reason() -> str | None:
     """Return why CUDA cannot be used, or None when it can."""
+    lean = no_cuda_without_torch()
+    if lean is not None:
+        return lean
+    import torch
+
     if torch.version.cuda is None:
         return "no CUDA: this torch is a CPU-only build; install a CUDA build of torch to use a GPU"
     try:
@@ -53,19 +97,20 @@ def resolve_device(requested: str = "auto") -> DeviceChoice:
     """Turn ``auto``, ``cuda``, ``cuda:N`` or ``cpu`` into a device and the reason for it."""
     req = requested.strip().lower()
     if req == "cpu":
-        return DeviceChoice(torch.device("cpu"), "cpu requested")
+        return DeviceChoice("cpu", "cpu requested")
     if req == "auto" or req.startswith("cuda"):
         why_not = cuda_unavailable_reason()
         if why_not is None:
+            import torch
+
             dev = torch.device("cuda:0" if req in ("auto", "cuda") else req)
             try:
                 name = torch.cuda.get_device_name(dev)
             except (AssertionError, RuntimeError) as exc:
                 raise DeviceError(f"cannot use {req}: {exc}") from exc
-            amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            amp_name = "bf16" if amp is torch.bfloat16 else "fp16"
-            return DeviceChoice(dev, f"{name}, {amp_name} autocast, channels_last", amp)
+            amp_name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            return DeviceChoice(str(dev), f"{name}, {amp_name} autocast, channels_last", amp_name)
         if req == "auto":
-            return DeviceChoice(torch.device("cpu"), why_not)
+            return DeviceChoice("cpu", why_not)
         raise DeviceError(f"--device {requested} was requested but {why_not}; use --device cpu or auto")
     raise ConfigError(f"unknown device {requested!r}; choose one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")

@@ -1,7 +1,7 @@
 """torch.distributed glue: one process per GPU (or CPU process with gloo), started by ``torchrun``.
 
 ``torchrun`` sets RANK, WORLD_SIZE and LOCAL_RANK; without them everything runs as a single process and
-no process group is created.
+no process group is created, and torch is not imported (a single ONNX Runtime predict runs without it).
 """
 
 from __future__ import annotations
@@ -11,9 +11,6 @@ import os
 import sys
 from dataclasses import dataclass
 from typing import TypeVar
-
-import torch
-import torch.distributed as dist
 
 T = TypeVar("T")
 
@@ -45,7 +42,12 @@ def context_from_env() -> DistContext:
 
 def init(ctx: DistContext, use_cuda: bool) -> None:
     """Create the process group (nccl on GPUs, gloo on CPUs) when running distributed."""
-    if ctx.enabled and not dist.is_initialized():
+    if not ctx.enabled:
+        return
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
         if use_cuda:
             torch.cuda.set_device(ctx.local_rank)
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
@@ -53,7 +55,11 @@ def init(ctx: DistContext, use_cuda: bool) -> None:
 
 def rank_device(requested: str, ctx: DistContext) -> str:
     """Give each rank its own GPU: ``auto``/``cuda`` become ``cuda:LOCAL_RANK`` under torchrun."""
-    if ctx.enabled and requested in ("auto", "cuda") and torch.cuda.is_available():
+    if not ctx.enabled or requested not in ("auto", "cuda"):
+        return requested
+    import torch
+
+    if torch.cuda.is_available():
         return f"cuda:{ctx.local_rank % torch.cuda.device_count()}"
     return requested
 
@@ -62,6 +68,8 @@ def all_gather(obj: T, ctx: DistContext) -> list[T]:
     """Return every rank's ``obj`` (in rank order) on every rank."""
     if not ctx.enabled:
         return [obj]
+    import torch.distributed as dist
+
     out: list[T] = [obj] * ctx.world_size
     dist.all_gather_object(out, obj)
     return out
@@ -69,6 +77,10 @@ def all_gather(obj: T, ctx: DistContext) -> list[T]:
 
 def shutdown() -> None:
     """Destroy the process group if one exists."""
+    if "torch.distributed" not in sys.modules:  # never imported: no group can exist
+        return
+    import torch.distributed as dist
+
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

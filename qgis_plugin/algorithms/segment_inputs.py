@@ -39,7 +39,7 @@ def segment_job(alg: QgsProcessingAlgorithm, parameters: dict[str, Any], context
     chosen = tuple(alg.parameterAsInts(parameters, "BANDS", context)) or None
     bands = chosen
     if raster is not None:  # found now, not after the engine has started
-        from fastunet_core.models.checkpoint import read_metadata
+        from fastunet_core.models.checkpoint_file import read_metadata
 
         bands = check_bands(layer, read_metadata(model).input.bands, chosen)
     if raster is None:
@@ -80,7 +80,7 @@ def _resolution(alg: QgsProcessingAlgorithm, parameters: dict[str, Any], context
     """Return a web layer's export resolution in its units: the parameter's, else the model's."""
     metres = alg.parameterAsDouble(parameters, "RESOLUTION", context)
     if metres <= 0:
-        from fastunet_core.models.checkpoint import read_metadata
+        from fastunet_core.models.checkpoint_file import read_metadata
 
         metres = read_metadata(model).resolution_m or 0.0
     if metres <= 0:

@@ -1,0 +1,133 @@
+"""Read a checkpoint file without PyTorch: its metadata, and a digest of its weights.
+
+A checkpoint is a safetensors file (see :mod:`fastunet_core.models.checkpoint`). What ``predict`` needs
+before it runs anything (the metadata, and which weights these are, to find the cached ONNX export) is
+read here with the safetensors header and plain file reads, so an ONNX Runtime run never imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from safetensors import SafetensorError, safe_open
+
+from fastunet_core.errors import CheckpointError, ConfigError, UnsafeCheckpointError
+from fastunet_core.models.deepness import ModelOverrides, OnnxModelSpec, is_onnx_path, read_onnx_model
+from fastunet_core.models.metadata import ModelMeta
+
+if TYPE_CHECKING:
+    from torch import nn
+
+METADATA_KEY = "fastunet"
+_PICKLE_MAGICS = (b"PK\x03\x04", b"\x80")  # torch.save zip archive, raw pickle protocol >= 2
+_HEADER_LIMIT = 100_000_000
+
+
+@dataclass
+class LoadedModel:
+    """A model with its metadata: a checkpoint (weights loaded now or on first use) or an ONNX file.
+
+    ``model`` is None until :meth:`torch_model` loads the weights (which imports torch), and always for an
+    ONNX file run as it is; ``onnx`` then says how.
+    """
+
+    model: nn.Module | None
+    meta: ModelMeta
+    path: Path
+    onnx: OnnxModelSpec | None = None
+
+    def torch_model(self) -> nn.Module:
+        """Return the PyTorch model (loading the checkpoint's weights the first time), or raise for ONNX."""
+        if self.model is None:
+            if self.onnx is not None or not self.path.is_file():
+                raise ConfigError(f"{self.path.name} is an ONNX model; this needs a PyTorch checkpoint (.safetensors)")
+            from fastunet_core.models.checkpoint import load_checkpoint
+
+            self.model = load_checkpoint(self.path).torch_model()
+        return self.model
+
+
+def open_model(path: str | os.PathLike[str], overrides: ModelOverrides | None = None) -> LoadedModel:
+    """Read a model's metadata (an ONNX file's run description) and leave the weights on disk (no torch)."""
+    p = Path(path)
+    if is_onnx_path(p):
+        onnx_meta, spec = read_onnx_model(p, overrides)
+        return LoadedModel(None, onnx_meta, p, spec)
+    return LoadedModel(None, read_metadata(p), p)
+
+
+def read_metadata(path: str | os.PathLike[str], overrides: ModelOverrides | None = None) -> ModelMeta:
+    """Read only the metadata of a model (fast: the weights are not loaded).
+
+    A model is a fastunet-geo checkpoint or a Deepness-format ONNX file (``.onnx``); ``overrides`` supply
+    what a foreign file lacks (see :class:`~fastunet_core.models.deepness.ModelOverrides`).
+    """
+    if is_onnx_path(path):
+        return read_onnx_model(path, overrides)[0]
+    p = check_checkpoint_file(Path(path))
+    try:
+        with safe_open(str(p), framework="numpy") as f:
+            raw = (f.metadata() or {}).get(METADATA_KEY)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{p} is not a fastunet-geo checkpoint (not a readable safetensors file: {exc})") from exc
+    if raw is None:
+        raise CheckpointError(
+            f"{p} is a safetensors file without fastunet-geo metadata; wrap its weights into a checkpoint "
+            "with 'fastunet-geo init ARCH --weights FILE ...'"
+        )
+    try:
+        return ModelMeta.from_dict(json.loads(raw))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{p}: the checkpoint metadata is not valid JSON ({exc})") from exc
+
+
+def weights_file_digest(path: str | os.PathLike[str]) -> str:
+    """Return a digest of the weights stored in a checkpoint: tensor names, types, shapes and bytes.
+
+    The metadata is left out, so recording figures in a checkpoint (e.g. its bf16 agreement) keeps the
+    digest; any change to a weight changes it.
+    """
+    p = check_checkpoint_file(Path(path))
+    h = hashlib.blake2b(digest_size=16)
+    with p.open("rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{p} is not a fastunet-geo checkpoint (bad safetensors header: {exc})") from exc
+        header.pop("__metadata__", None)
+        h.update(json.dumps(header, sort_keys=True).encode())
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def looks_like_pickle(p: Path) -> bool:
+    """Return True when the file starts like a PyTorch pickle (``torch.save``)."""
+    with p.open("rb") as f:
+        head = f.read(4)
+    return any(head.startswith(m) for m in _PICKLE_MAGICS)
+
+
+def check_checkpoint_file(p: Path, allow_pickle: bool = False) -> Path:
+    """Raise a readable error unless ``p`` is an existing safetensors file (or, if allowed, a pickle)."""
+    if not p.exists():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint path is not a file: {p}")
+    if not allow_pickle and looks_like_pickle(p):
+        raise UnsafeCheckpointError(
+            f"{p} is a PyTorch pickle file, not a fastunet-geo checkpoint; it is refused unread because "
+            "unpickling can run arbitrary code. Wrap plain weights with 'fastunet-geo init ARCH --weights FILE'"
+        )
+    with p.open("rb") as f:
+        head = f.read(8)
+    if len(head) < 8 or struct.unpack("<Q", head)[0] > min(p.stat().st_size, _HEADER_LIMIT):
+        raise CheckpointError(f"{p} is not a fastunet-geo checkpoint (not a safetensors file)")
+    return p
