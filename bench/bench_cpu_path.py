@@ -20,6 +20,7 @@ from rasterio.windows import Window
 
 from fastunet_core.inference.onnx_engine import OnnxEngine, onnx_available
 from fastunet_core.inference.optimize import optimize_for_cpu
+from fastunet_core.models.onnx_export import export_onnx_bytes
 from fastunet_core.models.registry import build_model
 
 IMAGE = Path(__file__).resolve().parents[1] / "data" / "samples" / "cogeo.tif"
@@ -65,7 +66,7 @@ def main() -> None:
         paths = [("BatchNorm folded + channels_last", optimize_for_cpu(model),
                   x.contiguous(memory_format=torch.channels_last))]
         if onnx_available():
-            session = OnnxEngine(model, tuple(x.shape))
+            session = OnnxEngine(export_onnx_bytes(model, x.shape[1], x.shape[2]))
             paths.append(("ONNX Runtime (the default when installed)",
                           lambda z, s=session: torch.from_numpy(s.session.run(None, {"x": z.numpy()})[0]), x))
         for name, fn, xin in paths:

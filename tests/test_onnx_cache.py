@@ -124,3 +124,36 @@ def test_cache_folder_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     monkeypatch.delenv("FASTUNET_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert cache_root() == tmp_path / "fastunet-geo"
+
+
+_ENGINE_CHILD = """
+import json, sys
+import qgis_plugin.engine_child  # the QGIS engine process's module, as `python -m ...engine_child` loads it
+from qgis_plugin.engine_calls import CALLS
+from qgis_plugin.jobs import SegmentJob
+
+class Sink:
+    def set_percent(self, p): pass
+    def is_cancelled(self): return False
+    def log(self, text): print(text, file=sys.stderr)
+
+job = SegmentJob(raster=sys.argv[2], model=sys.argv[1], class_output=sys.argv[3], polygons_output=sys.argv[4],
+                 device="auto")
+out = CALLS["segment"](job.to_dict(), Sink())
+print("@@" + json.dumps({"torch": sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")),
+                          "features": out["features"]}))
+"""
+
+
+def test_qgis_engine_segment_call_runs_without_torch(tmp_path: Path, rio_data: Path, varied_checkpoint: Path) -> None:
+    """The plugin's engine process (segment: predict + vectorise) with a cached export imports no torch."""
+    cache, raster = tmp_path / "cache", rio_data / "RGB.byte.tif"
+    _child_predict(varied_checkpoint, raster, tmp_path / "warm.tif", cache)  # fills the cache
+    env = {**os.environ, "FASTUNET_CACHE_DIR": str(cache), "PYTHONPATH": str(REPO)}
+    args = [str(varied_checkpoint), str(raster), str(tmp_path / "c.tif"), str(tmp_path / "p.gpkg")]
+    proc = subprocess.run([sys.executable, "-c", _ENGINE_CHILD, *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("@@"))[2:])
+    assert report["torch"] == [] and report["features"] > 0
+    assert "cached export" in proc.stderr  # the engine line the dock shows
