@@ -18,6 +18,7 @@ test: setup
 
 lint: setup
 	@$(VENV)/bin/ruff check fastunet_core tests bench qgis_plugin scripts
+	@$(VENV)/bin/mypy  # files and settings: [tool.mypy] in pyproject.toml
 
 plugin: setup
 	@$(PY) scripts/package_plugin.py

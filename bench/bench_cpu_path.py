@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ def trained_like(arch: str) -> torch.nn.Module:
     model = build_model(arch, 3, 5).eval()
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
+            if isinstance(m, torch.nn.BatchNorm2d) and m.running_mean is not None and m.running_var is not None:
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(0.5, 1.5)
@@ -40,7 +41,8 @@ def trained_like(arch: str) -> torch.nn.Module:
     return model
 
 
-def seconds_per_call(model: torch.nn.Module, x: torch.Tensor, repeat: int = 3) -> tuple[float, torch.Tensor]:
+def seconds_per_call(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                     repeat: int = 3) -> tuple[float, torch.Tensor]:
     """Best time of ``repeat`` calls after a warm-up, and the output."""
     with torch.inference_mode():
         out = model(x)
@@ -63,12 +65,16 @@ def main() -> None:
         model = trained_like(arch)
         te, oe = seconds_per_call(model, x)
         print(f"| {arch} | eager PyTorch | {te:.3f} | 1.00x | - | - |")
-        paths = [("BatchNorm folded + channels_last", optimize_for_cpu(model),
-                  x.contiguous(memory_format=torch.channels_last))]
+        paths: list[tuple[str, Callable[[torch.Tensor], torch.Tensor], torch.Tensor]] = [
+            ("BatchNorm folded + channels_last", optimize_for_cpu(model),
+             x.contiguous(memory_format=torch.channels_last))]
         if onnx_available():
             session = OnnxEngine(export_onnx_bytes(model, x.shape[1], x.shape[2]))
-            paths.append(("ONNX Runtime (the default when installed)",
-                          lambda z, s=session: torch.from_numpy(s.session.run(None, {"x": z.numpy()})[0]), x))
+
+            def run_onnx(z: torch.Tensor, s: OnnxEngine = session) -> torch.Tensor:
+                return torch.from_numpy(s.session.run(None, {"x": z.numpy()})[0])
+
+            paths.append(("ONNX Runtime (the default when installed)", run_onnx, x))
         for name, fn, xin in paths:
             t, o = seconds_per_call(fn, xin)
             agree = (oe.argmax(1) == o.argmax(1)).float().mean().item()

@@ -54,7 +54,7 @@ def export(model: str, folder: Path) -> Path:
     net = build_model(model, 3, 5).eval()
     with torch.no_grad():
         for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
+            if isinstance(m, torch.nn.BatchNorm2d) and m.running_mean is not None and m.running_var is not None:
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
     path = folder / f"{model}.onnx"

@@ -249,7 +249,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
     """Prepare inputs, run every measurement in child processes, print the figures and the summary."""
     sizes = (1024, 4096) if args.quick else (2048, 16384)
     tmp = None if args.workdir else tempfile.mkdtemp(prefix="fastunet_bench_")
-    work = Path(args.workdir or tmp).resolve()
+    work = Path(args.workdir or tmp or ".").resolve()
     work.mkdir(parents=True, exist_ok=True)
     args.workdir_path = work
     try:
@@ -383,7 +383,7 @@ def child_baseline(params: Json) -> Json:
     from fastunet_core.runtime.device import resolve_device
 
     loaded = load_checkpoint(params["ckpt"])
-    TorchEngine(loaded.model, resolve_device(params["device"]))
+    TorchEngine(loaded.torch_model(), resolve_device(params["device"]))
     return {"vmhwm_mib": vmhwm_mib()}
 
 
@@ -396,7 +396,7 @@ def child_forward(params: Json) -> Json:
     from fastunet_core.runtime.device import resolve_device
 
     loaded = load_checkpoint(params["ckpt"])
-    engine = TorchEngine(loaded.model, resolve_device(params["device"]))
+    engine = TorchEngine(loaded.torch_model(), resolve_device(params["device"]))
     engine(random_batches(loaded.meta, BATCH, BATCH)[0])
     return {"vmhwm_mib": vmhwm_mib()}
 
@@ -441,7 +441,7 @@ def child_speed(params: Json) -> Json:
     with rasterio.open(params["raster"]) as src:
         width, height = src.width, src.height
     n_tiles = TileGrid.for_raster(width, height, TILE, OVERLAP).n_tiles
-    engine = TorchEngine(loaded.model, resolve_device(params["device"]))
+    engine = TorchEngine(loaded.torch_model(), resolve_device(params["device"]))
     batches = random_batches(loaded.meta, n_tiles, BATCH)
     engine(batches[0])  # warm-up
     opts = PredictOptions(tile_size_px=TILE, overlap_px=OVERLAP, batch_size=BATCH, device=params["device"],

@@ -118,7 +118,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
     """Generate inputs, run every measurement in fresh processes, print the figures and a summary."""
     sizes = sorted(int(s) for s in args.sizes.split(","))
     tmp = None if args.workdir else tempfile.mkdtemp(prefix="fastunet_vbench_")
-    work = Path(args.workdir or tmp).resolve()
+    work = Path(args.workdir or tmp or ".").resolve()
     work.mkdir(parents=True, exist_ok=True)
     try:
         info = run_child("info", {})

@@ -20,7 +20,7 @@ from fastunet_core.train.config import config_from_dict
 from fastunet_core.train.datasets import IGNORE_INDEX, DatasetSpec, open_dataset
 from fastunet_core.train.evaluate import evaluate_checkpoint
 from fastunet_core.train.loop import train
-from fastunet_core.train.metrics import SegmentationMetrics, format_table
+from fastunet_core.train.metrics import MetricsReport, SegmentationMetrics, format_table
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "mmseg-remote-sensing-samples"
 
@@ -37,7 +37,7 @@ def loveda_layout(root: Path) -> Path:
     return root
 
 
-def majority_baseline(spec: DatasetSpec) -> tuple[object, list[str]]:
+def majority_baseline(spec: DatasetSpec) -> tuple[MetricsReport, list[str]]:
     """Metrics of predicting the training set's most frequent class everywhere on the val split."""
     train_ds, val_ds = open_dataset(spec, "train"), open_dataset(spec, "val")
     counts = np.zeros(len(train_ds.classes), dtype=np.int64)

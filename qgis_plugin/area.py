@@ -39,7 +39,7 @@ def crop_to_area(raster: Path, area: AreaSpec, out: Path, progress: Progress | N
     if bounds is None:
         raise ConfigError("the processed extent is missing")
     with rasterio.open(raster) as src:
-        window = pixel_window(src, bounds)  # type: ignore[arg-type]
+        window = pixel_window(src, bounds)
         _copy(src, window, polygons if area.kind == "polygons" else None, out, prog)
     return out
 

@@ -49,7 +49,7 @@ class AreaSpec:
     def from_dict(cls, d: dict[str, Any]) -> AreaSpec:
         """Rebuild from :meth:`to_dict`."""
         bounds = d.get("bounds")
-        return cls(d["kind"], tuple(bounds) if bounds else None,  # type: ignore[arg-type]
+        return cls(d["kind"], tuple(bounds) if bounds else None,
                    tuple(bytes.fromhex(h) for h in d.get("polygons_wkb", ())))
 
     def describe(self) -> str:

@@ -70,7 +70,7 @@ def train_model(work: Path, epochs: int) -> Path:
     loaded = load_checkpoint(result["CHECKPOINT"])  # give the classes the picture's colours
     meta = dataclasses.replace(loaded.meta, classes=tuple(ClassInfo(i, n, c) for i, (n, c) in enumerate(CLASSES)),
                                resolution_m=0.6)
-    return save_checkpoint(work / "cogeo_demo.safetensors", loaded.model, meta, overwrite=True)
+    return save_checkpoint(work / "cogeo_demo.safetensors", loaded.torch_model(), meta, overwrite=True)
 
 
 class ScriptIface:

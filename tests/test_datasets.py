@@ -19,8 +19,9 @@ from torch.utils.data import DataLoader
 
 from fastunet_core.errors import ConfigError, DatasetLayoutError
 from fastunet_core.models.metadata import InputSpec
-from fastunet_core.train.augment import SampleTransform, TransformedDataset, pad_to_multiple
+from fastunet_core.train.augment import SampleTransform, pad_to_multiple
 from fastunet_core.train.datasets import IGNORE_INDEX, DatasetSpec, open_dataset
+from fastunet_core.train.loop import SeededSamples
 
 LOVEDA_NAMES = ["background", "building", "road", "water", "barren", "forest", "agriculture"]
 
@@ -391,11 +392,10 @@ def test_pad_to_multiple_mirrors_image_and_ignores_padding() -> None:
     assert pad_to_multiple(image[:5, :5], mask[:5, :5], 4, min_size=12)[1].shape == (12, 12)
 
 
-def test_transformed_dataset_batches(fixtures: Path) -> None:
+def test_transformed_samples_batch(fixtures: Path) -> None:
     ds = open_dataset(DatasetSpec("landcoverai", fixtures / "landcoverai", tile_size=32), "train")
-    wrapped = TransformedDataset(ds, SampleTransform(InputSpec(bands=(1, 2, 3)), train=True))
-    assert (wrapped.classes, wrapped.n_bands, wrapped.input_dtype, wrapped.name) == (
-        ds.classes, 3, "uint8", "landcoverai")
+    assert (ds.n_bands, ds.input_dtype, ds.name) == (3, "uint8", "landcoverai")
+    wrapped = SeededSamples(ds, SampleTransform(InputSpec(bands=(1, 2, 3)), train=True), seed=0)
     x, y = next(iter(DataLoader(wrapped, batch_size=2)))
     assert x.shape == (2, 3, 32, 32) and x.dtype == torch.float32 and y.shape == (2, 32, 32)
     assert y.dtype == torch.int64 and int(y.max()) < len(ds.classes)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -74,8 +74,17 @@ class TorchEngine:
             return result
 
 
+class Engine(Protocol):
+    """What predict needs of an engine: (N, bands, H, W) float32 in, (N, classes, H, W) float32 probabilities out.
+
+    Implemented by :class:`TorchEngine` and :class:`fastunet_core.inference.onnx_engine.OnnxEngine`.
+    """
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...  # noqa: D102
+
+
 def make_engine(source: LoadedModel | nn.Module, device: DeviceChoice, sample_shape: tuple[int, int, int, int],
-                engine: str = "auto", precision: str = "auto") -> tuple[Any, str]:
+                engine: str = "auto", precision: str = "auto") -> tuple[Engine, str]:
     """Pick the engine; return it and a one-line description.
 
     ``auto``: ONNX Runtime on CPUs at fp32 when onnxruntime is installed (about 2x eager), else PyTorch
@@ -109,7 +118,7 @@ def make_engine(source: LoadedModel | nn.Module, device: DeviceChoice, sample_sh
 
 
 def _onnx_engine(source: LoadedModel | nn.Module, sample_shape: tuple[int, int, int, int],
-                 can_export: bool) -> tuple[Any, str]:
+                 can_export: bool) -> tuple[Engine, str]:
     """Build the ONNX Runtime engine from the cached export, or from an export in memory."""
     from fastunet_core.inference.onnx_cache import cached_onnx
     from fastunet_core.inference.onnx_engine import OnnxEngine

@@ -188,10 +188,11 @@ class Predictor:
                 "blend": o.blend, "bands": list(o.bands) if o.bands else None, "precision": o.precision,
                 "engine": self.engine_name}
 
-    def _resume_plan(self, raster: str | Path, targets: list[tuple[Path, str]]) -> tuple[list[dict], int]:
+    def _resume_plan(self, raster: str | Path, targets: list[tuple[Path, str]]) -> tuple[list[dict[str, object]], int]:
         """Return each output's fingerprint and the rows all of them finished in an earlier run."""
-        prints = [self._fingerprint(raster, kind) if self.options.resume else None for _, kind in targets]
-        if any(p is None for p in prints):
+        found = [self._fingerprint(raster, kind) if self.options.resume else None for _, kind in targets]
+        prints = [p for p in found if p is not None]
+        if len(prints) < len(found):
             for target, _ in targets:
                 discard_partial(target)
             return [{} for _ in targets], 0

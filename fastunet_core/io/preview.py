@@ -65,7 +65,8 @@ def render_preview(image: str | Path, classes: str | Path, png: str | Path, max_
     axes[0].set_title("input")
     axes[1].imshow(lut[cls], extent=extent, interpolation="nearest")
     axes[1].set_title("classes")
-    handles = [Patch(color=np.asarray(c["color"]) / 255.0, label=f"{c['id']} {c['name']}") for c in info]
+    handles = [Patch(color=(c["color"][0] / 255, c["color"][1] / 255, c["color"][2] / 255),
+                     label=f"{c['id']} {c['name']}") for c in info]
     if outlines is not None:
         import geopandas as gpd
 

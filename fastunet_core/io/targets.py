@@ -105,7 +105,7 @@ def _try_lock(fd: int) -> bool:
     import msvcrt  # pragma: no cover - Windows
 
     try:  # pragma: no cover
-        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined,unused-ignore]
     except OSError:  # pragma: no cover
         return False
     return True  # pragma: no cover

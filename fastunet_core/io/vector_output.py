@@ -199,7 +199,7 @@ class VectorSink:
             return
         empty = FeatureBatch(np.empty(0, dtype=object), np.empty(0, np.int32), np.empty(0, object),
                              np.empty(0), np.empty(0))
-        options = {"dataset_options": {"VERSION": "1.2"}} if self.fmt.driver == "GPKG" else {}
+        options: dict[str, Any] = {"dataset_options": {"VERSION": "1.2"}} if self.fmt.driver == "GPKG" else {}
         self._write(self._file, empty, shapefile=self.fmt.driver == "ESRI Shapefile", **options)
 
     def commit(self) -> list[Path]:

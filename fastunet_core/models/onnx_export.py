@@ -32,7 +32,8 @@ def export_onnx(model: nn.Module, n_bands: int, tile_px: int, target: str | os.P
     dest: str | IO[bytes] = str(target) if isinstance(target, (str, os.PathLike)) else target
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter
-        torch.onnx.export(model.eval().cpu(), (example,), dest, input_names=[INPUT_NAME],
+        # a file object works: torch's annotation lists paths only
+        torch.onnx.export(model.eval().cpu(), (example,), dest, input_names=[INPUT_NAME],  # type: ignore[arg-type]
                           output_names=[OUTPUT_NAME], opset_version=OPSET, dynamo=False,
                           dynamic_axes={INPUT_NAME: dims, OUTPUT_NAME: dims})
 
@@ -49,4 +50,4 @@ def export_checkpoint_onnx(checkpoint: str | os.PathLike[str], target: Path) -> 
     from fastunet_core.models.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(checkpoint)
-    export_onnx(loaded.model, loaded.meta.input.n_bands, loaded.meta.tile_size_px, target)
+    export_onnx(loaded.torch_model(), loaded.meta.input.n_bands, loaded.meta.tile_size_px, target)

@@ -33,9 +33,9 @@ class PixelColour(nn.Module):
         super().__init__()
         self.head = nn.Conv2d(in_channels, num_classes, 1)
         g = grey_prototypes(num_classes)
-        with torch.no_grad():
-            self.head.weight.copy_((SHARPNESS * 2 * g).reshape(num_classes, 1, 1, 1).expand_as(self.head.weight))
-            self.head.bias.copy_(-SHARPNESS * in_channels * g * g)
+        weight = (SHARPNESS * 2 * g).reshape(num_classes, 1, 1, 1).expand_as(self.head.weight)
+        self.head.weight = nn.Parameter(weight.clone())
+        self.head.bias = nn.Parameter(-SHARPNESS * in_channels * g * g)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``(N, C, H, W)`` normalised pixels to ``(N, num_classes, H, W)`` logits."""

@@ -119,7 +119,8 @@ def summarize_model(model: nn.Module, input_shape: tuple[int, int, int], name: s
         for h in hooks:
             h.remove()
         model.train(was_training)
-    return ModelSummary(name, tuple(input_shape), count_parameters(model), counts["macs"], counts["elements"])
+    bands, height, width = input_shape
+    return ModelSummary(name, (bands, height, width), count_parameters(model), counts["macs"], counts["elements"])
 
 
 def summarize(name: str, in_channels: int = 3, num_classes: int = 5, size: int | tuple[int, int] = 512,

@@ -53,6 +53,8 @@ class Measurer:
         if crs.is_projected and _area_scale_ok(crs, lon, lat):
             return cls(transform, "planar", unit, abs(transform.determinant) ** 0.5 * unit)
         ell = geodetic.ellipsoid
+        if ell is None:  # a geographic CRS always has one
+            raise RuntimeError(f"the CRS {crs.name!r} has no ellipsoid")
         a = ell.semi_major_metre
         e2 = 1.0 - (ell.semi_minor_metre / a) ** 2
         equal_area = ProjectedCRS(LambertCylindricalEqualAreaConversion(0.0, float(lon[0])), geodetic_crs=geodetic)

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -208,7 +208,7 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def iter_results(job: WindowJob, grid: list[list[Window]], workers: int = 1) -> Iterator[WindowResult]:
+def iter_results(job: WindowJob, grid: list[list[Window]], workers: int = 1) -> Generator[WindowResult, None, None]:
     """Yield every window's result in row-major order, computed here or by ``workers`` processes."""
     cells = [(r, c, w) for r, row in enumerate(grid) for c, w in enumerate(row)]
     if workers > 1 and len(cells) > 2:
@@ -239,7 +239,7 @@ def _pooled(job: WindowJob, cells: list[tuple[int, int, Window]], workers: int) 
     stdout, rather than multiprocessing: no re-import of the caller's main script, so any script can
     call this without an ``if __name__ == "__main__"`` guard.
     """
-    package_root = str(Path(__file__).resolve().parent.parent)  # so the worker imports this very package
+    package_root = str(Path(__file__).resolve().parents[2])  # so the worker imports this very package
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH"))
                                                        if p)}
     procs = [subprocess.Popen([str(_python()), "-m", "fastunet_core.polygons.vector_windows"], stdin=subprocess.PIPE,
@@ -273,9 +273,9 @@ def _send(proc: subprocess.Popen[bytes], message: object) -> None:
 
 def _receive(proc: subprocess.Popen[bytes]) -> WindowResult:
     status, payload = _read_frame(proc.stdout) or ("died", None)  # type: ignore[arg-type]
-    if status == "ok":
+    if status == "ok" and isinstance(payload, WindowResult):
         return payload
-    if status == "error":
+    if status == "error" and isinstance(payload, BaseException):
         raise payload
     raise RuntimeError(f"a vectorize worker process stopped unexpectedly (exit code {proc.wait()})")
 

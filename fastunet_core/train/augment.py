@@ -29,10 +29,9 @@ import random
 import albumentations as alb
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from fastunet_core.errors import ConfigError
-from fastunet_core.models.metadata import DTYPE_RANGES, ClassInfo, InputSpec
+from fastunet_core.models.metadata import InputSpec
 from fastunet_core.train.datasets import IGNORE_INDEX
 
 JITTER_P = 0.5
@@ -66,11 +65,6 @@ def pad_to_multiple(image: np.ndarray, mask: np.ndarray, divisor: int, min_size:
     image = np.pad(image, ((0, th - h), (0, tw - w), (0, 0)), mode="symmetric")
     mask = np.pad(mask, ((0, th - h), (0, tw - w)), mode="constant", constant_values=IGNORE_INDEX)
     return image, mask
-
-
-def default_input_spec(dtype: str, n_bands: int) -> InputSpec:
-    """Return the plain InputSpec for a dataset: all bands, the dtype's full range, no mean/std."""
-    return InputSpec(bands=tuple(range(1, n_bands + 1)), dtype=dtype, value_range=DTYPE_RANGES.get(dtype, (0.0, 1.0)))
 
 
 class SampleTransform:
@@ -140,38 +134,3 @@ class SampleTransform:
         if np.issubdtype(image.dtype, np.integer):
             np.clip(x, *self.spec.value_range, out=x)
         return x
-
-
-class TransformedDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """A dataset of (image, mask) numpy samples seen through a :class:`SampleTransform`."""
-
-    def __init__(self, dataset: Dataset, transform: SampleTransform) -> None:
-        self.dataset = dataset
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = self.dataset[index]
-        return self.transform(image, mask)
-
-    @property
-    def classes(self) -> tuple[ClassInfo, ...]:
-        """Classes of the wrapped dataset, in channel order."""
-        return self.dataset.classes  # type: ignore[attr-defined,no-any-return]
-
-    @property
-    def input_dtype(self) -> str:
-        """Source data type of the wrapped dataset's images."""
-        return str(self.dataset.input_dtype)  # type: ignore[attr-defined]
-
-    @property
-    def n_bands(self) -> int:
-        """Band count of the wrapped dataset's images."""
-        return int(self.dataset.n_bands)  # type: ignore[attr-defined]
-
-    @property
-    def name(self) -> str:
-        """Name of the wrapped dataset."""
-        return str(self.dataset.name)  # type: ignore[attr-defined]

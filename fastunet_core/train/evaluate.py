@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from fastunet_core.errors import ConfigError, DatasetLayoutError
 from fastunet_core.models.checkpoint import load_checkpoint
@@ -19,14 +20,18 @@ from fastunet_core.train.config import load_config
 from fastunet_core.train.datasets import IGNORE_INDEX, open_dataset
 from fastunet_core.train.loop import dataset_spec
 from fastunet_core.train.loss import JDTLoss
-from fastunet_core.train.metrics import SegmentationMetrics
+from fastunet_core.train.metrics import MetricsReport, SegmentationMetrics
 
 
 @dataclass
 class EvaluationResult:
-    """Metrics of one checkpoint on one split."""
+    """Metrics of one checkpoint on one split.
 
-    report: Any
+    ``report``: IoU per class, mIoU and the paper's mIoU; ``class_names`` in channel order; ``images``: how many
+    were evaluated; ``loss``: the mean JDT loss per image; ``device``: where it ran.
+    """
+
+    report: MetricsReport
     class_names: list[str]
     images: int
     loss: float
@@ -81,7 +86,8 @@ def evaluate_checkpoint(checkpoint: str | Path, config: str | Path | None, overr
         xs, ys = zip(*(transform(img, mask) for img, mask in items), strict=True)
         return torch.stack(xs), torch.stack(ys)
 
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    samples = cast("Dataset[tuple[np.ndarray, np.ndarray]]", ds)  # every layout's dataset is a torch Dataset
+    loader = DataLoader(samples, batch_size=batch_size, shuffle=False, collate_fn=collate)
     metrics = SegmentationMetrics(meta.n_classes, ignore_index=IGNORE_INDEX, device=dev.device)
     loss_fn = JDTLoss(ignore_index=IGNORE_INDEX)
     loss_sum, n = 0.0, 0

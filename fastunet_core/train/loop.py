@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -38,9 +38,9 @@ from fastunet_core.runtime.device import DeviceChoice, resolve_device
 from fastunet_core.runtime.progress import STATUS_PREFIX, NullProgress, Progress
 from fastunet_core.train.augment import SampleTransform
 from fastunet_core.train.config import TrainConfig
-from fastunet_core.train.datasets import IGNORE_INDEX, DatasetSpec, open_dataset
+from fastunet_core.train.datasets import IGNORE_INDEX, DatasetSpec, SegmentationDataset, open_dataset
 from fastunet_core.train.loss import JDTLoss
-from fastunet_core.train.metrics import SegmentationMetrics, format_table
+from fastunet_core.train.metrics import MetricsReport, SegmentationMetrics, format_table
 from fastunet_core.train.plots import plot_history
 from fastunet_core.train.state import STATE_FILE, EpochRecord, LoopState, load_state, save_state, write_history
 from fastunet_core.train.workers import EpochSampler, make_loader, resolve_workers
@@ -68,11 +68,11 @@ class SeededSamples(Dataset):
     Keys are plain indices (using ``epoch``) or ``(epoch, index)`` pairs from an :class:`EpochSampler`.
     """
 
-    def __init__(self, base: Dataset, transform: SampleTransform, seed: int) -> None:
+    def __init__(self, base: SegmentationDataset, transform: SampleTransform, seed: int) -> None:
         self.base, self.transform, self.seed, self.epoch = base, transform, seed, 0
 
     def __len__(self) -> int:
-        return len(self.base)  # type: ignore[arg-type]
+        return len(self.base)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         # (epoch, index) from an EpochSampler: persistent workers keep their own copy of this object
@@ -137,7 +137,7 @@ class _Trainer:
         torch.manual_seed(cfg.optim.seed)
         self.model = build_model(cfg.model.architecture, self.input.n_bands, len(self.classes), self.arch_args)
         if cfg.model.init_from:
-            self.model.load_state_dict(load_checkpoint(cfg.model.init_from).model.state_dict())
+            self.model.load_state_dict(load_checkpoint(cfg.model.init_from).torch_model().state_dict())
         self.model.to(device.device)
         self.net: nn.Module = self.model
         if ctx.enabled:
@@ -273,7 +273,8 @@ class _Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             for i, (x, y) in enumerate(group):
                 x, y = x.to(self.device.device, non_blocking=True), y.to(self.device.device, non_blocking=True)
-                sync = contextlib.nullcontext() if i == len(group) - 1 or not self.ctx.enabled else self.net.no_sync()
+                last = i == len(group) - 1 or not self.ctx.enabled
+                sync = contextlib.nullcontext() if last else cast(DistributedDataParallel, self.net).no_sync()
                 with sync:
                     with self._autocast():
                         logits = self.net(x)
@@ -287,10 +288,10 @@ class _Trainer:
             rate = n_images * self.ctx.world_size / max(time.perf_counter() - t0, 1e-9)
             self.prog.message(f"{STATUS_PREFIX}epoch {epoch} loss {loss_sum / n_images:.4f}, {rate:.1f} img/s")
         totals = self._all_reduce(torch.tensor([loss_sum, n_images], dtype=torch.float64))
-        return float(totals[0] / max(totals[1], 1)), n_images
+        return float(totals[0]) / max(float(totals[1]), 1.0), n_images
 
     @torch.no_grad()
-    def _validate(self, epoch: int) -> tuple[float, Any]:
+    def _validate(self, epoch: int) -> tuple[float, MetricsReport]:
         self.model.eval()
         loader = self._loader("val", epoch)
         metrics = SegmentationMetrics(len(self.classes), ignore_index=IGNORE_INDEX, device=self.device.device)
@@ -304,7 +305,7 @@ class _Trainer:
             metrics.update(logits.argmax(dim=1), y)
         totals = self._all_reduce(torch.tensor([loss_sum, n], dtype=torch.float64))
         metrics.load_state(self._all_reduce(metrics.state()))
-        return float(totals[0] / max(totals[1], 1)), metrics.compute()
+        return float(totals[0]) / max(float(totals[1]), 1.0), metrics.compute()
 
     def _all_reduce(self, t: torch.Tensor) -> torch.Tensor:
         if not self.ctx.enabled:
@@ -313,7 +314,7 @@ class _Trainer:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t.cpu()
 
-    def _meta(self, report: Any) -> ModelMeta:
+    def _meta(self, report: MetricsReport) -> ModelMeta:
         name = getattr(self.train_base, "name", self.cfg.data.get("kind", "dataset"))
         return ModelMeta(
             architecture=self.cfg.model.architecture, arch_args=self.arch_args, input=self.input,
@@ -327,7 +328,7 @@ class _Trainer:
                                                                              strict=True)}},
         )
 
-    def _save(self, report: Any, improved: bool) -> None:
+    def _save(self, report: MetricsReport, improved: bool) -> None:
         meta = self._meta(report)
         save_checkpoint(self.out / LAST_CHECKPOINT, self.model, meta, overwrite=True)
         if improved:

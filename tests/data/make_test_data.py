@@ -105,10 +105,10 @@ def bad_rasters(folder: Path, seed: int = SEED) -> dict[str, GeneratedRaster]:
 
     # uint16 RGBA (16-bit sensor counts over the full range, alpha band)
     valid = _corner_hole(HEIGHT, WIDTH)[::-1, ::-1].copy()
-    img = (scene(rng) * 65535).round().astype(np.uint16)
-    alpha = (valid * 65535).astype(np.uint16)[None]
+    img16 = (scene(rng) * 65535).round().astype(np.uint16)
+    alpha16 = (valid * 65535).astype(np.uint16)[None]
     path = folder / "uint16_rgba.tif"
-    _write(path, np.concatenate([img, alpha]), crs=UTM, transform=UTM_ORIGIN, photometric="RGB")
+    _write(path, np.concatenate([img16, alpha16]), crs=UTM, transform=UTM_ORIGIN, photometric="RGB")
     with rasterio.open(path, "r+") as dst:
         dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
     out["uint16_rgba"] = GeneratedRaster(path, valid, rgb, "uint16")

@@ -7,7 +7,7 @@ the value written to output class rasters), ``input_dtype``, ``n_bands`` and ``n
 the fly (windowed reads), never pre-extracted. Open one with :func:`open_dataset`.
 """
 
-from fastunet_core.train.datasets._common import IGNORE_INDEX, WindowedPairs
+from fastunet_core.train.datasets._common import IGNORE_INDEX, SegmentationDataset, WindowedPairs
 from fastunet_core.train.datasets.folder import open_folder
 from fastunet_core.train.datasets.landcoverai import LANDCOVERAI_CLASSES, open_landcoverai
 from fastunet_core.train.datasets.loveda import loveda_classes, open_loveda
@@ -21,6 +21,7 @@ __all__ = [
     "DatasetKind",
     "DatasetSpec",
     "RasterVectorDataset",
+    "SegmentationDataset",
     "WindowedPairs",
     "loveda_classes",
     "open_dataset",

@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import rasterio
@@ -202,6 +202,24 @@ def read_image(src: rasterio.io.DatasetReader, window: Window, bands: Sequence[i
         nonfinite = ~np.isfinite(raw).all(axis=0)
         invalid = nonfinite if invalid is None else invalid | nonfinite
     return np.ascontiguousarray(np.moveaxis(raw, 0, -1)), invalid
+
+
+class SegmentationDataset(Protocol):
+    """What training, evaluation and the benches use of a dataset (every layout's dataset has it).
+
+    ``__getitem__(i)`` returns ``(image, mask)``: ``image`` (H, W, bands) in the source dtype, ``mask`` (H, W)
+    int64 holding model channel indices ``0..len(classes)-1`` or :data:`IGNORE_INDEX`.
+    """
+
+    classes: tuple[ClassInfo, ...]  # channel order; ``ClassInfo.id`` is the value written to class rasters
+    name: str
+    input_dtype: str  # numpy dtype name of the images
+    n_bands: int
+    resolution_m: float | None  # ground size of a pixel in metres, when known
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 class WindowedPairs(Dataset[tuple[np.ndarray, np.ndarray]]):

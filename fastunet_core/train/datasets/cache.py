@@ -45,6 +45,7 @@ from torch.utils.data import Dataset
 from fastunet_core.errors import ConfigError, DatasetLayoutError
 from fastunet_core.io.atomic import atomic_output
 from fastunet_core.runtime.progress import NullProgress, Progress
+from fastunet_core.train.datasets._common import SegmentationDataset
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +100,8 @@ def default_cache_dir() -> Path:
     return Path(base) / "fastunet-geo" / "tiles"
 
 
-def with_tile_cache(dataset: Dataset[Any], setting: str | os.PathLike[str], split: str,
-                    progress: Progress | None = None) -> Dataset[Any]:
+def with_tile_cache(dataset: SegmentationDataset, setting: str | os.PathLike[str], split: str,
+                    progress: Progress | None = None) -> SegmentationDataset:
     """Return ``dataset`` served from its tile cache (built now if missing or stale), or itself when off."""
     text = str(setting)
     if text == "off" or not isinstance(dataset, Cacheable) or len(dataset) == 0:
@@ -176,8 +177,10 @@ class CacheLayout:
 class CachedTiles(Dataset[tuple[np.ndarray, np.ndarray]]):
     """A dataset's samples served from its cache file (memory-mapped read-only, opened per process)."""
 
-    def __init__(self, base: Dataset[Any], path: Path, layout: CacheLayout) -> None:
+    def __init__(self, base: SegmentationDataset, path: Path, layout: CacheLayout) -> None:
         self.base, self.path, self.layout = base, path, layout
+        self.classes, self.name, self.input_dtype = base.classes, base.name, base.input_dtype
+        self.n_bands, self.resolution_m = base.n_bands, base.resolution_m
         self._images: np.ndarray | None = None
         self._masks: np.ndarray | None = None
 

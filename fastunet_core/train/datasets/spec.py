@@ -7,10 +7,9 @@ from os import PathLike
 from pathlib import Path
 from typing import Literal, get_args
 
-from torch.utils.data import Dataset
-
 from fastunet_core.errors import ConfigError
 from fastunet_core.runtime.progress import Progress
+from fastunet_core.train.datasets._common import SegmentationDataset
 from fastunet_core.train.datasets.cache import with_tile_cache
 from fastunet_core.train.datasets.folder import open_folder
 from fastunet_core.train.datasets.landcoverai import open_landcoverai
@@ -87,7 +86,7 @@ class DatasetSpec:
             raise ConfigError(f"loveda_nodata must be one of {', '.join(NODATA_MODES)}, got {self.loveda_nodata!r}")
 
 
-def open_dataset(spec: DatasetSpec, split: str, progress: Progress | None = None) -> Dataset:
+def open_dataset(spec: DatasetSpec, split: str, progress: Progress | None = None) -> SegmentationDataset:
     """Open the ``train``, ``val`` or ``test`` split of a dataset, through its tile cache unless ``spec.cache`` is off.
 
     See each layout's module for the layouts; a missing or stale cache is built here (``progress`` shows it).
@@ -95,7 +94,7 @@ def open_dataset(spec: DatasetSpec, split: str, progress: Progress | None = None
     return with_tile_cache(_open_source(spec, split), spec.cache, split, progress)
 
 
-def _open_source(spec: DatasetSpec, split: str) -> Dataset:
+def _open_source(spec: DatasetSpec, split: str) -> SegmentationDataset:
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if spec.kind == "landcoverai":
