@@ -61,5 +61,8 @@ def test_predict_reports_device_and_reason(tmp_path: Path, rio_data: Path) -> No
     r = runner.invoke(cli, ["predict", str(rio_data / "RGB.byte.tif"), "-m", str(ckpt), "-o",
                             str(tmp_path / "o.tif")])
     assert r.exit_code == 0, r.stderr
-    assert "device: " in r.output + r.stderr
+    from fastunet_core.runtime.device import resolve_device
+
+    chosen = resolve_device("auto")
+    assert chosen.reason and f"device: {chosen.name} ({chosen.reason})" in r.output + r.stderr  # the device and why
     assert "wrote" in r.stderr

@@ -19,6 +19,7 @@ from qgis.core import (
     QgsFeature,
     QgsGeometry,
     QgsPalettedRasterRenderer,
+    QgsPointXY,
     QgsProject,
     QgsRasterLayer,
     QgsRectangle,
@@ -161,8 +162,9 @@ def test_dock_polygons_area_masks_outside(dock: object, qgis_model: Path, small_
     ext = layer.extent()
     area = QgsVectorLayer("Polygon?crs=EPSG:3857", "area", "memory")
     feature = QgsFeature()
-    feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(ext.xMinimum() + 30, ext.yMinimum() + 20,
-                                                          ext.xMinimum() + 90, ext.yMinimum() + 80)))
+    x0, y0 = ext.xMinimum() + 30, ext.yMinimum() + 20  # a right triangle: half of its bounding box is outside
+    feature.setGeometry(QgsGeometry.fromPolygonXY([[QgsPointXY(x0, y0), QgsPointXY(x0 + 60, y0),
+                                                     QgsPointXY(x0, y0 + 60), QgsPointXY(x0, y0)]]))
     area.dataProvider().addFeatures([feature])
     QgsProject.instance().addMapLayer(area)
     dock.form.layer.setLayer(layer)
@@ -172,10 +174,20 @@ def test_dock_polygons_area_masks_outside(dock: object, qgis_model: Path, small_
     dock.form.polygon_layer.setLayer(area)
     dock.form.vectorize.setChecked(False)
     task, _ = run_to_end(dock)
-    assert task.outcome is not None, task.error and task.outcome.polygons is None
+    assert task.outcome is not None, task.error
+    assert task.outcome.polygons is None
+    px = layer.rasterUnitsPerPixelX()
     with rasterio.open(task.outcome.class_raster) as dst:
-        assert dst.width == pytest.approx(60 / layer.rasterUnitsPerPixelX(), abs=1.01)
-        assert dst.bounds.left == pytest.approx(ext.xMinimum() + 30, abs=layer.rasterUnitsPerPixelX())
+        assert dst.width == pytest.approx(60 / px, abs=1.01)
+        assert dst.bounds.left == pytest.approx(x0, abs=px)
+        classes, nodata = dst.read(1), dst.nodata
+        rows, cols = np.mgrid[:dst.height, :dst.width]
+        xs, ys = rasterio.transform.xy(dst.transform, rows.ravel(), cols.ravel())
+    reach = ((np.asarray(xs) - x0) + (np.asarray(ys) - y0)).reshape(classes.shape) / 60  # < 1 inside
+    margin = 1.5 * px / 60
+    inside, outside = classes[reach < 1 - margin], classes[reach > 1 + margin]
+    assert outside.size > 0.3 * classes.size and (outside == nodata).all()  # masked to the polygon...
+    assert (inside != nodata).all() and len(np.unique(inside)) >= 2  # ... and segmented within it
 
 
 def test_cancelled_run_leaves_no_layer_and_no_file(dock: object, qgis_iface: object, qgis_model: Path,

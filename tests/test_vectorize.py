@@ -13,7 +13,6 @@ import textwrap
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
-import click
 import geopandas as gpd
 import numpy as np
 import pyogrio
@@ -472,4 +471,3 @@ def test_cli_vectorize(spacenet: tuple[Path, gpd.GeoDataFrame], tmp_path: Path) 
     bad = runner.invoke(group, ["vectorize", str(mask), "-o", str(tmp_path / "c.gpkg"), "--classes", "roads"],
                         obj={})
     assert bad.exit_code == 1 and len(bad.output.strip().splitlines()) == 1 and "unknown class 'roads'" in bad.output
-    assert isinstance(vectorize, click.Command)
