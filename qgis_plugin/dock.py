@@ -17,6 +17,7 @@ from qgis.PyQt.QtCore import QTimer
 from qgis.PyQt.QtWidgets import QFileDialog, QScrollArea, QWidget
 
 from .deps import EngineStatus, check_engine
+from .device_probe import DeviceProbe, start_device_probe
 from .dock_form import DockForm, build_form
 from .dock_plan import DockChoices, plan_run
 from .model_info import model_summary_html
@@ -44,6 +45,9 @@ class SegmentDock(QgsDockWidget):
         self.task: Any = None  # the running SegmentTask
         self.last_polygons: QgsVectorLayer | None = None
         self._device_checked = False
+        self.gpu: dict[str, Any] | None = None  # the GPU check's answer, once it has come
+        self._probe = DeviceProbe(self)
+        self._probe.answered.connect(self._device_found)
         self._connect()
         self._show_engine_status()
         active = iface.activeLayer() if iface is not None else None
@@ -69,7 +73,7 @@ class SegmentDock(QgsDockWidget):
         f.run.setEnabled(self.engine.ok)
 
     def showEvent(self, event: Any) -> None:
-        """On first show, look for a GPU (this imports torch, so not at QGIS start)."""
+        """On first show, start looking for a GPU in the background (the answer fills in the device line)."""
         super().showEvent(event)
         if not self._device_checked:
             QTimer.singleShot(0, self.refresh_device_info)
@@ -93,7 +97,7 @@ class SegmentDock(QgsDockWidget):
         from fastunet_core.models.checkpoint_file import read_metadata
 
         try:
-            meta = read_metadata(path)
+            meta = read_metadata(path)  # the header alone: no torch on the GUI thread
         except FastUNetError as exc:
             f.model_info.setText(f'<span style="color:#b00020">{exc}</span>')
             return False
@@ -105,24 +109,34 @@ class SegmentDock(QgsDockWidget):
         return True
 
     def refresh_device_info(self) -> None:
-        """Show which device Auto picks and why, or why CUDA cannot be used."""
+        """Show which device Auto picks and why; the GPU check runs in the background, never on this thread."""
         if not self.engine.ok:
             return
-        self._device_checked = True
-        from fastunet_core.runtime.device import cuda_unavailable_reason, resolve_device
-
+        if self.gpu is None:
+            if not self._device_checked:
+                self._device_checked = True
+                self.form.device_info.setText("Looking for a GPU…")
+                start_device_probe(self._probe)
+            return
         choice = self.form.device.currentData()
+        why_not, gpu = self.gpu.get("why_not"), self.gpu.get("gpu")
         if choice == "cpu":
             text = "CPU."
+        elif why_not is None:
+            text = f"GPU: {gpu}"
+        elif choice == "cuda":
+            text = f'<span style="color:#b00020">CUDA cannot be used: {why_not}</span>'
         else:
-            why_not = cuda_unavailable_reason()
-            if why_not is None:
-                text = f"GPU: {resolve_device('cuda').describe()}"
-            elif choice == "cuda":
-                text = f'<span style="color:#b00020">CUDA cannot be used: {why_not}</span>'
-            else:
-                text = f"Auto uses the CPU: {why_not}"
+            text = f"Auto uses the CPU: {why_not}"
         self.form.device_info.setText(text)
+
+    def _device_found(self, answer: dict[str, Any]) -> None:
+        """Take the background GPU check's answer (main thread)."""
+        if "error" in answer:
+            self.form.device_info.setText(f"The GPU check failed: {answer['error']}")
+            return
+        self.gpu = answer
+        self.refresh_device_info()
 
     def _layer_changed(self, layer: QgsMapLayer | None) -> None:
         note = self.form.layer_note

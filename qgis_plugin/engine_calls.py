@@ -48,8 +48,17 @@ def train(payload: Payload, sink: ProgressSink) -> Payload:
             "device": result.device.describe()}
 
 
+def device(payload: Payload, sink: ProgressSink) -> Payload:
+    """Say whether CUDA can be used (and which GPU), or why not; this imports torch, so never on a GUI thread."""
+    from fastunet_core.runtime.device import cuda_unavailable_reason, resolve_device
+
+    why_not = cuda_unavailable_reason()
+    return {"why_not": why_not, "gpu": resolve_device("cuda").describe() if why_not is None else None}
+
+
 CALLS: dict[str, Callable[[Payload, ProgressSink], Payload]] = {
     "segment": segment,
     "vectorize": vectorize,
     "train": train,
+    "device": device,
 }

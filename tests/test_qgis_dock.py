@@ -74,7 +74,8 @@ def test_dock_shows_model_metadata_and_device(dock: object, qgis_model: Path) ->
     for _cid, name, color in MODEL_CLASSES:
         assert name in info and color in info
     assert (dock.form.tile.value(), dock.form.overlap.value()) == (128, 16)
-    dock.refresh_device_info()
+    dock.refresh_device_info()  # starts the GPU check in the background; the line fills in when it answers
+    wait_for(lambda: dock.gpu is not None)
     assert dock.form.device_info.text().startswith("Auto uses the CPU: no CUDA: ")
     dock.form.device.setCurrentIndex(1)  # CUDA
     assert "CUDA cannot be used" in dock.form.device_info.text()

@@ -109,9 +109,15 @@ def weights_file_digest(path: str | os.PathLike[str]) -> str:
 
 
 def looks_like_pickle(p: Path) -> bool:
-    """Return True when the file starts like a PyTorch pickle (``torch.save``)."""
+    """Return True when the file starts like a PyTorch pickle (``torch.save``); never for a safetensors file.
+
+    A safetensors file starts with its header's length (8 bytes, little-endian), so a header of 0x380 bytes
+    starts with ``80 03``, a raw pickle's protocol-3 magic: such a file is recognised by its JSON header.
+    """
     with p.open("rb") as f:
-        head = f.read(4)
+        head = f.read(9)
+    if len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] <= p.stat().st_size - 8:
+        return False  # a safetensors header follows
     return any(head.startswith(m) for m in _PICKLE_MAGICS)
 
 

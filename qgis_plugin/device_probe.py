@@ -1,0 +1,50 @@
+"""The GPU check off the GUI thread: the ``device`` engine call on a Python thread, the answer as a Qt signal.
+
+The check imports torch (seconds, up to tens of seconds under load); the dock shows "Looking for a GPU…"
+and fills in the device line when :attr:`DeviceProbe.answered` arrives (queued to the GUI thread). In the
+QGIS executables the call runs in the engine process, so QGIS's own process never imports torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any
+
+from qgis.PyQt.QtCore import QObject, pyqtSignal
+
+
+class DeviceProbe(QObject):
+    """Carries the answer of a background GPU check to the GUI thread."""
+
+    answered = pyqtSignal(dict)  # {"why_not": str | None, "gpu": str | None} or {"error": str}
+
+
+class _QuietSink:
+    def set_percent(self, percent: float) -> None:
+        """Ignore progress."""
+
+    def is_cancelled(self) -> bool:
+        """Never cancelled."""
+        return False
+
+    def log(self, text: str) -> None:
+        """Ignore log lines."""
+
+
+def start_device_probe(probe: DeviceProbe) -> threading.Thread:
+    """Run the GPU check on a daemon thread; ``probe.answered`` is emitted with the result."""
+
+    def work() -> None:
+        from .engine_process import run_engine
+
+        try:
+            answer: dict[str, Any] = run_engine("device", {}, _QuietSink())
+        except Exception as exc:  # the thread's boundary: the dock shows it
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        with contextlib.suppress(RuntimeError):  # the dock (and the probe with it) was deleted meanwhile
+            probe.answered.emit(answer)
+
+    thread = threading.Thread(target=work, name="fastunet-device-probe", daemon=True)
+    thread.start()
+    return thread
