@@ -32,7 +32,7 @@ def test_header_length_starting_like_a_pickle_is_still_a_checkpoint(make_checkpo
 
 def test_reading_the_header_imports_no_torch(make_checkpoint: object) -> None:
     path = make_checkpoint()  # type: ignore[operator]
-    code = ("import sys; from fastunet_core.models.header import read_metadata_light; "
-            f"m = read_metadata_light({str(path)!r}); print(m.tile_size_px, 'torch' in sys.modules)")
+    code = ("import sys; from fastunet_core.models.checkpoint_file import read_metadata; "
+            f"m = read_metadata({str(path)!r}); print(m.tile_size_px, 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.split() == ["128", "False"], done.stderr
