@@ -128,7 +128,7 @@ class Predictor:
         meta = self.loaded.meta
         self.tile = opts.tile_size_px or meta.tile_size_px
         self.overlap = meta.overlap_px if opts.overlap_px is None else opts.overlap_px
-        self.notes: list[str] = []
+        self.notes: list[str] = [f"assumed {a}" for a in self.loaded.assumed]
         self.device = resolve_device(opts.device)
         if self.loaded.onnx is not None:
             self._init_onnx_file()
@@ -170,7 +170,6 @@ class Predictor:
                                          spec.seg_thresh if head.kind == "sigmoid" else thresh))
             start += head.n_channels
         self.n_channels = start
-        self.notes += [f"assumed {a}" for a in spec.assumed]
         self._weights_digest = hashlib.blake2b(spec.path.read_bytes(), digest_size=16).hexdigest()
 
     def _fingerprint(self, raster: str | Path, kind: str) -> dict[str, object] | None:
@@ -180,7 +179,8 @@ class Predictor:
             return None
         if self._weights_digest is None:
             # a checkpoint file is hashed as stored; a model given in memory, as it is now
-            self._weights_digest = (weights_file_digest(self.model_path) if self.model_path is not None
+            self._weights_digest = (weights_file_digest(self.model_path)
+                                    if self.model_path is not None and self.model_path.is_file()
                                     else weights_digest(self.loaded.torch_model().state_dict()))
         o = self.options
         return {"source": source_fingerprint(path), "weights": self._weights_digest, "output": kind,

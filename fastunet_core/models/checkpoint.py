@@ -29,7 +29,8 @@ from fastunet_core.models.checkpoint_file import (
 )
 from fastunet_core.models.deepness import ModelOverrides, is_onnx_path, read_onnx_model
 from fastunet_core.models.metadata import ModelMeta
-from fastunet_core.models.registry import build_model
+from fastunet_core.models.registry import TRAINING_ONLY_ARGS, build_model
+from fastunet_core.models.smp_folder import is_smp_folder, read_smp_folder
 
 __all__ = ["METADATA_KEY", "LoadedModel", "load_checkpoint", "load_weights", "match_prefix", "read_metadata",
            "read_state_dict", "save_checkpoint", "unwrap_state_dict"]
@@ -54,9 +55,15 @@ def load_checkpoint(path: str | os.PathLike[str], overrides: ModelOverrides | No
     p = Path(path)
     if is_onnx_path(p):
         onnx_meta, spec = read_onnx_model(p, overrides)
-        return LoadedModel(None, onnx_meta, p, spec)
+        return LoadedModel(None, onnx_meta, p, spec, spec.assumed)
+    if is_smp_folder(p):
+        smp_meta, weights, assumed = read_smp_folder(p, overrides)
+        smp_model = build_model(smp_meta.architecture, smp_meta.input.n_bands, smp_meta.n_classes, smp_meta.arch_args)
+        load_weights(smp_model, read_state_dict(weights), source=str(weights))
+        return LoadedModel(smp_model.eval(), smp_meta, p, None, assumed)
     meta = read_metadata(p)
-    model = build_model(meta.architecture, meta.input.n_bands, meta.n_classes, meta.arch_args)
+    stored = {k: v for k, v in meta.arch_args.items() if k not in TRAINING_ONLY_ARGS}  # never download
+    model = build_model(meta.architecture, meta.input.n_bands, meta.n_classes, stored)
     try:
         state = load_file(str(p), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:

@@ -20,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 from fastunet_core.errors import CheckpointError, ConfigError, UnsafeCheckpointError
 from fastunet_core.models.deepness import ModelOverrides, OnnxModelSpec, is_onnx_path, read_onnx_model
 from fastunet_core.models.metadata import ModelMeta
+from fastunet_core.models.smp_folder import is_smp_folder, read_smp_folder
 
 if TYPE_CHECKING:
     from torch import nn
@@ -41,6 +42,7 @@ class LoadedModel:
     meta: ModelMeta
     path: Path
     onnx: OnnxModelSpec | None = None
+    assumed: tuple[str, ...] = ()  # what a foreign model file did not say and was assumed
 
     def torch_model(self) -> nn.Module:
         """Return the PyTorch model (loading the checkpoint's weights the first time), or raise for ONNX."""
@@ -58,18 +60,28 @@ def open_model(path: str | os.PathLike[str], overrides: ModelOverrides | None = 
     p = Path(path)
     if is_onnx_path(p):
         onnx_meta, spec = read_onnx_model(p, overrides)
-        return LoadedModel(None, onnx_meta, p, spec)
+        return LoadedModel(None, onnx_meta, p, spec, spec.assumed)
+    if is_smp_folder(p):  # an smp model needs torch anyway: load it now
+        from fastunet_core.models.checkpoint import load_checkpoint
+
+        return load_checkpoint(p, overrides)
     return LoadedModel(None, read_metadata(p), p)
 
 
 def read_metadata(path: str | os.PathLike[str], overrides: ModelOverrides | None = None) -> ModelMeta:
     """Read only the metadata of a model (fast: the weights are not loaded).
 
-    A model is a fastunet-geo checkpoint or a Deepness-format ONNX file (``.onnx``); ``overrides`` supply
+    A model is a fastunet-geo checkpoint, a Deepness-format ONNX file (``.onnx``) or an smp
+    ``save_pretrained`` folder; ``overrides`` supply
     what a foreign file lacks (see :class:`~fastunet_core.models.deepness.ModelOverrides`).
     """
     if is_onnx_path(path):
         return read_onnx_model(path, overrides)[0]
+    if is_smp_folder(path):
+        return read_smp_folder(path, overrides)[0]
+    if Path(path).is_dir():
+        raise CheckpointError(f"{path} is a folder without config.json; a model is a .safetensors checkpoint, a "
+                              "Deepness-format .onnx file or an smp save_pretrained folder")
     p = check_checkpoint_file(Path(path))
     try:
         with safe_open(str(p), framework="numpy") as f:

@@ -40,11 +40,11 @@ def init_checkpoint(req: InitRequest, output: str | Path, overwrite: bool = Fals
                      mean=tuple(req.mean or ()), std=tuple(req.std or ()))
     args = check_arch_args({**arch.defaults, **(req.arch_args or {})})
     torch.manual_seed(req.seed)
-    model = build_model(req.architecture, spec.n_bands, len(classes), args)
+    model = build_model(arch.name, spec.n_bands, len(classes), args)
     if req.weights is not None:
         state = match_prefix(set(model.state_dict()), read_state_dict(req.weights))
         load_weights(model, state, source=str(req.weights))
-    meta = ModelMeta(architecture=req.architecture, arch_args=args, input=spec, classes=classes,
+    meta = ModelMeta(architecture=arch.name, arch_args=args, input=spec, classes=classes,
                      tile_size_px=req.tile_size_px, overlap_px=req.overlap_px, resolution_m=req.resolution_m,
                      training={"source": "imported weights" if req.weights else "untrained (random init)",
                                "seed": req.seed})

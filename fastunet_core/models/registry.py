@@ -39,14 +39,34 @@ def register(name: str, build: Builder, description: str, size_divisor: Callable
     REGISTRY[name] = Architecture(name, build, description, size_divisor, dict(defaults or {}))
 
 
+# every segmentation_models_pytorch architecture, as ``smp.<Name>`` (built on demand, not listed in REGISTRY)
+SMP_ARCHITECTURES = ("Unet", "UnetPlusPlus", "MAnet", "Linknet", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus",
+                     "PAN", "UPerNet", "Segformer", "DPT")
+SMP_PREFIX = "smp."
+# arguments used when training starts (smp downloads pretrained encoder weights then), never stored in a
+# checkpoint and never used when one is loaded: loading never downloads anything
+TRAINING_ONLY_ARGS = ("encoder_weights",)
+
+
 def get_architecture(name: str) -> Architecture:
-    """Return the registered architecture, or raise an error listing the valid names."""
-    try:
+    """Return the registered architecture, or raise an error listing the valid names.
+
+    ``smp.<Name>`` (any name in :data:`SMP_ARCHITECTURES`, any case) is an smp architecture with its own
+    constructor arguments (``encoder_name``, ``encoder_depth``, ``decoder_channels`` ...).
+    """
+    if name in REGISTRY:
         return REGISTRY[name]
-    except KeyError:
-        raise UnknownArchitectureError(
-            f"unknown architecture {name!r}; valid names: {', '.join(sorted(REGISTRY))}"
-        ) from None
+    if name.lower().startswith(SMP_PREFIX):
+        wanted = name[len(SMP_PREFIX):].lower()
+        for cls_name in SMP_ARCHITECTURES:
+            if cls_name.lower() == wanted:
+                divisor = _deeplab_divisor if cls_name.startswith("DeepLab") else _smp_divisor
+                return Architecture(SMP_PREFIX + cls_name, _smp_builder(cls_name),
+                                    f"segmentation_models_pytorch {cls_name}", divisor, {"encoder_name": "resnet34"})
+    smp_names = ", ".join(SMP_PREFIX + n for n in SMP_ARCHITECTURES)
+    raise UnknownArchitectureError(
+        f"unknown architecture {name!r}; valid names: {', '.join(sorted(REGISTRY))}, and {smp_names}"
+    ) from None
 
 
 def build_model(
@@ -87,8 +107,11 @@ def _smp_builder(cls_name: str) -> Builder:
         import segmentation_models_pytorch as smp  # heavy import: only when an smp model is built
 
         cls = getattr(smp, cls_name)
-        return cls(encoder_name=encoder_name, encoder_weights=encoder_weights, in_channels=in_channels,
-                   classes=num_classes, **kwargs)
+        try:  # encoder_weights only reaches here when training starts (see TRAINING_ONLY_ARGS)
+            return cls(encoder_name=encoder_name, encoder_weights=encoder_weights, in_channels=in_channels,
+                       classes=num_classes, **kwargs)
+        except (KeyError, ValueError, AssertionError) as exc:  # smp's errors for a bad encoder or argument
+            raise ConfigError(f"smp.{cls_name}: {exc}") from exc
 
     return build
 
@@ -129,8 +152,10 @@ register("test_pixel_colour", _pixel_colour, "not a trained model: a fixed 1x1 c
 
 
 def check_arch_args(args: Mapping[str, Any]) -> dict[str, Any]:
-    """Return JSON-friendly constructor arguments (tuples become lists)."""
+    """Return JSON-friendly constructor arguments to store (tuples become lists; no training-only ones)."""
     out: dict[str, Any] = {}
     for key, value in args.items():
+        if key in TRAINING_ONLY_ARGS:
+            continue  # never stored: a checkpoint carries its own weights, loading never downloads
         out[key] = list(value) if isinstance(value, tuple) else value
     return out

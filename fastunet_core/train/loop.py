@@ -32,7 +32,13 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from fastunet_core.errors import CancelledError, ConfigError
 from fastunet_core.models.checkpoint import load_checkpoint, save_checkpoint
 from fastunet_core.models.metadata import DTYPE_RANGES, InputSpec, ModelMeta
-from fastunet_core.models.registry import build_model, check_arch_args, get_architecture, size_divisor
+from fastunet_core.models.registry import (
+    TRAINING_ONLY_ARGS,
+    build_model,
+    check_arch_args,
+    get_architecture,
+    size_divisor,
+)
 from fastunet_core.runtime import distributed
 from fastunet_core.runtime.device import DeviceChoice, resolve_device
 from fastunet_core.runtime.progress import STATUS_PREFIX, NullProgress, Progress
@@ -135,7 +141,9 @@ class _Trainer:
         arch = get_architecture(cfg.model.architecture)
         self.arch_args = check_arch_args({**arch.defaults, **cfg.model.args})
         torch.manual_seed(cfg.optim.seed)
-        self.model = build_model(cfg.model.architecture, self.input.n_bands, len(self.classes), self.arch_args)
+        pretrained = {k: v for k, v in cfg.model.args.items() if k in TRAINING_ONLY_ARGS}  # e.g. imagenet encoders
+        self.model = build_model(cfg.model.architecture, self.input.n_bands, len(self.classes),
+                                 {**self.arch_args, **pretrained})
         if cfg.model.init_from:
             self.model.load_state_dict(load_checkpoint(cfg.model.init_from).torch_model().state_dict())
         self.model.to(device.device)
