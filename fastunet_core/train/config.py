@@ -1,5 +1,9 @@
 """Training configuration: typed dataclasses read from YAML, with ``section.key=value`` overrides.
 
+Values are checked by pydantic against the dataclasses' annotations (types and bounds such as ``lr > 0``);
+a wrong one is a :class:`ConfigError` naming the key, e.g. ``optim.epochs: ... (got 'abc')``. YAML is read
+with numbers as YAML 1.2 reads them: PyYAML (YAML 1.1) takes ``1e-4`` for a string, we take it for 0.0001.
+
 The defaults are the paper's set-up (Cai & Zhang): Adam (lr 1e-3, weight decay 1e-3), JDT loss with
 alpha = beta = 1 and gamma = 1, ReduceLROnPlateau (min, patience 2, factor 0.5) on the validation loss,
 early stopping after 5 epochs without improvement, at most 50 epochs, a logical batch of 8.
@@ -8,12 +12,14 @@ early stopping after 5 epochs without improvement, at most 50 epochs, a logical 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import Field, TypeAdapter, ValidationError
 
 from fastunet_core.errors import ConfigError
 from fastunet_core.train.workers import resolve_workers
@@ -42,16 +48,16 @@ class InputConfig:
 class OptimConfig:
     """Optimiser, schedule and stopping."""
 
-    epochs: int = 50
-    batch_size: int = 8  # logical batch (one optimiser step)
-    micro_batch: int = 8  # images per forward pass; batch_size / micro_batch steps of gradient accumulation
-    lr: float = 1e-3
-    weight_decay: float = 1e-3
-    plateau_patience: int = 2
-    plateau_factor: float = 0.5
-    early_stop_patience: int = 5
+    epochs: Annotated[int, Field(ge=1)] = 50
+    batch_size: Annotated[int, Field(ge=1)] = 8  # logical batch (one optimiser step)
+    micro_batch: Annotated[int, Field(ge=1)] = 8  # images per forward pass (batch_size / micro_batch accumulations)
+    lr: Annotated[float, Field(gt=0)] = 1e-3
+    weight_decay: Annotated[float, Field(ge=0)] = 1e-3
+    plateau_patience: Annotated[int, Field(ge=0)] = 2
+    plateau_factor: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    early_stop_patience: Annotated[int, Field(ge=1)] = 5
     amp: str = "auto"  # auto: bf16/fp16 autocast on CUDA, none on CPU; "none" turns it off
-    max_batches_per_epoch: int | None = None  # cap for quick runs
+    max_batches_per_epoch: Annotated[int, Field(ge=1)] | None = None  # cap for quick runs
     num_workers: int | str = "auto"  # DataLoader worker processes; auto: usable cores minus one (kept alive)
     seed: int = 0
 
@@ -60,13 +66,13 @@ class OptimConfig:
 class LossConfig:
     """JDT loss settings."""
 
-    alpha: float = 1.0
-    beta: float = 1.0
-    gamma: float = 1.0
-    smooth: float = 1e-3
+    alpha: Annotated[float, Field(ge=0)] = 1.0
+    beta: Annotated[float, Field(ge=0)] = 1.0
+    gamma: Annotated[float, Field(gt=0)] = 1.0
+    smooth: Annotated[float, Field(ge=0)] = 1e-3
     log_loss: bool = False
     reduction: str = "batch"
-    class_weights: list[float] | None = None
+    class_weights: list[Annotated[float, Field(ge=0)]] | None = None
 
 
 @dataclass
@@ -88,12 +94,26 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    tile_overlap_px: int = 64  # stored in the checkpoint as the prediction default
+    tile_overlap_px: Annotated[int, Field(ge=0)] = 64  # stored in the checkpoint as the prediction default
 
     def to_dict(self) -> dict[str, Any]:
         """Return a plain dict (for YAML and checkpoint metadata)."""
         return dataclasses.asdict(self)
 
+
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: ``1e-4``, ``1E5`` and ``.5e3`` are numbers, not strings."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
 
 _SECTIONS = {"model": ModelConfig, "input": InputConfig, "optim": OptimConfig, "loss": LossConfig,
              "augment": AugmentConfig}
@@ -118,19 +138,29 @@ def config_from_dict(d: Mapping[str, Any]) -> TrainConfig:
         bad = sorted(set(section) - valid)
         if bad:
             raise ConfigError(f"unknown key(s) {bad} in section {name!r}; valid: {sorted(valid)}")
-        kwargs[name] = cls(**section)
-    cfg = TrainConfig(**kwargs)
+        kwargs[name] = dict(section)
+    cfg = _validate(kwargs)
     _check(cfg)
     return cfg
 
 
+def _validate(d: Mapping[str, Any]) -> TrainConfig:
+    """Check types and bounds with pydantic; the first problems become one line naming their keys."""
+    try:
+        return TypeAdapter(TrainConfig).validate_python(d)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors()[:3]:
+            key = ".".join(str(part) for part in err["loc"])
+            problems.append(f"{key}: {err['msg'][:1].lower()}{err['msg'][1:]} (got {err['input']!r})")
+        raise ConfigError("bad config value: " + "; ".join(problems)) from None
+
+
 def _check(cfg: TrainConfig) -> None:
     o = cfg.optim
-    if o.batch_size < 1 or o.micro_batch < 1 or o.batch_size % o.micro_batch:
+    if o.batch_size % o.micro_batch:
         raise ConfigError(f"optim.batch_size ({o.batch_size}) must be a positive multiple of optim.micro_batch "
                           f"({o.micro_batch})")
-    if o.epochs < 1:
-        raise ConfigError(f"optim.epochs must be at least 1, got {o.epochs}")
     resolve_workers(o.num_workers)
     if o.amp not in ("auto", "none", "bf16", "fp16"):
         raise ConfigError(f"optim.amp must be auto, none, bf16 or fp16, got {o.amp!r}")
@@ -145,7 +175,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not path:
         raise ConfigError(f"override {text!r} has no key")
     try:
-        value = yaml.safe_load(raw)
+        value = yaml.load(raw, Loader=YamlLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {text!r}: the value is not valid YAML ({exc})") from exc
     return path, value
@@ -160,7 +190,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = (),
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            loaded = yaml.load(p.read_text(), Loader=YamlLoader) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{p} is not valid YAML: {exc}") from exc
         if not isinstance(loaded, dict):
