@@ -240,3 +240,39 @@ def test_cache_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: 
         open_dataset(_with(spec, tmp_path / "file" / "sub"), "train")
     with pytest.raises(ConfigError, match=r"data\.cache"):
         DatasetSpec("loveda", spec.root, cache=3)  # type: ignore[arg-type]
+
+
+class _CancelAfterFirst:
+    """A progress that asks to stop as soon as the first file is decoded (the QGIS task's cancel)."""
+
+    def start(self, total: float, label: str) -> None:
+        self.done = 0.0
+
+    def advance(self, n: float = 1) -> None:
+        self.done += n
+
+    def is_cancelled(self) -> bool:
+        return self.done > 0
+
+    def message(self, text: str) -> None:
+        pass
+
+
+def test_cancelling_a_build_stops_decoding_and_keeps_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastunet_core.errors import CancelledError
+    from fastunet_core.train.datasets import cache
+
+    spec = _with(_loveda(tmp_path / "data"), tmp_path / "cache")  # four PNGs: four files to decode
+    calls: list[int] = []
+    original = _common.WindowedPairs.read_group
+
+    def counting(self: _common.WindowedPairs, indices: list[int]):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        yield from original(self, indices)
+
+    monkeypatch.setattr(_common.WindowedPairs, "read_group", counting)
+    monkeypatch.setattr(cache, "MAX_BUILD_THREADS", 1)
+    with pytest.raises(CancelledError, match="tile cache"):
+        open_dataset(spec, "train", _CancelAfterFirst())
+    assert len(calls) <= 2  # the files not yet started are dropped, not decoded first
+    assert not list((tmp_path / "cache").glob("*.tiles"))

@@ -42,7 +42,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from torch.utils.data import Dataset
 
-from fastunet_core.errors import ConfigError, DatasetLayoutError
+from fastunet_core.errors import CancelledError, ConfigError, DatasetLayoutError
 from fastunet_core.io.atomic import atomic_output
 from fastunet_core.runtime.progress import NullProgress, Progress
 from fastunet_core.train.datasets._common import SegmentationDataset
@@ -108,7 +108,7 @@ def with_tile_cache(dataset: SegmentationDataset, setting: str | os.PathLike[str
         return dataset
     folder = default_cache_dir() if text == "auto" else Path(text).expanduser()
     layout = CacheLayout.of(dataset)
-    path = folder / cache_name(dataset, split, layout.key)
+    path = folder / cache_name(dataset, split, layout)
     if not _valid(path, layout):
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -133,19 +133,19 @@ def with_tile_cache(dataset: SegmentationDataset, setting: str | os.PathLike[str
     return CachedTiles(dataset, path, layout)
 
 
-def cache_name(dataset: Cacheable, split: str, key: str) -> str:
+def cache_name(dataset: Cacheable, split: str, layout: CacheLayout) -> str:
     """Return the cache file name: readable prefix, a hash of the dataset's identity, the full key's hash."""
     slug = re.sub(r"[^A-Za-z0-9._+-]+", "_", str(dataset.name))[:60]
-    ident = _digest(dataset.cache_identity())[:10]
-    shapes = dataset.cache_shapes()
-    return f"{slug}-{split}-{shapes[0][1]}x{shapes[0][0]}-{ident}-{key[:12]}.tiles"
+    h, w = layout.shapes[0]
+    return f"{slug}-{split}-{w}x{h}-{layout.identity[:10]}-{layout.key[:12]}.tiles"
 
 
 class CacheLayout:
     """Where each sample lies in a cache file, and the key the file must carry."""
 
-    def __init__(self, key: str, dtype: np.dtype, bands: int, shapes: Sequence[tuple[int, int]]) -> None:
-        self.key, self.dtype, self.bands = key, dtype, bands
+    def __init__(self, identity: str, key: str, dtype: np.dtype, bands: int,
+                 shapes: Sequence[tuple[int, int]]) -> None:
+        self.identity, self.key, self.dtype, self.bands = identity, key, dtype, bands
         self.shapes = [(int(h), int(w)) for h, w in shapes]
         pixels = np.array([h * w for h, w in self.shapes], dtype=np.int64)
         self.mask_offsets = np.concatenate([[0], np.cumsum(pixels)])  # in pixels
@@ -164,8 +164,9 @@ class CacheLayout:
             except OSError as exc:
                 raise DatasetLayoutError(f"{source} cannot be read ({exc}); check the dataset folder") from exc
             stats.append([str(source), st.st_size, st.st_mtime_ns])
-        key = _digest({"format": FORMAT, "version": VERSION, "identity": dataset.cache_identity(), "sources": stats})
-        return cls(key, np.dtype(dataset.input_dtype), int(dataset.n_bands), dataset.cache_shapes())
+        identity = _digest({"format": FORMAT, "version": VERSION, "identity": dataset.cache_identity()})
+        key = _digest({"identity": identity, "sources": stats})
+        return cls(identity, key, np.dtype(dataset.input_dtype), int(dataset.n_bands), dataset.cache_shapes())
 
     def header(self) -> dict[str, Any]:
         """Return the header a complete cache file starts with."""
@@ -248,9 +249,14 @@ def _write_samples(dataset: Cacheable, layout: CacheLayout, tmp: Path, groups: l
         return len(group)
 
     threads = max(1, min(MAX_BUILD_THREADS, os.cpu_count() or 1, len(groups)))
-    with ThreadPoolExecutor(threads) as pool:
+    pool = ThreadPoolExecutor(threads)
+    try:
         for done in pool.map(fill, groups):  # in order; a failing group raises here and the file is dropped
             progress.advance(done)
+            if progress.is_cancelled():
+                raise CancelledError("cancelled while building the tile cache; nothing was kept")
+    finally:  # Ctrl-C, cancel or an error: drop the groups not started instead of decoding them all first
+        pool.shutdown(wait=True, cancel_futures=True)
     images.flush()
     masks.flush()
 
