@@ -39,9 +39,11 @@ from rasterio.windows import Window
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import images_per_second
 
+from fastunet_core.models.metadata import InputSpec
 from fastunet_core.runtime.device import resolve_device
-from fastunet_core.train.augment import SampleTransform, default_input_spec
-from fastunet_core.train.datasets import DatasetSpec, open_dataset
+from fastunet_core.train.augment import SampleTransform
+from fastunet_core.train.datasets import DatasetSpec, SegmentationDataset, open_dataset
+from fastunet_core.train.datasets.cache import CachedTiles
 from fastunet_core.train.workers import usable_cores
 
 SHEET_PX = 9000
@@ -131,11 +133,11 @@ def ms_per_sample(get: Callable[[int], Any], indices: list[int]) -> float:
 class _Delivered(torch.utils.data.Dataset):
     """What a worker hands over: augmented float tensors, or (transform None) the uint8 sample for the device."""
 
-    def __init__(self, dataset: torch.utils.data.Dataset, transform: SampleTransform | None) -> None:
+    def __init__(self, dataset: SegmentationDataset, transform: SampleTransform | None) -> None:
         self.dataset, self.transform = dataset, transform
 
     def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
+        return len(self.dataset)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = self.dataset[i]
@@ -144,7 +146,7 @@ class _Delivered(torch.utils.data.Dataset):
         return torch.from_numpy(image), torch.from_numpy(mask.astype(np.uint8))
 
 
-def loader_ms(dataset: torch.utils.data.Dataset, transform: SampleTransform | None) -> float:
+def loader_ms(dataset: SegmentationDataset, transform: SampleTransform | None) -> float:
     """Milliseconds per sample delivered by a DataLoader with one worker process (shuffled batches of 8)."""
     loader = torch.utils.data.DataLoader(_Delivered(dataset, transform), batch_size=8, shuffle=True, num_workers=1,
                                          persistent_workers=True, prefetch_factor=4)
@@ -164,10 +166,11 @@ def measure(name: str, spec: DatasetSpec, cache_dir: Path, source_samples: int) 
     source_ms = ms_per_sample(source.__getitem__, some)
     t0 = time.perf_counter()
     cached = open_dataset(DatasetSpec(**{**spec.__dict__, "cache": str(cache_dir)}), "train")
+    assert isinstance(cached, CachedTiles), "the tile cache was not built"
     build_s = time.perf_counter() - t0
     every = rng.sample(range(n), n)
     cached_ms = ms_per_sample(cached.__getitem__, every)
-    transform = SampleTransform(default_input_spec("uint8", 3), train=True)
+    transform = SampleTransform(InputSpec(bands=(1, 2, 3), dtype="uint8"), train=True)
     augment_ms = ms_per_sample(lambda i: transform(*cached[i]), every)
     return {"dataset": name, "tiles": n, "source_ms": source_ms, "build_s": build_s, "cached_ms": cached_ms,
             "augmented_ms": augment_ms, "worker_uint8_ms": loader_ms(cached, None),
