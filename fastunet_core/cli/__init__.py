@@ -16,6 +16,7 @@ import click
 from fastunet_core import __version__
 from fastunet_core.cli import info_cmd, init_cmd, models_cmd, predict_cmd, train_cmd, vectorize_cmd
 from fastunet_core.errors import CancelledError, FastUNetError, FastUNetWarning
+from fastunet_core.io.write_errors import CAUSES, describe_os_error
 
 
 class _Group(click.Group):
@@ -32,12 +33,22 @@ class _Group(click.Group):
             ctx.exit(130)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except Exception as exc:  # a bug: say so in one line, traceback only with -v
-            if ctx.obj and ctx.obj.get("verbose", 0) > 0:
-                traceback.print_exc()
-            click.echo(f"internal error: {type(exc).__name__}: {exc} (rerun with -v for details, and please "
-                       "report it)", err=True)
-            ctx.exit(3)
+        except OSError as exc:
+            if exc.errno not in CAUSES:
+                self._internal(ctx, exc)
+            click.echo(f"error: {describe_os_error(exc, exc.filename or 'a file')}", err=True)
+            ctx.exit(1)
+        except Exception as exc:
+            self._internal(ctx, exc)
+
+    @staticmethod
+    def _internal(ctx: click.Context, exc: Exception) -> None:
+        """Report a bug: say so in one line, traceback only with -v."""
+        if ctx.obj and ctx.obj.get("verbose", 0) > 0:
+            traceback.print_exc()
+        click.echo(f"internal error: {type(exc).__name__}: {exc} (rerun with -v for details, and please "
+                   "report it)", err=True)
+        ctx.exit(3)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -33,6 +33,7 @@ from fastunet_core.io.raster_output import (
     describe_class_raster,
     describe_probs_raster,
     finish_class_raster,
+    open_output,
     probs_profile,
 )
 from fastunet_core.io.resume import (
@@ -300,15 +301,16 @@ class Predictor:
             part = stack.enter_context(resumable_output(target, fp, start_row, overwrite, self.options.resume))
             partials.append(part)
             if start_row:
-                dst = stack.enter_context(rasterio.open(part.path, "r+"))
+                dst, watch = stack.enter_context(open_output(part.path, target, "r+"))
             else:
-                dst = stack.enter_context(rasterio.open(part.path, "w", **profile))
+                dst, watch = stack.enter_context(open_output(part.path, target, "w", **profile))
                 if kind.startswith("classes"):
                     describe_class_raster(dst, dataclasses.replace(meta, classes=heads[k].classes), source)
                 else:
                     describe_probs_raster(dst, meta)
             assemblers.append(RowAssembler(y_edges, n_x_cells, src.width, profile["count"], np.dtype(np.uint8),
-                                           block_rows(profile), _tracked(RasterRowWriter(dst), part), start_row))
+                                           block_rows(profile), _tracked(RasterRowWriter(dst, watch), part),
+                                           start_row))
         class_rows = assemblers[: len(heads)]
         prob_rows = assemblers[len(heads)] if probs is not None else None
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fastunet_core.errors import OutputExistsError, OutputWriteError
+from fastunet_core.io.write_errors import converted, describe_os_error
 
 
 def check_writable(target: Path, overwrite: bool) -> None:
@@ -30,15 +31,19 @@ def atomic_output(target: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success rename it to ``target``, else delete it."""
     target = Path(target)
     check_writable(target, overwrite)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    except OSError as exc:
+        raise OutputWriteError(describe_os_error(exc, target.parent, "cannot write in the folder")) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the output the usual permissions
     try:
-        yield tmp
-        os.replace(tmp, target)
+        with converted(target):  # a full disk, a file size limit: one line naming the target and the cause
+            yield tmp
+            os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()

@@ -8,7 +8,9 @@ sidecars naming its classes (:func:`finish_class_raster`).
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,8 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from fastunet_core.errors import OutputWriteError
+from fastunet_core.io.write_errors import GdalWatch
 from fastunet_core.models.metadata import OUTPUT_NODATA, ModelMeta
 
 OUTPUT_BLOCK = 512
@@ -58,14 +62,40 @@ def probs_profile(src: rasterio.io.DatasetReader, n_classes: int) -> dict[str, A
 
 
 class RasterRowWriter:
-    """Write full-width row chunks into an open dataset."""
+    """Write full-width row chunks into an open dataset (GDAL's errors watched, when a watch is given)."""
 
-    def __init__(self, dst: rasterio.io.DatasetWriter) -> None:
+    def __init__(self, dst: rasterio.io.DatasetWriter, watch: GdalWatch | None = None) -> None:
         self.dst = dst
+        self.watch = watch
 
     def __call__(self, row0: int, values: np.ndarray) -> None:
         """Write ``values`` (bands, rows, width) starting at ``row0``."""
-        self.dst.write(values, window=Window(0, row0, values.shape[2], values.shape[1]))
+        window = Window(0, row0, values.shape[2], values.shape[1])
+        if self.watch is None:
+            self.dst.write(values, window=window)
+        else:
+            self.watch.call(lambda: self.dst.write(values, window=window))
+
+
+@contextlib.contextmanager
+def open_output(path: Path, target: Path, mode: str, **profile: Any) -> Iterator[tuple[Any, GdalWatch]]:
+    """Open ``path`` (written in place of ``target``) with every GDAL call on it watched; close it checked.
+
+    A GDAL error while opening, writing or closing (a full disk, a read-only folder) raises a one-line
+    OutputWriteError naming ``target`` and the cause, also when rasterio would only log it at close and an
+    incomplete file would otherwise be taken for a finished one.
+    """
+    watch = GdalWatch(target)
+    dst = watch.call(lambda: rasterio.open(path, mode, **profile))
+    try:
+        yield dst, watch
+    except BaseException as exc:
+        try:
+            watch.call(dst.close)
+        except OutputWriteError as closing:  # the file is damaged too: that is what the user must know
+            raise closing from exc
+        raise
+    watch.call(dst.close)
 
 
 def describe_class_raster(dst: rasterio.io.DatasetWriter, meta: ModelMeta, source: Path) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 
 from fastunet_core.errors import OutputWriteError
 from fastunet_core.io.atomic import check_writable
+from fastunet_core.io.write_errors import describe_os_error
 
 STATE_VERSION = 1
 
@@ -115,14 +116,16 @@ def resumable_output(target: Path, fingerprint: dict[str, Any], resume_rows: int
     try:
         yield out
         os.replace(out.path, target)
-    except BaseException:
-        if keep_on_failure and out.rows_done > 0 and out.path.exists():
+    except BaseException as exc:
+        # a failed write (full disk ...) may have left the partial file incomplete below its rows: never keep it
+        if keep_on_failure and out.rows_done > 0 and out.path.exists() and not isinstance(exc, OutputWriteError):
             try:
                 state_path(target).write_text(json.dumps({"version": STATE_VERSION, "rows_done": out.rows_done,
                                                           "fingerprint": fingerprint}, indent=1))
                 out.kept = True
             except OSError as exc:
-                raise OutputWriteError(f"could not record the progress of {target}: {exc}") from exc
+                discard_partial(target)
+                raise OutputWriteError(describe_os_error(exc, target, "could not record the progress of")) from exc
         else:
             discard_partial(target)
         raise

@@ -16,13 +16,13 @@ core functions it calls lock theirs again).
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from fastunet_core.errors import ConfigError, OutputWriteError
+from fastunet_core.io.write_errors import describe_os_error
 
 try:  # POSIX
     import fcntl
@@ -164,32 +164,3 @@ def target_locks(targets: Sequence[Path | None]) -> Iterator[None]:
     finally:
         for key in reversed(keys):
             _release(key)
-
-
-_CAUSES = {
-    errno.ENOSPC: "no space left on the device",
-    errno.EDQUOT: "disk quota exceeded",
-    errno.EFBIG: "file too large (size limit of the file system or process reached)",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "operation not permitted",
-    errno.EROFS: "read-only file system",
-    errno.ENOENT: "no such file or folder",
-}
-
-
-def describe_os_error(exc: OSError, path: str | os.PathLike[str], what: str = "could not write") -> str:
-    """Return one line naming ``path`` and the cause of ``exc`` in words (no space left, permission denied)."""
-    cause = _CAUSES.get(exc.errno or 0) or (exc.strerror or str(exc)).strip()
-    return f"{what} {path}: {cause}"
-
-
-def os_error_in(exc: BaseException) -> OSError | None:
-    """Return the OSError with a known cause behind ``exc`` (itself, its cause or context chain), if any."""
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, OSError) and cur.errno in _CAUSES:
-            return cur
-        cur = cur.__cause__ or cur.__context__
-    return None

@@ -36,6 +36,7 @@ import shapely
 from fastunet_core.errors import ConfigError, FastUNetWarning, OutputLimitError, OutputWriteError
 from fastunet_core.io.atomic import check_writable
 from fastunet_core.io.targets import Role
+from fastunet_core.io.write_errors import converted, describe, describe_os_error
 from fastunet_core.polygons.legend import LegendClass
 
 SHAPEFILE_MAX_BYTES = 2**31 - 1
@@ -207,6 +208,7 @@ class VectorSink:
         self._ensure_layer()
         if self.fmt.driver == "GeoJSON":
             _join_geojson_parts(self._parts, self._file, self.layer)
+        self._check_complete()
         written = []
         for path in [*output_paths(self.target)[1:], self.target]:  # the main file last: it is what readers open
             tmp = self.folder / path.name
@@ -230,6 +232,17 @@ class VectorSink:
         self.discard()
         return sorted(written, key=lambda p: p != self.target)  # the main file first
 
+    def _check_complete(self) -> None:
+        """Raise if the finished file does not hold every feature written (a write that failed unreported)."""
+        if self.fmt.driver == "GeoJSON":  # written by Python's own file calls, whose errors raise
+            return
+        try:
+            found = pyogrio.read_info(str(self._file), layer=self.layer)["features"]
+        except Exception as exc:  # unreadable: the file is damaged
+            raise OutputWriteError(describe(self.target, f"the written file cannot be read back ({exc})")) from exc
+        if found != self.features:
+            raise OutputWriteError(describe(self.target, f"{found:,} of {self.features:,} features reached the file"))
+
     def discard(self) -> None:
         """Delete the temporary folder and everything in it."""
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -238,9 +251,13 @@ class VectorSink:
 @contextlib.contextmanager
 def open_sink(target: Path, crs_wkt: str, geometry_type: str, overwrite: bool = False) -> Iterator[VectorSink]:
     """Yield a :class:`VectorSink`; if the block raises, nothing is left behind (the target is untouched)."""
-    sink = VectorSink(target, crs_wkt, geometry_type, overwrite)
     try:
-        yield sink
+        sink = VectorSink(target, crs_wkt, geometry_type, overwrite)
+    except OSError as exc:
+        raise OutputWriteError(describe_os_error(exc, target.parent, "cannot write in the folder")) from exc
+    try:
+        with converted(target):  # a full disk, a read-only folder: one line naming the output and the cause
+            yield sink
     except BaseException:
         sink.discard()
         raise
