@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import os
 import time
@@ -28,6 +29,7 @@ from fastunet_core.io.atomic import check_writable
 from fastunet_core.io.raster_input import Tile, TileReader, choose_bands, inspect_raster, open_raster
 from fastunet_core.io.raster_output import (
     RasterRowWriter,
+    add_overviews,
     block_rows,
     class_profile,
     describe_class_raster,
@@ -224,7 +226,7 @@ class Predictor:
                     env.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))
                 result = self._run(raster, out, probs, prog, t0, partials)
                 for path in result.outputs or [out]:
-                    finish_class_raster(path, cog=opts.cog)
+                    finish_class_raster(path, cog=opts.cog, overviews=False)
                 return result
         except (CancelledError, KeyboardInterrupt) as exc:
             kept = [p for p in partials if p.kept]
@@ -300,6 +302,8 @@ class Predictor:
         for k, ((target, kind), fp, profile) in enumerate(zip(targets, prints, profiles, strict=True)):
             part = stack.enter_context(resumable_output(target, fp, start_row, overwrite, self.options.resume))
             partials.append(part)
+            if kind.startswith("classes") and not self.options.cog:  # overviews before the rename
+                part.before_commit = functools.partial(add_overviews, target=target)
             if start_row:
                 dst, watch = stack.enter_context(open_output(part.path, target, "r+"))
             else:

@@ -138,15 +138,31 @@ def overview_factors(width: int, height: int) -> list[int]:
     return factors
 
 
-def finish_class_raster(path: Path, cog: bool = False) -> list[Path]:
+def add_overviews(path: Path, target: Path | None = None) -> None:
+    """Add mode overviews to the closed class raster ``path``, GDAL's errors watched (named as ``target``).
+
+    Predict runs this on the partial file, before it is renamed into place: a disk that fills up here
+    leaves no damaged output under the final name.
+    """
+    from rasterio.enums import Resampling
+
+    def build() -> None:
+        with rasterio.open(path, "r+") as dst:
+            factors = overview_factors(dst.width, dst.height)
+            if factors:
+                dst.build_overviews(factors, Resampling.mode)
+                dst.update_tags(ns="rio_overview", resampling="mode")
+
+    GdalWatch(target or path).call(build)
+
+
+def finish_class_raster(path: Path, cog: bool = False, overviews: bool = True) -> list[Path]:
     """Add mode overviews (or rewrite ``path`` as a Cloud Optimized GeoTIFF), then the class sidecars.
 
     The sidecars name and colour the classes for other software: ``X.tif.aux.xml`` (GDAL category names and
     a raster attribute table, read by GDAL, ArcGIS and QGIS) and ``X.qml`` (the QGIS style QGIS loads with
-    ``X.tif``). Return the sidecar paths.
+    ``X.tif``). Return the sidecar paths. ``overviews=False``: they were added already (:func:`add_overviews`).
     """
-    from rasterio.enums import Resampling
-
     from fastunet_core.io.atomic import atomic_output
 
     path = Path(path)
@@ -154,14 +170,11 @@ def finish_class_raster(path: Path, cog: bool = False) -> list[Path]:
         from rasterio.shutil import copy as rio_copy
 
         with atomic_output(path, overwrite=True) as tmp:
-            rio_copy(path, tmp, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=str(OUTPUT_BLOCK),
-                     OVERVIEW_RESAMPLING="MODE", BIGTIFF="IF_SAFER")
-    else:
-        with rasterio.open(path, "r+") as dst:
-            factors = overview_factors(dst.width, dst.height)
-            if factors:
-                dst.build_overviews(factors, Resampling.mode)
-                dst.update_tags(ns="rio_overview", resampling="mode")
+            GdalWatch(path).call(lambda: rio_copy(path, tmp, driver="COG", COMPRESS="DEFLATE",
+                                                  BLOCKSIZE=str(OUTPUT_BLOCK), OVERVIEW_RESAMPLING="MODE",
+                                                  BIGTIFF="IF_SAFER"))
+    elif overviews:
+        add_overviews(path)
     with rasterio.open(path) as src:
         classes = _classes_tag(src.tags().get("CLASSES"))
         nodata = int(src.nodata) if src.nodata is not None else OUTPUT_NODATA
@@ -169,8 +182,9 @@ def finish_class_raster(path: Path, cog: bool = False) -> list[Path]:
         return []
     aux = path.with_name(path.name + ".aux.xml")
     qml = path.with_suffix(".qml")
-    aux.write_text(pam_xml(classes, nodata), encoding="utf-8")
-    qml.write_text(raster_qml(classes), encoding="utf-8")
+    for sidecar, text in ((aux, pam_xml(classes, nodata)), (qml, raster_qml(classes))):
+        with atomic_output(sidecar, overwrite=True) as tmp:
+            tmp.write_text(text, encoding="utf-8")
     return [aux, qml]
 
 

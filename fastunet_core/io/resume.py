@@ -19,7 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,8 @@ class PartialOutput:
     resume_rows: int = 0
     rows_done: int = 0  # updated by the writer as rows are written
     kept: bool = field(default=False, init=False)
+    # run on the finished, closed partial file just before it is renamed to the target (e.g. overviews)
+    before_commit: Callable[[Path], None] | None = field(default=None, init=False)
 
 
 def _read_state(target: Path, fingerprint: dict[str, Any]) -> int:
@@ -115,6 +117,8 @@ def resumable_output(target: Path, fingerprint: dict[str, Any], resume_rows: int
             out.path.unlink()
     try:
         yield out
+        if out.before_commit is not None:
+            out.before_commit(out.path)
         os.replace(out.path, target)
     except BaseException as exc:
         # a failed write (full disk ...) may have left the partial file incomplete below its rows: never keep it
