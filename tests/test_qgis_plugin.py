@@ -153,3 +153,23 @@ def test_plugin_start_imports_no_torch(profile_plugins: Path, tmp_path: Path) ->
     assert report["after"] == report["before"]  # the plugin imported none of the engine
     assert report["provider"] is True
     assert Path(report["core"]).is_relative_to(profile_plugins / "fastunet_geo" / "_vendor")
+
+
+def test_zip_is_ready_for_the_plugin_repository_and_qgis4(plugin_zip: Path) -> None:
+    """What plugins.qgis.org's validator (QGIS-Django plugins/validator.py) and QGIS 4 ask beyond the basics."""
+    with zipfile.ZipFile(plugin_zip) as zf:
+        assert zf.read("fastunet_geo/LICENSE").decode().startswith("MIT License")  # mandatory since June 2024
+        cp = configparser.ConfigParser(interpolation=None)
+        cp.optionxform = str  # type: ignore[assignment,method-assign]
+        cp.read_string(zf.read("fastunet_geo/metadata.txt").decode("utf-8"))
+    general = cp["general"]
+    assert {"name", "description", "version", "qgisMinimumVersion", "author", "email", "about", "tracker",
+            "repository"} <= set(general)  # the validator's required keys
+    assert general["qgisMaximumVersion"] == "4.99" and general["supportsQt6"] == "True"
+    assert general["changelog"].strip().startswith(general["version"])
+    assert "pip install" not in general["about"]
+    from qgis_plugin.about import help_url
+    from qgis_plugin.algorithms.segment import SegmentAlgorithm
+
+    expected = f"{general['homepage']}/#processing-segment"
+    assert SegmentAlgorithm().helpUrl() == help_url("processing-segment") == expected

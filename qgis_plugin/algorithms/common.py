@@ -103,8 +103,10 @@ class FastUNetAlgorithm(QgsProcessingAlgorithm):
         return type(self)()
 
     def helpUrl(self) -> str:
-        """No online help yet."""
-        return ""
+        """Return the algorithm's section of the project's documentation (homepage from metadata.txt)."""
+        from ..about import help_url
+
+        return help_url(f"processing-{self.name()}")
 
 
 def output_path(value: str) -> Path:
