@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from fastunet_core import __version__
-from fastunet_core.cli import info_cmd, init_cmd, models_cmd, predict_cmd, train_cmd, vectorize_cmd
+from fastunet_core.cli import export_cmd, info_cmd, init_cmd, models_cmd, predict_cmd, train_cmd, vectorize_cmd
 from fastunet_core.errors import CancelledError, FastUNetError, FastUNetWarning
 from fastunet_core.io.write_errors import CAUSES, describe_os_error
 
@@ -80,6 +80,7 @@ cli.add_command(models_cmd.models)
 cli.add_command(train_cmd.train)
 cli.add_command(train_cmd.evaluate)
 cli.add_command(vectorize_cmd.vectorize)
+cli.add_command(export_cmd.export)
 
 
 def main() -> None:

@@ -184,6 +184,14 @@ def read_onnx_model(path: str | os.PathLike[str],
             raise CheckpointError(f"{p}: output {out.name!r} has {channels} channel(s) but {len(head_names)} "
                                   "class names")
         heads.append(OnnxHead(out.name, kind, default_classes(head_names), _dim(oshape[-1])))
+    ours = _json_value(props, "fastunet")  # written by 'fastunet-geo export': colours and ids too
+    if isinstance(ours, dict) and len(heads) == 1 and ov.classes is None:
+        try:
+            theirs = ModelMeta.from_dict(ours).classes
+        except CheckpointError:
+            theirs = ()
+        if len(theirs) == len(heads[0].classes):
+            heads[0] = OnnxHead(heads[0].output_name, heads[0].kind, theirs, heads[0].out_size)
     if names is None and ov.classes is None:
         assumed.append("class names class_N (the file has no class_names; give them with --model-classes)")
     if ov.head is not None:

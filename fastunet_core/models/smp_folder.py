@@ -45,6 +45,12 @@ def read_smp_folder(path: str | os.PathLike[str],
         raise CheckpointError(f"{folder} has no model.safetensors (smp save_pretrained writes one); only "
                               "safetensors weights are read, never pickles")
     arch = get_architecture(SMP_PREFIX + cls_name).name
+    ours = folder / "fastunet.json"  # written by 'fastunet-geo export --format smp': the full description
+    if ours.is_file() and ov.classes is None and ov.resolution_m is None:
+        try:
+            return ModelMeta.from_dict(json.loads(ours.read_text())), weights, ()
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{ours} is not readable JSON ({exc})") from exc
     n_classes, in_ch = int(config.get("classes", 1)), int(config.get("in_channels", 3))
     args = {k: v for k, v in config.items() if k not in _NOT_ARGS}
     assumed = []
