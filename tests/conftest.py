@@ -130,3 +130,20 @@ def _qgis_writes_no_aux_xml(request: pytest.FixtureRequest, monkeypatch: pytest.
     """QGIS saves raster statistics as .aux.xml beside a raster it draws: not beside the shared test data."""
     if request.module.__name__.startswith("test_qgis_"):
         monkeypatch.setenv("GDAL_PAM_ENABLED", "NO")
+
+
+# -- CUDA tests (tests/test_cuda*.py, marker ``cuda``) --
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect ``cuda``-marked tests unless ``-m`` names the marker (``make gpu-check`` runs ``-m cuda``).
+
+    Deselected, not skipped: a machine without a GPU does not count them as passes. Selected explicitly on a
+    machine without CUDA, they fail (see tests/test_cuda.py), since a GPU check that ran nothing is no pass.
+    """
+    if "cuda" in (config.getoption("markexpr", "") or ""):
+        return
+    keep = [item for item in items if item.get_closest_marker("cuda") is None]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker("cuda")])
+        items[:] = keep

@@ -7,11 +7,12 @@ the value written to output class rasters), ``input_dtype``, ``n_bands`` and ``n
 the fly (windowed reads), never pre-extracted. Open one with :func:`open_dataset`.
 """
 
+from typing import Any
+
 from fastunet_core.train.datasets._common import IGNORE_INDEX, SegmentationDataset, WindowedPairs
 from fastunet_core.train.datasets.folder import open_folder
 from fastunet_core.train.datasets.landcoverai import LANDCOVERAI_CLASSES, open_landcoverai
 from fastunet_core.train.datasets.loveda import loveda_classes, open_loveda
-from fastunet_core.train.datasets.raster_vector import RasterVectorDataset, open_raster_vector
 from fastunet_core.train.datasets.spec import SPLITS, DatasetKind, DatasetSpec, open_dataset
 
 __all__ = [
@@ -30,3 +31,12 @@ __all__ = [
     "open_loveda",
     "open_raster_vector",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the vector-label dataset on first use: geopandas and shapely are not needed for the others."""
+    if name in ("RasterVectorDataset", "open_raster_vector"):
+        from fastunet_core.train.datasets import raster_vector
+
+        return getattr(raster_vector, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,7 +14,6 @@ from fastunet_core.train.datasets.cache import with_tile_cache
 from fastunet_core.train.datasets.folder import open_folder
 from fastunet_core.train.datasets.landcoverai import open_landcoverai
 from fastunet_core.train.datasets.loveda import LOVEDA_SCENES, NODATA_MODES, open_loveda
-from fastunet_core.train.datasets.raster_vector import open_raster_vector
 
 DatasetKind = Literal["landcoverai", "loveda", "folder", "raster_vector"]
 SPLITS = ("train", "val", "test")
@@ -107,5 +106,8 @@ def _open_source(spec: DatasetSpec, split: str) -> SegmentationDataset:
     if spec.raster is None or spec.vector is None:
         raise ConfigError("a raster_vector dataset needs raster (the orthophoto GeoTIFF) and vector (the polygon "
                           "labels), e.g. raster: ortho.tif, vector: labels.gpkg")
+    # imported here: geopandas and shapely load only for vector labels (a GPU machine may lack them)
+    from fastunet_core.train.datasets.raster_vector import open_raster_vector
+
     return open_raster_vector(spec.raster, spec.vector, split, spec.tile_size, spec.class_field, spec.class_names,
                               spec.label_values, spec.val_fraction)
