@@ -43,6 +43,10 @@ class DeviceError(FastUNetError, RuntimeError):
     """The requested compute device cannot be used."""
 
 
+class GPUMemoryError(DeviceError, MemoryError):
+    """The GPU ran out of memory even at the smallest setting; the message says what to lower."""
+
+
 class OutputExistsError(FastUNetError, FileExistsError):
     """The output exists and overwriting was not allowed."""
 

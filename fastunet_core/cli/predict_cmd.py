@@ -45,8 +45,9 @@ EXIT_SOME_FAILED = 4
 @click.option("--with-vector", is_flag=True, help="Many inputs: also write NAME_classes.gpkg per input.")
 @click.option("--simplify", type=float, default=0.0, show_default=True, help="Polygons: simplify tolerance (m).")
 @click.option("--min-area", type=float, default=0.0, show_default=True, help="Polygons: drop smaller ones (m2).")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-              help="auto: fp32 on CPUs, bf16/fp16 autocast on CUDA; bf16 on CPUs is about 2x faster again "
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
+              help="auto: fp32 on CPUs; on CUDA bf16 autocast where the GPU has it natively, else fp16; fp16 is "
+              "for CUDA only; bf16 on CPUs is about 2x faster again "
               "where the CPU has bf16 instructions, at slightly different results.")
 @click.option("--engine", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
               help="auto: ONNX Runtime on CPUs when installed (about 2x PyTorch), else PyTorch.")

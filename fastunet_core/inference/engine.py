@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16")  # auto: fp32 on CPUs, bf16/fp16 autocast on CUDA
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: fp32 on CPUs, bf16 (native) or fp16 autocast on CUDA
 ENGINES = ("auto", "torch", "onnx")
 
 
@@ -39,6 +39,8 @@ class TorchEngine:
 
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if precision == "fp16" and not device.is_cuda:
+            raise ConfigError("fp16 precision needs a CUDA GPU; on the CPU use fp32 or bf16")
         self.device = device
         self.model = model.eval().to(device.device)
         self.channels_last = device.is_cuda or fast_cpu
@@ -47,7 +49,7 @@ class TorchEngine:
         if device.is_cuda:
             self.model = self.model.to(memory_format=torch.channels_last)
             if precision != "fp32":
-                self.autocast = torch.bfloat16 if precision == "bf16" else device.autocast_dtype
+                self.autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, device.autocast_dtype)
         else:
             if fast_cpu:  # BatchNorm folded into the convolutions, channels_last (see optimize.py)
                 self.model = optimize_for_cpu(self.model)

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import hashlib
 import os
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from fastunet_core.errors import CancelledError, ConfigError, EmptyInputWarning, FastUNetWarning
+from fastunet_core.errors import CancelledError, ConfigError, EmptyInputWarning, FastUNetWarning, GPUMemoryError
 from fastunet_core.inference.engine import make_engine
 from fastunet_core.inference.heads import OutputHead
 from fastunet_core.inference.tile_source import EmptyTile, TileItem, iter_tiles, prefetch
@@ -148,6 +149,7 @@ class Predictor:
         shape = (1, meta.input.n_bands, self.tile, self.tile)
         self.engine, self.engine_name = make_engine(self.loaded, self.device, shape, opts.engine, opts.precision)
         self._weights_digest: str | None = None
+        self.run_batch = opts.batch_size  # halved when the GPU runs out of memory, kept for later rasters
 
     def _init_onnx_file(self) -> None:
         """Run a Deepness-format ONNX file as it is: its heads, thresholds and output margin."""
@@ -336,7 +338,7 @@ class Predictor:
         def flush() -> None:
             if prog.is_cancelled():
                 raise CancelledError("cancelled")
-            probs = self.engine(np.stack([t.data for t in batch]))
+            probs = self._infer(np.stack([t.data for t in batch]))
             m = self.margin
             for t, p in zip(batch, probs, strict=True):
                 h, w = t.valid.shape
@@ -361,6 +363,31 @@ class Predictor:
         if batch:
             flush()
         return skipped
+
+
+    def _infer(self, data: np.ndarray) -> np.ndarray:
+        """Run the engine on ``data`` in chunks of ``run_batch`` tiles, halving it on CUDA out-of-memory."""
+        while True:
+            try:
+                n = self.run_batch
+                return np.concatenate([self.engine(data[i:i + n]) for i in range(0, len(data), n)])  # type: ignore[operator]
+            except RuntimeError as exc:
+                torch = sys.modules.get("torch")  # a CUDA run has imported it; an ONNX Runtime run never does
+                if torch is None or not isinstance(exc, torch.OutOfMemoryError):
+                    raise
+                torch.cuda.empty_cache()
+                if self.run_batch == 1:
+                    raise GPUMemoryError(
+                        f"the GPU ran out of memory even with one {self.tile} px tile at a time ({_first_line(exc)}); "
+                        "use a smaller --tile, close other programs using the GPU, or --device cpu") from None
+                self.run_batch = max(1, self.run_batch // 2)
+                warnings.warn(f"the GPU ran out of memory with batches of {n} tiles; continuing with "
+                              f"{self.run_batch} (use --batch-size {self.run_batch} to start there)",
+                              FastUNetWarning, stacklevel=2)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
 
 
 def _tracked(write: RasterRowWriter, part: PartialOutput) -> RowWriter:

@@ -93,6 +93,17 @@ def cuda_unavailable_reason() -> str | None:
     return f"no CUDA: torch has CUDA {torch.version.cuda} but the GPU cannot be used (driver too old?)"
 
 
+def native_cuda_autocast_dtype() -> torch.dtype:
+    """Return bf16 where the GPU computes it natively (Ampere and later), else fp16 (to use with a GradScaler).
+
+    ``torch.cuda.is_bf16_supported()`` alone also counts emulation: on a T4, V100 or RTX 20xx it says yes,
+    and bf16 convolutions then run without cuDNN's tensor cores, several times slower than fp16.
+    """
+    import torch
+
+    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+
+
 def resolve_device(requested: str = "auto") -> DeviceChoice:
     """Turn ``auto``, ``cuda``, ``cuda:N`` or ``cpu`` into a device and the reason for it."""
     req = requested.strip().lower()
@@ -108,7 +119,7 @@ def resolve_device(requested: str = "auto") -> DeviceChoice:
                 name = torch.cuda.get_device_name(dev)
             except (AssertionError, RuntimeError) as exc:
                 raise DeviceError(f"cannot use {req}: {exc}") from exc
-            amp_name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            amp_name = "bf16" if native_cuda_autocast_dtype() is torch.bfloat16 else "fp16"
             return DeviceChoice(str(dev), f"{name}, {amp_name} autocast, channels_last", amp_name)
         if req == "auto":
             return DeviceChoice("cpu", why_not)

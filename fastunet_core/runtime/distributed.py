@@ -1,7 +1,10 @@
 """torch.distributed glue: one process per GPU (or CPU process with gloo), started by ``torchrun``.
 
 ``torchrun`` sets RANK, WORLD_SIZE and LOCAL_RANK; without them everything runs as a single process and
-no process group is created, and torch is not imported (a single ONNX Runtime predict runs without it).
+no process group is created, and torch is not imported (a single ONNX Runtime predict runs without it). Under
+``torchrun`` the run is distributed even with one process (``--nproc-per-node 1``): process group, DDP and
+SyncBatchNorm then run as they would on several GPUs, which is how a one-GPU machine checks that path
+(``make gpu-check``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    launched: bool = False  # started by torchrun (WORLD_SIZE and RANK set), whatever the world size
 
     @property
     def is_main(self) -> bool:
@@ -30,14 +34,14 @@ class DistContext:
 
     @property
     def enabled(self) -> bool:
-        """True when running under torchrun with more than one process."""
-        return self.world_size > 1
+        """True when running under torchrun (also with one process) or with more than one process."""
+        return self.world_size > 1 or self.launched
 
 
 def context_from_env() -> DistContext:
     """Read torchrun's environment; a plain process gets rank 0 of 1."""
     return DistContext(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                       int(os.environ.get("LOCAL_RANK", 0)))
+                       int(os.environ.get("LOCAL_RANK", 0)), "WORLD_SIZE" in os.environ and "RANK" in os.environ)
 
 
 def init(ctx: DistContext, use_cuda: bool) -> None:

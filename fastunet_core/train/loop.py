@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from fastunet_core.errors import CancelledError, ConfigError
+from fastunet_core.errors import CancelledError, ConfigError, GPUMemoryError
 from fastunet_core.models.checkpoint import load_checkpoint, save_checkpoint
 from fastunet_core.models.metadata import DTYPE_RANGES, InputSpec, ModelMeta
 from fastunet_core.models.registry import (
@@ -40,7 +40,7 @@ from fastunet_core.models.registry import (
     size_divisor,
 )
 from fastunet_core.runtime import distributed
-from fastunet_core.runtime.device import DeviceChoice, resolve_device
+from fastunet_core.runtime.device import DeviceChoice, native_cuda_autocast_dtype, resolve_device
 from fastunet_core.runtime.progress import STATUS_PREFIX, NullProgress, Progress
 from fastunet_core.train.augment import SampleTransform
 from fastunet_core.train.config import TrainConfig
@@ -117,6 +117,12 @@ def train(cfg: TrainConfig, progress: Progress | None = None, fresh: bool = Fals
     distributed.init(ctx, device.is_cuda)
     try:
         return _Trainer(cfg, ctx, device, prog, fresh).run()
+    except torch.OutOfMemoryError as exc:
+        o, first = cfg.optim, (str(exc).strip().splitlines() or [""])[0][:160]
+        raise GPUMemoryError(
+            f"the GPU ran out of memory training {cfg.model.architecture} on {cfg.data.get('tile_size', 512)} px "
+            f"tiles with optim.micro_batch={o.micro_batch} ({first}); lower optim.micro_batch (optim.batch_size "
+            "stays the same through gradient accumulation), or data.tile_size") from None
     finally:
         distributed.shutdown()
 
@@ -183,9 +189,9 @@ class _Trainer:
         amp = self.cfg.optim.amp
         if not self.device.is_cuda or amp == "none":
             return None
-        if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
-            return torch.bfloat16
-        return torch.float16
+        if amp == "auto":
+            return self.device.autocast_dtype or native_cuda_autocast_dtype()
+        return torch.bfloat16 if amp == "bf16" else torch.float16
 
     def _resume(self, fresh: bool) -> None:
         path = self.out / STATE_FILE
