@@ -117,3 +117,55 @@ def test_predict_cuda_fp32_matches_cpu(make_checkpoint, raster: Path, tmp_path: 
             maps[device] = src.read(1)
     # an untrained model has near-ties; fp32 on both sides leaves only those
     assert np.mean(maps["cpu"] == maps["cuda"]) > 0.995
+
+
+@pytest.fixture
+def gpu_nearly_full() -> object:
+    """Take all but about 1 GiB of the GPU's free memory for the duration of a test."""
+    torch.cuda.empty_cache()
+    free, _ = torch.cuda.mem_get_info()
+    blocker = torch.empty(max(0, free - 2**30), dtype=torch.uint8, device="cuda")
+    yield blocker
+    del blocker
+    torch.cuda.empty_cache()
+
+
+def test_predict_backs_off_on_a_real_gpu_oom(make_checkpoint, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                             gpu_nearly_full: object) -> None:
+    import rasterio
+
+    from fastunet_core.inference.predict import PredictOptions, Predictor
+
+    image, _ = _texture(np.random.default_rng(2), 2048, 2048)
+    raster = _write(tmp_path / "big.tif", image)
+    ckpt = make_checkpoint(architecture="unet_base", classes=CLASSES, tile=256, overlap=32)
+    predictor = Predictor(ckpt, PredictOptions(device="cuda", batch_size=64))
+    with pytest.warns(UserWarning, match="ran out of memory with batches of 64 tiles"):
+        res = predictor.run(raster, tmp_path / "backoff.tif")
+    assert 1 <= predictor.run_batch < 64
+    ref = Predictor(ckpt, PredictOptions(device="cuda", batch_size=predictor.run_batch)).run(raster,
+                                                                                          tmp_path / "ref.tif")
+    with rasterio.open(ref.output) as a, rasterio.open(res.output) as b:
+        assert np.mean(a.read(1) == b.read(1)) > 0.999
+
+
+def test_training_oom_on_a_real_gpu_names_the_setting(tmp_path: Path, gpu_nearly_full: object) -> None:
+    from fastunet_core.errors import GPUMemoryError
+    from fastunet_core.train.config import config_from_dict
+    from fastunet_core.train.loop import train
+
+    root = tmp_path / "lc"  # one 1024 x 1024 sheet: four 512 px tiles, UNet_Base's activations far above 1 GiB
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    image, mask = _texture(np.random.default_rng(3), 1024, 1024)
+    _write(root / "images" / "S.tif", image)
+    _write(root / "masks" / "S.tif", mask[None])
+    (root / "train.txt").write_text("S_0\nS_1\nS_2\nS_3\n")
+    (root / "val.txt").write_text("S_0\n")
+    cfg = config_from_dict({
+        "data": {"kind": "landcoverai", "root": str(root), "tile_size": 512},
+        "output": str(tmp_path / "run"), "device": "cuda", "model": {"architecture": "unet_base"},
+        "optim": {"epochs": 1, "batch_size": 4, "micro_batch": 4, "num_workers": 0},
+    })
+    with pytest.raises(GPUMemoryError, match=r"optim\.micro_batch=4 .*lower optim\.micro_batch"):
+        train(cfg, None, fresh=True)
