@@ -24,8 +24,12 @@ makes them independent of worker count and order.
 
 from __future__ import annotations
 
+import os
 import random
 
+# albumentations asks PyPI for a newer version at import unless told not to: no network calls from training
+# (an offline GPU machine would wait for the timeout, and every run would leak a request)
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import albumentations as alb
 import numpy as np
 import torch
