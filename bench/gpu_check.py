@@ -478,6 +478,7 @@ def section_agreement(work: Path, deadline: float) -> dict[str, Any]:
     cfg = _train_config(work, "unet_skinny", "bf16", "agreement", max_batches_per_epoch=150)
     res = train(cfg, None, fresh=True)
     loaded = load_checkpoint(res.best_checkpoint)
+    model = loaded.torch_model()
     with rasterio.open(work / "raster16k.tif") as src:
         n = min(16, RASTER_SIDE // TILE)
         tiles = np.stack([src.read(window=Window(TILE * i, TILE, TILE, TILE)) for i in range(n)])
@@ -487,7 +488,7 @@ def section_agreement(work: Path, deadline: float) -> dict[str, Any]:
     classes = {}
     for precision in ("fp32", "bf16", "fp16"):
         try:
-            engine = TorchEngine(loaded.model, device, precision=precision)
+            engine = TorchEngine(model, device, precision=precision)
             classes[precision] = engine(x).argmax(axis=1)
         except Exception as exc:
             out[f"{precision}_error"] = f"{type(exc).__name__}: {exc}"
