@@ -4,10 +4,10 @@
     env -u PROJ_DATA -u PROJ_LIB .venv/bin/python bench/bench_onnx_options.py [--model unet_skinny] [--tiles 8]
 
 unet_skinny (5 classes, BatchNorm statistics as after training) is exported once; then every combination
-of CPU memory arena on/off, memory-pattern planning on/off, intra-op threads (1 and the physical cores)
-and batch size (1, 2, 4) runs ``--tiles`` 512 x 512 tiles in a fresh process that imports only numpy and
-onnxruntime. Each child reports its CPU seconds per tile (after one warm-up batch) and its peak RSS
-(VmHWM). The load average is printed with the figures: this machine is shared.
+of CPU memory arena on/off, memory-pattern planning on/off, spinning pool threads on/off, intra-op threads
+(``--threads``) and batch size (``--batches``) runs ``--tiles`` 512 x 512 tiles in a fresh process that
+imports only numpy and onnxruntime. Each child reports its CPU seconds per tile (after one warm-up batch)
+and its peak RSS (VmHWM). The load average is printed with the figures: this machine is shared.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ CHILD = r"""
 import json, os, sys, time
 import numpy as np
 from fastunet_core.inference.onnx_engine import OnnxEngine
-path, arena, pattern = sys.argv[1], sys.argv[2] == "1", sys.argv[3] == "1"
-threads, batch, tiles = map(int, sys.argv[4:])
-engine = OnnxEngine(path, threads=threads, arena=arena, mem_pattern=pattern)
+path, arena, pattern, spin = sys.argv[1], sys.argv[2] == "1", sys.argv[3] == "1", sys.argv[4] == "1"
+threads, batch, tiles = map(int, sys.argv[5:])
+engine = OnnxEngine(path, threads=threads, arena=arena, mem_pattern=pattern, spinning=spin)
 x = np.random.default_rng(0).standard_normal((batch, 3, 512, 512), dtype=np.float32)
 engine(x)
 c0, t0 = time.process_time(), time.perf_counter()
@@ -73,14 +73,17 @@ def main() -> None:
         path = export(args.model, Path(tmp))
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         print(f"load before: {os.getloadavg()}")
-        print("| arena | mem pattern | threads | batch | CPU s/tile | wall s/tile | peak RSS MiB |")
-        print("|---|---|---:|---:|---:|---:|---:|")
-        combos = itertools.product((0, 1), (0, 1), map(int, args.threads.split(",")), map(int, args.batches.split(",")))
-        for arena, pattern, threads, batch in combos:
-            out = subprocess.run([sys.executable, "-c", CHILD, str(path), str(arena), str(pattern), str(threads),
-                                  str(batch), str(args.tiles)], env=env, capture_output=True, text=True, check=True)
+        print("| arena | mem pattern | spinning | threads | batch | CPU s/tile | wall s/tile | peak RSS MiB |")
+        print("|---|---|---|---:|---:|---:|---:|---:|")
+        combos = itertools.product(map(int, args.batches.split(",")), map(int, args.threads.split(",")), (0, 1),
+                                   (0, 1), (0, 1))
+        for batch, threads, spin, arena, pattern in combos:
+            out = subprocess.run([sys.executable, "-c", CHILD, str(path), str(arena), str(pattern), str(spin),
+                                  str(threads), str(batch), str(args.tiles)], env=env, capture_output=True, text=True,
+                                 check=True)
             r = json.loads(next(x for x in out.stdout.splitlines() if x.startswith("@@"))[2:])
-            print(f"| {'on' if arena else 'off'} | {'on' if pattern else 'off'} | {threads} | {batch} | "
+            on = {0: "off", 1: "on"}
+            print(f"| {on[arena]} | {on[pattern]} | {on[spin]} | {threads} | {batch} | "
                   f"{r['cpu_per_tile']:.3f} | {r['wall_per_tile']:.3f} | {r['peak_mib']:.0f} |", flush=True)
         print(f"load after: {os.getloadavg()}")
 

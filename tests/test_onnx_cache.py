@@ -64,8 +64,10 @@ def test_predict_with_a_cached_export_never_imports_torch(tmp_path: Path, rio_da
     first = _child_predict(ckpt, raster, tmp_path / "first.tif", cache)
     assert "exported to the cache" in first["engine"]
     assert first["torch"]  # the first run exports, which needs torch
-    entries = list((cache / "onnx").iterdir())
-    assert len(entries) == 1 and entries[0].suffix == ".onnx"  # no temporary file left beside it
+    entries = sorted(p.name for p in (cache / "onnx").iterdir())
+    # the export, ONNX Runtime's optimised form of it for this CPU, the digest index; no temporary file
+    assert len(entries) == 3 and entries[0] == "digests.json", entries
+    assert entries[1].endswith(".onnx") and entries[2].endswith(".ort.onnx"), entries
     second = _child_predict(ckpt, raster, tmp_path / "second.tif", cache)
     assert second["engine"] == "onnxruntime (CPU, fp32, cached export)"
     assert second["torch"] == [] and not second["onnx"]
@@ -115,7 +117,7 @@ def test_failed_export_leaves_no_cache_entry_and_falls_back(tmp_path: Path, monk
     monkeypatch.setattr(onnx_export, "export_checkpoint_onnx", broken)
     predictor = Predictor(make_checkpoint("unet_tiny"), PredictOptions(device="cpu"))
     assert predictor.engine_name.startswith("pytorch")
-    assert list((onnx_cache.cache_root() / "onnx").iterdir()) == []
+    assert [p.name for p in (onnx_cache.cache_root() / "onnx").iterdir()] == ["digests.json"]  # no model
 
 
 def test_cache_folder_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

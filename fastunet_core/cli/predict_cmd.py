@@ -29,7 +29,7 @@ EXIT_SOME_FAILED = 4
               help="Folder for many inputs: writes NAME_classes.tif per input and a summary.")
 @click.option("--tile", "tile_size", type=int, default=None, help="Tile size in pixels [default: the model's].")
 @click.option("--overlap", type=int, default=None, help="Overlap between tiles in pixels [default: the model's].")
-@click.option("--batch-size", type=int, default=4, show_default=True, help="Tiles per model call.")
+@click.option("--batch-size", type=int, default=None, help="Tiles per model call [default: 1 on CPUs, 4 on CUDA].")
 @click.option("--device", default="auto", show_default=True, help="auto, cuda, cuda:N or cpu.")
 @click.option("--blend", type=click.Choice(["cosine", "core"]), default="cosine", show_default=True,
               help="cosine: blend overlaps smoothly (no seams); core: keep each tile's centre only (faster).")
@@ -70,7 +70,7 @@ EXIT_SOME_FAILED = 4
                    "interrupted.")
 @click.pass_context
 def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, output: Path | None,
-            out_dir: Path | None, tile_size: int | None, overlap: int | None, batch_size: int, device: str,
+            out_dir: Path | None, tile_size: int | None, overlap: int | None, batch_size: int | None, device: str,
             blend: str, bands: str | None, probs_path: Path | None, with_probs: bool, summary_path: Path | None,
             skip_existing: bool, vector_path: Path | None, with_vector: bool, simplify: float, min_area: float,
             precision: str, engine: str, head: int | None, model_classes: str | None,

@@ -133,7 +133,7 @@ def _onnx_engine(source: LoadedModel | nn.Module, sample_shape: tuple[int, int, 
             entry = None
         if entry is not None:
             how = "exported to the cache" if entry.exported else "cached export"
-            return OnnxEngine(entry.path), f"onnxruntime (CPU, fp32, {how})"
+            return OnnxEngine(entry.path, keep_optimized=True), f"onnxruntime (CPU, fp32, {how})"
     if not can_export:
         raise ConfigError("the onnx engine needs the onnx package to export the model: pip install onnx")
     from fastunet_core.models.onnx_export import export_onnx_bytes
