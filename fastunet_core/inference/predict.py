@@ -153,7 +153,7 @@ class Predictor:
         shape = (1, meta.input.n_bands, self.tile, self.tile)
         self.engine, self.engine_name = make_engine(self.loaded, self.device, shape, opts.engine, opts.precision)
         self._weights_digest: str | None = None
-        self.run_batch = opts.batch_size  # halved when the GPU runs out of memory, kept for later rasters
+        self.run_batch = self.batch_size  # halved when the GPU runs out of memory, kept for later rasters
 
     def _init_onnx_file(self) -> None:
         """Run a Deepness-format ONNX file as it is: its heads, thresholds and output margin."""
