@@ -154,7 +154,8 @@ class TileReader:
             return self.src.dataset_mask(window=window) > 0
         except RasterioIOError as exc:
             raise InputRasterError(f"{Path(self.src.name).name}: reading the mask at {_where(window)} failed "
-                                   f"({_first_line(exc)}); the file may be damaged") from exc
+                                   f"({_first_line(exc)}); the file, or a file it refers to, may be missing or "
+                                   "damaged") from exc
 
     def read(self, row: int, col: int, window: Window, valid: np.ndarray) -> Tile:
         """Read one tile; invalid pixels become 0 after normalisation (the training mean)."""
@@ -162,7 +163,8 @@ class TileReader:
             raw = self.src.read(self.bands, window=window)
         except RasterioIOError as exc:
             raise InputRasterError(f"{Path(self.src.name).name}: reading pixels at {_where(window)} failed "
-                                   f"({_first_line(exc)}); the file may be damaged") from exc
+                                   f"({_first_line(exc)}); the file, or a file it refers to, may be missing or "
+                                   "damaged") from exc
         if self._is_float:
             valid = valid & np.isfinite(raw).all(axis=0)
         x = self.spec.normalise(raw)
@@ -175,8 +177,24 @@ class TileReader:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    text = gdal_cause(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def gdal_cause(exc: BaseException) -> str:
+    """Return GDAL's own message behind a rasterio error ("Read failed. See previous exception" says nothing).
+
+    That message names the file that failed, e.g. a VRT's missing source.
+    """
+    cur: BaseException | None = exc
+    seen: set[int] = set()
+    messages = []
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        messages.append(str(cur).strip())
+        cur = cur.__cause__ or cur.__context__
+    useful = [m for m in messages if m and "see previous exception" not in m.lower()]
+    return useful[-1] if useful else (messages[0] if messages else type(exc).__name__)
 
 
 def _where(window: Window) -> str:

@@ -49,7 +49,7 @@ from fastunet_core.train.loss import JDTLoss
 from fastunet_core.train.metrics import MetricsReport, SegmentationMetrics, format_table
 from fastunet_core.train.plots import plot_history
 from fastunet_core.train.state import STATE_FILE, EpochRecord, LoopState, load_state, save_state, write_history
-from fastunet_core.train.workers import EpochSampler, make_loader, resolve_workers
+from fastunet_core.train.workers import EpochSampler, make_loader, resolve_workers, unwrap_worker_errors
 
 BEST_CHECKPOINT = "best.safetensors"
 LAST_CHECKPOINT = "last.safetensors"
@@ -279,7 +279,7 @@ class _Trainer:
         n_steps = math.ceil(n_batches / self.accum)
         self.prog.start(n_steps, "steps")
         loss_sum, n_images, t0 = 0.0, 0, time.perf_counter()
-        batches = _take(iter(loader), n_batches)
+        batches = _take(unwrap_worker_errors(iter(loader)), n_batches)
         for step in range(n_steps):
             if self.prog.is_cancelled():
                 raise CancelledError(f"cancelled during epoch {epoch}; the run resumes from epoch {epoch - 1}")
@@ -310,7 +310,7 @@ class _Trainer:
         loader = self._loader("val", epoch)
         metrics = SegmentationMetrics(len(self.classes), ignore_index=IGNORE_INDEX, device=self.device.device)
         loss_sum, n = 0.0, 0
-        for x, y in loader:
+        for x, y in unwrap_worker_errors(iter(loader)):
             x, y = x.to(self.device.device, non_blocking=True), y.to(self.device.device, non_blocking=True)
             with self._autocast():
                 logits = self.model(x)

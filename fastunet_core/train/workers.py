@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sized
-from typing import Any
+from typing import Any, TypeVar
 
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fastunet_core.errors import ConfigError
 
 AUTO = "auto"
+T = TypeVar("T")
 
 
 def usable_cores() -> int:
@@ -73,3 +74,38 @@ def make_loader(dataset: Dataset[Any], sampler: EpochSampler, batch_size: int, w
     extra: dict[str, Any] = {"persistent_workers": True, "prefetch_factor": 4} if workers > 0 else {}
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin_memory,
                       drop_last=False, **extra)
+
+
+def worker_error(exc: BaseException) -> BaseException | None:
+    """Return ``exc`` as raised in a DataLoader worker with its own one-line message, or None if it is not one.
+
+    PyTorch re-raises a worker's exception as the same type with a message of several lines ("Caught X in
+    DataLoader worker process N. Original Traceback ..."), whose last line holds the real message.
+    """
+    text = str(exc)
+    lines = text.splitlines()
+    if not lines or not lines[0].startswith("Caught ") or "DataLoader worker" not in lines[0]:
+        return None
+    last = next((ln for ln in reversed(lines) if ln.strip()), "")
+    name = type(exc).__name__
+    message = last.split(f"{name}: ", 1)[1] if f"{name}: " in last else last.strip()
+    try:
+        clean = type(exc)(message)
+    except Exception:  # a type that does not take one message
+        return None
+    return clean
+
+
+def unwrap_worker_errors(batches: Iterator[T]) -> Iterator[T]:
+    """Yield from a DataLoader iterator; an error in a worker reaches the caller with its own one line."""
+    while True:
+        try:
+            item = next(batches)
+        except StopIteration:
+            return
+        except Exception as exc:
+            clean = worker_error(exc)
+            if clean is None:
+                raise
+            raise clean from None
+        yield item

@@ -23,7 +23,7 @@ from rasterio.windows import Window
 from torch.utils.data import Dataset
 
 from fastunet_core.errors import DatasetLayoutError
-from fastunet_core.io.raster_input import ground_resolution_m, open_raster
+from fastunet_core.io.raster_input import gdal_cause, ground_resolution_m, open_raster
 from fastunet_core.models.metadata import ClassInfo, default_classes
 from fastunet_core.tiling.grid import tile_windows
 
@@ -179,12 +179,66 @@ def pair_windows(pairs: Sequence[tuple[Path, Path]], tile: int) -> tuple[list[Pa
         raise DatasetLayoutError("no image/mask pairs found")
     headers = [read_header(image) for image, _ in pairs]
     header = uniform_header(headers, [image for image, _ in pairs])
+    check_mask_sizes(pairs, headers)
     samples = [
         PairWindow(image, mask, w)
         for (image, mask), h in zip(pairs, headers, strict=True)
         for w in cut_windows(h.width, h.height, tile)
     ]
     return samples, header
+
+
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every complete PNG ends with
+
+
+def check_png_complete(path: Path, what: str) -> None:
+    """Raise if a PNG file lacks its end marker: truncated (GDAL reads the missing rows as zeros, silently)."""
+    if path.suffix.lower() != ".png":
+        return
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - 4096))  # some tools append a few bytes after the end marker
+            tail = f.read()
+    except OSError as exc:
+        raise DatasetLayoutError(f"{what} {path} cannot be read ({exc.strerror or exc})") from exc
+    if PNG_END not in tail:
+        raise DatasetLayoutError(f"{what} {path} is truncated (the PNG ends before its end marker); export it "
+                                 "again or remove the pair")
+
+
+def check_mask_sizes(pairs: Sequence[tuple[Path, Path]], headers: Sequence[RasterHeader]) -> None:
+    """Raise, when the dataset is opened, if a mask is not the size of its image (listing the first few).
+
+    Truncated PNG images and masks are refused here too: GDAL decodes the missing rows of a whole-image
+    read as zeros without an error, which would train on made-up labels.
+    """
+    wrong = []
+    for (image, mask), h in zip(pairs, headers, strict=True):
+        check_png_complete(image, "image")
+        check_png_complete(mask, "mask")
+        with open_raster(mask) as msk:
+            if (msk.width, msk.height) != (h.width, h.height):
+                wrong.append(f"{mask} is {msk.width} x {msk.height} px but its image {image.name} is "
+                             f"{h.width} x {h.height}")
+    if wrong:
+        more = f" (and {len(wrong) - 1} more pair(s))" if len(wrong) > 1 else ""
+        raise DatasetLayoutError(f"mask {wrong[0]}{more}; a mask must cover its image pixel for pixel: "
+                                 "fix or remove the pair")
+
+
+def read_mask(src: rasterio.io.DatasetReader, window: Window) -> np.ndarray:
+    """Read band 1 of a mask in ``window``; a damaged file (truncated PNG ...) is an error naming it."""
+    try:
+        return src.read(1, window=window)
+    except RasterioIOError as exc:
+        raise DatasetLayoutError(f"mask {src.name} cannot be read at {window_text(window)} ({gdal_cause(exc)}); "
+                                 "the file may be damaged or truncated: export it again or remove the pair") from exc
+
+
+def window_text(window: Window) -> str:
+    """Describe a window in words (``columns 0-255, rows 0-255``)."""
+    c0, r0 = int(window.col_off), int(window.row_off)
+    return f"columns {c0}-{c0 + int(window.width) - 1}, rows {r0}-{r0 + int(window.height) - 1}"
 
 
 def read_image(src: rasterio.io.DatasetReader, window: Window, bands: Sequence[int]) -> tuple[np.ndarray,
@@ -196,8 +250,9 @@ def read_image(src: rasterio.io.DatasetReader, window: Window, bands: Sequence[i
         if not all(MaskFlags.all_valid in flags for flags in src.mask_flag_enums):
             invalid = src.dataset_mask(window=window) == 0
     except (RasterioIOError, IndexError) as exc:
-        raise DatasetLayoutError(f"reading {Path(src.name).name} at {window} failed ({exc}); "
-                                 "the file may be damaged or have fewer bands than the others") from exc
+        raise DatasetLayoutError(f"image {src.name} cannot be read at {window_text(window)} ({gdal_cause(exc)}); "
+                                 "the file (or a file it refers to) may be missing or damaged, or have fewer "
+                                 "bands than the others") from exc
     if np.issubdtype(raw.dtype, np.floating):
         nonfinite = ~np.isfinite(raw).all(axis=0)
         invalid = nonfinite if invalid is None else invalid | nonfinite
@@ -261,7 +316,7 @@ class WindowedPairs(Dataset[tuple[np.ndarray, np.ndarray]]):
             itemsize = np.dtype(self.input_dtype).itemsize * len(self._bands)
             for block, members in read_blocks([self.samples[i].window for i in indices], itemsize):
                 image, invalid = read_image(img, block, self._bands)
-                raw = msk.read(1, window=block)
+                raw = read_mask(msk, block)
                 for m in members:
                     sample = self.samples[indices[m]]
                     if sample.image != first.image or sample.mask != first.mask:
