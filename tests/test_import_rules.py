@@ -71,3 +71,36 @@ def test_nothing_imports_the_benches(folder: str) -> None:
 def test_the_rules_see_relative_and_nested_imports() -> None:
     names = imports_in("def f() -> None:\n    from ..cli import main\n    import qgis.core\n", "fastunet_core.polygons")
     assert "fastunet_core.cli" in names and "fastunet_core.cli.main" in names and "qgis.core" in names
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _cycles(folder: str) -> list[list[str]]:
+    """Import cycles among the modules of ``folder`` (every import counts, also one inside a function)."""
+    modules = {_module_name(p): p for p in _sources(folder)}
+    graph = {name: sorted({m for m in imported_modules(path) if m in modules and m != name})
+             for name, path in modules.items()}
+    graph = {name: [m for m in deps if not name.startswith(m + ".")] for name, deps in graph.items()}  # parents
+    found: list[list[str]] = []
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                found.append([*trail[trail.index(nxt):], nxt])
+            elif nxt not in state:
+                visit(nxt, [*trail, nxt])
+        state[node] = 2
+
+    for start in sorted(graph):
+        if start not in state:
+            visit(start, [start])
+    return found
+
+
+def test_plugin_has_no_import_cycles() -> None:
+    assert _cycles("qgis_plugin") == []

@@ -112,9 +112,7 @@ def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, outp
         if output is None:
             raise ConfigError("give the output with -o OUT.tif (or --out-dir DIR for many inputs)")
         with _single_targets(inputs[0], model_path, output, probs_path, vector_path):
-            _predict_one(inputs[0], model_path, output, opts, quiet)
-            if vector_path is not None:
-                _vectorize(output, vector_path, vec, quiet)
+            _segment_one(inputs[0], model_path, output, opts, vector_path, vec, quiet)
         return
     if output is not None or probs_path is not None or vector_path is not None:
         raise ConfigError("with several inputs use --out-dir DIR (with --with-probs, --with-vector) instead of "
@@ -142,11 +140,14 @@ def _single_targets(raster: str | Path, model_path: Path, output: Path, probs_pa
     return target_locks([output, probs_path, vector_path])
 
 
-def _predict_one(raster: Path, model_path: Path, output: Path, opts: PredictOptions, quiet: bool) -> None:
-    from fastunet_core.inference.predict import predict_raster
+def _segment_one(raster: Path, model_path: Path, output: Path, opts: PredictOptions, vector_path: Path | None,
+                 vec: VectorizeOptions, quiet: bool) -> None:
+    from fastunet_core.inference.segment import segment_raster
 
-    with BarProgress(enabled=not quiet) as bar:
-        result = predict_raster(raster, model_path, output, opts, bar)
+    with BarProgress(enabled=not quiet) as bar:  # one bar, started again for each stage
+        done = segment_raster(raster, model_path, output, opts, vector_output=vector_path, vectorize=vec,
+                              progress=lambda _stage: bar)
+    result = done.prediction
     if not quiet:
         for note in result.notes:
             click.echo(f"note: {note}", err=True)
@@ -156,49 +157,23 @@ def _predict_one(raster: Path, model_path: Path, output: Path, opts: PredictOpti
             f"{result.tiles_skipped} without data) in {result.seconds:.1f} s on {result.device.name}",
             err=True,
         )
-    for w in result.warnings:
+        if done.vectorized is not None:
+            click.echo(f"wrote {done.vectorized.output} ({done.vectorized.polygons} polygons)", err=True)
+    for w in done.warnings:
         click.echo(f"warning: {w}", err=True)
-
-
-def _vectorize(classes: Path, vector_path: Path, vec: VectorizeOptions, quiet: bool) -> None:
-    from fastunet_core.polygons.vectorize import vectorize_raster
-
-    with BarProgress(enabled=not quiet) as bar:
-        result = vectorize_raster(classes, vector_path, vec, bar)
-    if not quiet:
-        click.echo(f"wrote {result.output} ({result.polygons} polygons)", err=True)
 
 
 def _predict_batch(inputs: list[Path], model_path: Path, out_dir: Path, opts: PredictOptions, with_probs: bool,
                    summary_path: Path | None, skip_existing: bool, quiet: bool, dist_ctx: DistContext,
                    vec: VectorizeOptions | None) -> int:
-    from fastunet_core.inference.batch import BatchResult, exclude_own_outputs, predict_many, shard, write_summary
-    from fastunet_core.inference.predict import Predictor
-    from fastunet_core.io.targets import Role
-    from fastunet_core.runtime import distributed
+    from fastunet_core.inference.batch import run_batch
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary_file = summary_path or out_dir / "summary.csv"
-    inputs = exclude_own_outputs(inputs, out_dir, with_probs, vec is not None,
-                                 [Role("model", model_path), Role("summary", summary_file)])
-    predictor = Predictor(model_path, opts)
-    distributed.init(dist_ctx, predictor.device.is_cuda)
-    try:
-        mine = shard(inputs, dist_ctx.world_size, dist_ctx.rank)
-        if not quiet and dist_ctx.is_main:
-            click.echo(f"device: {predictor.device.describe()}", err=True)
-        with BarProgress(enabled=not quiet and dist_ctx.is_main) as bar:
-            result = predict_many(mine, predictor, out_dir, with_probs, skip_existing, bar, dist_ctx.rank, vec)
-        everything = [item for part in distributed.all_gather(result.items, dist_ctx) for item in part]
-    finally:
-        distributed.shutdown()
-    order = {str(p): i for i, p in enumerate(inputs)}
-    merged = BatchResult(sorted(everything, key=lambda item: order.get(item.input, len(order))))
-    if dist_ctx.is_main:
-        summary = write_summary(merged, summary_file)
-        n_ok = sum(1 for i in merged.items if i.status != "failed")
+    with BarProgress(enabled=not quiet and dist_ctx.is_main) as bar:
+        run = run_batch(inputs, model_path, out_dir, opts, with_probs, summary_path, skip_existing, vec, bar, dist_ctx)
+    if run.is_main:
+        n_ok = sum(1 for i in run.result.items if i.status != "failed")
         if not quiet:
-            click.echo(f"{n_ok} of {len(merged.items)} rasters done; summary: {summary}", err=True)
-        for item in merged.failed:
+            click.echo(f"{n_ok} of {len(run.result.items)} rasters done; summary: {run.summary}", err=True)
+        for item in run.result.failed:
             click.echo(f"failed: {item.input}: {item.message}", err=True)
-    return 0 if merged.all_succeeded else EXIT_SOME_FAILED
+    return 0 if run.result.all_succeeded else EXIT_SOME_FAILED

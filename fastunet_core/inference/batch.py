@@ -19,11 +19,13 @@ from pathlib import Path
 import rasterio
 
 from fastunet_core.errors import CancelledError, ConfigError, FastUNetError, InputRasterError
-from fastunet_core.inference.predict import Predictor
+from fastunet_core.inference.predict import PredictOptions, Predictor
+from fastunet_core.inference.segment import Stage, segment_raster
 from fastunet_core.io.atomic import atomic_output
 from fastunet_core.io.targets import Role, check_distinct
 from fastunet_core.io.vector_output import output_roles
-from fastunet_core.polygons.vectorize import VectorizeOptions, vectorize_raster
+from fastunet_core.polygons.vectorize import VectorizeOptions
+from fastunet_core.runtime import distributed
 from fastunet_core.runtime.progress import STATUS_PREFIX, NullProgress, Progress
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg")
@@ -220,13 +222,13 @@ def predict_many(inputs: Sequence[Path], predictor: Predictor, out_dir: Path, wi
             prog.message(f"{STATUS_PREFIX}{raster.name}")
             t0 = time.perf_counter()
             try:
-                r = predictor.run(raster, out, probs, _Scaled(prog, size / 1e6))
-                if vector is not None and vectorize is not None:
-                    vectorize_raster(out, vector, vectorize)
+                done = segment_raster(raster, predictor, out, probs_output=probs, vector_output=vector,
+                                      vectorize=vectorize, progress=_Scaled(prog, size / 1e6).stage)
+                r = done.prediction
                 item.megapixels = r.megapixels
                 if r.tiles_skipped == r.tiles_total:
                     item.status = STATUS_EMPTY
-                item.message = "; ".join(r.warnings)
+                item.message = "; ".join(done.warnings)
             except CancelledError:  # the user stopped the whole run, not just this sheet
                 raise
             except (FastUNetError, OSError) as exc:  # one bad sheet must not stop the campaign
@@ -236,6 +238,49 @@ def predict_many(inputs: Sequence[Path], predictor: Predictor, out_dir: Path, wi
     return result
 
 
+@dataclass
+class BatchRun:
+    """A finished :func:`run_batch`: every rank's outcomes in input order, and the summary file (main rank)."""
+
+    result: BatchResult
+    summary: Path | None
+    is_main: bool
+
+
+def run_batch(inputs: Sequence[Path], model: Path, out_dir: Path, options: PredictOptions, with_probs: bool = False,
+              summary_path: Path | None = None, skip_existing: bool = False,
+              vectorize: VectorizeOptions | None = None, progress: Progress | None = None,
+              dist: distributed.DistContext | None = None) -> BatchRun:
+    """Segment ``inputs`` into ``out_dir`` on this process's share of them, and write the summary.
+
+    Under torchrun (``dist`` from :func:`~fastunet_core.runtime.distributed.context_from_env`) every rank
+    takes a share balanced by pixel count (:func:`shard`), the outcomes are gathered, and the main rank
+    writes the summary (``summary_path``, default ``out_dir/summary.csv``; .csv or .json). One failing input
+    is recorded in the summary, not raised; cancellation is.
+    """
+    ctx = dist or distributed.DistContext()
+    prog = progress or NullProgress()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary_file = summary_path or out_dir / "summary.csv"
+    inputs = exclude_own_outputs(inputs, out_dir, with_probs, vectorize is not None,
+                                 [Role("model", model), Role("summary", summary_file)])
+    predictor = Predictor(model, options)
+    distributed.init(ctx, predictor.device.is_cuda)
+    try:
+        mine = shard(inputs, ctx.world_size, ctx.rank)
+        if ctx.is_main:
+            prog.message(f"device: {predictor.device.describe()}")
+        result = predict_many(mine, predictor, out_dir, with_probs, skip_existing, prog if ctx.is_main else None,
+                              ctx.rank, vectorize)
+        everything = [item for part in distributed.all_gather(result.items, ctx) for item in part]
+    finally:
+        distributed.shutdown()
+    order = {str(p): i for i, p in enumerate(inputs)}
+    merged = BatchResult(sorted(everything, key=lambda item: order.get(item.input, len(order))))
+    summary = write_summary(merged, summary_file) if ctx.is_main else None
+    return BatchRun(merged, summary, ctx.is_main)
+
+
 class _Scaled:
     """Map one raster's tile progress onto the batch's megapixel progress."""
 
@@ -243,6 +288,10 @@ class _Scaled:
         self.parent = parent
         self.megapixels = megapixels
         self.per_tile = 0.0
+
+    def stage(self, name: Stage) -> Progress:
+        """Report the prediction (most of the time) to the batch's bar; the other stages to nothing."""
+        return self if name == "predict" else NullProgress()
 
     def start(self, total: float, label: str) -> None:
         self.per_tile = self.megapixels / max(total, 1)

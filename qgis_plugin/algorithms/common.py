@@ -21,6 +21,7 @@ from qgis.PyQt import sip
 from ..deps import check_engine
 
 DEVICE_OPTIONS = ["auto", "cuda", "cpu"]
+ARCHITECTURES = ["unet_skinny", "unet_lessconv", "unet_short", "unet_base", "unet_tiny"]  # train choices
 
 
 class FeedbackSink:

@@ -23,10 +23,9 @@ from qgis.core import (
 )
 
 from ..deps import TRAIN_MODULES
-from .common import DEVICE_OPTIONS, FastUNetAlgorithm, FeedbackSink, engine_errors, require_engine
+from .common import ARCHITECTURES, DEVICE_OPTIONS, FastUNetAlgorithm, FeedbackSink, engine_errors, require_engine
 
 # The architectures offered in the toolbox (the registry may hold more; a test checks these exist there).
-ARCHITECTURES = ["unet_skinny", "unet_lessconv", "unet_short", "unet_base", "unet_tiny"]
 
 
 class TrainAlgorithm(FastUNetAlgorithm):

@@ -11,8 +11,7 @@ from fastunet_core.errors import ConfigError
 from fastunet_core.train.config import config_from_dict
 
 from ..qgis_inputs import check_raster_layer, raster_file_path
-from .common import DEVICE_OPTIONS
-from .train import ARCHITECTURES
+from .common import ARCHITECTURES, DEVICE_OPTIONS
 
 
 def train_config(alg: QgsProcessingAlgorithm, parameters: dict[str, Any], context: QgsProcessingContext,

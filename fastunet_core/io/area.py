@@ -1,4 +1,4 @@
-"""Cut the processed area out of a raster: a window on the raster's own pixel grid, masked to polygons.
+"""The part of a raster to process (:class:`AreaSpec`), and cutting it out of the raster (:func:`crop_to_area`).
 
 The window is the area's bounds turned into pixel rows and columns of the source (widened outward to whole
 pixels and clipped to the raster), so the crop keeps the source's grid exactly: no resampling, and the
@@ -6,31 +6,72 @@ class raster lines up with the source pixel for pixel. For polygons, pixels whos
 polygon are masked (GDAL's dataset mask), so the core treats them as nodata: they are not segmented, come
 out as nodata, and are not vectorised. The source's own nodata/mask/alpha is carried over.
 
-Rows are copied in strips, so memory follows the window's width, not its area.
+Rows are copied in strips, so memory follows the window's width, not its area. rasterio and shapely are
+imported when a crop runs: :class:`AreaSpec` is plain data that the QGIS plugin builds on its GUI thread.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import rasterio
-import shapely
-from rasterio.features import rasterize
-from rasterio.windows import Window
 
 from fastunet_core.errors import CancelledError, ConfigError, InputRasterError
 from fastunet_core.runtime.progress import NullProgress, Progress
 
-from .jobs import AreaSpec
+if TYPE_CHECKING:
+    import rasterio
+    from rasterio.windows import Window
 
+AreaKind = Literal["layer", "extent", "polygons"]
 STRIP_ROWS = 512
 _EPS = 1e-6  # pixels: a bound within this of a pixel edge counts as on it (float noise in map units)
 
 
+@dataclass(frozen=True)
+class AreaSpec:
+    """Which part of the raster to process, in the raster's CRS.
+
+    Attributes:
+        kind: ``layer`` (all of it), ``extent`` (``bounds``) or ``polygons`` (inside ``polygons_wkb``).
+        bounds: xmin, ymin, xmax, ymax of the extent.
+        polygons_wkb: the polygons, as WKB, already in the raster's CRS.
+
+    """
+
+    kind: AreaKind = "layer"
+    bounds: tuple[float, float, float, float] | None = None
+    polygons_wkb: tuple[bytes, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (WKB as hex)."""
+        return {"kind": self.kind, "bounds": list(self.bounds) if self.bounds else None,
+                "polygons_wkb": [w.hex() for w in self.polygons_wkb]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AreaSpec:
+        """Rebuild from :meth:`to_dict`."""
+        bounds = d.get("bounds")
+        return cls(d["kind"], tuple(bounds) if bounds else None,
+                   tuple(bytes.fromhex(h) for h in d.get("polygons_wkb", ())))
+
+    def describe(self) -> str:
+        """Say in words what is processed."""
+        if self.kind == "extent":
+            return "the extent"
+        if self.kind == "polygons":
+            return f"inside {len(self.polygons_wkb)} polygon(s)"
+        return "the whole layer"
+
+
 def crop_to_area(raster: Path, area: AreaSpec, out: Path, progress: Progress | None = None) -> Path:
     """Return ``raster`` itself for the whole layer, else write the area to ``out`` (GeoTIFF) and return it."""
+    import rasterio
+    import shapely
+
     prog = progress or NullProgress()
     if area.kind == "layer":
         return raster
@@ -46,6 +87,8 @@ def crop_to_area(raster: Path, area: AreaSpec, out: Path, progress: Progress | N
 
 def pixel_window(src: rasterio.io.DatasetReader, bounds: tuple[float, float, float, float]) -> Window:
     """Return the whole-pixel window of ``src`` covering ``bounds``, clipped to the raster."""
+    from rasterio.windows import Window
+
     t = src.transform
     if t.b != 0 or t.d != 0:
         raise InputRasterError(f"{Path(src.name).name} is rotated; warp it north-up before choosing an area")
@@ -64,6 +107,8 @@ def pixel_window(src: rasterio.io.DatasetReader, bounds: tuple[float, float, flo
 
 
 def _polygons(area: AreaSpec) -> np.ndarray:
+    import shapely
+
     if area.kind != "polygons":
         return np.empty(0, dtype=object)
     geoms = shapely.from_wkb(list(area.polygons_wkb))
@@ -76,6 +121,10 @@ def _polygons(area: AreaSpec) -> np.ndarray:
 def _copy(src: rasterio.io.DatasetReader, window: Window, polygons: np.ndarray | None, out: Path,
           progress: Progress) -> None:
     """Copy ``window`` of ``src`` into a new GeoTIFF with a dataset mask (source validity x polygons)."""
+    import rasterio
+    from rasterio.features import rasterize
+    from rasterio.windows import Window
+
     width, height = int(window.width), int(window.height)
     transform = src.window_transform(window)
     tiled = width >= 256 and height >= 256

@@ -1,0 +1,109 @@
+"""``segment_raster``: the whole user job on one raster, crop to an area -> predict -> vectorise.
+
+The CLI's ``predict`` (one raster, or many in :mod:`.batch`) and the QGIS plugin's runs (dock and Processing)
+all call this one function; each stage is a core tool function of its own (:func:`~fastunet_core.io.area.
+crop_to_area`, :func:`~.predict.predict_raster` through a :class:`~.predict.Predictor`,
+:func:`~fastunet_core.polygons.vectorize.vectorize_raster`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from fastunet_core.inference.predict import PredictOptions, Predictor, PredictResult
+from fastunet_core.io.area import AreaSpec, crop_to_area
+from fastunet_core.models.checkpoint_file import LoadedModel
+from fastunet_core.polygons.vectorize import VectorizeOptions, VectorizeResult, vectorize_raster
+from fastunet_core.runtime.progress import NullProgress, Progress
+
+Stage = Literal["crop", "predict", "vectorize"]
+StageProgress = Callable[[Stage], Progress]  # the progress to report a stage to (one bar, or a share of one)
+
+
+@dataclass
+class SegmentResult:
+    """What :func:`segment_raster` wrote.
+
+    Attributes:
+        prediction: the class raster(s) (and probabilities) written, device, tiles, seconds, warnings.
+        vectorized: the polygons written, or None without a vector output.
+        files: every file written, class raster(s) and their side files (``.qml``, ``.aux.xml``) first.
+        warnings: the prediction's and the vectorisation's warnings, in that order.
+
+    """
+
+    prediction: PredictResult
+    vectorized: VectorizeResult | None
+    files: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def segment_raster(raster: str | Path, model: str | Path | LoadedModel | Predictor, output: str | Path,
+                   options: PredictOptions | None = None, probs_output: str | Path | None = None,
+                   vector_output: str | Path | None = None,
+                   vectorize: VectorizeOptions | None = None, area: AreaSpec | None = None,
+                   work_dir: str | Path | None = None, progress: StageProgress | None = None) -> SegmentResult:
+    """Segment ``raster`` (or the ``area`` of it) into the class raster ``output``, optionally with polygons.
+
+    Args:
+        raster: a GDAL-readable raster with a north-up geotransform.
+        model: a checkpoint path, a loaded model, or a :class:`Predictor` reused over many rasters (its
+            options then apply and ``options`` is ignored).
+        output: the class raster to write (GeoTIFF, uint8 class ids, nodata 255, on the input's pixel grid).
+        options: prediction settings (tile size, overlap, bands, device, engine, precision ...).
+        probs_output: per-class probabilities to write (GeoTIFF, uint8 percent, one band per class), or None
+            for ``options.probs_path``.
+        vector_output: the polygons to write (.gpkg, .shp or .geojson), or None for none.
+        vectorize: polygon settings (simplify tolerance in m, minimum area in m², classes ...).
+        area: the part of the raster to process, in its CRS (default: all of it). A part is first copied to
+            a temporary GeoTIFF on the same pixel grid, pixels outside the polygons masked, so the outputs
+            cover the area's bounding box and line up with the input pixel for pixel.
+        work_dir: where that temporary copy goes (default: the system's temporary folder).
+        progress: gives the progress to report each stage (``crop``, ``predict``, ``vectorize``) to.
+
+    Returns:
+        :class:`SegmentResult`.
+
+    Raises:
+        FastUNetError: a subclass for anything the user can fix (see :mod:`fastunet_core.errors`), and
+        CancelledError when a stage's progress asks to stop. In either case no output of this call is left:
+        the stages write through temporary files, and a class raster already finished is removed when a later
+        stage fails.
+
+    """
+    stage: StageProgress = progress or (lambda _stage: NullProgress())
+    predictor = model if isinstance(model, Predictor) else Predictor(model, options)
+    out = Path(output)
+    written: list[Path] = []
+    with tempfile.TemporaryDirectory(prefix="fastunet_", dir=work_dir) as tmp:
+        try:
+            source = Path(raster)
+            if area is not None and area.kind != "layer":
+                source = crop_to_area(source, area, Path(tmp) / f"{source.stem}.tif", stage("crop"))
+            probs = probs_output if probs_output is not None else predictor.options.probs_path
+            prediction = predictor.run(source, out, probs, stage("predict"))
+            written += _written_by(prediction)
+            vectorized = None
+            if vector_output is not None:
+                vectorized = vectorize_raster(out, vector_output, vectorize, stage("vectorize"))
+        except BaseException:
+            for path in written:  # the stages never leave a partial file; drop this call's finished ones too
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
+    files = [*written, *(vectorized.files if vectorized else [])]
+    return SegmentResult(prediction, vectorized, files,
+                         [*prediction.warnings, *(vectorized.warnings if vectorized else [])])
+
+
+def _written_by(prediction: PredictResult) -> list[Path]:
+    """Return the class raster(s), the probabilities and the files read beside them (style, statistics)."""
+    rasters = [*(prediction.outputs or [prediction.output]),
+               *([prediction.probs_output] if prediction.probs_output else [])]
+    sides = [p for r in rasters for p in (r.with_suffix(".qml"), r.with_name(r.name + ".aux.xml")) if p.is_file()]
+    return [*rasters, *sides]
