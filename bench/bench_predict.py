@@ -333,7 +333,7 @@ def child_models(params: Json) -> Json:
             torch.manual_seed(0)
             with torch.no_grad():
                 for m in loaded.torch_model().modules():
-                    if isinstance(m, torch.nn.BatchNorm2d):
+                    if isinstance(m, torch.nn.BatchNorm2d) and m.running_mean is not None and m.running_var is not None:
                         m.running_mean.uniform_(-0.5, 0.5)
                         m.running_var.uniform_(0.5, 2.0)
             save_checkpoint(path, loaded.torch_model(), loaded.meta, overwrite=True)
@@ -463,7 +463,7 @@ def child_first_tile(params: Json) -> Json:
 
     prog = FirstTile()
     with contextlib.suppress(CancelledError):
-        _predictor(params).run(params["raster"], params["out"], progress=prog)  # type: ignore[arg-type]
+        _predictor(params).run(params["raster"], params["out"], progress=prog)
     return {"first_tile_at": prog.at, "torch": _torch_loaded()}
 
 

@@ -92,7 +92,9 @@ class UtilSampler:
     """Sample GPU utilisation (NVML through torch, else nvidia-smi) on a thread while running."""
 
     def __init__(self, period_s: float = 0.2) -> None:
-        self.period_s, self.samples, self.source = period_s, [], None
+        self.period_s = period_s
+        self.samples: list[float] = []
+        self.source: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -539,7 +541,7 @@ def ddp_worker(work: Path) -> None:
         seen["backend"] = dist.get_backend()
         return original(*args, **kwargs)
 
-    loop.DistributedDataParallel = spy  # type: ignore[misc]
+    loop.DistributedDataParallel = spy  # type: ignore[misc,assignment]
     cfg = _train_config(work, "unet_skinny", "auto", "ddp", max_batches_per_epoch=20, num_workers=2)
     cfg.device = "cuda:0" if not DRY else "cpu"
     res = loop.train(cfg, None, fresh=True)

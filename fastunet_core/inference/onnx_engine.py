@@ -109,7 +109,7 @@ class OnnxEngine:
                 options.log_severity_level = 3  # not the warning that the saved graph is CPU-specific: we know
         try:
             self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-            if tmp is not None and tmp.is_file():
+            if tmp is not None and tmp.is_file() and not isinstance(model, bytes):
                 os.replace(tmp, optimized_path(Path(model)))
         finally:
             if tmp is not None:

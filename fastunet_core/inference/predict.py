@@ -138,6 +138,7 @@ class Predictor:
         self.notes: list[str] = [f"assumed {a}" for a in self.loaded.assumed]
         self.device = resolve_device(opts.device)
         self.batch_size = opts.batch_size or (CUDA_BATCH if self.device.is_cuda else CPU_BATCH)
+        self.run_batch = self.batch_size  # halved when the GPU runs out of memory, kept for later rasters
         if self.loaded.onnx is not None:
             self._init_onnx_file()
             return
@@ -153,7 +154,6 @@ class Predictor:
         shape = (1, meta.input.n_bands, self.tile, self.tile)
         self.engine, self.engine_name = make_engine(self.loaded, self.device, shape, opts.engine, opts.precision)
         self._weights_digest: str | None = None
-        self.run_batch = self.batch_size  # halved when the GPU runs out of memory, kept for later rasters
 
     def _init_onnx_file(self) -> None:
         """Run a Deepness-format ONNX file as it is: its heads, thresholds and output margin."""
@@ -374,7 +374,7 @@ class Predictor:
         while True:
             try:
                 n = self.run_batch
-                return np.concatenate([self.engine(data[i:i + n]) for i in range(0, len(data), n)])  # type: ignore[operator]
+                return np.concatenate([self.engine(data[i:i + n]) for i in range(0, len(data), n)])
             except RuntimeError as exc:
                 torch = sys.modules.get("torch")  # a CUDA run has imported it; an ONNX Runtime run never does
                 if torch is None or not isinstance(exc, torch.OutOfMemoryError):
