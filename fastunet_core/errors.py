@@ -2,7 +2,11 @@
 
 Every error a user can cause derives from :class:`FastUNetError`; subclasses also inherit the matching
 builtin (``ValueError``, ``OSError`` ...) so callers may catch either. Messages are written for the user:
-they say what is wrong and what to do next, in one line. The CLI prints them without a traceback.
+they say what is wrong and what to do next, in one line. The CLI prints them without a traceback. A broken
+internal invariant (a bug of ours, not the user's doing) raises a plain ``RuntimeError`` instead.
+
+Warnings are typed too (subclasses of :class:`FastUNetWarning`), so a caller filters them by class, never
+by their text.
 """
 
 from __future__ import annotations
@@ -59,6 +63,10 @@ class OutputLimitError(OutputWriteError):
     """The output would exceed what its file format can hold (e.g. a Shapefile's 2 GB)."""
 
 
+class WorkerError(FastUNetError, RuntimeError):
+    """A worker process stopped without an answer (killed, crashed, out of memory)."""
+
+
 class CancelledError(FastUNetError):
     """The user cancelled the run; nothing was written."""
 
@@ -69,3 +77,31 @@ class FastUNetWarning(UserWarning):
 
 class EmptyInputWarning(FastUNetWarning):
     """The input holds no valid pixel; the output is all nodata."""
+
+
+class DtypeMismatchWarning(FastUNetWarning):
+    """The raster's data type differs from the one the model was trained on."""
+
+
+class ResolutionMismatchWarning(FastUNetWarning):
+    """The raster's ground resolution is far from the one the model was trained at."""
+
+
+class GPUMemoryWarning(FastUNetWarning):
+    """The GPU ran out of memory; the run continues with smaller batches."""
+
+
+class EmptyPolygonsWarning(FastUNetWarning):
+    """Vectorising found no polygon of the selected classes; the output holds none."""
+
+
+class UnreadableClassesWarning(FastUNetWarning):
+    """A class raster's CLASSES tag cannot be read; classes are named by id."""
+
+
+class InProcessWorkersWarning(FastUNetWarning):
+    """Worker processes cannot be started here (no Python interpreter); the work runs in this process."""
+
+
+class KeptStyleWarning(FastUNetWarning):
+    """An existing style file beside an output was kept, not replaced."""

@@ -160,6 +160,6 @@ def test_format_table_is_aligned_with_means() -> None:
     assert lines[6].split() == ["mIoU", "75.00", "93.75"]
     assert lines[7].split() == ["pixel", "accuracy", "87.50"]
     assert len({len(line) for line in lines if line.strip() and not line.startswith("pixel")}) == 1
-    assert SegmentationMetrics.format_table(report, ["a", "b", "c"]).splitlines()[2].startswith("a ")
+    assert format_table(report, ["a", "b", "c"]).splitlines()[2].startswith("a ")
     with pytest.raises(ConfigError, match="2 class names for 3 classes"):
         format_table(report, ["a", "b"])

@@ -309,7 +309,7 @@ def test_no_overwrite_without_the_flag(spacenet: tuple[Path, gpd.GeoDataFrame], 
     mask, _ = spacenet
     out = tmp_path / "b.gpkg"
     out.write_bytes(b"precious")
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="exists$"):  # neutral: each caller adds its hint
         vectorize_raster(mask, out, VectorizeOptions())
     assert out.read_bytes() == b"precious"
     vectorize_raster(mask, out, VectorizeOptions(overwrite=True))
@@ -471,3 +471,17 @@ def test_cli_vectorize(spacenet: tuple[Path, gpd.GeoDataFrame], tmp_path: Path) 
     bad = runner.invoke(group, ["vectorize", str(mask), "-o", str(tmp_path / "c.gpkg"), "--classes", "roads"],
                         obj={})
     assert bad.exit_code == 1 and len(bad.output.strip().splitlines()) == 1 and "unknown class 'roads'" in bad.output
+
+
+def test_a_dead_worker_is_a_core_error() -> None:
+    import subprocess
+    import sys
+
+    from fastunet_core.errors import FastUNetError, WorkerError
+    from fastunet_core.polygons import vector_windows
+
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+    with pytest.raises(WorkerError, match="exit code 3") as info:
+        vector_windows._receive(proc)
+    assert isinstance(info.value, FastUNetError)  # the CLI prints it as one line; the plugin as a message

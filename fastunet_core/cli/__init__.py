@@ -15,7 +15,7 @@ import click
 
 from fastunet_core import __version__
 from fastunet_core.cli import export_cmd, info_cmd, init_cmd, models_cmd, predict_cmd, train_cmd, vectorize_cmd
-from fastunet_core.errors import CancelledError, FastUNetError, FastUNetWarning
+from fastunet_core.errors import CancelledError, FastUNetError, FastUNetWarning, OutputExistsError
 from fastunet_core.io.write_errors import CAUSES, describe_os_error
 
 
@@ -26,7 +26,8 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except FastUNetError as exc:
-            click.echo(f"error: {exc}", err=True)
+            hint = "; pass --overwrite to replace it" if isinstance(exc, OutputExistsError) else ""
+            click.echo(f"error: {exc}{hint}", err=True)
             ctx.exit(130 if isinstance(exc, CancelledError) else 1)
         except KeyboardInterrupt:
             click.echo("interrupted; no output was written", err=True)

@@ -176,4 +176,6 @@ def _predict_batch(inputs: list[Path], model_path: Path, out_dir: Path, opts: Pr
             click.echo(f"{n_ok} of {len(run.result.items)} rasters done; summary: {run.summary}", err=True)
         for item in run.result.failed:
             click.echo(f"failed: {item.input}: {item.message}", err=True)
+        if any(item.error == "OutputExistsError" for item in run.result.failed):
+            click.echo("pass --overwrite to replace existing outputs, or --skip-existing to keep them", err=True)
     return 0 if run.result.all_succeeded else EXIT_SOME_FAILED

@@ -44,6 +44,7 @@ class BatchItem:
     device: str = ""
     rank: int = 0
     message: str = ""
+    error: str = ""  # the error's class for a failed input (e.g. OutputExistsError), so callers add their hints
 
 
 @dataclass
@@ -232,7 +233,7 @@ def predict_many(inputs: Sequence[Path], predictor: Predictor, out_dir: Path, wi
             except CancelledError:  # the user stopped the whole run, not just this sheet
                 raise
             except (FastUNetError, OSError) as exc:  # one bad sheet must not stop the campaign
-                item.status, item.message = STATUS_FAILED, str(exc)
+                item.status, item.message, item.error = STATUS_FAILED, str(exc), type(exc).__name__
             item.seconds = round(time.perf_counter() - t0, 3)
         result.items.append(item)
     return result

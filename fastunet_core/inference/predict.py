@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
-import os
 import sys
 import time
 import warnings
@@ -22,12 +21,28 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from fastunet_core.errors import CancelledError, ConfigError, EmptyInputWarning, FastUNetWarning, GPUMemoryError
+from fastunet_core.errors import (
+    CancelledError,
+    ConfigError,
+    DtypeMismatchWarning,
+    EmptyInputWarning,
+    FastUNetWarning,
+    GPUMemoryError,
+    GPUMemoryWarning,
+    ResolutionMismatchWarning,
+)
 from fastunet_core.inference.engine import make_engine
 from fastunet_core.inference.heads import OutputHead
 from fastunet_core.inference.tile_source import EmptyTile, TileItem, iter_tiles, prefetch
 from fastunet_core.io.atomic import check_writable
-from fastunet_core.io.raster_input import Tile, TileReader, choose_bands, inspect_raster, open_raster
+from fastunet_core.io.raster_input import (
+    Tile,
+    TileReader,
+    bounded_gdal_cache,
+    choose_bands,
+    inspect_raster,
+    open_raster,
+)
 from fastunet_core.io.raster_output import (
     RasterRowWriter,
     add_overviews,
@@ -62,7 +77,6 @@ from fastunet_core.tiling.stitching import (
     percent_from_sums,
 )
 
-GDAL_CACHE_BYTES = 64 * 2**20  # input blocks of about two tile rows, and the output rows being written
 CPU_BATCH, CUDA_BATCH = 1, 4  # default tiles per model call
 RESOLUTION_TOLERANCE = 1.5  # warn when the raster's pixels are this many times larger or smaller than training's
 
@@ -228,8 +242,7 @@ class Predictor:
                     check_writable(path, opts.overwrite)
                 if probs is not None:
                     check_writable(probs, opts.overwrite)
-                if "GDAL_CACHEMAX" not in os.environ:  # GDAL's default (5% of RAM) grows with the raster
-                    env.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))
+                env.enter_context(bounded_gdal_cache())
                 result = self._run(raster, out, probs, prog, t0, partials)
                 for path in result.outputs or [out]:
                     finish_class_raster(path, cog=opts.cog, overviews=False)
@@ -254,7 +267,7 @@ class Predictor:
                 warnings.warn(
                     f"{info.path.name} is {info.dtype} but the model was trained on {meta.input.dtype} input "
                     f"(scaled from {meta.input.value_range}); results may be poor",
-                    FastUNetWarning, stacklevel=2,
+                    DtypeMismatchWarning, stacklevel=2,
                 )
             warn_resolution_mismatch(info.path.name, info.resolution_m, meta.resolution_m)
             grid = TileGrid.for_raster(src.width, src.height, self.tile, self.overlap)
@@ -387,7 +400,7 @@ class Predictor:
                 self.run_batch = max(1, self.run_batch // 2)
                 warnings.warn(f"the GPU ran out of memory with batches of {n} tiles; continuing with "
                               f"{self.run_batch} (use --batch-size {self.run_batch} to start there)",
-                              FastUNetWarning, stacklevel=2)
+                              GPUMemoryWarning, stacklevel=2)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -420,5 +433,5 @@ def warn_resolution_mismatch(name: str, raster_m: float | None, model_m: float |
         f"{name} has {raster_m:.3g} m pixels, {max(ratio, 1 / ratio):.1f}x {finer} than the {model_m:.3g} m the "
         f"model was trained on; objects will not look the size the model learned. Resample it to about "
         f"{model_m:.3g} m first (e.g. gdalwarp -tr with that pixel size in a metric CRS)",
-        FastUNetWarning, stacklevel=3,
+        ResolutionMismatchWarning, stacklevel=3,
     )

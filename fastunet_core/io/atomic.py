@@ -19,7 +19,7 @@ from fastunet_core.io.write_errors import converted, describe_os_error
 def check_writable(target: Path, overwrite: bool) -> None:
     """Raise if ``target`` exists and may not be replaced, or its folder does not exist."""
     if target.exists() and not overwrite:
-        raise OutputExistsError(f"{target} exists; pass --overwrite to replace it")
+        raise OutputExistsError(f"{target} exists")  # each caller says how to allow overwriting
     if not target.parent.exists():
         raise OutputWriteError(f"output folder does not exist: {target.parent}")
     if target.exists() and target.is_dir():

@@ -6,6 +6,7 @@ and an alpha band; for float rasters non-finite values are invalid too.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import warnings
@@ -36,6 +37,19 @@ class RasterInfo:
     crs_wkt: str | None
     data_bands: tuple[int, ...]  # bands that are not alpha
     resolution_m: float | None = None  # ground size of a pixel (the mean of its two sides), when known
+
+
+GDAL_CACHE_BYTES = 64 * 2**20  # GDAL's block cache while predicting or vectorising (its default: 5 % of RAM)
+
+
+def bounded_gdal_cache() -> contextlib.AbstractContextManager[object]:
+    """GDAL's block cache capped at :data:`GDAL_CACHE_BYTES`, unless the user set GDAL_CACHEMAX.
+
+    Our reads go row by row, each block once or twice, so a bigger cache only grows with the raster.
+    """
+    if "GDAL_CACHEMAX" in os.environ:
+        return contextlib.nullcontext()
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES)
 
 
 def open_raster(path: str | os.PathLike[str]) -> rasterio.io.DatasetReader:

@@ -33,7 +33,7 @@ import pyogrio.raw
 import pyproj
 import shapely
 
-from fastunet_core.errors import ConfigError, FastUNetWarning, OutputLimitError, OutputWriteError
+from fastunet_core.errors import ConfigError, KeptStyleWarning, OutputLimitError, OutputWriteError
 from fastunet_core.io.atomic import check_writable
 from fastunet_core.io.targets import Role
 from fastunet_core.io.write_errors import converted, describe, describe_os_error
@@ -219,8 +219,8 @@ class VectorSink:
         style = self.target.with_suffix(".qml")
         if (self.folder / style.name).exists():
             if style.exists() and not self.overwrite:
-                warnings.warn(f"kept the existing style {style.name} (pass --overwrite to replace it)",
-                              FastUNetWarning, stacklevel=2)
+                warnings.warn(f"kept the existing style {style.name} (overwriting was not allowed)",
+                              KeptStyleWarning, stacklevel=2)
             else:
                 written.append(style)
         if self.overwrite:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import rasterio
 
-from fastunet_core.errors import ConfigError, FastUNetWarning
+from fastunet_core.errors import ConfigError, UnreadableClassesWarning
 
 BACKGROUND_NAMES = frozenset({"background"})
 _PALETTE = ((228, 26, 28), (55, 126, 184), (77, 175, 74), (152, 78, 163), (255, 127, 0), (255, 255, 51),
@@ -70,7 +70,7 @@ def read_legend(src: rasterio.io.DatasetReader) -> Legend:
             classes[cid] = LegendClass(cid, str(entry["name"]), (color[0], color[1], color[2]))
     except (ValueError, TypeError, KeyError, IndexError) as exc:
         warnings.warn(f"ignoring the unreadable CLASSES tag of {src.name} ({exc}); classes are named by id",
-                      FastUNetWarning, stacklevel=2)
+                      UnreadableClassesWarning, stacklevel=2)
         return Legend({}, colors)
     return Legend(classes, colors)
 

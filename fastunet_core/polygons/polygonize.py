@@ -196,11 +196,6 @@ class SeamMerger:
         self._open: list[np.ndarray] = []  # pieces on the bottom seam of the current row
         self._next_id = 0
 
-    @property
-    def pending(self) -> int:
-        """Number of pieces held, waiting for their region to be complete."""
-        return len(self._geom)
-
     def add(self, col: int, window: Window, pieces: np.ndarray, values: np.ndarray) -> None:
         """Hold the seam pieces (see :func:`touches_seam`) of the window in column ``col`` of the current row."""
         if len(pieces) == 0:

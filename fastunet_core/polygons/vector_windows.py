@@ -29,12 +29,12 @@ from affine import Affine
 from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
-from fastunet_core.errors import FastUNetWarning, InputRasterError
+from fastunet_core.errors import InProcessWorkersWarning, InputRasterError, WorkerError
+from fastunet_core.io.raster_input import bounded_gdal_cache
 from fastunet_core.polygons.legend import Selection
 from fastunet_core.polygons.measure import Measurer
 from fastunet_core.polygons.polygonize import densify_unit, polygonize, touches_seam
 
-GDAL_CACHE_MB = 64  # each block is read once: a big block cache would only grow with the raster
 _NODATA = np.iinfo(np.int32).min  # stands for nodata pixels while simplifying (never a class id we keep)
 _SHAPES_DTYPES = ("uint8", "uint16", "int16", "int32")  # what GDAL's polygoniser reads without a cast
 
@@ -216,8 +216,8 @@ def iter_results(job: WindowJob, grid: list[list[Window]], workers: int = 1) -> 
             yield from _pooled(job, cells, min(workers, len(cells)))
             return
         warnings.warn(f"worker processes need a Python interpreter, and this process runs {sys.executable}; "
-                      "vectorising in this process instead", FastUNetWarning, stacklevel=3)
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20):
+                      "vectorising in this process instead", InProcessWorkersWarning, stacklevel=3)
+    with bounded_gdal_cache():
         processor = WindowProcessor(job)
         try:
             for cell in cells:
@@ -268,7 +268,7 @@ def _send(proc: subprocess.Popen[bytes], message: object) -> None:
         proc.stdin.write(len(data).to_bytes(8, "little") + data)  # type: ignore[union-attr]
         proc.stdin.flush()  # type: ignore[union-attr]
     except BrokenPipeError:
-        raise RuntimeError(f"a vectorize worker process stopped unexpectedly (exit code {proc.wait()})") from None
+        raise _worker_died(proc) from None
 
 
 def _receive(proc: subprocess.Popen[bytes]) -> WindowResult:
@@ -277,7 +277,12 @@ def _receive(proc: subprocess.Popen[bytes]) -> WindowResult:
         return payload
     if status == "error" and isinstance(payload, BaseException):
         raise payload
-    raise RuntimeError(f"a vectorize worker process stopped unexpectedly (exit code {proc.wait()})")
+    raise _worker_died(proc)
+
+
+def _worker_died(proc: subprocess.Popen[bytes]) -> WorkerError:
+    return WorkerError(f"a vectorize worker process stopped unexpectedly (exit code {proc.wait()}); if the "
+                       "machine ran out of memory, use fewer workers")
 
 
 def _read_frame(stream: BinaryIO) -> Any:
@@ -321,7 +326,7 @@ def _serve() -> None:
     job = _read_frame(stdin)
     if job is None:
         return
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20), gc_paused():
+    with bounded_gdal_cache(), gc_paused():
         processor = WindowProcessor(job)
         while (cell := _read_frame(stdin)) is not None:
             try:

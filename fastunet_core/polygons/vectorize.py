@@ -26,7 +26,7 @@ import numpy as np
 import rasterio
 import shapely
 
-from fastunet_core.errors import CancelledError, ConfigError, FastUNetWarning, InputRasterError
+from fastunet_core.errors import CancelledError, ConfigError, EmptyPolygonsWarning, FastUNetWarning, InputRasterError
 from fastunet_core.io.raster_input import open_raster
 from fastunet_core.io.targets import Role, check_distinct, target_locks
 from fastunet_core.io.vector_output import (
@@ -143,7 +143,7 @@ def _vectorize(mask_path: str | Path, out: Path, opts: VectorizeOptions, prog: P
         summary = features.summary()
         if not summary:
             warnings.warn(f"{Path(src.name).name} holds no polygon of the selected classes: {out.name} is empty",
-                          FastUNetWarning, stacklevel=2)
+                          EmptyPolygonsWarning, stacklevel=2)
     messages = [str(w.message) for w in caught if issubclass(w.category, FastUNetWarning)]
     for w in caught:  # hand every warning on to the caller (the CLI prints ours from the result)
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

@@ -110,11 +110,6 @@ class StreamingStitcher:
         self._wy = [grid.rows.weights(i, blend) for i in range(len(grid.rows.starts))]
         self._wx = [grid.cols.weights(j, blend) for j in range(len(grid.cols.starts))]
 
-    @property
-    def live_cells(self) -> int:
-        """Number of cell accumulators currently held in memory."""
-        return len(self._acc)
-
     def _cells(self, edges_: list[int], start: int, length: int) -> range:
         return range(edges_.index(start), edges_.index(start + length))
 

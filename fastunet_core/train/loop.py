@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import math
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -242,7 +242,7 @@ class _Trainer:
             self.loop.epoch = epoch
             self.loop.finished = stopped_early  # reaching optim.epochs is not final: a larger value continues
             self.loop.history.append(EpochRecord(
-                epoch, train_loss, val_loss, _num(report.miou), _num(report.paper_miou),
+                epoch, train_loss, val_loss, float(report.miou), float(report.paper_miou),
                 self.optimizer.param_groups[0]["lr"], round(seconds, 3), images * self.ctx.world_size / seconds))
             if self.ctx.is_main:
                 self._save(report, improved)
@@ -279,7 +279,7 @@ class _Trainer:
         n_steps = math.ceil(n_batches / self.accum)
         self.prog.start(n_steps, "steps")
         loss_sum, n_images, t0 = 0.0, 0, time.perf_counter()
-        batches = _take(unwrap_worker_errors(iter(loader)), n_batches)
+        batches = itertools.islice(unwrap_worker_errors(iter(loader)), n_batches)
         for step in range(n_steps):
             if self.prog.is_cancelled():
                 raise CancelledError(f"cancelled during epoch {epoch}; the run resumes from epoch {epoch - 1}")
@@ -336,9 +336,9 @@ class _Trainer:
             resolution_m=self.resolution_m,
             training={"dataset": name, "epochs": self.loop.epoch, "best_epoch": self.loop.best_epoch,
                       "config": self.cfg.to_dict()},
-            metrics={"val_loss": self.loop.history[-1].val_loss, "val_miou": _num(report.miou),
-                     "val_paper_miou": _num(report.paper_miou),
-                     "val_iou_per_class": {c.name: _num(v) for c, v in zip(self.classes, report.per_class_iou,
+            metrics={"val_loss": self.loop.history[-1].val_loss, "val_miou": float(report.miou),
+                     "val_paper_miou": float(report.paper_miou),
+                     "val_iou_per_class": {c.name: float(v) for c, v in zip(self.classes, report.per_class_iou,
                                                                              strict=True)}},
         )
 
@@ -353,10 +353,3 @@ class _Trainer:
         plot_history(self.loop.history, self.out / "curves.png")
 
 
-def _take(it: Iterator[Any], n: int) -> Iterator[Any]:
-    for _ in range(n):
-        yield next(it)
-
-
-def _num(v: float) -> float:
-    return float(v) if v == v else float("nan")  # keep NaN (class never present) as NaN, numbers as floats

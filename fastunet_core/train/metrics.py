@@ -225,11 +225,6 @@ class SegmentationMetrics:
         self.paper_count = state[c * c + c: c * c + 2 * c].round().long().clone()
         self.images = round(float(state[-1]))
 
-    @staticmethod
-    def format_table(report: MetricsReport, class_names: list[str] | tuple[str, ...] | None = None) -> str:
-        """Return the aligned per-class table of ``report`` (see the module function :func:`format_table`)."""
-        return format_table(report, class_names)
-
 
 def _percent(value: float) -> str:
     """Format a fraction as a percentage, ``-`` for NaN."""
