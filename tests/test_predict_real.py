@@ -125,7 +125,7 @@ def test_existing_output_is_kept_without_overwrite(tmp_path: Path, rio_data: Pat
 
     out = tmp_path / "o.tif"
     out.write_bytes(b"precious")
-    with pytest.raises(OutputExistsError, match="exists$"):  # neutral: each caller adds its hint
+    with pytest.raises(OutputExistsError, match=r"exists$"):  # neutral: each caller adds its hint
         predict_raster(rio_data / "RGB.byte.tif", make_checkpoint(), out)
     assert out.read_bytes() == b"precious"
     predict_raster(rio_data / "RGB.byte.tif", make_checkpoint(), out, PredictOptions(overwrite=True))

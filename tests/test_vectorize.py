@@ -309,7 +309,7 @@ def test_no_overwrite_without_the_flag(spacenet: tuple[Path, gpd.GeoDataFrame], 
     mask, _ = spacenet
     out = tmp_path / "b.gpkg"
     out.write_bytes(b"precious")
-    with pytest.raises(OutputExistsError, match="exists$"):  # neutral: each caller adds its hint
+    with pytest.raises(OutputExistsError, match=r"exists$"):  # neutral: each caller adds its hint
         vectorize_raster(mask, out, VectorizeOptions())
     assert out.read_bytes() == b"precious"
     vectorize_raster(mask, out, VectorizeOptions(overwrite=True))
