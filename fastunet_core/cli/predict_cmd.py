@@ -12,6 +12,7 @@ from fastunet_core.cli._common import BarProgress, default_workers, parse_int_li
 
 if TYPE_CHECKING:  # heavy modules are imported inside the functions, so --help stays instant
     from fastunet_core.inference.predict import PredictOptions
+    from fastunet_core.io.sources import RasterSource
     from fastunet_core.polygons.vectorize import VectorizeOptions
     from fastunet_core.runtime.distributed import DistContext
 
@@ -125,7 +126,7 @@ def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, outp
     ctx.exit(code)
 
 
-def _single_targets(raster: str | Path, model_path: Path, output: Path, probs_path: Path | None,
+def _single_targets(raster: RasterSource, model_path: Path, output: Path, probs_path: Path | None,
                     vector_path: Path | None) -> AbstractContextManager[None]:
     """Refuse outputs that are an input or each other; return the locks of every output, for the whole run."""
     from fastunet_core.io.targets import Role, check_distinct, target_locks
@@ -140,7 +141,7 @@ def _single_targets(raster: str | Path, model_path: Path, output: Path, probs_pa
     return target_locks([output, probs_path, vector_path])
 
 
-def _segment_one(raster: Path, model_path: Path, output: Path, opts: PredictOptions, vector_path: Path | None,
+def _segment_one(raster: RasterSource, model_path: Path, output: Path, opts: PredictOptions, vector_path: Path | None,
                  vec: VectorizeOptions, quiet: bool) -> None:
     from fastunet_core.inference.segment import segment_raster
 
@@ -163,7 +164,7 @@ def _segment_one(raster: Path, model_path: Path, output: Path, opts: PredictOpti
         click.echo(f"warning: {w}", err=True)
 
 
-def _predict_batch(inputs: list[Path], model_path: Path, out_dir: Path, opts: PredictOptions, with_probs: bool,
+def _predict_batch(inputs: list[RasterSource], model_path: Path, out_dir: Path, opts: PredictOptions, with_probs: bool,
                    summary_path: Path | None, skip_existing: bool, quiet: bool, dist_ctx: DistContext,
                    vec: VectorizeOptions | None) -> int:
     from fastunet_core.inference.batch import run_batch

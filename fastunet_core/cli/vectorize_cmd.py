@@ -10,7 +10,7 @@ from fastunet_core.cli._common import MAX_DEFAULT_WORKERS, BarProgress, default_
 
 
 @click.command()
-@click.argument("mask", type=click.Path(path_type=Path))
+@click.argument("mask")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="Vector file to write: .gpkg (GeoPackage, the usual choice), .shp or .geojson (WGS84).")
 @click.option("--classes", default=None,
@@ -26,7 +26,7 @@ from fastunet_core.cli._common import MAX_DEFAULT_WORKERS, BarProgress, default_
               help="Side in pixels of the windows read and polygonised at a time (memory per process).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (and their .qml style).")
 @click.pass_context
-def vectorize(ctx: click.Context, mask: Path, output: Path, classes: str | None, simplify_m: float,
+def vectorize(ctx: click.Context, mask: str, output: Path, classes: str | None, simplify_m: float,
               min_area_m2: float, dissolve: bool, workers: int | None, window_px: int, overwrite: bool) -> None:
     """Turn the class raster MASK into polygons with class, area (m2) and perimeter (m).
 
@@ -37,6 +37,7 @@ def vectorize(ctx: click.Context, mask: Path, output: Path, classes: str | None,
     Example:
       fastunet-geo vectorize classes.tif -o buildings.gpkg --classes building --simplify 0.5 --min-area 10
     """
+    from fastunet_core.io.sources import raster_source
     from fastunet_core.polygons.vectorize import VectorizeOptions, class_summary_text, vectorize_raster
 
     quiet = (ctx.obj or {}).get("quiet", False)
@@ -46,7 +47,7 @@ def vectorize(ctx: click.Context, mask: Path, output: Path, classes: str | None,
                             overwrite=overwrite, window_px=window_px,
                             workers=workers if workers is not None else default_workers())
     with BarProgress(enabled=not quiet) as bar:
-        result = vectorize_raster(mask, output, opts, bar)
+        result = vectorize_raster(raster_source(mask), output, opts, bar)
     if not quiet:
         click.echo(f"wrote {result.output} ({result.features:,} features, {result.polygons:,} polygons) in "
                    f"{result.seconds:.1f} s; areas {result.area_method}", err=True)

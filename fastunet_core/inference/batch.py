@@ -22,6 +22,7 @@ from fastunet_core.errors import CancelledError, ConfigError, FastUNetError, Inp
 from fastunet_core.inference.predict import PredictOptions, Predictor
 from fastunet_core.inference.segment import Stage, segment_raster
 from fastunet_core.io.atomic import atomic_output
+from fastunet_core.io.sources import RasterSource, is_virtual, raster_source
 from fastunet_core.io.targets import Role, check_distinct
 from fastunet_core.io.vector_output import output_roles
 from fastunet_core.polygons.vectorize import VectorizeOptions
@@ -64,15 +65,18 @@ class BatchResult:
         return not self.failed
 
 
-def expand_inputs(specs: Sequence[str | Path]) -> list[Path]:
+def expand_inputs(specs: Sequence[str | Path]) -> list[RasterSource]:
     """Turn files, folders, glob patterns and list files (.txt, one path per line) into raster paths.
 
     Order is kept (folders and globs sorted); duplicates are dropped. A spec that matches nothing is an
     error, so a typo does not silently process zero files.
     """
-    out: list[Path] = []
+    out: list[RasterSource] = []
     for spec in specs:
-        s = str(spec)
+        s = os.fspath(spec)
+        if is_virtual(s):  # GDAL virtual path or URL: to GDAL exactly as typed
+            out.append(raster_source(s))
+            continue
         p = Path(s)
         if p.is_dir():
             found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in RASTER_SUFFIXES)
@@ -90,7 +94,7 @@ def expand_inputs(specs: Sequence[str | Path]) -> list[Path]:
                     for ln in lines if ln and not ln.startswith("#")]
         else:
             out.append(p)
-    seen: set[Path] = set()
+    seen: set[RasterSource] = set()
     unique = []
     for q in out:
         key = q.resolve()
@@ -100,14 +104,14 @@ def expand_inputs(specs: Sequence[str | Path]) -> list[Path]:
     return unique
 
 
-def output_name(raster: Path, suffix: str = "_classes") -> str:
+def output_name(raster: RasterSource, suffix: str = "_classes") -> str:
     """Derive an output file name from an input raster's name."""
     return f"{raster.stem}{suffix}.tif"
 
 
-def check_unique_outputs(inputs: Sequence[Path]) -> None:
+def check_unique_outputs(inputs: Sequence[RasterSource]) -> None:
     """Refuse inputs whose derived output names would collide (same name in different folders)."""
-    names: dict[str, Path] = {}
+    names: dict[str, RasterSource] = {}
     for p in inputs:
         n = output_name(p)
         if n in names:
@@ -124,14 +128,14 @@ class BatchTargets:
     vector: Path | None
 
 
-def batch_targets(raster: Path, out_dir: Path, with_probs: bool, with_vector: bool) -> BatchTargets:
+def batch_targets(raster: RasterSource, out_dir: Path, with_probs: bool, with_vector: bool) -> BatchTargets:
     """Return the outputs of ``raster`` in ``out_dir``."""
     out = out_dir / output_name(raster)
     return BatchTargets(out, out_dir / output_name(raster, "_probs") if with_probs else None,
                         out.with_suffix(".gpkg") if with_vector else None)
 
 
-def _written_by_us(path: Path) -> bool:
+def _written_by_us(path: RasterSource) -> bool:
     try:
         with rasterio.open(path) as ds:
             return ds.tags().get("SOFTWARE") == "fastunet-geo"
@@ -139,8 +143,9 @@ def _written_by_us(path: Path) -> bool:
         return False
 
 
-def exclude_own_outputs(inputs: Sequence[Path], out_dir: Path, with_probs: bool = False, with_vector: bool = False,
-                        extra: Sequence[Role] = (), progress: Progress | None = None) -> list[Path]:
+def exclude_own_outputs(inputs: Sequence[RasterSource], out_dir: Path, with_probs: bool = False,
+                        with_vector: bool = False, extra: Sequence[Role] = (),
+                        progress: Progress | None = None) -> list[RasterSource]:
     """Return ``inputs`` without this run's own outputs; refuse an output that would replace an input.
 
     With ``--out-dir`` equal to the input folder, a rerun finds the class and probability rasters of the
@@ -168,7 +173,7 @@ def exclude_own_outputs(inputs: Sequence[Path], out_dir: Path, with_probs: bool 
     return kept
 
 
-def pixel_count(path: Path) -> int:
+def pixel_count(path: RasterSource) -> int:
     """Width x height of a raster, or 0 when it cannot be opened (it will fail later, with its reason)."""
     try:
         with rasterio.open(path) as ds:
@@ -177,7 +182,8 @@ def pixel_count(path: Path) -> int:
         return 0
 
 
-def shard(inputs: Sequence[Path], world_size: int, rank: int, sizes: Sequence[int] | None = None) -> list[Path]:
+def shard(inputs: Sequence[RasterSource], world_size: int, rank: int,
+          sizes: Sequence[int] | None = None) -> list[RasterSource]:
     """Return this rank's share of ``inputs``, balanced by pixel count (largest first, to the lightest rank).
 
     Deterministic: every rank computes the same assignment. Order within a share follows the input order.
@@ -194,7 +200,7 @@ def shard(inputs: Sequence[Path], world_size: int, rank: int, sizes: Sequence[in
     return [p for i, p in enumerate(inputs) if owner[i] == rank]
 
 
-def predict_many(inputs: Sequence[Path], predictor: Predictor, out_dir: Path, with_probs: bool = False,
+def predict_many(inputs: Sequence[RasterSource], predictor: Predictor, out_dir: Path, with_probs: bool = False,
                  skip_existing: bool = False, progress: Progress | None = None, rank: int = 0,
                  vectorize: VectorizeOptions | None = None) -> BatchResult:
     """Segment every input into ``out_dir``; failures are recorded, not raised.
@@ -248,8 +254,8 @@ class BatchRun:
     is_main: bool
 
 
-def run_batch(inputs: Sequence[Path], model: Path, out_dir: Path, options: PredictOptions, with_probs: bool = False,
-              summary_path: Path | None = None, skip_existing: bool = False,
+def run_batch(inputs: Sequence[RasterSource], model: Path, out_dir: Path, options: PredictOptions,
+              with_probs: bool = False, summary_path: Path | None = None, skip_existing: bool = False,
               vectorize: VectorizeOptions | None = None, progress: Progress | None = None,
               dist: distributed.DistContext | None = None) -> BatchRun:
     """Segment ``inputs`` into ``out_dir`` on this process's share of them, and write the summary.

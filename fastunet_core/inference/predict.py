@@ -122,7 +122,7 @@ class PredictResult:
     notes: list[str] = field(default_factory=list)  # what was assumed or chosen, for the user
 
 
-def predict_raster(raster: str | Path, model: str | Path | LoadedModel, output: str | Path,
+def predict_raster(raster: str | os.PathLike[str], model: str | Path | LoadedModel, output: str | Path,
                    options: PredictOptions | None = None, progress: Progress | None = None) -> PredictResult:
     """Segment ``raster`` with ``model`` (a checkpoint path or a loaded model) into ``output``.
 
@@ -195,7 +195,7 @@ class Predictor:
         self.n_channels = start
         self._weights_digest = hashlib.blake2b(spec.path.read_bytes(), digest_size=16).hexdigest()
 
-    def _fingerprint(self, raster: str | Path, kind: str) -> dict[str, object] | None:
+    def _fingerprint(self, raster: str | os.PathLike[str], kind: str) -> dict[str, object] | None:
         """Return what must match for a partial output to be continued (None: the source is not a file)."""
         path = Path(raster)
         if not path.is_file():
@@ -211,7 +211,8 @@ class Predictor:
                 "blend": o.blend, "bands": list(o.bands) if o.bands else None, "precision": o.precision,
                 "engine": self.engine_name}
 
-    def _resume_plan(self, raster: str | Path, targets: list[tuple[Path, str]]) -> tuple[list[dict[str, object]], int]:
+    def _resume_plan(self, raster: str | os.PathLike[str],
+                     targets: list[tuple[Path, str]]) -> tuple[list[dict[str, object]], int]:
         """Return each output's fingerprint and the rows all of them finished in an earlier run."""
         found = [self._fingerprint(raster, kind) if self.options.resume else None for _, kind in targets]
         prints = [p for p in found if p is not None]
@@ -221,7 +222,7 @@ class Predictor:
             return [{} for _ in targets], 0
         return prints, min(find_resume_rows(t, p) for (t, _), p in zip(targets, prints, strict=True))
 
-    def run(self, raster: str | Path, output: str | Path, probs_output: str | Path | None = None,
+    def run(self, raster: str | os.PathLike[str], output: str | Path, probs_output: str | Path | None = None,
             progress: Progress | None = None) -> PredictResult:
         """Segment one raster into ``output`` (and per-class percent into ``probs_output``)."""
         opts = self.options
@@ -255,7 +256,7 @@ class Predictor:
                 f"cancelled with {kept[0].rows_done} rows of {out.name} finished; they are kept in "
                 f"{kept[0].path.name}: run the same command again to continue from there") from exc
 
-    def _run(self, raster: str | Path, out: Path, probs: Path | None, prog: Progress, t0: float,
+    def _run(self, raster: str | os.PathLike[str], out: Path, probs: Path | None, prog: Progress, t0: float,
              partials: list[PartialOutput]) -> PredictResult:
         opts, meta = self.options, self.loaded.meta
         with open_raster(raster) as src, warnings.catch_warnings(record=True) as caught:
@@ -301,7 +302,7 @@ class Predictor:
             return [out]
         return [out.with_name(f"{out.stem}_head{k}{out.suffix}") for k in range(len(self.heads))]
 
-    def _open_outputs(self, stack: contextlib.ExitStack, src: rasterio.io.DatasetReader, raster: str | Path,
+    def _open_outputs(self, stack: contextlib.ExitStack, src: rasterio.io.DatasetReader, raster: str | os.PathLike[str],
                       grid: TileGrid, out: Path, probs: Path | None,
                       partials: list[PartialOutput]) -> StreamingStitcher:
         """Open the output rasters (partial files until the stack closes cleanly) and the stitcher."""

@@ -9,6 +9,7 @@ crop_to_area`, :func:`~.predict.predict_raster` through a :class:`~.predict.Pred
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Literal
 
 from fastunet_core.inference.predict import PredictOptions, Predictor, PredictResult
 from fastunet_core.io.area import AreaSpec, crop_to_area
+from fastunet_core.io.sources import RasterSource, raster_source
 from fastunet_core.models.checkpoint_file import LoadedModel
 from fastunet_core.polygons.vectorize import VectorizeOptions, VectorizeResult, vectorize_raster
 from fastunet_core.runtime.progress import NullProgress, Progress
@@ -43,7 +45,7 @@ class SegmentResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def segment_raster(raster: str | Path, model: str | Path | LoadedModel | Predictor, output: str | Path,
+def segment_raster(raster: str | os.PathLike[str], model: str | Path | LoadedModel | Predictor, output: str | Path,
                    options: PredictOptions | None = None, probs_output: str | Path | None = None,
                    vector_output: str | Path | None = None,
                    vectorize: VectorizeOptions | None = None, area: AreaSpec | None = None,
@@ -82,7 +84,7 @@ def segment_raster(raster: str | Path, model: str | Path | LoadedModel | Predict
     written: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="fastunet_", dir=work_dir) as tmp:
         try:
-            source = Path(raster)
+            source: RasterSource = raster_source(raster)  # GDAL virtual paths and URLs kept as typed
             if area is not None and area.kind != "layer":
                 source = crop_to_area(source, area, Path(tmp) / f"{source.stem}.tif", stage("crop"))
             probs = probs_output if probs_output is not None else predictor.options.probs_path

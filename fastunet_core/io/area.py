@@ -13,6 +13,7 @@ imported when a crop runs: :class:`AreaSpec` is plain data that the QGIS plugin 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from fastunet_core.errors import CancelledError, ConfigError, InputRasterError
+from fastunet_core.io.sources import RasterSource
 from fastunet_core.runtime.progress import NullProgress, Progress
 
 if TYPE_CHECKING:
@@ -67,7 +69,8 @@ class AreaSpec:
         return "the whole layer"
 
 
-def crop_to_area(raster: Path, area: AreaSpec, out: Path, progress: Progress | None = None) -> Path:
+def crop_to_area(raster: RasterSource, area: AreaSpec, out: Path,
+                 progress: Progress | None = None) -> RasterSource:
     """Return ``raster`` itself for the whole layer, else write the area to ``out`` (GeoTIFF) and return it."""
     import rasterio
     import shapely
@@ -79,7 +82,7 @@ def crop_to_area(raster: Path, area: AreaSpec, out: Path, progress: Progress | N
     bounds = area.bounds if area.kind == "extent" else tuple(shapely.total_bounds(polygons))
     if bounds is None:
         raise ConfigError("the processed extent is missing")
-    with rasterio.open(raster) as src:
+    with rasterio.open(os.fspath(raster)) as src:
         window = pixel_window(src, bounds)
         _copy(src, window, polygons if area.kind == "polygons" else None, out, prog)
     return out

@@ -22,6 +22,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from fastunet_core.errors import InputRasterError
+from fastunet_core.io.sources import network_options, raster_source, unreachable_reason, url_in
 from fastunet_core.models.metadata import InputSpec
 
 
@@ -53,15 +54,23 @@ def bounded_gdal_cache() -> contextlib.AbstractContextManager[object]:
 
 
 def open_raster(path: str | os.PathLike[str]) -> rasterio.io.DatasetReader:
-    """Open a raster for reading, turning GDAL's errors into one readable line."""
-    p = Path(path)
-    if not p.exists() and "://" not in str(path) and not str(path).startswith("/vsi"):
+    """Open a raster for reading, turning GDAL's errors into one readable line.
+
+    GDAL virtual paths and URLs (``/vsizip//abs/pack.zip/inner.tif``, ``https://...``) go to GDAL exactly
+    as given (see :mod:`fastunet_core.io.sources`); a URL that cannot be reached fails within seconds.
+    """
+    p = raster_source(path)
+    if isinstance(p, Path) and not p.exists():
         raise InputRasterError(f"input raster not found: {p}")
+    env = network_options() if url_in(p) else {}
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), rasterio.Env(**env):
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(p)
+            return rasterio.open(os.fspath(p))
     except RasterioIOError as exc:
+        reason = unreachable_reason(p, _first_line(exc))
+        if reason is not None:
+            raise InputRasterError(f"{p}: {reason}") from exc
         raise InputRasterError(f"{p} is not a raster GDAL can read ({_first_line(exc)})") from exc
 
 

@@ -22,18 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastunet_core.errors import ConfigError, OutputWriteError
+from fastunet_core.io.sources import is_virtual
 from fastunet_core.io.write_errors import describe_os_error
 
 try:  # POSIX
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
-
-
-def is_virtual(path: str | os.PathLike[str]) -> bool:
-    """Tell GDAL virtual paths and URLs (``/vsizip/...``, ``/vsicurl/...``, ``https://...``)."""
-    s = os.fspath(path)
-    return s.startswith("/vsi") or "://" in s
 
 
 @dataclass(frozen=True)

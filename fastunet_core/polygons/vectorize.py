@@ -16,6 +16,7 @@ polygons keep sharing their edges exactly: no gaps, no overlaps, also across sea
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -101,8 +102,8 @@ class VectorizeResult:
         return sum(c.polygons for c in self.classes)
 
 
-def vectorize_raster(mask_path: str | Path, output_path: str | Path, options: VectorizeOptions | None = None,
-                     progress: Progress | None = None) -> VectorizeResult:
+def vectorize_raster(mask_path: str | os.PathLike[str], output_path: str | Path,
+                     options: VectorizeOptions | None = None, progress: Progress | None = None) -> VectorizeResult:
     """Vectorise the class raster ``mask_path`` into ``output_path`` (.gpkg, .shp or .geojson).
 
     Raises a :class:`~fastunet_core.errors.FastUNetError` subclass for anything the user can fix; in that
@@ -120,7 +121,7 @@ def vectorize_raster(mask_path: str | Path, output_path: str | Path, options: Ve
         return _vectorize(mask_path, out, opts, prog, t0)
 
 
-def _vectorize(mask_path: str | Path, out: Path, opts: VectorizeOptions, prog: Progress,
+def _vectorize(mask_path: str | os.PathLike[str], out: Path, opts: VectorizeOptions, prog: Progress,
                t0: float) -> VectorizeResult:
     with open_raster(mask_path) as src, warnings.catch_warnings(record=True) as caught, gc_paused():
         warnings.simplefilter("always", FastUNetWarning)
