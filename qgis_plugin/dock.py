@@ -169,7 +169,8 @@ class SegmentDock(QgsDockWidget):
             simplify_m=f.simplify.value(), min_area_m2=f.min_area.value(), class_output=f.class_output.filePath(),
             polygons_output=f.polygons_output.filePath(),
             model_resolution_m=self.meta.resolution_m if self.meta is not None else None, bands=f.bands.text(),
-            model_bands=self.meta.input.bands if self.meta is not None else None)
+            model_bands=self.meta.input.bands if self.meta is not None else None,
+            resolution=f.run_resolution.currentText())
 
     def start_run(self) -> Any:
         """Check the inputs and start the task; return it, or None after telling the user what is wrong."""

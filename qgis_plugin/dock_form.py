@@ -60,6 +60,7 @@ class DockForm:
     progress: QProgressBar
     summary: QLabel
     log: QPlainTextEdit
+    run_resolution: QComboBox
 
 
 def _note() -> QLabel:
@@ -141,6 +142,12 @@ def build_form(root: QWidget) -> DockForm:
     tile.setToolTip("Side of the square tiles the raster is cut into (the model's by default)")
     overlap.setToolTip("How much neighbouring tiles overlap; overlaps are blended, so no seams show")
     batch.setToolTip("Tiles per model call: more is faster on a GPU and needs more memory")
+    run_resolution = _narrow(QComboBox())
+    run_resolution.setEditable(True)
+    run_resolution.addItems(["auto", "native"])
+    run_resolution.setToolTip("Ground resolution the model runs at. auto: the model's own when the raster's differs "
+                              "by more than 10 % (tiles read resampled, the class raster stays on the raster's "
+                              "grid); native: the raster's pixels; or type metres, e.g. 0.3")
 
     area = _narrow(QComboBox())
     for text, value in AREAS:
@@ -204,6 +211,7 @@ def build_form(root: QWidget) -> DockForm:
     form.addRow("Tile size", tile)
     form.addRow("Overlap", overlap)
     form.addRow("Batch size", batch)
+    form.addRow("Resolution", run_resolution)
     form.addRow("Area", area)
     form.addRow("Area polygons", polygon_layer)
     form.addRow(selected_only)
@@ -223,7 +231,7 @@ def build_form(root: QWidget) -> DockForm:
     outer.addStretch(1)
     return DockForm(root, engine_note, model_file, model_info, layer, layer_note, device, device_info, bands, tile,
                     overlap, batch, area, polygon_layer, selected_only, vectorize, simplify, min_area,
-                    class_output, polygons_output, run, cancel, export, progress, summary, log)
+                    class_output, polygons_output, run, cancel, export, progress, summary, log, run_resolution)
 
 
 def _form(parent: QWidget | None = None) -> QFormLayout:

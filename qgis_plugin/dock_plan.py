@@ -19,6 +19,7 @@ from qgis.core import (
 )
 
 from fastunet_core.errors import ConfigError
+from fastunet_core.inference.resolution import parse_resolution
 
 from .jobs import AUTO, AreaKind, AreaSpec, SegmentJob
 from .qgis_inputs import (
@@ -59,6 +60,7 @@ class DockChoices:
     model_resolution_m: float | None = None
     bands: str = ""  # typed band numbers, empty: the model's
     model_bands: tuple[int, ...] | None = None  # the bands the model reads (None: model not read yet)
+    resolution: str = "auto"  # the ground resolution to run at: auto, native or metres
 
 
 @dataclass
@@ -74,6 +76,7 @@ def plan_run(c: DockChoices, project: QgsProject | None = None) -> RunPlan:
     """Check the choices and turn them into a job; raise a FastUNetError saying what to fix."""
     proj = project or QgsProject.instance()
     layer = check_raster_layer(c.layer)
+    parse_resolution(c.resolution)
     model = Path(c.model.strip()) if c.model.strip() else None
     if model is None:
         raise ConfigError("choose a model file (.safetensors) first")
@@ -95,7 +98,8 @@ def plan_run(c: DockChoices, project: QgsProject | None = None) -> RunPlan:
     job = SegmentJob(raster=path, model=model, class_output=class_out, polygons_output=polygons_out,
                      tile_size_px=c.tile_size_px, overlap_px=c.overlap_px, batch_size=c.batch_size,
                      device=c.device, area=area, simplify_m=c.simplify_m, min_area_m2=c.min_area_m2,
-                     overwrite=True, work_dir=Path(QgsProcessingUtils.tempFolder()), bands=bands)
+                     overwrite=True, work_dir=Path(QgsProcessingUtils.tempFolder()), bands=bands,
+                     resolution=c.resolution.strip() or "auto")
     return RunPlan(job, export, name)
 
 

@@ -43,6 +43,8 @@ class SegmentJob:
     bands: tuple[int, ...] | None = None  # raster bands in the model's channel order; None: the model's
     overwrite: bool = True
     work_dir: Path | None = None  # where the cropped input goes (default: the system's temp folder)
+    resolution: str = "auto"  # ground resolution to run the model at: auto, native or metres
+    output_grid: str = "source"  # the class raster's grid when resampling: source or model
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -116,10 +118,15 @@ def run_segment_job(job: SegmentJob, sink: ProgressSink) -> SegmentOutcome:
         sink.log(f"polygons: simplify {simplify_m:.3g} m, minimum area {min_area_m2:.3g} m²")
         vopts = VectorizeOptions(simplify_m=simplify_m, min_area_m2=min_area_m2, overwrite=job.overwrite)
     options = PredictOptions(tile_size_px=job.tile_size_px, overlap_px=job.overlap_px, batch_size=job.batch_size,
-                             device=job.device, overwrite=job.overwrite, bands=job.bands)
+                             device=job.device, overwrite=job.overwrite, bands=job.bands,
+                             resolution=job.resolution, output_grid=job.output_grid)
     done = segment_raster(job.raster, job.model, job.class_output, options, vector_output=job.polygons_output,
                           vectorize=vopts, area=job.area, work_dir=job.work_dir,
                           progress=lambda stage: StageProgress(sink, *stages[stage]))
+    if done.prediction.resolution:
+        sink.log(f"resolution: {done.prediction.resolution}")
+    for note in done.prediction.notes:
+        sink.log(f"note: {note}")
     for text in done.warnings:
         sink.log(f"warning: {text}")
     classes = tuple((c.id, c.name, c.color) for c in meta.classes)

@@ -106,7 +106,7 @@ def qgis_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = tmp_path_factory.mktemp("qgis_model") / "small.safetensors"
     return init_checkpoint(InitRequest(architecture=STAND_IN, classes=QGIS_CLASSES, tile_size_px=128,
-                                       overlap_px=16, resolution_m=0.6), path)
+                                       overlap_px=16, resolution_m=0.5), path)
 
 
 @pytest.fixture(scope="session")

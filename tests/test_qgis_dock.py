@@ -278,7 +278,7 @@ def test_web_layer_is_written_to_a_geotiff_first(dock: object, qgis_iface: objec
     dock.load_model(str(qgis_model))
     dock.form.layer.setLayer(web)
     note = dock.form.layer_note
-    assert not note.isHidden() and "temporary GeoTIFF at the model's resolution (0.6 m)" in note.text()
+    assert not note.isHidden() and "temporary GeoTIFF at the model's resolution (0.5 m)" in note.text()
     dock.form.area.setCurrentIndex(0)  # whole layer: refused for a web layer
     assert dock.start_run() is None
     assert "choose the current map extent or polygons" in messages(qgis_iface, Qgis.MessageLevel.Warning)[-1]
@@ -294,7 +294,7 @@ def test_web_layer_is_written_to_a_geotiff_first(dock: object, qgis_iface: objec
     assert task.outcome is not None, task.error
     assert any("temporary GeoTIFF" in line for line in dock.form.log.toPlainText().splitlines())
     with rasterio.open(task.outcome.class_raster) as dst:
-        assert dst.crs.to_epsg() == 3857 and dst.res == pytest.approx((0.6, 0.6))
+        assert dst.crs.to_epsg() == 3857 and dst.res == pytest.approx((0.5, 0.5))
         assert dst.bounds.left == pytest.approx(canvas.extent().xMinimum(), abs=1.0)
 
 

@@ -353,3 +353,30 @@ def test_default_minimum_area_drops_single_pixel_speckle(provider: object, small
     assert (speckle["area_m2"] < 1.5 * pixel_m2).sum() > 0  # without a minimum: single-pixel polygons
     assert len(kept) < len(speckle)
     assert kept["area_m2"].min() >= 2 * pixel_m2 * 0.999  # the default: nothing under two pixels
+
+
+def test_segment_runs_at_the_model_resolution(provider: object, shared_data: Path, tmp_path: Path) -> None:
+    """Run resolution and output grid as Processing parameters: Deepness's 3 cm model on its 2 cm orthophoto."""
+    from click.testing import CliRunner
+
+    from fastunet_core.cli import cli
+
+    fotomap = shared_data / "deepness-testdata" / "dummy_fotomap_small.tif"
+    model = tmp_path / "dummy_3cm.onnx"  # Deepness's dummy model, told once that it works at 3 cm
+    source = shared_data / "deepness-testdata" / "models" / "dummy_model.onnx"
+    result = CliRunner().invoke(cli, ["init", "--from", str(source), "--resolution-m", "0.03", "-o", str(model)])
+    assert result.exit_code == 0, result.stderr
+    for grid, size in ((0, (1243, 841)), (1, (829, 561))):
+        out = tmp_path / f"c{grid}.tif"
+        run("segment", {"INPUT": str(fotomap), "MODEL": str(model), "DEVICE": 0, "OUTPUT": str(out),
+                        "RUN_RESOLUTION": "auto", "OUTPUT_GRID": grid})
+        with rasterio.open(out) as dst:
+            assert (dst.width, dst.height) == size
+    out = tmp_path / "native.tif"
+    run("segment", {"INPUT": str(fotomap), "MODEL": str(model), "DEVICE": 0, "OUTPUT": str(out),
+                    "RUN_RESOLUTION": "native", "OUTPUT_GRID": 1})
+    with rasterio.open(out) as dst:
+        assert (dst.width, dst.height) == (1243, 841)
+    with pytest.raises(QgsProcessingException, match="--resolution takes auto, native or metres"):
+        run("segment", {"INPUT": str(fotomap), "MODEL": str(model), "DEVICE": 0, "OUTPUT": str(tmp_path / "x.tif"),
+                        "RUN_RESOLUTION": "fine"})

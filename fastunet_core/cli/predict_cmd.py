@@ -52,6 +52,12 @@ EXIT_SOME_FAILED = 4
               "where the CPU has bf16 instructions, at slightly different results.")
 @click.option("--engine", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
               help="auto: ONNX Runtime on CPUs when installed (about 2x PyTorch), else PyTorch.")
+@click.option("--resolution", default="auto", show_default=True,
+              help="Ground resolution to run the model at: auto (the model's own when the raster's differs by "
+              "more than 10 %), native (the raster's pixels), or metres, e.g. 0.3. Tiles are read resampled "
+              "(bilinear); the class map stays on the raster's grid.")
+@click.option("--output-grid", type=click.Choice(["source", "model"]), default="source", show_default=True,
+              help="Grid of the class map when resampling: the source raster's, or the one the model ran on.")
 @click.option("--head", type=int, default=None,
               help="ONNX models with several outputs: run only this one (0-based) [default: all, one class "
               "raster OUT_headK.tif each].")
@@ -74,7 +80,7 @@ def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, outp
             out_dir: Path | None, tile_size: int | None, overlap: int | None, batch_size: int | None, device: str,
             blend: str, bands: str | None, probs_path: Path | None, with_probs: bool, summary_path: Path | None,
             skip_existing: bool, vector_path: Path | None, with_vector: bool, simplify: float, min_area: float,
-            precision: str, engine: str, head: int | None, model_classes: str | None,
+            precision: str, engine: str, resolution: str, output_grid: str, head: int | None, model_classes: str | None,
             model_resolution: float | None, seg_thresh: float | None, no_prefetch: bool, cog: bool,
             overwrite: bool, no_resume: bool) -> None:
     """Segment RASTERS into georeferenced class maps.
@@ -106,6 +112,7 @@ def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, outp
                           device=distributed.rank_device(device, dist_ctx), blend=blend,
                           bands=parse_int_list(bands, "--bands"), probs_path=probs_path, overwrite=overwrite,
                           prefetch=not no_prefetch, precision=precision, engine=engine, resume=not no_resume, cog=cog,
+                          resolution=resolution, output_grid=output_grid,
                           model=ModelOverrides(classes=model_classes, resolution_m=model_resolution,
                                                seg_thresh=seg_thresh, head=head))
     vec = VectorizeOptions(simplify_m=simplify, min_area_m2=min_area, overwrite=overwrite, workers=default_workers())

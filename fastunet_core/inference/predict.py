@@ -33,6 +33,13 @@ from fastunet_core.errors import (
 )
 from fastunet_core.inference.engine import make_engine
 from fastunet_core.inference.heads import OutputHead
+from fastunet_core.inference.resolution import (
+    OUTPUT_GRIDS,
+    ResolutionPlan,
+    parse_resolution,
+    plan_resolution,
+    scaled_grid,
+)
 from fastunet_core.inference.tile_source import EmptyTile, TileItem, iter_tiles, prefetch
 from fastunet_core.io.atomic import check_writable
 from fastunet_core.io.raster_input import (
@@ -70,6 +77,7 @@ from fastunet_core.models.registry import size_divisor
 from fastunet_core.runtime.device import DeviceChoice, resolve_device
 from fastunet_core.runtime.progress import NullProgress, Progress
 from fastunet_core.tiling.grid import BLEND_MODES, TileGrid, edges
+from fastunet_core.tiling.resample import resize_bilinear, resize_nearest
 from fastunet_core.tiling.stitching import (
     RowAssembler,
     RowWriter,
@@ -104,6 +112,9 @@ class PredictOptions:
     cog: bool = False  # write the class raster as a Cloud Optimized GeoTIFF (else a tiled GeoTIFF with overviews)
     # for models whose file lacks them (Deepness-format ONNX): classes, resolution, threshold, output head
     model: ModelOverrides = field(default_factory=ModelOverrides)
+    # auto: the model's resolution when the raster's differs by > 10 %; native: the raster's; or metres
+    resolution: str | float = "auto"
+    output_grid: str = "source"  # source: the class map on the raster's grid; model: on the grid the model ran on
 
 
 @dataclass
@@ -120,6 +131,7 @@ class PredictResult:
     warnings: list[str] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)  # one class raster per output head (``output`` first)
     notes: list[str] = field(default_factory=list)  # what was assumed or chosen, for the user
+    resolution: str = ""  # the resolution the model ran at and why (also sent as a progress message)
 
 
 def predict_raster(raster: str | os.PathLike[str], model: str | Path | LoadedModel, output: str | Path,
@@ -150,6 +162,9 @@ class Predictor:
         self.tile = opts.tile_size_px or meta.tile_size_px
         self.overlap = meta.overlap_px if opts.overlap_px is None else opts.overlap_px
         self.notes: list[str] = [f"assumed {a}" for a in self.loaded.assumed]
+        if opts.output_grid not in OUTPUT_GRIDS:
+            raise ConfigError(f"unknown output grid {opts.output_grid!r}; choose one of {', '.join(OUTPUT_GRIDS)}")
+        parse_resolution(opts.resolution)
         self.device = resolve_device(opts.device)
         self.batch_size = opts.batch_size or (CUDA_BATCH if self.device.is_cuda else CPU_BATCH)
         self.run_batch = self.batch_size  # halved when the GPU runs out of memory, kept for later rasters
@@ -209,7 +224,7 @@ class Predictor:
         return {"source": source_fingerprint(path), "weights": self._weights_digest, "output": kind,
                 "classes": [c.name for c in self.loaded.meta.classes], "tile": self.tile, "overlap": self.overlap,
                 "blend": o.blend, "bands": list(o.bands) if o.bands else None, "precision": o.precision,
-                "engine": self.engine_name}
+                "engine": self.engine_name, "resolution": str(o.resolution), "output_grid": o.output_grid}
 
     def _resume_plan(self, raster: str | os.PathLike[str],
                      targets: list[tuple[Path, str]]) -> tuple[list[dict[str, object]], int]:
@@ -259,9 +274,10 @@ class Predictor:
     def _run(self, raster: str | os.PathLike[str], out: Path, probs: Path | None, prog: Progress, t0: float,
              partials: list[PartialOutput]) -> PredictResult:
         opts, meta = self.options, self.loaded.meta
-        with open_raster(raster) as src, warnings.catch_warnings(record=True) as caught:
+        with open_raster(raster) as source_ds, warnings.catch_warnings(record=True) as caught, \
+                contextlib.ExitStack() as grid_stack:
             warnings.simplefilter("always", FastUNetWarning)
-            info = inspect_raster(src)
+            info = inspect_raster(source_ds)
             bands = choose_bands(info, meta.input, opts.bands)
             prog.message(f"device: {self.device.describe()}; engine: {self.engine_name}")
             if info.dtype != meta.input.dtype:
@@ -270,9 +286,12 @@ class Predictor:
                     f"(scaled from {meta.input.value_range}); results may be poor",
                     DtypeMismatchWarning, stacklevel=2,
                 )
-            warn_resolution_mismatch(info.path.name, info.resolution_m, meta.resolution_m)
-            grid = TileGrid.for_raster(src.width, src.height, self.tile, self.overlap)
-            reader = TileReader(src, bands, meta.input, self.tile)
+            plan = plan_resolution(opts.resolution, info.resolution_m, meta.resolution_m)
+            src, tile_px, overlap_px, scale, resolution_text = self._run_grid(plan, source_ds, grid_stack, prog)
+            if not plan.resamples:
+                warn_resolution_mismatch(info.path.name, info.resolution_m, meta.resolution_m)
+            grid = TileGrid.for_raster(src.width, src.height, tile_px, overlap_px)
+            reader = TileReader(src, bands, meta.input, self.tile, scale)
             with contextlib.ExitStack() as stack:
                 stitcher = self._open_outputs(stack, src, raster, grid, out, probs, partials)
                 if stitcher.start_row:
@@ -294,7 +313,37 @@ class Predictor:
         for w in caught:  # hand every warning on to the caller (the CLI prints ours from the result)
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         return PredictResult(out, probs, self.device, grid.n_tiles, skipped, time.perf_counter() - t0,
-                             info.width * info.height / 1e6, messages, self.class_outputs(out), list(self.notes))
+                             info.width * info.height / 1e6, messages, self.class_outputs(out), list(self.notes),
+                             resolution_text)
+
+    def _run_grid(self, plan: ResolutionPlan, src: rasterio.io.DatasetReader, stack: contextlib.ExitStack,
+                  prog: Progress) -> tuple[rasterio.io.DatasetReader, int, int, float, str]:
+        """Return the dataset to tile, the tile size and overlap on it, the read scale, and what was done and why.
+
+        Output on the source grid: tiles of the source grid, each read resampled to the model's tile size.
+        Output on the model grid: a WarpedVRT at the model's resolution (bilinear), read as it is.
+        """
+        how = "as they are"
+        result: tuple[rasterio.io.DatasetReader, int, int, float]
+        if plan.resamples and self.options.output_grid == "model":
+            from rasterio.enums import Resampling
+            from rasterio.vrt import WarpedVRT
+
+            transform, width, height = scaled_grid(src.transform, src.width, src.height, plan.factor)
+            vrt = stack.enter_context(WarpedVRT(src, crs=src.crs, transform=transform, width=width, height=height,
+                                                resampling=Resampling.bilinear))
+            how = f"resampled (bilinear) to a {width} x {height} grid; class map on that grid (--output-grid model)"
+            result = (vrt, self.tile, self.overlap, 1.0)
+        elif plan.resamples:
+            tile_src = max(2, round(self.tile * plan.factor))
+            overlap_src = min(tile_src - 1, round(self.overlap * plan.factor))
+            how = (f"read resampled (bilinear) {plan.factor:.3g}x: {tile_src} px of the raster per {self.tile} px "
+                   f"model tile; class map on the raster's grid")
+            result = (src, tile_src, overlap_src, tile_src / self.tile)
+        else:
+            result = (src, self.tile, self.overlap, 1.0)
+        prog.message(f"resolution: {plan.reason}; tiles {how}")
+        return (*result, f"{plan.reason}; tiles {how}")
 
     def class_outputs(self, out: Path) -> list[Path]:
         """Return the class raster written per output head: ``out`` itself, or ``OUT_headK.tif`` for several."""
@@ -360,12 +409,19 @@ class Predictor:
             m = self.margin
             for t, p in zip(batch, probs, strict=True):
                 h, w = t.valid.shape
-                valid = t.valid
+                hm, wm = t.model_hw or (h, w)
+                covered = None
                 if m:  # the output covers the input's centre: place it there, the border has no prediction
                     p = np.pad(p, ((0, 0), (m, m), (m, m)))
-                    valid = valid.copy()
-                    valid[:m] = valid[:, :m] = valid[self.tile - m :] = valid[:, self.tile - m :] = False
-                stitcher.add(t.row, t.col, p[:, :h, :w], valid)
+                    covered = np.ones((self.tile, self.tile), dtype=bool)
+                    covered[:m] = covered[:, :m] = covered[self.tile - m :] = covered[:, self.tile - m :] = False
+                p = p[:, :hm, :wm]
+                if (hm, wm) != (h, w):  # read resampled: probabilities back onto the raster's window
+                    p = resize_bilinear(p, h, w)
+                    if covered is not None:
+                        covered = resize_nearest(covered[:hm, :wm], h, w)
+                valid = t.valid if covered is None else t.valid & covered[:h, :w]
+                stitcher.add(t.row, t.col, p, valid)
             prog.advance(len(batch))
             batch.clear()
 
@@ -433,6 +489,7 @@ def warn_resolution_mismatch(name: str, raster_m: float | None, model_m: float |
     warnings.warn(
         f"{name} has {raster_m:.3g} m pixels, {max(ratio, 1 / ratio):.1f}x {finer} than the {model_m:.3g} m the "
         f"model was trained on; objects will not look the size the model learned. Resample it to about "
-        f"{model_m:.3g} m first (e.g. gdalwarp -tr with that pixel size in a metric CRS)",
+        f"{model_m:.3g} m first (e.g. gdalwarp -tr with that pixel size in a metric CRS), or run with "
+        f"--resolution {model_m:.3g}",
         ResolutionMismatchWarning, stacklevel=3,
     )

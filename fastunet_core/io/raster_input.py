@@ -159,16 +159,20 @@ class Tile:
     window: Window
     data: np.ndarray  # (bands, tile, tile) float32, normalised, padded
     valid: np.ndarray  # (window.height, window.width) bool, unpadded
+    model_hw: tuple[int, int] | None = None  # read resampled: the window's size on the model's grid
 
 
 class TileReader:
     """Read tiles of a raster, normalised for the model, with their validity masks."""
 
-    def __init__(self, src: rasterio.io.DatasetReader, bands: Sequence[int], spec: InputSpec, tile_size: int) -> None:
+    def __init__(self, src: rasterio.io.DatasetReader, bands: Sequence[int], spec: InputSpec, tile_size: int,
+                 scale: float = 1.0) -> None:
+        """``scale`` != 1: windows are read resampled (bilinear) onto a grid with pixels ``scale`` times larger."""
         self.src = src
         self.bands = list(bands)
         self.spec = spec
         self.tile_size = tile_size
+        self.scale = scale
         self._is_float = np.issubdtype(np.dtype(src.dtypes[0]), np.floating)
 
     def read_valid(self, window: Window) -> np.ndarray:
@@ -180,8 +184,16 @@ class TileReader:
                                    f"({_first_line(exc)}); the file, or a file it refers to, may be missing or "
                                    "damaged") from exc
 
+    def model_shape(self, h: int, w: int) -> tuple[int, int]:
+        """Return the size of an ``h`` x ``w`` window on the model's grid."""
+        if self.scale == 1.0:
+            return h, w
+        return (min(self.tile_size, max(1, round(h / self.scale))), min(self.tile_size, max(1, round(w / self.scale))))
+
     def read(self, row: int, col: int, window: Window, valid: np.ndarray) -> Tile:
         """Read one tile; invalid pixels become 0 after normalisation (the training mean)."""
+        if self.scale != 1.0:
+            return self._read_resampled(row, col, window, valid)
         try:
             raw = self.src.read(self.bands, window=window)
         except RasterioIOError as exc:
@@ -197,6 +209,33 @@ class TileReader:
         if h < self.tile_size or w < self.tile_size:
             x = np.pad(x, ((0, 0), (0, self.tile_size - h), (0, self.tile_size - w)), mode="symmetric")
         return Tile(row, col, window, x, valid)
+
+    def _read_resampled(self, row: int, col: int, window: Window, valid: np.ndarray) -> Tile:
+        """Read ``window`` onto the model's grid: bilinear for the pixels, nearest for the mask."""
+        from rasterio.enums import Resampling
+
+        h, w = valid.shape
+        hm, wm = self.model_shape(h, w)
+        try:
+            raw = self.src.read(self.bands, window=window, out_shape=(len(self.bands), hm, wm),
+                                resampling=Resampling.bilinear)
+            vm = self.src.dataset_mask(window=window, out_shape=(hm, wm)) > 0
+        except RasterioIOError as exc:
+            raise InputRasterError(f"{Path(self.src.name).name}: reading pixels at {_where(window)} failed "
+                                   f"({_first_line(exc)}); the file may be damaged") from exc
+        if self._is_float:
+            finite = np.isfinite(raw).all(axis=0)
+            vm &= finite
+            if not finite.all():
+                from fastunet_core.tiling.resample import resize_nearest
+
+                valid = valid & resize_nearest(finite, h, w)
+        x = self.spec.normalise(raw)
+        if not vm.all():
+            x[:, ~vm] = 0.0
+        if hm < self.tile_size or wm < self.tile_size:
+            x = np.pad(x, ((0, 0), (0, self.tile_size - hm), (0, self.tile_size - wm)), mode="symmetric")
+        return Tile(row, col, window, x, valid, (hm, wm))
 
 
 def _first_line(exc: BaseException) -> str:

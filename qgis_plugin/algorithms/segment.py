@@ -20,6 +20,7 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
     QgsProcessingParameterVectorDestination,
 )
 
@@ -34,6 +35,7 @@ class SegmentAlgorithm(FastUNetAlgorithm):
     INPUT, MODEL, DEVICE = "INPUT", "MODEL", "DEVICE"
     EXTENT, MASK = "EXTENT", "MASK"
     TILE_SIZE, OVERLAP, BATCH_SIZE, RESOLUTION = "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "RESOLUTION"
+    RUN_RESOLUTION, OUTPUT_GRID = "RUN_RESOLUTION", "OUTPUT_GRID"
     SIMPLIFY, MIN_AREA, BANDS = "SIMPLIFY", "MIN_AREA", "BANDS"
     OUTPUT, OUTPUT_POLYGONS = "OUTPUT", "OUTPUT_POLYGONS"
 
@@ -76,6 +78,11 @@ class SegmentAlgorithm(FastUNetAlgorithm):
                                          Qgis.ProcessingNumberParameterType.Integer, 4, minValue=1),
             QgsProcessingParameterNumber(self.RESOLUTION, "Web layers: ground resolution (m, 0: the model's)",
                                          Qgis.ProcessingNumberParameterType.Double, 0.0, minValue=0.0),
+            QgsProcessingParameterString(
+                self.RUN_RESOLUTION, "Run the model at (auto: its own resolution when the raster's differs by "
+                "more than 10 %; native: the raster's; or metres)", "auto"),
+            QgsProcessingParameterEnum(self.OUTPUT_GRID, "Class raster grid when resampling",
+                                       ["source raster's grid", "the grid the model ran on"], defaultValue=0),
         ]
         for param in advanced:
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)

@@ -58,8 +58,19 @@ def segment_job(alg: QgsProcessingAlgorithm, parameters: dict[str, Any], context
         device=DEVICE_OPTIONS[alg.parameterAsEnum(parameters, "DEVICE", context)], area=area,
         simplify_m=alg.parameterAsDouble(parameters, "SIMPLIFY", context),
         min_area_m2=alg.parameterAsDouble(parameters, "MIN_AREA", context), overwrite=True, bands=bands,
-        work_dir=Path(QgsProcessingUtils.tempFolder()))
+        work_dir=Path(QgsProcessingUtils.tempFolder()),
+        resolution=_run_resolution(alg.parameterAsString(parameters, "RUN_RESOLUTION", context)),
+        output_grid=("source", "model")[alg.parameterAsEnum(parameters, "OUTPUT_GRID", context)])
     return job, export
+
+
+def _run_resolution(text: str) -> str:
+    """Check the run resolution now (auto, native or metres), not after the engine has started."""
+    from fastunet_core.inference.resolution import parse_resolution
+
+    value = (text or "auto").strip()
+    parse_resolution(value)
+    return value
 
 
 def _area(alg: QgsProcessingAlgorithm, parameters: dict[str, Any], context: QgsProcessingContext,
