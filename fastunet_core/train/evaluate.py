@@ -18,6 +18,7 @@ from fastunet_core.runtime.device import resolve_device
 from fastunet_core.train.augment import SampleTransform
 from fastunet_core.train.config import load_config
 from fastunet_core.train.datasets import IGNORE_INDEX, open_dataset
+from fastunet_core.train.datasets.layouts import recognise_layout
 from fastunet_core.train.loop import dataset_spec
 from fastunet_core.train.loss import JDTLoss
 from fastunet_core.train.metrics import MetricsReport, SegmentationMetrics
@@ -41,21 +42,14 @@ class EvaluationResult:
 def data_section_for(root: Path, meta: ModelMeta) -> dict[str, Any]:
     """Recognise a dataset folder's layout and describe it for ``meta``'s model (classes, tile size).
 
-    LoveDA: Train/, Val/ or Test/ folders. LandCover.ai: images/ and masks/ with train/val/test lists.
-    Anything else is read as a folder of image/mask pairs whose mask codes are the model's class ids.
+    Each registered layout is asked in turn (:func:`~fastunet_core.train.datasets.layouts.recognise_layout`):
+    LoveDA's Train/, Val/ or Test/ folders; LandCover.ai's images/ and masks/ with train/val/test lists;
+    anything else is read as a folder of image/mask pairs whose mask codes are the model's class ids.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DatasetLayoutError(f"dataset folder not found: {root}")
-    section: dict[str, Any] = {"root": str(root), "tile_size": meta.tile_size_px}
-    if any((root / d).is_dir() for d in ("Train", "Val", "Test")):
-        nodata = "class" if meta.classes and meta.classes[0].id == 0 else "ignore"
-        return {**section, "kind": "loveda", "loveda_nodata": nodata}
-    if (root / "images").is_dir() and (root / "masks").is_dir() and any(
-            (root / f"{s}.txt").is_file() for s in ("train", "val", "test")):
-        return {**section, "kind": "landcoverai"}
-    return {**section, "kind": "folder", "class_names": [c.name for c in meta.classes],
-            "label_values": [c.id for c in meta.classes]}
+    return {"root": str(root), "tile_size": meta.tile_size_px, **recognise_layout(root, meta)}
 
 
 def evaluate_checkpoint(checkpoint: str | Path, config: str | Path | None, overrides: list[str], split: str = "val",

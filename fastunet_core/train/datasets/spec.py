@@ -1,21 +1,20 @@
-"""The dataset part of a training configuration, and the one function that opens any layout."""
+"""The dataset part of a training configuration, and the one function that opens any registered layout."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal
 
 from fastunet_core.errors import ConfigError
 from fastunet_core.runtime.progress import Progress
 from fastunet_core.train.datasets._common import SegmentationDataset
 from fastunet_core.train.datasets.cache import with_tile_cache
-from fastunet_core.train.datasets.folder import open_folder
-from fastunet_core.train.datasets.landcoverai import open_landcoverai
-from fastunet_core.train.datasets.loveda import LOVEDA_SCENES, NODATA_MODES, open_loveda
+from fastunet_core.train.datasets.layouts import get_layout
+from fastunet_core.train.datasets.loveda import LOVEDA_SCENES, NODATA_MODES
 
-DatasetKind = Literal["landcoverai", "loveda", "folder", "raster_vector"]
+DatasetKind = str  # a registered layout's name (see :mod:`fastunet_core.train.datasets.layouts`)
 SPLITS = ("train", "val", "test")
 
 
@@ -24,7 +23,8 @@ class DatasetSpec:
     """Where the training data is and how to read it.
 
     Attributes:
-        kind: the layout: ``landcoverai``, ``loveda``, ``folder`` or ``raster_vector``.
+        kind: the layout, a name in :data:`~fastunet_core.train.datasets.layouts.LAYOUTS` (``landcoverai``,
+            ``loveda``, ``folder``, ``raster_vector`` ...).
         root: the dataset folder; relative ``raster``/``vector`` paths are taken from it.
         tile_size: side of the square training windows in pixels.
         loveda_scenes: LoveDA scenes to use (``Urban``, ``Rural``).
@@ -64,8 +64,7 @@ class DatasetSpec:
         if not isinstance(self.cache, (str, PathLike)) or not str(self.cache):
             raise ConfigError(f"data.cache must be auto, off or a folder, got {self.cache!r}")
         object.__setattr__(self, "cache", str(self.cache))
-        if self.kind not in get_args(DatasetKind):
-            raise ConfigError(f"unknown dataset kind {self.kind!r}; choose one of {', '.join(get_args(DatasetKind))}")
+        get_layout(self.kind)  # an unknown kind is an error listing the registered ones
         object.__setattr__(self, "root", Path(self.root).expanduser())
         for name in ("raster", "vector"):
             value = getattr(self, name)
@@ -96,18 +95,4 @@ def open_dataset(spec: DatasetSpec, split: str, progress: Progress | None = None
 def _open_source(spec: DatasetSpec, split: str) -> SegmentationDataset:
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    if spec.kind == "landcoverai":
-        return open_landcoverai(spec.root, split, spec.tile_size)
-    if spec.kind == "loveda":
-        return open_loveda(spec.root, split, spec.tile_size, spec.loveda_scenes, spec.loveda_nodata)
-    if spec.kind == "folder":
-        return open_folder(spec.root, split, spec.tile_size, spec.class_names, spec.label_values,
-                           spec.val_fraction, spec.seed)
-    if spec.raster is None or spec.vector is None:
-        raise ConfigError("a raster_vector dataset needs raster (the orthophoto GeoTIFF) and vector (the polygon "
-                          "labels), e.g. raster: ortho.tif, vector: labels.gpkg")
-    # imported here: geopandas and shapely load only for vector labels (a GPU machine may lack them)
-    from fastunet_core.train.datasets.raster_vector import open_raster_vector
-
-    return open_raster_vector(spec.raster, spec.vector, split, spec.tile_size, spec.class_field, spec.class_names,
-                              spec.label_values, spec.val_fraction)
+    return get_layout(spec.kind).open(spec, split)
