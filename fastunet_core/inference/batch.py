@@ -221,9 +221,11 @@ def predict_many(inputs: Sequence[RasterSource], predictor: Predictor, out_dir: 
             break
         t = batch_targets(raster, out_dir, with_probs, vectorize is not None)
         out, probs, vector = t.classes, t.probs, t.vector
-        item = BatchItem(str(raster), str(out), STATUS_OK, megapixels=size / 1e6,
+        heads_out = predictor.class_outputs(out)  # one class raster per output head of an ONNX model
+        item = BatchItem(str(raster), ";".join(map(str, heads_out)), STATUS_OK, megapixels=size / 1e6,
                          device=predictor.device.name, rank=rank)
-        if skip_existing and out.exists() and (probs is None or probs.exists()) and (vector is None or vector.exists()):
+        done_before = all(p.exists() for p in heads_out)
+        if skip_existing and done_before and (probs is None or probs.exists()) and (vector is None or vector.exists()):
             item.status, item.message = STATUS_SKIPPED, "output exists"
         else:
             prog.message(f"{STATUS_PREFIX}{raster.name}")
