@@ -211,3 +211,23 @@ def test_not_an_onnx_file_is_one_line_error(tmp_path: Path) -> None:
     code, err = _cli("predict", str(FOTOMAP), "-m", str(bad), "-o", str(tmp_path / "o.tif"))
     assert code == 1 and err.strip().splitlines()[-1].startswith("error: ") and "ONNX" in err
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_batch_writes_every_head_and_skips_finished_ones(tmp_path: Path) -> None:
+    import csv
+    import shutil
+
+    rasters = tmp_path / "in"
+    rasters.mkdir()
+    for name in ("a.tif", "b.tif"):
+        shutil.copy(FOTOMAP, rasters / name)
+    model = str(MODELS / "two_outputs_softmax_bsx2x512x512.onnx")
+    code, err = _cli("predict", str(rasters), "-m", model, "--out-dir", str(tmp_path / "out"))
+    assert code == 0, err
+    for stem in ("a", "b"):
+        for k in (0, 1):
+            assert _classes(tmp_path / "out" / f"{stem}_classes_head{k}.tif").shape == (841, 1243)
+    code, err = _cli("predict", str(rasters), "-m", model, "--out-dir", str(tmp_path / "out"), "--skip-existing")
+    assert code == 0, err
+    with open(tmp_path / "out" / "summary.csv", newline="") as f:
+        assert [row["status"] for row in csv.DictReader(f)] == ["skipped", "skipped"]
