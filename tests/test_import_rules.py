@@ -104,3 +104,14 @@ def _cycles(folder: str) -> list[list[str]]:
 
 def test_plugin_has_no_import_cycles() -> None:
     assert _cycles("qgis_plugin") == []
+
+
+def test_the_package_exports_its_tool_functions_lazily() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, fastunet_core as f; heavy = [m for m in ('torch', 'rasterio') if m in sys.modules]; "
+            "assert not heavy, heavy; assert f.segment_raster.__module__ == 'fastunet_core.inference.segment'; "
+            "assert callable(f.train) and callable(f.load_checkpoint) and callable(f.vectorize_raster)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
