@@ -142,3 +142,138 @@ def test_torchrun_with_one_process_is_distributed(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("WORLD_SIZE", "1")
     monkeypatch.setenv("LOCAL_RANK", "0")
     assert distributed.context_from_env().enabled
+
+
+# -- training: batch sharing, devices under torchrun, resume, interruption, what the log says --
+
+
+def _tiny_cfg(shared_data: Path, out: Path, **over: object) -> object:
+    from fastunet_core.train.config import config_from_dict
+
+    optim = {"epochs": 1, "batch_size": 2, "micro_batch": 2, "num_workers": 0, "max_batches_per_epoch": 2}
+    optim.update(over.pop("optim", {}))  # type: ignore[arg-type]
+    return config_from_dict({"data": _landcover_data(shared_data), "output": str(out), "device": "cpu",
+                             "model": {"architecture": "unet_tiny"}, "optim": optim, **over})
+
+
+@pytest.mark.parametrize(("batch", "micro", "world", "expected"),
+                         [(8, 8, 4, (2, 1)), (8, 8, 1, (8, 1)), (16, 4, 2, (4, 2)), (6, 4, 2, (3, 1)),
+                          (8, 2, 2, (2, 2))])
+def test_logical_batch_is_global_under_torchrun(batch: int, micro: int, world: int,
+                                                expected: tuple[int, int]) -> None:
+    from fastunet_core.train.loop import split_batch
+
+    assert split_batch(batch, micro, world) == expected
+    m, accum = split_batch(batch, micro, world)
+    assert m * accum * world == batch and m <= micro
+
+
+def test_logical_batch_that_cannot_be_shared_says_so() -> None:
+    from fastunet_core.train.loop import split_batch
+
+    with pytest.raises(ConfigError, match=r"cannot be shared by 3 processes; use a multiple of 3, e\.g\. 9"):
+        split_batch(8, 8, 3)
+
+
+def test_every_rank_gets_its_own_gpu_also_with_an_explicit_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch.distributed as dist
+
+    from fastunet_core.runtime import distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    selected: list[int] = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: selected.append(int(i)))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: None)
+    ctx = distributed.DistContext(rank=1, world_size=2, local_rank=1, launched=True)
+    assert [distributed.rank_device(r, ctx) for r in ("cuda:0", "cuda", "auto", "cpu")] == [
+        "cuda:1", "cuda:1", "cuda:1", "cpu"]
+    distributed.init(ctx, use_cuda=True)
+    assert selected == [1]  # the GPU the rank computes on is the one NCCL binds it to
+    alone = distributed.DistContext()
+    assert distributed.rank_device("cuda:0", alone) == "cuda:0"
+
+
+def test_training_log_says_what_runs() -> None:
+    from fastunet_core.train.loop import describe_training
+
+    gpu = DeviceChoice("cuda:0", "NVIDIA H200, bf16 autocast, channels_last", "bf16")
+    plain = describe_training(gpu, None, channels_last=False)
+    assert "bf16" not in plain and "channels_last" not in plain
+    assert "fp32" in plain and "NVIDIA H200" in plain
+    assert "fp16 autocast with GradScaler" in describe_training(gpu, torch.float16, channels_last=True)
+    assert describe_training(DeviceChoice("cpu", "cpu requested"), None, False) == "cpu (cpu requested)"
+
+
+def test_fp16_run_resumes_from_a_disabled_scaler(shared_data: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastunet_core.train.loop import train
+
+    first = train(_tiny_cfg(shared_data, tmp_path / "run"))  # CPU: the GradScaler is disabled and saves {}
+    assert len(first.history) == 1
+    real = torch.amp.GradScaler
+    # the same run continued where the scaler is enabled (fp16 on a GPU without native bf16)
+    monkeypatch.setattr(torch.amp, "GradScaler", lambda device="cuda", enabled=True: real("cpu", enabled=True))
+    again = train(_tiny_cfg(shared_data, tmp_path / "run", optim={"epochs": 2}))
+    assert [h.epoch for h in again.history] == [1, 2]
+
+
+def test_stored_overlap_follows_the_tile_size(shared_data: Path, tmp_path: Path, small_raster: Path) -> None:
+    from fastunet_core.inference.predict import PredictOptions, predict_raster
+    from fastunet_core.models.checkpoint import read_metadata
+    from fastunet_core.train.loop import train
+
+    res = train(_tiny_cfg(shared_data, tmp_path / "run"))  # 32 px tiles
+    assert read_metadata(res.best_checkpoint).overlap_px == 4
+    out = predict_raster(small_raster, res.best_checkpoint, tmp_path / "map.tif", PredictOptions(device="cpu"))
+    assert out.output.is_file()
+    with pytest.raises(ConfigError, match=r"tile_overlap_px \(32\) must be smaller than data.tile_size \(32\)"):
+        _tiny_cfg(shared_data, tmp_path / "x", tile_overlap_px=32)
+
+
+class _CtrlCInEpoch:
+    """A progress whose user presses Ctrl-C when epoch ``epoch`` starts its steps."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch, self.seen = epoch, 0
+
+    def start(self, total: float, label: str) -> None:
+        if label == "steps":
+            self.seen += 1
+
+    def advance(self, n: float = 1) -> None:
+        pass
+
+    def is_cancelled(self) -> bool:
+        if self.seen == self.epoch:
+            raise KeyboardInterrupt
+        return False
+
+    def message(self, text: str) -> None:
+        pass
+
+
+def test_ctrl_c_in_training_says_what_was_kept(shared_data: Path, tmp_path: Path) -> None:
+    import os
+
+    from fastunet_core.errors import CancelledError
+    from fastunet_core.train.loop import train
+
+    run = tmp_path / "run"
+    with pytest.raises(CancelledError) as info:
+        train(_tiny_cfg(shared_data, run, optim={"epochs": 3}), _CtrlCInEpoch(2))
+    message = str(info.value)
+    assert "no output was written" not in message
+    assert message.startswith(f"interrupted during epoch 2; epoch 1 is saved in {run}")
+    assert "run the same command again to resume from epoch 2" in message
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("best.safetensors", "last.safetensors", "last_state.pt"):
+        path = run / name
+        assert path.is_file(), name
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, (name, oct(path.stat().st_mode))
+    again = train(_tiny_cfg(shared_data, run, optim={"epochs": 2}))
+    assert [h.epoch for h in again.history] == [1, 2]
+    with pytest.raises(CancelledError, match="before the first epoch finished; nothing was saved"):
+        train(_tiny_cfg(shared_data, tmp_path / "other"), _CtrlCInEpoch(1))

@@ -39,10 +39,12 @@ def atomic_output(target: Path, overwrite: bool = False) -> Iterator[Path]:
     tmp = Path(tmp_name)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the output the usual permissions
     try:
         with converted(target):  # a full disk, a file size limit: one line naming the target and the cause
             yield tmp
+            # mkstemp makes 0600, and writers that replace the file (safetensors) keep that: give the output the
+            # usual permissions once it is written
+            os.chmod(tmp, 0o666 & ~umask)
             os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -53,18 +53,30 @@ def init(ctx: DistContext, use_cuda: bool) -> None:
 
     if not dist.is_initialized():
         if use_cuda:
-            torch.cuda.set_device(ctx.local_rank)
+            torch.cuda.set_device(local_gpu(ctx))
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
 
 
+def local_gpu(ctx: DistContext) -> int:
+    """Return the index of this rank's GPU on its machine (local rank modulo the GPUs it sees)."""
+    import torch
+
+    return ctx.local_rank % max(torch.cuda.device_count(), 1)
+
+
 def rank_device(requested: str, ctx: DistContext) -> str:
-    """Give each rank its own GPU: ``auto``/``cuda`` become ``cuda:LOCAL_RANK`` under torchrun."""
-    if not ctx.enabled or requested not in ("auto", "cuda"):
+    """Give each rank its own GPU under torchrun: ``auto``, ``cuda`` and ``cuda:N`` become the rank's GPU.
+
+    An explicit ``cuda:N`` is one process's view; with several processes each takes the GPU of its local rank
+    (the same one :func:`init` selects). Choose the GPUs a run may use with ``CUDA_VISIBLE_DEVICES``.
+    """
+    req = requested.strip().lower()
+    if not ctx.enabled or not (req == "auto" or req.startswith("cuda")):
         return requested
     import torch
 
     if torch.cuda.is_available():
-        return f"cuda:{ctx.local_rank % torch.cuda.device_count()}"
+        return f"cuda:{local_gpu(ctx)}"
     return requested
 
 

@@ -94,7 +94,8 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    tile_overlap_px: Annotated[int, Field(ge=0)] = 64  # stored in the checkpoint as the prediction default
+    # stored in the checkpoint as the prediction default; None: an eighth of the tile (64 px at 512), at most 64 px
+    tile_overlap_px: Annotated[int, Field(ge=0)] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a plain dict (for YAML and checkpoint metadata)."""
@@ -162,8 +163,17 @@ def _check(cfg: TrainConfig) -> None:
         raise ConfigError(f"optim.batch_size ({o.batch_size}) must be a positive multiple of optim.micro_batch "
                           f"({o.micro_batch})")
     resolve_workers(o.num_workers)
+    tile = cfg.data.get("tile_size", 512)
+    if cfg.tile_overlap_px is not None and isinstance(tile, int) and cfg.tile_overlap_px >= tile:
+        raise ConfigError(f"tile_overlap_px ({cfg.tile_overlap_px}) must be smaller than data.tile_size ({tile}); "
+                          f"leave it out for an eighth of the tile ({default_overlap(tile)} px)")
     if o.amp not in ("auto", "none", "bf16", "fp16"):
         raise ConfigError(f"optim.amp must be auto, none, bf16 or fp16, got {o.amp!r}")
+
+
+def default_overlap(tile: int) -> int:
+    """Return the prediction overlap stored for a tile size: an eighth of the tile, at most 64 px."""
+    return min(64, max(0, tile // 8))
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

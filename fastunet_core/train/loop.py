@@ -43,7 +43,7 @@ from fastunet_core.runtime import distributed
 from fastunet_core.runtime.device import DeviceChoice, native_cuda_autocast_dtype, resolve_device
 from fastunet_core.runtime.progress import STATUS_PREFIX, NullProgress, Progress
 from fastunet_core.train.augment import SampleTransform
-from fastunet_core.train.config import TrainConfig
+from fastunet_core.train.config import TrainConfig, default_overlap
 from fastunet_core.train.datasets import IGNORE_INDEX, DatasetSpec, SegmentationDataset, open_dataset
 from fastunet_core.train.loss import JDTLoss
 from fastunet_core.train.metrics import MetricsReport, SegmentationMetrics, format_table
@@ -51,6 +51,7 @@ from fastunet_core.train.plots import plot_history
 from fastunet_core.train.state import STATE_FILE, EpochRecord, LoopState, load_state, save_state, write_history
 from fastunet_core.train.workers import EpochSampler, make_loader, resolve_workers, unwrap_worker_errors
 
+STATUS_INTERVAL_S = 1.0  # the status line (loss, images/s) at most this often: reading the loss synchronises
 BEST_CHECKPOINT = "best.safetensors"
 LAST_CHECKPOINT = "last.safetensors"
 
@@ -115,8 +116,12 @@ def train(cfg: TrainConfig, progress: Progress | None = None, fresh: bool = Fals
     ctx = distributed.context_from_env()
     device = resolve_device(distributed.rank_device(cfg.device, ctx))
     distributed.init(ctx, device.is_cuda)
+    trainer: _Trainer | None = None
     try:
-        return _Trainer(cfg, ctx, device, prog, fresh).run()
+        trainer = _Trainer(cfg, ctx, device, prog, fresh)
+        return trainer.run()
+    except (KeyboardInterrupt, CancelledError) as exc:
+        raise CancelledError(_interrupted(Path(cfg.output), trainer)) from exc
     except torch.OutOfMemoryError as exc:
         o, first = cfg.optim, (str(exc).strip().splitlines() or [""])[0][:160]
         raise GPUMemoryError(
@@ -142,6 +147,7 @@ class _Trainer:
             raise ConfigError(f"input.bands lists {self.input.n_bands} bands but the dataset has "
                               f"{self.train_base.n_bands}; band selection while training is not supported yet")
         self.tile = int(cfg.data.get("tile_size", 512))
+        self.overlap = default_overlap(self.tile) if cfg.tile_overlap_px is None else cfg.tile_overlap_px
         measured = spec.resolution_m or getattr(self.train_base, "resolution_m", None)
         self.resolution_m = float(f"{measured:.4g}") if measured else None
         arch = get_architecture(cfg.model.architecture)
@@ -153,16 +159,17 @@ class _Trainer:
         if cfg.model.init_from:
             self.model.load_state_dict(load_checkpoint(cfg.model.init_from).torch_model().state_dict())
         self.model.to(device.device)
+        self.channels_last = device.is_cuda  # NHWC convolutions on tensor cores; on CPUs the gain is not worth it
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True  # fixed tile sizes: pick the fastest convolution once
         self.net: nn.Module = self.model
         if ctx.enabled:
             if device.is_cuda:  # SyncBatchNorm needs GPUs; on CPU (gloo) each rank keeps its own BN statistics
                 self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             self.net = DistributedDataParallel(self.model, device_ids=[device.device.index] if device.is_cuda else None)
         o = cfg.optim
-        self.accum = o.batch_size // o.micro_batch // max(ctx.world_size, 1) or 1
-        if o.batch_size % (o.micro_batch * ctx.world_size):
-            raise ConfigError(f"optim.batch_size {o.batch_size} is not a multiple of micro_batch {o.micro_batch} x "
-                              f"{ctx.world_size} processes")
+        self.micro, self.accum = split_batch(o.batch_size, o.micro_batch, ctx.world_size)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="min",
                                                                     patience=o.plateau_patience,
@@ -205,14 +212,15 @@ class _Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # a disabled scaler (CPU, bf16) saves {}: an fp16 run resumed from it starts afresh
+            self.scaler.load_state_dict(state["scaler"])
         self.loop = state["loop"]
         torch.set_rng_state(state["torch_rng"])
         self.prog.message(f"resuming {self.out} after epoch {self.loop.epoch}")
 
     @staticmethod
     def _comparable(d: dict[str, Any]) -> dict[str, Any]:
-        d = {k: v for k, v in d.items() if k not in ("device", "output")}
+        d = {k: v for k, v in d.items() if k not in ("device", "output", "tile_overlap_px")}  # no effect on training
         d["data"] = {k: v for k, v in d["data"].items() if k != "cache"}  # the cache returns the same samples
         d["optim"] = {k: v for k, v in d["optim"].items() if k not in ("epochs", "num_workers")}
         return d
@@ -221,9 +229,10 @@ class _Trainer:
         o = self.cfg.optim
         if self.ctx.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            self.prog.message(f"device: {self.device.describe()}; {len(self.train_ds)} training and "
+            self.prog.message(f"device: {describe_training(self.device, self.amp_dtype, self.channels_last)}; "
+                              f"{len(self.train_ds)} training and "
                               f"{len(self.val_ds)} validation tiles, {self.workers} loader worker(s); logical batch "
-                              f"{o.batch_size} = {o.micro_batch} x {self.accum} step(s) x {self.ctx.world_size} "
+                              f"{o.batch_size} = {self.micro} x {self.accum} step(s) x {self.ctx.world_size} "
                               "process(es)")
         stopped_early = self.loop.finished and self.loop.bad_epochs >= o.early_stop_patience
         while not self.loop.finished and self.loop.epoch < o.epochs:
@@ -260,7 +269,7 @@ class _Trainer:
         ds, sampler = (self.train_ds, self.sampler) if which == "train" else (self.val_ds, self.val_sampler)
         sampler.set_epoch(epoch)
         if which not in self._loaders:
-            self._loaders[which] = make_loader(ds, sampler, self.cfg.optim.micro_batch, self.workers,
+            self._loaders[which] = make_loader(ds, sampler, self.micro, self.workers,
                                                pin_memory=self.device.is_cuda)
         return self._loaders[which]
 
@@ -268,6 +277,13 @@ class _Trainer:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast("cuda", dtype=self.amp_dtype)
+
+    def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Copy a batch to the device (from pinned memory, asynchronously), channels_last on CUDA."""
+        x, y = x.to(self.device.device, non_blocking=True), y.to(self.device.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
 
     def _train_epoch(self, epoch: int) -> tuple[float, int]:
         self.net.train()
@@ -278,15 +294,18 @@ class _Trainer:
             n_batches = min(n_batches, cap * self.accum)
         n_steps = math.ceil(n_batches / self.accum)
         self.prog.start(n_steps, "steps")
-        loss_sum, n_images, t0 = 0.0, 0, time.perf_counter()
+        # the loss is summed on the device: reading it (a host-device synchronisation) happens only for the
+        # status line, at most once a second, and once at the end of the epoch
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device.device)
+        n_images, t0, shown = 0, time.perf_counter(), 0.0
         batches = itertools.islice(unwrap_worker_errors(iter(loader)), n_batches)
         for step in range(n_steps):
             if self.prog.is_cancelled():
-                raise CancelledError(f"cancelled during epoch {epoch}; the run resumes from epoch {epoch - 1}")
+                raise CancelledError(f"cancelled during epoch {epoch}")
             group = [next(batches) for _ in range(min(self.accum, n_batches - step * self.accum))]
             self.optimizer.zero_grad(set_to_none=True)
             for i, (x, y) in enumerate(group):
-                x, y = x.to(self.device.device, non_blocking=True), y.to(self.device.device, non_blocking=True)
+                x, y = self._to_device(x, y)
                 last = i == len(group) - 1 or not self.ctx.enabled
                 sync = contextlib.nullcontext() if last else cast(DistributedDataParallel, self.net).no_sync()
                 with sync:
@@ -294,14 +313,17 @@ class _Trainer:
                         logits = self.net(x)
                     loss = self.loss_fn(logits, y)
                     self.scaler.scale(loss / len(group)).backward()
-                loss_sum += float(loss.detach()) * x.shape[0]
+                loss_sum += loss.detach().double() * x.shape[0]
                 n_images += x.shape[0]
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.prog.advance(1)
-            rate = n_images * self.ctx.world_size / max(time.perf_counter() - t0, 1e-9)
-            self.prog.message(f"{STATUS_PREFIX}epoch {epoch} loss {loss_sum / n_images:.4f}, {rate:.1f} img/s")
-        totals = self._all_reduce(torch.tensor([loss_sum, n_images], dtype=torch.float64))
+            now = time.perf_counter()
+            if now - shown >= STATUS_INTERVAL_S or step == n_steps - 1:
+                shown, rate = now, n_images * self.ctx.world_size / max(now - t0, 1e-9)
+                self.prog.message(f"{STATUS_PREFIX}epoch {epoch} loss {float(loss_sum) / n_images:.4f}, "
+                                  f"{rate:.1f} img/s")
+        totals = self._all_reduce(torch.stack([loss_sum.cpu(), torch.tensor(float(n_images), dtype=torch.float64)]))
         return float(totals[0]) / max(float(totals[1]), 1.0), n_images
 
     @torch.no_grad()
@@ -309,15 +331,15 @@ class _Trainer:
         self.model.eval()
         loader = self._loader("val", epoch)
         metrics = SegmentationMetrics(len(self.classes), ignore_index=IGNORE_INDEX, device=self.device.device)
-        loss_sum, n = 0.0, 0
+        loss_sum, n = torch.zeros((), dtype=torch.float64, device=self.device.device), 0
         for x, y in unwrap_worker_errors(iter(loader)):
-            x, y = x.to(self.device.device, non_blocking=True), y.to(self.device.device, non_blocking=True)
+            x, y = self._to_device(x, y)
             with self._autocast():
                 logits = self.model(x)
-            loss_sum += float(self.loss_fn(logits, y)) * x.shape[0]
+            loss_sum += self.loss_fn(logits, y).double() * x.shape[0]  # summed on the device: no sync per batch
             n += x.shape[0]
             metrics.update(logits.argmax(dim=1), y)
-        totals = self._all_reduce(torch.tensor([loss_sum, n], dtype=torch.float64))
+        totals = self._all_reduce(torch.stack([loss_sum.cpu(), torch.tensor(float(n), dtype=torch.float64)]))
         metrics.load_state(self._all_reduce(metrics.state()))
         return float(totals[0]) / max(float(totals[1]), 1.0), metrics.compute()
 
@@ -332,7 +354,7 @@ class _Trainer:
         name = getattr(self.train_base, "name", self.cfg.data.get("kind", "dataset"))
         return ModelMeta(
             architecture=self.cfg.model.architecture, arch_args=self.arch_args, input=self.input,
-            classes=self.classes, tile_size_px=self.tile, overlap_px=self.cfg.tile_overlap_px,
+            classes=self.classes, tile_size_px=self.tile, overlap_px=self.overlap,
             resolution_m=self.resolution_m,
             training={"dataset": name, "epochs": self.loop.epoch, "best_epoch": self.loop.best_epoch,
                       "config": self.cfg.to_dict()},
@@ -353,3 +375,39 @@ class _Trainer:
         plot_history(self.loop.history, self.out / "curves.png")
 
 
+def _interrupted(out: Path, trainer: _Trainer | None) -> str:
+    """Say what an interrupted run left: the finished epochs are saved and a rerun resumes after them."""
+    done = trainer.loop.epoch if trainer is not None else 0
+    if not done:
+        return f"interrupted before the first epoch finished; nothing was saved in {out}"
+    epochs = "epoch 1 is" if done == 1 else f"epochs 1-{done} are"
+    return (f"interrupted during epoch {done + 1}; {epochs} saved in {out} ({LAST_CHECKPOINT}, {BEST_CHECKPOINT}, "
+            f"{STATE_FILE}): run the same command again to resume from epoch {done + 1}, or add --fresh to start "
+            "over")
+
+
+def split_batch(batch_size: int, micro_batch: int, world_size: int) -> tuple[int, int]:
+    """Share the global logical batch among the processes: return (per-process micro-batch, accumulation steps).
+
+    Each of the ``world_size`` processes takes ``batch_size / world_size`` images per optimiser step, in
+    micro-batches of the largest size up to ``micro_batch`` that divides that share. So the README's
+    ``torchrun --nproc-per-node 4`` with batch 8 and micro-batch 8 runs 2 images per GPU, one step.
+    """
+    if batch_size % world_size:
+        up = -(-batch_size // world_size) * world_size
+        raise ConfigError(f"optim.batch_size {batch_size} (images per optimiser step, all processes together) cannot "
+                          f"be shared by {world_size} processes; use a multiple of {world_size}, e.g. {up}")
+    share = batch_size // world_size
+    micro = max(d for d in range(1, min(micro_batch, share) + 1) if share % d == 0)
+    return micro, share // micro
+
+
+def describe_training(device: DeviceChoice, amp: torch.dtype | None, channels_last: bool) -> str:
+    """Say what a training run actually uses: device, precision, memory layout."""
+    if not device.is_cuda:
+        return device.describe()
+    gpu = device.reason.split(",")[0]
+    precision = {torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast with GradScaler"}.get(
+        amp, "fp32 (no autocast)") if amp is not None else "fp32 (no autocast)"
+    layout = "channels_last" if channels_last else "contiguous (NCHW)"
+    return f"{device.name} ({gpu}; {precision}; {layout})"
