@@ -277,3 +277,33 @@ def test_ctrl_c_in_training_says_what_was_kept(shared_data: Path, tmp_path: Path
     assert [h.epoch for h in again.history] == [1, 2]
     with pytest.raises(CancelledError, match="before the first epoch finished; nothing was saved"):
         train(_tiny_cfg(shared_data, tmp_path / "other"), _CtrlCInEpoch(1))
+
+
+def test_evaluate_reports_the_runs_own_loss_with_workers(shared_data: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch.utils.data import DataLoader
+
+    from fastunet_core.train import evaluate as evaluate_mod
+    from fastunet_core.train.loop import train
+
+    cfg = _tiny_cfg(shared_data, tmp_path / "run", loss={"gamma": 2.0, "log_loss": True})
+    res = train(cfg)
+    workers: list[int] = []
+
+    class SpyLoader(DataLoader):  # type: ignore[type-arg]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            workers.append(int(kwargs.get("num_workers", 0)))  # type: ignore[call-overload]
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(evaluate_mod, "DataLoader", SpyLoader)
+    data = _landcover_data(shared_data)
+    ev = evaluate_mod.evaluate_checkpoint(res.best_checkpoint, None, [f"data.{k}={v}" for k, v in data.items()],
+                                          "val", batch_size=2, device="cpu", num_workers=1)
+    assert workers == [1]
+    assert ev.loss_settings == "the run's"
+    # the loss the run validated with (gamma 2, log loss), on the same images in the same batches
+    assert ev.loss == pytest.approx(res.history[-1].val_loss, rel=1e-5)
+    plain = evaluate_mod.evaluate_checkpoint(res.best_checkpoint, None, [f"data.{k}={v}" for k, v in data.items()]
+                                             + ["loss.gamma=1.0", "loss.alpha=0.5"], "val", batch_size=2,
+                                             device="cpu", num_workers=0)
+    assert plain.loss_settings == "the config's" and plain.loss != pytest.approx(ev.loss, rel=1e-3)

@@ -60,9 +60,11 @@ def train(ctx: click.Context, config_path: Path | None, overrides: tuple[str, ..
 @click.option("--split", default="val", show_default=True, help="Dataset split: train, val or test.")
 @click.option("--batch-size", default=4, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--workers", default="auto", show_default=True,
+              help="Loader processes reading the samples (auto: usable cores minus one; 0: none).")
 @click.pass_context
 def evaluate(ctx: click.Context, model_path: Path, config_path: Path | None, overrides: tuple[str, ...],
-             data_root: Path | None, split: str, batch_size: int, device: str) -> None:
+             data_root: Path | None, split: str, batch_size: int, device: str, workers: str) -> None:
     """Print a checkpoint's per-class IoU on a dataset split (dataset-level and the paper's metric).
 
     \b
@@ -74,6 +76,9 @@ def evaluate(ctx: click.Context, model_path: Path, config_path: Path | None, ove
     from fastunet_core.train.evaluate import evaluate_checkpoint
     from fastunet_core.train.metrics import format_table
 
-    result = evaluate_checkpoint(model_path, config_path, list(overrides), split, batch_size, device, data_root)
+    num_workers: int | str = int(workers) if workers.isdigit() else workers
+    result = evaluate_checkpoint(model_path, config_path, list(overrides), split, batch_size, device, data_root,
+                                 num_workers)
     click.echo(format_table(result.report, result.class_names))
-    click.echo(f"{result.images} images, loss {result.loss:.4f}, device {result.device}")
+    click.echo(f"{result.images} images, loss {result.loss:.4f} (JDT loss with {result.loss_settings} settings), "
+               f"device {result.device}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -16,12 +18,13 @@ from fastunet_core.models.metadata import ModelMeta
 from fastunet_core.models.registry import size_divisor
 from fastunet_core.runtime.device import resolve_device
 from fastunet_core.train.augment import SampleTransform
-from fastunet_core.train.config import load_config
+from fastunet_core.train.config import LossConfig, load_config
 from fastunet_core.train.datasets import IGNORE_INDEX, open_dataset
 from fastunet_core.train.datasets.layouts import recognise_layout
 from fastunet_core.train.loop import dataset_spec
 from fastunet_core.train.loss import JDTLoss
 from fastunet_core.train.metrics import MetricsReport, SegmentationMetrics
+from fastunet_core.train.workers import resolve_workers, unwrap_worker_errors
 
 
 @dataclass
@@ -37,6 +40,7 @@ class EvaluationResult:
     images: int
     loss: float
     device: str
+    loss_settings: str = "defaults"  # where the JDT loss settings came from: "the run's", "the config's", "defaults"
 
 
 def data_section_for(root: Path, meta: ModelMeta) -> dict[str, Any]:
@@ -52,12 +56,45 @@ def data_section_for(root: Path, meta: ModelMeta) -> dict[str, Any]:
     return {"root": str(root), "tile_size": meta.tile_size_px, **recognise_layout(root, meta)}
 
 
+class _Transformed(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """A split's samples through the model's input transform (a class, so DataLoader workers can receive it)."""
+
+    def __init__(self, base: Dataset[tuple[np.ndarray, np.ndarray]], transform: SampleTransform) -> None:
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.base[index]
+        return self.transform(image, mask)
+
+
+def loss_settings(meta: ModelMeta, configured: LossConfig) -> tuple[LossConfig, str]:
+    """Return the JDT loss settings to report: the config's when it sets any, else the run's own, else defaults.
+
+    A checkpoint written by ``train`` stores its run's configuration, so ``evaluate`` reports the loss the run
+    optimised and validated (e.g. with gamma 2 or log_loss), not the default one.
+    """
+    if configured != LossConfig():
+        return configured, "the config's"
+    stored = (meta.training or {}).get("config", {})
+    run = stored.get("loss") if isinstance(stored, dict) else None
+    if isinstance(run, dict):
+        known = {f.name for f in dataclasses.fields(LossConfig)}
+        return LossConfig(**{k: v for k, v in run.items() if k in known}), "the run's"
+    return configured, "defaults"
+
+
 def evaluate_checkpoint(checkpoint: str | Path, config: str | Path | None, overrides: list[str], split: str = "val",
-                        batch_size: int = 4, device: str = "auto", data_root: Path | None = None) -> EvaluationResult:
+                        batch_size: int = 4, device: str = "auto", data_root: Path | None = None,
+                        num_workers: int | str = "auto") -> EvaluationResult:
     """Run the model over a split and compute the dataset-level and the paper's per-class IoU.
 
     The dataset comes from ``config``'s data section, from ``data.*`` overrides, or from ``data_root``,
-    a dataset folder whose layout is recognised (see :func:`data_section_for`).
+    a dataset folder whose layout is recognised (see :func:`data_section_for`). Samples are read by
+    ``num_workers`` loader processes (``auto``: usable cores minus one); on a GPU the model runs under the
+    device's autocast (bf16 where native, else fp16) in channels_last, as in training and prediction.
     """
     loaded = load_checkpoint(checkpoint)
     if data_root is not None and config is not None:
@@ -74,22 +111,29 @@ def evaluate_checkpoint(checkpoint: str | Path, config: str | Path | None, overr
                           f"{[c.name for c in meta.classes]}")
     dev = resolve_device(device)
     model = loaded.torch_model().to(dev.device).eval()
+    if dev.is_cuda:
+        model = model.to(memory_format=torch.channels_last)
     transform = SampleTransform(meta.input, train=False, divisor=size_divisor(meta.architecture, meta.arch_args))
-
-    def collate(items: list[tuple[Any, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
-        xs, ys = zip(*(transform(img, mask) for img, mask in items), strict=True)
-        return torch.stack(xs), torch.stack(ys)
-
     samples = cast("Dataset[tuple[np.ndarray, np.ndarray]]", ds)  # every layout's dataset is a torch Dataset
-    loader = DataLoader(samples, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    loader = DataLoader(_Transformed(samples, transform), batch_size=batch_size, shuffle=False,
+                        num_workers=resolve_workers(num_workers), pin_memory=dev.is_cuda)
     metrics = SegmentationMetrics(meta.n_classes, ignore_index=IGNORE_INDEX, device=dev.device)
-    loss_fn = JDTLoss(ignore_index=IGNORE_INDEX)
-    loss_sum, n = 0.0, 0
+    lc, source = loss_settings(meta, cfg.loss)
+    loss_fn = JDTLoss(alpha=lc.alpha, beta=lc.beta, gamma=lc.gamma, smooth=lc.smooth, log_loss=lc.log_loss,
+                      reduction=lc.reduction, class_weights=lc.class_weights, ignore_index=IGNORE_INDEX)
+    amp: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if dev.is_cuda and dev.autocast_dtype is not None:
+        amp = torch.autocast("cuda", dtype=dev.autocast_dtype)
+    loss_sum, n = torch.zeros((), dtype=torch.float64, device=dev.device), 0
     with torch.inference_mode():
-        for x, y in loader:
-            x, y = x.to(dev.device), y.to(dev.device)
-            logits = model(x)
-            loss_sum += float(loss_fn(logits, y)) * x.shape[0]
+        for x, y in unwrap_worker_errors(iter(loader)):
+            x, y = x.to(dev.device, non_blocking=True), y.to(dev.device, non_blocking=True)
+            if dev.is_cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with amp:
+                logits = model(x)
+            loss_sum += loss_fn(logits.float(), y).double() * x.shape[0]
             n += x.shape[0]
             metrics.update(logits.argmax(dim=1), y)
-    return EvaluationResult(metrics.compute(), [c.name for c in meta.classes], n, loss_sum / max(n, 1), str(dev.device))
+    return EvaluationResult(metrics.compute(), [c.name for c in meta.classes], n, float(loss_sum) / max(n, 1),
+                            str(dev.device), source)
