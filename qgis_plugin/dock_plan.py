@@ -80,7 +80,7 @@ def plan_run(c: DockChoices, project: QgsProject | None = None) -> RunPlan:
     model = Path(c.model.strip()) if c.model.strip() else None
     if model is None:
         raise ConfigError("choose a model file (.safetensors) first")
-    if not model.is_file():
+    if not model.exists():  # a file, or an smp save_pretrained folder
         raise ConfigError(f"the model file does not exist: {model}")
     area = _area(c, layer, proj)
     path = raster_file_path(layer)

@@ -426,3 +426,30 @@ def test_dock_and_processing_defaults_agree() -> None:
     assert alg.parameterDefinition("MIN_AREA").defaultValue() == form.min_area.value() == -1  # two pixels
     assert form.simplify.text() == "one pixel" and form.min_area.text() == "two pixels"
     assert alg.parameterDefinition("OUTPUT_POLYGONS").createByDefault() == form.vectorize.isChecked() is True
+
+
+def test_dock_runs_a_deepness_onnx_model_at_its_resolution(dock: object, shared_data: Path, tmp_path: Path) -> None:
+    """An ONNX model from Deepness's tests, told once it works at 3 cm, on Deepness's real 2 cm orthophoto."""
+    from click.testing import CliRunner
+
+    from fastunet_core.cli import cli
+
+    model = tmp_path / "red_3cm.onnx"
+    source = shared_data / "deepness-testdata" / "models" / "one_output_sigmoid_red_detector.onnx"
+    result = CliRunner().invoke(cli, ["init", "--from", str(source), "--classes", "soil,red=#ff0000",
+                                      "--resolution-m", "0.03", "-o", str(model)])
+    assert result.exit_code == 0, result.stderr
+    layer = add_raster(shared_data / "deepness-testdata" / "dummy_fotomap_small.tif")
+    dock.form.layer.setLayer(layer)
+    dock.form.model_file.setFilePath(str(model))
+    assert dock.meta is not None and [c.name for c in dock.meta.classes] == ["soil", "red"]
+    assert "red" in dock.form.model_info.text()
+    dock.form.vectorize.setChecked(False)
+    dock.form.run_resolution.setCurrentText("auto")
+    task, _ = run_to_end(dock)
+    assert task.outcome is not None, task.error
+    log = dock.form.log.toPlainText()
+    assert "resolution: the model's 0.03 m (the raster's 0.02 m is 33% finer)" in log
+    with rasterio.open(task.outcome.class_raster) as dst:
+        assert (dst.width, dst.height) == (1243, 841)  # the source grid
+        assert 0.01 < float((dst.read(1) == 1).mean()) < 0.99
