@@ -52,6 +52,10 @@ class EngineStatus:
 
 def check_engine(modules: dict[str, str] | None = None) -> EngineStatus:
     """Return which of ``modules`` (import name -> pip name; default: segmentation's) cannot be found."""
+    from .engine_process import engine_python
+
+    if engine_python() is not None:  # the installed engine venv has them (checked when it was installed)
+        return EngineStatus(())
     wanted = SEGMENT_MODULES if modules is None else modules
     missing = tuple(pip for name, pip in wanted.items() if not _importable(name))
     return EngineStatus(missing)
@@ -65,11 +69,13 @@ def install_hint(packages: Sequence[str], platform: str | None = None) -> str:
         where = f"open the OSGeo4W Shell (Start menu, QGIS folder) and run: python -m pip install {names}"
     elif plat == "darwin":
         where = f"run in a terminal: /Applications/QGIS.app/Contents/MacOS/bin/python3 -m pip install {names}"
-    else:
-        where = (f"run in a terminal: python3 -m pip install --user {names} (with the Python QGIS uses; "
-                 "on Debian/Ubuntu QGIS uses the system python3)")
-    return (f"Install them into QGIS's Python: {where}. For a GPU, install the CUDA build of torch "
-            "(see pytorch.org). Then restart QGIS.")
+    else:  # Debian 12 / Ubuntu 23.04+ refuse pip into the system Python (externally-managed-environment)
+        where = ("make a venv that sees QGIS's packages and install there, as the README's 'Installing the engine "
+                 "by hand' shows (python3 -m venv --system-site-packages ...; pip install 'numpy<2' "
+                 f"{names}); never pip into the system python3")
+    return ("Press 'Install the engine' in the fastunet-geo dock (a private Python environment in the QGIS "
+            f"profile, about 1 GB with the CPU build of torch), or by hand: {where}. For a GPU, install "
+            "the CUDA build of torch (see pytorch.org). Then restart QGIS.")
 
 
 def _importable(name: str) -> bool:

@@ -40,7 +40,11 @@ class SegmentDock(QgsDockWidget):
         self.form: DockForm = build_form(root)
         scroll.setWidget(root)
         self.setWidget(scroll)
+        from .install_task import activate_installed_engine
+
+        activate_installed_engine()  # an engine installed with the button runs in its own venv
         self.engine: EngineStatus = check_engine()
+        self.install_task: Any = None
         self.meta: Any = None  # the chosen model's ModelMeta
         self.task: Any = None  # the running SegmentTask
         self.last_polygons: QgsVectorLayer | None = None
@@ -65,12 +69,54 @@ class SegmentDock(QgsDockWidget):
         f.run.clicked.connect(self.start_run)
         f.cancel.clicked.connect(self.cancel_run)
         f.export.clicked.connect(self._export_clicked)
+        f.install.clicked.connect(lambda: self.start_install())
 
     def _show_engine_status(self) -> None:
         f = self.form
         f.engine_note.setText(self.engine.message())
         f.engine_note.setVisible(not self.engine.ok)
-        f.run.setEnabled(self.engine.ok)
+        f.run.setEnabled(self.engine.ok and self.task is None and self.install_task is None)
+        f.install.setText("Install the engine" if not self.engine.ok else "Repair / reinstall the engine")
+        f.install.setEnabled(self.task is None and self.install_task is None)
+
+    # -- the engine's own environment --
+    def start_install(self, source: Any = None) -> Any:
+        """Install (or reinstall) the engine in the background; return the task, or None if busy."""
+        if self.task is not None or self.install_task is not None:
+            self.notify("Wait for the running task to end first.", Qgis.MessageLevel.Warning)
+            return None
+        from .install_task import InstallTask, install_plan
+
+        plan = install_plan(source)
+        task = InstallTask(plan, self._install_done)
+        task.line.connect(self._log)
+        task.progressChanged.connect(self._progress)
+        self.install_task = task
+        self._log(f"installing the engine: {plan.describe()}")
+        self.form.progress.setValue(0)
+        self.form.progress.setFormat("Installing the engine…")
+        self.form.cancel.setEnabled(True)
+        self._show_engine_status()
+        QgsApplication.taskManager().addTask(task)
+        return task
+
+    def _install_done(self, task: Any) -> None:
+        self.install_task = None
+        self.form.cancel.setEnabled(False)
+        self.form.progress.setFormat("%p%")
+        self.engine = check_engine()
+        self._show_engine_status()
+        if task.python is not None:
+            self.gpu, self._device_checked = None, False
+            self.refresh_device_info()
+            self.load_model(self.form.model_file.filePath())
+            self.notify(f"The engine is installed ({task.plan.venv}).", Qgis.MessageLevel.Success)
+        elif task.was_cancelled:
+            self.form.progress.setValue(0)
+            self.notify("Engine installation cancelled; nothing was kept.", Qgis.MessageLevel.Info)
+        else:
+            self.form.progress.setValue(0)
+            self.notify(_sentence(task.error or "the engine installation failed"), Qgis.MessageLevel.Critical)
 
     def showEvent(self, event: Any) -> None:
         """On first show, start looking for a GPU in the background (the answer fills in the device line)."""
@@ -94,10 +140,11 @@ class SegmentDock(QgsDockWidget):
             f.model_info.setText("The model cannot be read until the engine's packages are installed (see above).")
             return False
         from fastunet_core.errors import FastUNetError
-        from fastunet_core.models.checkpoint_file import read_metadata
+
+        from .model_header import read_model_meta
 
         try:
-            meta = read_metadata(path)  # the header alone: no torch on the GUI thread
+            meta = read_model_meta(path)  # the header alone: no torch on the GUI thread
         except FastUNetError as exc:
             f.model_info.setText(f'<span style="color:#b00020">{exc}</span>')
             return False
@@ -210,12 +257,19 @@ class SegmentDock(QgsDockWidget):
 
     def cancel_run(self) -> None:
         """Ask the running task to stop (it stops before its next batch of tiles)."""
+        if self.install_task is not None:
+            self._log("cancelling the installation…")
+            self.install_task.cancel()
         if self.task is not None:
             self._log("cancelling…")
             self.task.cancel()
 
     def shutdown(self) -> None:
         """Cancel a running task and detach it, so that it ends without touching this (deleted) dock."""
+        if self.install_task is not None:
+            self.install_task.on_done = None
+            self.install_task.cancel()
+            self.install_task = None
         if self.task is not None:
             self.task.on_done = None
             self.task.cancel()
@@ -264,6 +318,7 @@ class SegmentDock(QgsDockWidget):
     def _set_running(self, running: bool) -> None:
         self.form.run.setEnabled(not running and self.engine.ok)
         self.form.cancel.setEnabled(running)
+        self.form.install.setEnabled(not running)
 
     # -- export --
     def _export_clicked(self) -> None:

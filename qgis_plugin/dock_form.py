@@ -36,6 +36,7 @@ class DockForm:
 
     root: QWidget
     engine_note: QLabel
+    install: QPushButton
     model_file: QgsFileWidget
     model_info: QLabel
     layer: QgsMapLayerComboBox
@@ -111,6 +112,9 @@ def build_form(root: QWidget) -> DockForm:
     engine_note = _note()
     engine_note.setStyleSheet("QLabel { background: #fff3cd; padding: 4px; }")
     engine_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)  # copy the command
+    install = QPushButton("Install the engine")
+    install.setToolTip("Install torch, rasterio and the other engine packages into a private Python environment "
+                       "in this QGIS profile (QGIS's own Python is left as it is); again later to repair it")
 
     model_file = QgsFileWidget()
     model_file.setFilter("Models (*.safetensors *.onnx);;All files (*)")
@@ -221,6 +225,7 @@ def build_form(root: QWidget) -> DockForm:
         buttons.addWidget(button)
     outer = QVBoxLayout(root)
     outer.addWidget(engine_note)
+    outer.addWidget(install)
     outer.addLayout(form)
     outer.addWidget(vectorize)
     outer.addLayout(buttons)
@@ -229,8 +234,8 @@ def build_form(root: QWidget) -> DockForm:
     outer.addWidget(export)
     outer.addWidget(log)
     outer.addStretch(1)
-    return DockForm(root, engine_note, model_file, model_info, layer, layer_note, device, device_info, bands, tile,
-                    overlap, batch, area, polygon_layer, selected_only, vectorize, simplify, min_area,
+    return DockForm(root, engine_note, install, model_file, model_info, layer, layer_note, device, device_info, bands,
+                    tile, overlap, batch, area, polygon_layer, selected_only, vectorize, simplify, min_area,
                     class_output, polygons_output, run, cancel, export, progress, summary, log, run_resolution)
 
 

@@ -33,6 +33,18 @@ from .jobs import SegmentJob, SegmentOutcome
 from .progress_bridge import ProgressSink
 
 PREFIX = "FASTUNET "  # marks protocol lines on the child's stdout (anything else there is ignored)
+_engine_python: str | None = None  # the engine venv's Python (see set_engine_python)
+
+
+def engine_python() -> str | None:
+    """Return the engine venv's Python set by :func:`set_engine_python`, if any."""
+    return _engine_python
+
+
+def set_engine_python(python: str | Path | None) -> None:
+    """Run every engine call in a child process under ``python`` (the installed engine venv); None: undo."""
+    global _engine_python
+    _engine_python = str(python) if python else None
 _CLASHING_SYMBOLS = ("GEOSversion", "GDALVersionInfo", "proj_context_create")
 
 
@@ -52,12 +64,12 @@ def use_subprocess() -> bool:
     forced = os.environ.get("FASTUNET_GEO_ENGINE", "").strip().lower()
     if forced in ("inprocess", "subprocess"):
         return forced == "subprocess"
-    return host_links_geo_libraries()
+    return _engine_python is not None or host_links_geo_libraries()
 
 
 def child_python() -> str:
     """Return the interpreter of this Python installation (``sys.executable`` may be QGIS itself)."""
-    named = os.environ.get("FASTUNET_GEO_PYTHON")
+    named = os.environ.get("FASTUNET_GEO_PYTHON") or _engine_python
     if named:
         return named
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -111,6 +123,11 @@ def run_segment(job: SegmentJob, sink: ProgressSink) -> SegmentOutcome:
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
     paths = [p for p in sys.path if p and Path(p).is_dir()]
+    if _engine_python is not None and not os.environ.get("FASTUNET_GEO_PYTHON"):
+        # the engine venv has its own packages: pass on only the plugin and its core, not QGIS's path
+        plugin_parent = Path(__file__).resolve().parent.parent
+        vendor = Path(__file__).resolve().parent / "_vendor"
+        paths = [str(plugin_parent)] + ([str(vendor)] if vendor.is_dir() else [])
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))  # the child sees what this Python sees
     for var in ("PROJ_DATA", "PROJ_LIB"):  # the wheels bring their own PROJ database
         env.pop(var, None)

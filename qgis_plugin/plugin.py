@@ -34,6 +34,9 @@ class FastUNetPlugin:
     def initProcessing(self) -> None:
         """Register the Processing provider (QGIS calls this alone under qgis_process)."""
         if self.provider is None:
+            from .install_task import activate_installed_engine
+
+            activate_installed_engine()  # Processing runs under the engine venv too, once installed
             self.provider = FastUNetProvider()
             QgsApplication.processingRegistry().addProvider(self.provider)
 

@@ -100,7 +100,8 @@ def test_missing_packages_message_says_how_to_install() -> None:
     assert check_engine().ok, check_engine().message()  # this environment has the whole engine
     assert "OSGeo4W Shell" in install_hint(["torch"], "win32")
     assert "/Applications/QGIS.app" in install_hint(["torch"], "darwin")
-    assert "python3 -m pip install --user torch" in install_hint(["torch"], "linux")
+    linux = install_hint(["torch"], "linux")
+    assert "--user" not in linux and "venv --system-site-packages" in linux and "Install the engine" in linux
 
 
 def test_cancelled_predict_stops_its_reader_thread(rio_data: Path, qgis_model: Path, tmp_path: Path) -> None:

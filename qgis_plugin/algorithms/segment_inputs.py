@@ -39,9 +39,9 @@ def segment_job(alg: QgsProcessingAlgorithm, parameters: dict[str, Any], context
     chosen = tuple(alg.parameterAsInts(parameters, "BANDS", context)) or None
     bands = chosen
     if raster is not None:  # found now, not after the engine has started
-        from fastunet_core.models.checkpoint_file import read_metadata
+        from ..model_header import read_model_meta
 
-        bands = check_bands(layer, read_metadata(model).input.bands, chosen)
+        bands = check_bands(layer, read_model_meta(model).input.bands, chosen)
     if raster is None:
         export = plan_export(layer, area, _resolution(alg, parameters, context, layer, model, area),
                              context.transformContext())
@@ -91,9 +91,9 @@ def _resolution(alg: QgsProcessingAlgorithm, parameters: dict[str, Any], context
     """Return a web layer's export resolution in its units: the parameter's, else the model's."""
     metres = alg.parameterAsDouble(parameters, "RESOLUTION", context)
     if metres <= 0:
-        from fastunet_core.models.checkpoint_file import read_metadata
+        from ..model_header import read_model_meta
 
-        metres = read_metadata(model).resolution_m or 0.0
+        metres = read_model_meta(model).resolution_m or 0.0
     if metres <= 0:
         raise QgsProcessingException("the input is a web layer and the model records no ground resolution; "
                                      "set the resolution parameter (metres per pixel)")

@@ -1,0 +1,213 @@
+"""The engine's private Python environment: a venv in the QGIS profile folder, made from QGIS's own Python.
+
+Why: QGIS's Python often may not take packages (Debian/Ubuntu refuse ``pip install --user``:
+externally-managed-environment), and forcing them in can replace the numpy that QGIS's GDAL bindings were
+built against. A venv of its own, created from QGIS's Python with ``--system-site-packages`` (so QGIS's numpy
+and bindings stay visible and are not replaced), takes the engine's pinned packages; the engine then runs in
+a child process under that venv's Python (:mod:`.engine_process`), and QGIS's process never imports them.
+
+Steps (plain commands, run by :func:`run_plan` with their output streamed): create the venv; install torch
+(the CPU build from PyTorch's CPU index unless an NVIDIA driver is found: then PyPI's CUDA build); install
+the rest. Where packages come from is a :class:`PackageSource` (index URL, find-links folders, offline), read
+from QGIS's settings by the dock. Nothing here imports Qt or QGIS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastunet_core.errors import CancelledError, FastUNetError
+
+VENV_NAME = "fastunet_geo_engine"
+MARKER = "fastunet_geo_engine.json"  # written last: its presence means the install finished
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+TORCH_CPU = "torch>=2.2,<=2.14.1"
+TORCH_CUDA = "torch==2.14.1"  # PyPI's Linux/Windows wheels are CUDA builds
+# the engine's packages for segmentation, pinned as in requirements/*.txt (a test keeps them in step)
+ENGINE_PACKAGES = ("attrs>=24", "safetensors>=0.4", "rasterio==1.4.4", "shapely==2.2.0", "pyogrio==0.13.0",
+                   "pyproj==3.7.2")
+
+
+class InstallError(FastUNetError):
+    """The engine could not be installed; the message says which step failed and its last output."""
+
+
+@dataclass(frozen=True)
+class PackageSource:
+    """Where pip takes packages from.
+
+    Attributes:
+        index_url: pip's ``--index-url`` for every package ("": pip's own configuration, normally PyPI).
+        find_links: folders or pages of wheels (``--find-links``), searched as well.
+        offline: ``--no-index``: only ``find_links``.
+        torch_index_url: where the CPU build of torch comes from ("": like the other packages).
+        torch_requirement: which torch to install on a machine without an NVIDIA driver.
+
+    """
+
+    index_url: str = ""
+    find_links: tuple[str, ...] = ()
+    offline: bool = False
+    torch_index_url: str = TORCH_CPU_INDEX
+    torch_requirement: str = TORCH_CPU
+
+    def pip_options(self) -> list[str]:
+        """Return pip's source options for the packages other than torch."""
+        options = ["--no-index"] if self.offline else (["--index-url", self.index_url] if self.index_url else [])
+        for link in self.find_links:
+            options += ["--find-links", link]
+        return options
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command of the installation."""
+
+    title: str
+    argv: tuple[str, ...]
+    weight: float  # share of the whole, for the progress bar
+
+
+@dataclass(frozen=True)
+class InstallPlan:
+    """What an installation will do."""
+
+    venv: Path
+    base_python: str
+    gpu: bool
+    steps: tuple[Step, ...] = field(default_factory=tuple)
+
+    def describe(self) -> str:
+        """Say in one line what is installed where."""
+        torch = "CUDA build of torch (NVIDIA driver found)" if self.gpu else "CPU build of torch"
+        return f"a private Python environment in {self.venv} from {self.base_python}, with the {torch}"
+
+
+def engine_venv(profile_folder: str | Path) -> Path:
+    """Return where the engine's venv lives inside a QGIS profile folder."""
+    return Path(profile_folder) / "python" / VENV_NAME
+
+
+def venv_python(venv: Path) -> Path:
+    """Return the venv's Python executable."""
+    return venv / ("Scripts/python.exe" if sys.platform.startswith("win") else "bin/python")
+
+
+def installed_engine_python(profile_folder: str | Path) -> Path | None:
+    """Return the engine venv's Python if an installation finished there, else None."""
+    venv = engine_venv(profile_folder)
+    python = venv_python(venv)
+    return python if (venv / MARKER).is_file() and python.is_file() else None
+
+
+def base_python() -> str:
+    """Return QGIS's own Python interpreter (``sys.executable`` is QGIS itself inside the application)."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if sys.platform.startswith("win"):
+        candidates = [Path(sys.prefix) / "python.exe", Path(sys.prefix) / "python3.exe"]
+    else:
+        candidates = [Path(sys.base_prefix) / "bin" / f"python{version}", Path(sys.base_prefix) / "bin" / "python3"]
+    return next((str(p) for p in candidates if p.is_file()), sys.executable)
+
+
+def nvidia_driver_found() -> bool:
+    """Return True when an NVIDIA driver is installed (nvidia-smi, or the Linux kernel module)."""
+    return shutil.which("nvidia-smi") is not None or Path("/proc/driver/nvidia/version").exists()
+
+
+def numpy_requirement() -> str:
+    """Keep numpy's major version that QGIS's Python has (its GDAL bindings are built against it)."""
+    try:
+        from importlib.metadata import version
+
+        major = int(version("numpy").split(".")[0])
+    except Exception:  # no numpy in QGIS's Python (unusual): numpy 1, as most QGIS 3 builds
+        major = 1
+    return "numpy>=1.24,<2" if major < 2 else "numpy>=2"
+
+
+def plan_install(venv: Path, source: PackageSource, gpu: bool | None = None, python: str | None = None) -> InstallPlan:
+    """Return the commands that make ``venv`` and install the engine into it."""
+    base = python or base_python()
+    use_gpu = nvidia_driver_found() if gpu is None else gpu
+    py = str(venv_python(venv))
+    pip = (py, "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off")
+    if use_gpu:
+        torch_args: tuple[str, ...] = (TORCH_CUDA, *source.pip_options())
+    elif source.torch_index_url and not source.offline:
+        extra = source.index_url or "https://pypi.org/simple"  # torch's own dependencies are not all there
+        torch_args = (source.torch_requirement, "--index-url", source.torch_index_url, "--extra-index-url", extra,
+                      *[a for link in source.find_links for a in ("--find-links", link)])
+    else:
+        torch_args = (source.torch_requirement, *source.pip_options())
+    steps = (
+        Step("creating the environment", (base, "-m", "venv", "--system-site-packages", str(venv)), 0.05),
+        Step("installing torch", (*pip, *torch_args), 0.6),
+        Step("installing the geo packages", (*pip, numpy_requirement(), *ENGINE_PACKAGES, *source.pip_options()),
+             0.3),
+        Step("checking the engine", (py, "-c", "import torch, rasterio, shapely, pyogrio, pyproj, safetensors; "
+                                     "print('engine ok: torch', torch.__version__)"), 0.05),
+    )
+    return InstallPlan(venv, base, use_gpu, steps)
+
+
+def run_plan(plan: InstallPlan, on_line: Callable[[str], None], is_cancelled: Callable[[], bool],
+             on_percent: Callable[[float], None] | None = None) -> Path:
+    """Run the plan from scratch (an earlier environment is removed first); return the engine's Python.
+
+    Raises:
+        CancelledError: the user cancelled (the half-made environment is removed).
+        InstallError: a step failed (its last output lines are in the message).
+
+    """
+    if plan.venv.exists():
+        on_line(f"removing the earlier environment {plan.venv}")
+        shutil.rmtree(plan.venv)
+    plan.venv.parent.mkdir(parents=True, exist_ok=True)
+    done = 0.0
+    try:
+        for step in plan.steps:
+            on_line(f"== {step.title}: {' '.join(step.argv)}")
+            _run_step(step, on_line, is_cancelled)
+            done += step.weight
+            if on_percent is not None:
+                on_percent(100 * done)
+        (plan.venv / MARKER).write_text(json.dumps({"python": str(venv_python(plan.venv)), "gpu": plan.gpu,
+                                                    "installed": time.strftime("%Y-%m-%d %H:%M:%S")}))
+    except BaseException:
+        shutil.rmtree(plan.venv, ignore_errors=True)
+        raise
+    return venv_python(plan.venv)
+
+
+def _run_step(step: Step, on_line: Callable[[str], None], is_cancelled: Callable[[], bool]) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    proc = subprocess.Popen(step.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            encoding="utf-8", errors="replace", env=env)
+    tail: list[str] = []
+    assert proc.stdout is not None
+    with proc.stdout:
+        for line in proc.stdout:  # pip prints a line per package; a cancel waits for the next line at most
+            text = line.rstrip()
+            tail = [*tail, text][-8:]
+            on_line(text)
+            if is_cancelled():
+                with contextlib.suppress(OSError):
+                    proc.terminate()
+                proc.wait()
+                raise CancelledError("engine installation cancelled; nothing was kept")
+    code = proc.wait()
+    if is_cancelled():
+        raise CancelledError("engine installation cancelled; nothing was kept")
+    if code != 0:
+        last = " | ".join(t for t in tail if t.strip())[-600:]
+        raise InstallError(f"{step.title} failed (exit code {code}): {last}")

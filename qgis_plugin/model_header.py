@@ -1,0 +1,52 @@
+"""Read a model's metadata in QGIS's process without the engine's packages (the engine may live in its own venv).
+
+A checkpoint's metadata is JSON in the safetensors header (8-byte little-endian length, then that many bytes
+of JSON; ``__metadata__["fastunet"]``): read here with plain file reads, nothing unpickled, no torch, no
+safetensors. ONNX models need onnxruntime and are read with the core's reader.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fastunet_core.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from fastunet_core.models.metadata import ModelMeta
+
+MAX_HEADER_BYTES = 100_000_000
+
+
+def read_model_meta(path: str | Path) -> ModelMeta:
+    """Return the metadata of a fastunet-geo checkpoint (or ONNX model); raise CheckpointError in plain words."""
+    p = Path(path)
+    if p.suffix.lower() == ".onnx":
+        from fastunet_core.models.checkpoint_file import read_metadata
+
+        return read_metadata(p)
+    from fastunet_core.models.metadata import ModelMeta
+
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    try:
+        with open(p, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise ValueError("file too short")
+            (size,) = struct.unpack("<Q", head)
+            if not 2 <= size <= min(MAX_HEADER_BYTES, p.stat().st_size - 8):
+                raise ValueError("no safetensors header")
+            header = json.loads(f.read(size))
+        raw = (header.get("__metadata__") or {}).get("fastunet")
+    except (OSError, ValueError, AttributeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{p} is not a fastunet-geo checkpoint (not a safetensors file: {exc})") from exc
+    if raw is None:
+        raise CheckpointError(f"{p} is a safetensors file without fastunet-geo metadata; wrap its weights into a "
+                              "checkpoint with fastunet-geo init")
+    try:
+        return ModelMeta.from_dict(json.loads(raw))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{p}: the checkpoint metadata is not valid JSON ({exc})") from exc

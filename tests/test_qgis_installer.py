@@ -1,0 +1,106 @@
+"""The one-click engine installer: the venv plan, and a real install on a fresh profile whose Python has no torch.
+
+What the end-to-end test proves, and what it cannot: QGIS's own Python here is Debian's /usr/bin/python3, which
+has PyQGIS but no torch and no rasterio. The dock's "Install the engine" task makes a venv in a fresh profile
+folder from that Python (``--system-site-packages``), installs the CPU build of torch and the pinned geo
+packages with pip, switches the engine to the venv's Python, and a segmentation then runs through the dock.
+pip takes packages from this machine's configuration: PyPI is reachable, and pip's configuration adds local
+wheel folders (``find-links``, including a CPU build of torch) and local indexes. The test points the installer
+at the local CPU torch wheel through the installer's own settings (find-links and the torch requirement),
+because the default source of CPU torch (download.pytorch.org) cannot be reached here: that default and the
+CUDA branch (an NVIDIA driver found) are exercised only as planned commands, not as downloads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qgis_plugin.installer import ENGINE_PACKAGES, TORCH_CPU_INDEX, PackageSource, engine_venv, plan_install
+
+REPO = Path(__file__).resolve().parent.parent
+CHILD = Path(__file__).with_name("qgis_installer_child.py")
+QGIS_PYTHON = "/usr/bin/python3"  # the Python the qgis executable embeds on Debian
+
+
+def test_plan_uses_cpu_torch_without_nvidia_and_cuda_with(tmp_path: Path) -> None:
+    venv = engine_venv(tmp_path / "profile")
+    cpu = plan_install(venv, PackageSource(), gpu=False, python="/usr/bin/python3")
+    assert [s.title for s in cpu.steps] == ["creating the environment", "installing torch",
+                                            "installing the geo packages", "checking the engine"]
+    assert cpu.steps[0].argv == ("/usr/bin/python3", "-m", "venv", "--system-site-packages", str(venv))
+    torch = cpu.steps[1].argv
+    assert torch[torch.index("--index-url") + 1] == TORCH_CPU_INDEX and "torch>=2.2,<=2.14.1" in torch
+    gpu = plan_install(venv, PackageSource(), gpu=True, python="/usr/bin/python3").steps[1].argv
+    assert "torch==2.14.1" in gpu and "--index-url" not in gpu  # PyPI's CUDA build
+    custom = plan_install(venv, PackageSource(index_url="https://mirror/simple", find_links=("/w",), offline=False,
+                                              torch_index_url=""), gpu=False, python="p").steps[2].argv
+    assert custom[-4:] == ("--index-url", "https://mirror/simple", "--find-links", "/w")
+    assert all(pin in custom for pin in ENGINE_PACKAGES)
+
+
+def test_engine_pins_match_the_requirements() -> None:
+    lines = [ln.split("#")[0].strip() for ln in (REPO / "requirements" / "bookworm.txt").read_text().splitlines()]
+    pins: dict[str, str] = {}
+    for line in filter(None, lines):
+        found = re.match(r"([A-Za-z0-9_.-]+)(.*)", line)
+        assert found is not None
+        pins[found.group(1)] = found.group(2)
+    for requirement in ENGINE_PACKAGES:
+        name, spec = re.match(r"([A-Za-z0-9_.-]+)(.*)", requirement).groups()  # type: ignore[union-attr]
+        assert pins[name] == spec, f"{name}: installer {spec!r}, requirements {pins[name]!r}"
+
+
+def _pip_find_links() -> list[str]:
+    """The wheel folders pip is configured with on this machine (pip config / PIP_FIND_LINKS)."""
+    out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
+    links = [v.strip("'") for k, v in (ln.split("=", 1) for ln in out.splitlines() if "=" in ln)
+             if k.endswith("find-links")]
+    links += os.environ.get("PIP_FIND_LINKS", "").split()
+    return [p for p in dict.fromkeys(links) if Path(p).is_dir()]
+
+
+@pytest.mark.qgis
+@pytest.mark.slow
+def test_install_on_a_fresh_profile_then_segment(qgis_model: Path, small_raster: Path, tmp_path: Path) -> None:
+    check = subprocess.run([QGIS_PYTHON, "-c", "import qgis.core, importlib.util as u; "
+                            "print(u.find_spec('torch') is None and u.find_spec('rasterio') is None)"],
+                           capture_output=True, text=True)
+    assert check.stdout.strip() == "True", f"{QGIS_PYTHON} should have QGIS and no torch/rasterio: {check.stderr}"
+    wheels = [w for folder in _pip_find_links() for w in Path(folder).glob("torch-*+cpu-*.whl")]
+    if not wheels:
+        pytest.skip("no local CPU build of torch in pip's find-links folders; the download would be several GB")
+    version = wheels[0].name.split("-")[1]
+    profile = tmp_path / "profile"
+    env = {k: v for k, v in os.environ.items() if k not in ("PROJ_DATA", "PROJ_LIB", "VIRTUAL_ENV", "PYTHONHOME")}
+    path = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if ".venv" not in p)
+    env.update(QT_QPA_PLATFORM="offscreen", PYTHONPATH=str(REPO), QGIS_CUSTOM_CONFIG_PATH=str(profile), PATH=path)
+    proc = subprocess.run([QGIS_PYTHON, str(CHILD), str(qgis_model), str(small_raster),
+                           str(wheels[0].parent), f"torch=={version}"], capture_output=True, text=True, env=env,
+                          timeout=1800)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT ")), None)
+    assert line is not None, f"exit {proc.returncode}: {proc.stdout[-2000:]} {proc.stderr[-3000:]}"
+    report = json.loads(line[len("REPORT "):])
+    assert report["torch_in_qgis_python"] is False and report["rasterio_in_qgis_python"] is False
+    before = report["before"]
+    assert before["engine_ok"] is False and "torch" in before["missing"] and before["run_enabled"] is False
+    assert before["button"] == "Install the engine"
+    install = report["install"]
+    assert install["finished"] and install["error"] is None, install
+    settings_dir = Path(report["settings_dir"])
+    assert settings_dir.is_relative_to(profile)  # the fresh profile, not the user's
+    assert install["python"] == str(engine_venv(settings_dir) / "bin" / "python")
+    assert install["engine_ok"] is True and install["button"] == "Repair / reinstall the engine"
+    assert any(f"engine ok: torch {version}" in ln for ln in install["log_tail"])
+    assert report["model_loaded"] is True
+    segment = report["segment"]
+    assert segment["ran"] and segment["error"] is None, segment
+    assert segment["tiles"] == 6 and segment["class_raster_written"] and segment["features"] >= 1
+    assert segment["layers"] == ["ortho", "ortho classes", "ortho polygons"]
+    assert report["torch_imported_in_qgis"] is False  # the engine ran in the venv, never in QGIS's process
