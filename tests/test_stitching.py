@@ -112,3 +112,12 @@ def test_live_memory_is_bounded_by_overlap_band_not_raster_area() -> None:
     # tiles are spread evenly, so every overlap is `overlap` or one more pixel
     assert peak_tall <= 2 * (overlap + 1) * width + 2 * tile * tile
     assert peak_tall <= peak_short * 1.05  # does not grow with the raster's height
+
+
+@pytest.mark.parametrize("channels", [1, 2, 6, 9])
+def test_argmax_channels_equals_numpy_with_ties(channels: int) -> None:
+    from fastunet_core.tiling.stitching import argmax_channels
+
+    rng = np.random.default_rng(channels)
+    sums = rng.integers(0, 4, size=(channels, 37, 53)).astype(np.float32)  # few values: many ties
+    assert np.array_equal(argmax_channels(sums), np.argmax(sums, axis=0))

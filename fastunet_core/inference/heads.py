@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastunet_core.models.metadata import ClassInfo
+from fastunet_core.tiling.stitching import argmax_channels
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class OutputHead:
         if self.kind == "sigmoid":
             idx = (s[1] / safe >= (0.5 if self.threshold is None else self.threshold)).astype(np.intp)
         else:
-            idx = np.argmax(s, axis=0)
+            idx = argmax_channels(s)
             if self.threshold:
                 best = np.take_along_axis(s, idx[None], axis=0)[0] / safe
                 idx[best < self.threshold] = 0
