@@ -3,8 +3,9 @@
 Every dataset is a :class:`torch.utils.data.Dataset` whose ``__getitem__(i)`` returns ``(image, mask)``
 as numpy arrays: ``image`` (H, W, bands) in the source dtype, ``mask`` (H, W) int64 holding model channel
 indices ``0..n_classes-1`` or :data:`IGNORE_INDEX`. Each has ``classes`` (channel order; ``ClassInfo.id`` is
-the value written to output class rasters), ``input_dtype``, ``n_bands`` and ``name``. Pixels are read on
-the fly (windowed reads), never pre-extracted. Open one with :func:`open_dataset`.
+the value written to output class rasters), ``input_dtype``, ``n_bands`` and ``name``. Pixels are read
+by windowed reads; :func:`open_dataset` serves them from a tile cache (each source decoded once, see
+:mod:`fastunet_core.train.datasets.cache`) unless the spec's ``cache`` is ``off``.
 """
 
 from typing import Any

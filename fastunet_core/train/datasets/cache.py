@@ -163,7 +163,7 @@ class CacheLayout:
                 st = source.stat()
             except OSError as exc:
                 raise DatasetLayoutError(f"{source} cannot be read ({exc}); check the dataset folder") from exc
-            stats.append([str(source), st.st_size, st.st_mtime_ns])
+            stats.append([str(source.resolve()), st.st_size, st.st_mtime_ns])  # the same files from any cwd
         identity = _digest({"format": FORMAT, "version": VERSION, "identity": dataset.cache_identity()})
         key = _digest({"identity": identity, "sources": stats})
         return cls(identity, key, np.dtype(dataset.input_dtype), int(dataset.n_bands), dataset.cache_shapes())
