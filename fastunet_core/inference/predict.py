@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import rasterio.errors
+from rasterio.windows import Window
 
 from fastunet_core.errors import (
     CancelledError,
@@ -30,6 +32,7 @@ from fastunet_core.errors import (
     FastUNetWarning,
     GPUMemoryError,
     GPUMemoryWarning,
+    InputRasterError,
     ResolutionMismatchWarning,
 )
 from fastunet_core.inference.engine import make_engine
@@ -352,8 +355,8 @@ class Predictor:
             return [out]
         return [out.with_name(f"{out.stem}_head{k}{out.suffix}") for k in range(len(self.heads))]
 
-    def _open_outputs(self, stack: contextlib.ExitStack, src: rasterio.io.DatasetReader, raster: str | os.PathLike[str],
-                      grid: TileGrid, out: Path, probs: Path | None,
+    def _open_outputs(self, stack: contextlib.ExitStack, src: rasterio.io.DatasetReader,
+                      raster: str | os.PathLike[str], grid: TileGrid, out: Path, probs: Path | None,
                       partials: list[PartialOutput]) -> StreamingStitcher:
         """Open the output rasters (partial files until the stack closes cleanly) and the stitcher."""
         meta, overwrite = self.loaded.meta, self.options.overwrite
@@ -374,17 +377,18 @@ class Predictor:
             partials.append(part)
             if kind.startswith("classes") and not self.options.cog:  # overviews before the rename
                 part.before_commit = functools.partial(add_overviews, target=target)
-            if start_row:
-                dst, watch = stack.enter_context(open_output(part.path, target, "r+"))
+            # always a new file, written as one uninterrupted run writes it: a resumed output is byte-identical
+            dst, watch = stack.enter_context(open_output(part.path, target, "w", **profile))
+            if kind.startswith("classes"):
+                describe_class_raster(dst, dataclasses.replace(meta, classes=heads[k].classes), source)
             else:
-                dst, watch = stack.enter_context(open_output(part.path, target, "w", **profile))
-                if kind.startswith("classes"):
-                    describe_class_raster(dst, dataclasses.replace(meta, classes=heads[k].classes), source)
-                else:
-                    describe_probs_raster(dst, meta)
+                describe_probs_raster(dst, meta)
+            write = _tracked(RasterRowWriter(dst, watch), part)
+            head = _copy_finished(part, start_row, block_rows(profile), write) if start_row else None
             assemblers.append(RowAssembler(y_edges, n_x_cells, src.width, profile["count"], np.dtype(np.uint8),
-                                           block_rows(profile), _tracked(RasterRowWriter(dst, watch), part),
-                                           start_row))
+                                           block_rows(profile), write, start_row, head))
+        if self.options.resume:
+            stack.push(functools.partial(_flush_when_stopped, assemblers))
         class_rows = assemblers[: len(heads)]
         prob_rows = assemblers[len(heads)] if probs is not None else None
 
@@ -463,6 +467,34 @@ class Predictor:
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+
+
+def _copy_finished(part: PartialOutput, rows: int, block: int, write: RowWriter) -> np.ndarray | None:
+    """Copy the first ``rows`` rows of the earlier partial file into the new one, in the chunks one run writes.
+
+    Whole blocks are written now; the rows of an unfinished last block are returned, to be written with the
+    rest of their block (so the new file receives exactly the writes of an uninterrupted run).
+    """
+    if part.previous is None:
+        raise RuntimeError("resuming needs the earlier partial file")
+    full = rows // block * block
+    try:
+        with rasterio.open(part.previous) as old:
+            for r in range(0, full, block):
+                write(r, old.read(window=Window(0, r, old.width, min(block, rows - r))))
+            return old.read(window=Window(0, full, old.width, rows - full)) if rows > full else None
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputRasterError(f"the finished rows of an earlier run ({part.previous}) cannot be read; run again "
+                               "with --no-resume") from exc
+
+
+def _flush_when_stopped(assemblers: list[RowAssembler], exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: object) -> bool:
+    """On Ctrl-C, SIGTERM or cancel: write every finished row, also of an unfinished block (resume redoes less)."""
+    if exc_type is not None and issubclass(exc_type, (KeyboardInterrupt, CancelledError)):
+        for rows in assemblers:
+            rows.flush_finished()
+    return False
 
 
 def _tracked(write: RasterRowWriter, part: PartialOutput) -> RowWriter:

@@ -36,6 +36,11 @@ def partial_path(target: Path) -> Path:
     return target.parent / f".{target.stem}.partial{target.suffix}"
 
 
+def previous_path(target: Path) -> Path:
+    """Return where a resumed run keeps the earlier partial file while it copies its finished rows."""
+    return target.parent / f".{target.stem}.previous{target.suffix}"
+
+
 def state_path(target: Path) -> Path:
     """Return the JSON file that says how far the partial file of ``target`` got."""
     return target.parent / f".{target.name}.partial.json"
@@ -66,6 +71,9 @@ class PartialOutput:
     resume_rows: int = 0
     rows_done: int = 0  # updated by the writer as rows are written
     kept: bool = field(default=False, init=False)
+    # resuming: the earlier run's partial file, whose finished rows the caller copies into ``path`` (a new
+    # file, written as in one uninterrupted run, so the finished output is byte for byte the same)
+    previous: Path | None = field(default=None, init=False)
     # run on the finished, closed partial file just before it is renamed to the target (e.g. overviews)
     before_commit: Callable[[Path], None] | None = field(default=None, init=False)
 
@@ -90,9 +98,15 @@ def find_resume_rows(target: Path, fingerprint: dict[str, Any]) -> int:
     return _read_state(target, fingerprint)
 
 
+def _drop_previous(out: PartialOutput) -> None:
+    if out.previous is not None:
+        with contextlib.suppress(FileNotFoundError):
+            out.previous.unlink()
+
+
 def discard_partial(target: Path) -> None:
     """Remove the partial file and state of ``target``, if any."""
-    for p in (state_path(target), partial_path(target)):
+    for p in (state_path(target), partial_path(target), previous_path(target)):
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
 
@@ -115,12 +129,24 @@ def resumable_output(target: Path, fingerprint: dict[str, Any], resume_rows: int
     if resume_rows == 0:
         with contextlib.suppress(FileNotFoundError):
             out.path.unlink()
+    else:
+        out.previous = previous_path(target)
+        os.replace(out.path, out.previous)
+        out.rows_done = 0  # rows in the new file; the copy brings it back to resume_rows
     try:
         yield out
         if out.before_commit is not None:
             out.before_commit(out.path)
         os.replace(out.path, target)
+        _drop_previous(out)
     except BaseException as exc:
+        if out.previous is not None and out.previous.exists() and out.rows_done < resume_rows:
+            # stopped while copying the earlier rows: the earlier partial file still holds more
+            with contextlib.suppress(FileNotFoundError):
+                out.path.unlink()
+            os.replace(out.previous, out.path)
+            out.rows_done = resume_rows
+        _drop_previous(out)
         # a failed write (full disk ...) may have left the partial file incomplete below its rows: never keep it
         if keep_on_failure and out.rows_done > 0 and out.path.exists() and not isinstance(exc, OutputWriteError):
             try:

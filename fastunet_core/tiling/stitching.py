@@ -26,9 +26,13 @@ class RowAssembler:
     """Collect finished cells into full-width rows; write block-aligned row chunks as they complete."""
 
     def __init__(self, y_edges: list[int], n_x_cells: int, width: int, bands: int, dtype: np.dtype,
-                 block_rows: int, write: RowWriter, start_row: int = 0) -> None:
-        if start_row % block_rows and start_row != y_edges[-1]:
-            raise ValueError(f"start row {start_row} is not a multiple of the block height {block_rows}")
+                 block_rows: int, write: RowWriter, start_row: int = 0, head: np.ndarray | None = None) -> None:
+        # resuming: rows above ``start_row`` are finished; those of an unfinished block (from its first row)
+        # come as ``head`` (bands, rows, width) and are written with the rest of their block, as in one run
+        head_rows = 0 if head is None else head.shape[1]
+        if (start_row - head_rows) % block_rows and start_row != y_edges[-1]:
+            raise ValueError(f"rows before {start_row - head_rows} do not end on a block (height {block_rows})")
+        self._head = head
         self.y_edges = y_edges
         self.width = width
         self.bands = bands
@@ -41,7 +45,19 @@ class RowAssembler:
         self._complete_upto = 0  # y-cells [0, this) are complete
         while self._complete_upto < len(self._remaining) and self._remaining[self._complete_upto] == 0:
             self._complete_upto += 1
-        self.written_rows = start_row
+        self.written_rows = start_row - head_rows
+        self.start_row = start_row
+
+    def flush_finished(self) -> None:
+        """Write every finished row now, also those of an unfinished block (when a run is interrupted).
+
+        The file then holds all the rows the run finished, so a resumed run redoes only the tile rows that
+        reach above the last finished cell: the overlap band, not up to a block height more.
+        """
+        done_row = max(self.y_edges[self._complete_upto], self.start_row)
+        if self.written_rows < done_row:
+            self._write(self.written_rows, self._gather(self.written_rows, done_row))
+            self.written_rows = done_row
 
     def put(self, ly: int, x0: int, values: np.ndarray) -> None:
         """Place a finished cell (y-cell ``ly``, starting at column ``x0``)."""
@@ -68,9 +84,18 @@ class RowAssembler:
 
     def _gather(self, start: int, stop: int) -> np.ndarray:
         out = np.empty((self.bands, stop - start, self.width), dtype=self.dtype)
-        ly = bisect.bisect_right(self.y_edges, start) - 1
-        while ly < len(self.y_edges) - 1 and self.y_edges[ly] < stop:
-            a, b = max(start, self.y_edges[ly]), min(stop, self.y_edges[ly + 1])
+        first = start  # rows [first, stop) come from the buffered cells
+        if self._head is not None:  # the finished rows of the block a resumed run started in
+            head0 = self.start_row - self._head.shape[1]
+            a, b = max(start, head0), min(stop, self.start_row)
+            if a < b:
+                out[:, a - start : b - start] = self._head[:, a - head0 : b - head0]
+            if stop >= self.start_row:  # all of it is written now
+                self._head = None
+            first = max(start, self.start_row)
+        ly = bisect.bisect_right(self.y_edges, first) - 1
+        while first < stop and ly < len(self.y_edges) - 1 and self.y_edges[ly] < stop:
+            a, b = max(first, self.y_edges[ly]), min(stop, self.y_edges[ly + 1])
             out[:, a - start : b - start] = self._rows[ly][:, a - self.y_edges[ly] : b - self.y_edges[ly]]
             ly += 1
         return out
