@@ -446,8 +446,9 @@ def child_predict(params: Json) -> Json:
 def child_first_tile(params: Json) -> Json:
     """Run ``predict`` until the first tile's probabilities are in; report the wall-clock time then."""
     from fastunet_core.errors import CancelledError
+    from fastunet_core.runtime.progress import NullProgress
 
-    class FirstTile:
+    class FirstTile(NullProgress):
         at: float | None = None
 
         def start(self, total: float, label: str) -> None: ...

@@ -37,9 +37,10 @@ from fastunet_core.errors import CancelledError
 from fastunet_core.inference.predict import PredictOptions, Predictor
 from fastunet_core.io.resume import state_path
 from fastunet_core.models.model_init import InitRequest, init_checkpoint
+from fastunet_core.runtime.progress import NullProgress
 
 
-class Counter:
+class Counter(NullProgress):
     """Progress that counts tiles and cancels after ``limit`` of them."""
 
     def __init__(self, limit: int | None = None) -> None:

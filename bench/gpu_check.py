@@ -47,6 +47,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from fastunet_core.runtime.progress import NullProgress  # noqa: E402  (light: no torch)
+
 EPOCH_TILES = 7470  # LandCover.ai v1's training split
 SHEET_W, SHEET_H = 9000, 9500
 TILE = 512
@@ -138,7 +140,7 @@ class UtilSampler:
                 "gpu_util_source": self.source}
 
 
-class WindowProgress:
+class WindowProgress(NullProgress):
     """A Progress that times optimiser steps (or tiles) in a window after a warm-up, then cancels."""
 
     def __init__(self, warmup_s: float, measure_s: float, hard_stop: float, unit: str = "steps") -> None:
@@ -186,8 +188,7 @@ class WindowProgress:
         return self.w1 is not None or now >= self.hard_stop
 
     def message(self, text: str) -> None:
-        if not text.startswith("status: "):
-            self.messages.append(text)
+        self.messages.append(text)
 
     def rate(self) -> tuple[float | None, float]:
         """Return (units per second in the window, window seconds)."""

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from fastunet_core.runtime.progress import STATUS_PREFIX  # light: no torch
-
 
 class ProgressSink(Protocol):
     """Where progress goes: a percentage, a cancel flag and a log."""
@@ -50,9 +48,15 @@ class StageProgress:
         return self.sink.is_cancelled()
 
     def message(self, text: str) -> None:
-        """Log a line; transient status lines are dropped."""
-        if not text.startswith(STATUS_PREFIX):
-            self.sink.log(text)
+        """Log a line."""
+        self.sink.log(text)
+
+    def status(self, text: str) -> None:
+        """Drop it: the percentage shows the progress (the log would fill with one line per file or epoch)."""
+
+    def device(self, text: str) -> None:
+        """Log where the work runs."""
+        self.sink.log(f"device: {text}")
 
 
 class EpochProgress(StageProgress):

@@ -13,9 +13,10 @@ import rasterio
 from fastunet_core.errors import CancelledError
 from fastunet_core.inference.predict import PredictOptions, Predictor, predict_raster
 from fastunet_core.io.raster_input import TileReader
+from fastunet_core.runtime.progress import NullProgress
 
 
-class CancelAfter:
+class CancelAfter(NullProgress):
     def __init__(self, tiles: int) -> None:
         self.tiles, self.done = tiles, 0
 

@@ -18,6 +18,7 @@ from fastunet_core.errors import CancelledError
 from fastunet_core.inference.predict import PredictOptions, predict_raster
 from fastunet_core.io.raster_input import TileReader
 from fastunet_core.io.resume import partial_path, state_path
+from fastunet_core.runtime.progress import NullProgress
 from fastunet_core.tiling.grid import TileGrid
 
 # cogeo.tif is 1024 x 1024: with 128 px tiles and 16 px overlap that is 9 x 9 tiles, and the outputs'
@@ -25,7 +26,7 @@ from fastunet_core.tiling.grid import TileGrid
 TILES_PER_ROW = 9
 
 
-class CountingCancel:
+class CountingCancel(NullProgress):
     """Progress that counts the tiles run and cancels after ``limit`` of them."""
 
     def __init__(self, limit: int | None = None) -> None:

@@ -8,6 +8,7 @@ import pytest
 import shapely
 
 from fastunet_core import errors
+from fastunet_core.runtime.progress import NullProgress
 
 pytestmark = pytest.mark.qgis
 
@@ -113,7 +114,7 @@ def test_cancelled_predict_stops_its_reader_thread(rio_data: Path, qgis_model: P
 
     from fastunet_core.inference.predict import PredictOptions, predict_raster
 
-    class CancelAfterFirstBatch:
+    class CancelAfterFirstBatch(NullProgress):
         def start(self, total: float, label: str) -> None: ...
 
         def advance(self, n: float = 1) -> None:

@@ -18,6 +18,7 @@ import torch
 from rasterio.errors import NotGeoreferencedWarning
 
 from fastunet_core.errors import ConfigError
+from fastunet_core.runtime.progress import NullProgress
 from fastunet_core.train.datasets import DatasetSpec, _common, open_dataset
 from fastunet_core.train.datasets.cache import CachedTiles
 
@@ -242,7 +243,7 @@ def test_cache_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: 
         DatasetSpec("loveda", spec.root, cache=3)  # type: ignore[arg-type]
 
 
-class _CancelAfterFirst:
+class _CancelAfterFirst(NullProgress):
     """A progress that asks to stop as soon as the first file is decoded (the QGIS task's cancel)."""
 
     def start(self, total: float, label: str) -> None:

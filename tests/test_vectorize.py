@@ -35,6 +35,7 @@ from fastunet_core.errors import (
 )
 from fastunet_core.io import vector_output
 from fastunet_core.polygons.vectorize import VectorizeOptions, vectorize_raster
+from fastunet_core.runtime.progress import NullProgress
 
 CLASSES = [{"id": 0, "name": "background", "color": [0, 0, 0]}, {"id": 1, "name": "building", "color": [227, 26, 28]},
            {"id": 2, "name": "water", "color": [31, 120, 180]}, {"id": 3, "name": "woodland", "color": [51, 160, 44]}]
@@ -326,7 +327,7 @@ def test_no_overwrite_without_the_flag(spacenet: tuple[Path, gpd.GeoDataFrame], 
 
 
 def test_cancel_leaves_nothing(seams_raster: Path, tmp_path: Path) -> None:
-    class CancelSoon:
+    class CancelSoon(NullProgress):
         def __init__(self) -> None:
             self.done = 0
 

@@ -7,8 +7,6 @@ import sys
 import click
 from tqdm import tqdm
 
-from fastunet_core.runtime.progress import STATUS_PREFIX
-
 
 def parse_int_list(value: str | None, what: str) -> tuple[int, ...] | None:
     """Parse '1,2,3' into (1, 2, 3)."""
@@ -86,13 +84,18 @@ class BarProgress:
         return False
 
     def message(self, text: str) -> None:
-        """Show the current file beside the bar; print other lines above it."""
-        if not self.enabled:
-            return
-        if text.startswith(STATUS_PREFIX) and self._bar is not None:
-            self._bar.set_postfix_str(text[len(STATUS_PREFIX) :], refresh=True)
-        else:
+        """Print a line above the bar."""
+        if self.enabled:
             tqdm.write(text, file=sys.stderr)
+
+    def status(self, text: str) -> None:
+        """Show the current file or the epoch's loss beside the bar."""
+        if self.enabled and self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=True)
+
+    def device(self, text: str) -> None:
+        """Print where the work runs."""
+        self.message(f"device: {text}")
 
     def __enter__(self) -> BarProgress:
         return self

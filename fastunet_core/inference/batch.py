@@ -27,7 +27,7 @@ from fastunet_core.io.targets import Role, check_distinct
 from fastunet_core.io.vector_output import output_roles
 from fastunet_core.polygons.vectorize import VectorizeOptions
 from fastunet_core.runtime import distributed
-from fastunet_core.runtime.progress import STATUS_PREFIX, NullProgress, Progress
+from fastunet_core.runtime.progress import NullProgress, Progress
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg")
 STATUS_OK, STATUS_FAILED, STATUS_SKIPPED, STATUS_EMPTY = "ok", "failed", "skipped", "empty"
@@ -228,7 +228,7 @@ def predict_many(inputs: Sequence[RasterSource], predictor: Predictor, out_dir: 
         if skip_existing and done_before and (probs is None or probs.exists()) and (vector is None or vector.exists()):
             item.status, item.message = STATUS_SKIPPED, "output exists"
         else:
-            prog.message(f"{STATUS_PREFIX}{raster.name}")
+            prog.status(raster.name)
             t0 = time.perf_counter()
             try:
                 done = segment_raster(raster, predictor, out, probs_output=probs, vector_output=vector,
@@ -278,7 +278,7 @@ def run_batch(inputs: Sequence[RasterSource], model: Path, out_dir: Path, option
     try:
         mine = shard(inputs, ctx.world_size, ctx.rank)
         if ctx.is_main:
-            prog.message(f"device: {predictor.device.describe()}")
+            prog.device(predictor.device.describe())
         result = predict_many(mine, predictor, out_dir, with_probs, skip_existing, prog if ctx.is_main else None,
                               ctx.rank, vectorize)
         everything = [item for part in distributed.all_gather(result.items, ctx) for item in part]
@@ -312,8 +312,13 @@ class _Scaled:
         return self.parent.is_cancelled()
 
     def message(self, text: str) -> None:
-        if not text.startswith("device: "):
-            self.parent.message(text)
+        self.parent.message(text)
+
+    def status(self, text: str) -> None:
+        self.parent.status(text)
+
+    def device(self, text: str) -> None:
+        """Drop it: the batch says its device once, not once per raster."""
 
 
 def write_summary(result: BatchResult, path: Path, overwrite: bool = True) -> Path:

@@ -283,7 +283,7 @@ class Predictor:
             warnings.simplefilter("always", FastUNetWarning)
             info = inspect_raster(source_ds)
             bands = choose_bands(info, meta.input, opts.bands)
-            prog.message(f"device: {self.device.describe()}; engine: {self.engine_name}")
+            prog.device(f"{self.device.describe()}; engine: {self.engine_name}")
             if info.dtype != meta.input.dtype:
                 warnings.warn(
                     f"{info.path.name} is {info.dtype} but the model was trained on {meta.input.dtype} input "

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Protocol
 
-STATUS_PREFIX = "status: "  # a message starting with this is shown beside the progress bar (file, loss...)
-
 
 class Progress(Protocol):
     """What a long-running core function reports to, and asks whether it should stop."""
@@ -21,7 +19,13 @@ class Progress(Protocol):
         return False
 
     def message(self, text: str) -> None:
-        """Show one line of information (device used, warnings...)."""
+        """Show one line of information for the log (what was left out, warnings ...)."""
+
+    def status(self, text: str) -> None:
+        """Show what is being worked on right now (the current file, the epoch's loss): transient, beside a bar."""
+
+    def device(self, text: str) -> None:
+        """Say once where the work runs and why (e.g. ``cpu (no CUDA: ...); engine: onnxruntime``)."""
 
 
 class NullProgress:
@@ -38,4 +42,10 @@ class NullProgress:
         return False
 
     def message(self, text: str) -> None:
+        """Ignore."""
+
+    def status(self, text: str) -> None:
+        """Ignore."""
+
+    def device(self, text: str) -> None:
         """Ignore."""

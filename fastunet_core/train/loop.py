@@ -41,7 +41,7 @@ from fastunet_core.models.registry import (
 )
 from fastunet_core.runtime import distributed
 from fastunet_core.runtime.device import DeviceChoice, native_cuda_autocast_dtype, resolve_device
-from fastunet_core.runtime.progress import STATUS_PREFIX, NullProgress, Progress
+from fastunet_core.runtime.progress import NullProgress, Progress
 from fastunet_core.train.augment import SampleTransform
 from fastunet_core.train.config import TrainConfig, default_overlap
 from fastunet_core.train.datasets import IGNORE_INDEX, DatasetSpec, SegmentationDataset, open_dataset
@@ -229,11 +229,11 @@ class _Trainer:
         o = self.cfg.optim
         if self.ctx.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            self.prog.message(f"device: {describe_training(self.device, self.amp_dtype, self.channels_last)}; "
-                              f"{len(self.train_ds)} training and "
-                              f"{len(self.val_ds)} validation tiles, {self.workers} loader worker(s); logical batch "
-                              f"{o.batch_size} = {self.micro} x {self.accum} step(s) x {self.ctx.world_size} "
-                              "process(es)")
+            self.prog.device(f"{describe_training(self.device, self.amp_dtype, self.channels_last)}; "
+                             f"{len(self.train_ds)} training and "
+                             f"{len(self.val_ds)} validation tiles, {self.workers} loader worker(s); logical batch "
+                             f"{o.batch_size} = {self.micro} x {self.accum} step(s) x {self.ctx.world_size} "
+                             "process(es)")
         stopped_early = self.loop.finished and self.loop.bad_epochs >= o.early_stop_patience
         while not self.loop.finished and self.loop.epoch < o.epochs:
             epoch = self.loop.epoch + 1
@@ -321,8 +321,7 @@ class _Trainer:
             now = time.perf_counter()
             if now - shown >= STATUS_INTERVAL_S or step == n_steps - 1:
                 shown, rate = now, n_images * self.ctx.world_size / max(now - t0, 1e-9)
-                self.prog.message(f"{STATUS_PREFIX}epoch {epoch} loss {float(loss_sum) / n_images:.4f}, "
-                                  f"{rate:.1f} img/s")
+                self.prog.status(f"epoch {epoch} loss {float(loss_sum) / n_images:.4f}, {rate:.1f} img/s")
         totals = self._all_reduce(torch.stack([loss_sum.cpu(), torch.tensor(float(n_images), dtype=torch.float64)]))
         return float(totals[0]) / max(float(totals[1]), 1.0), n_images
 
