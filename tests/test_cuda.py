@@ -169,3 +169,63 @@ def test_training_oom_on_a_real_gpu_names_the_setting(tmp_path: Path, gpu_nearly
     })
     with pytest.raises(GPUMemoryError, match=r"optim\.micro_batch=4 .*lower optim\.micro_batch"):
         train(cfg, None, fresh=True)
+
+
+def test_fp16_run_resumes_on_cuda_from_a_cpu_run(landcover: Path, tmp_path: Path) -> None:
+    from fastunet_core.train.config import config_from_dict
+    from fastunet_core.train.loop import train
+
+    def cfg(device: str, epochs: int) -> object:
+        return config_from_dict({
+            "data": {"kind": "landcoverai", "root": str(landcover), "tile_size": 64},
+            "output": str(tmp_path / "run"), "device": device, "model": {"architecture": "unet_tiny"},
+            "optim": {"epochs": epochs, "batch_size": 8, "micro_batch": 8, "num_workers": 0, "amp": "fp16"},
+        })
+
+    train(cfg("cpu", 1))  # CPU: no autocast, the GradScaler is disabled and saves an empty state
+    res = train(cfg("cuda", 2))  # fp16 on the GPU: an enabled GradScaler resumes from it
+    assert [h.epoch for h in res.history] == [1, 2] and res.device.is_cuda
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def start(self, total: float, label: str) -> None:
+        pass
+
+    def advance(self, n: float = 1) -> None:
+        pass
+
+    def is_cancelled(self) -> bool:
+        return False
+
+    def message(self, text: str) -> None:
+        self.lines.append(text)
+
+
+@pytest.mark.parametrize(("amp", "says", "never"), [("none", "fp32 (no autocast)", "bf16"),
+                                                   ("fp16", "fp16 autocast with GradScaler", "bf16"),
+                                                   ("bf16", "bf16 autocast", "fp16")])
+def test_training_log_on_cuda_says_what_runs(landcover: Path, tmp_path: Path, amp: str, says: str,
+                                             never: str) -> None:
+    from fastunet_core.train.loop import train
+
+    log = _Log()
+    train(_cfg(landcover, tmp_path / amp, amp=amp, max_batches_per_epoch=1), log, fresh=True)
+    device_line = next(ln for ln in log.lines if ln.startswith("device: "))
+    assert says in device_line and never not in device_line.split(";")[1], device_line
+    assert "channels_last" in device_line
+
+
+def test_evaluate_on_cuda_matches_cpu(landcover: Path, tmp_path: Path) -> None:
+    from fastunet_core.train.evaluate import evaluate_checkpoint
+    from fastunet_core.train.loop import train
+
+    res = train(_cfg(landcover, tmp_path / "run", amp="bf16", epochs=2, lr=1e-2), None, fresh=True)
+    data = ["data.kind=landcoverai", f"data.root={landcover}", "data.tile_size=64"]
+    gpu = evaluate_checkpoint(res.best_checkpoint, None, data, "val", batch_size=4, device="cuda", num_workers=2)
+    cpu = evaluate_checkpoint(res.best_checkpoint, None, data, "val", batch_size=4, device="cpu", num_workers=0)
+    assert gpu.device.startswith("cuda") and gpu.images == cpu.images == 10
+    assert gpu.loss == pytest.approx(cpu.loss, rel=0.02)  # bf16 autocast on the GPU, fp32 on the CPU
+    assert gpu.report.miou == pytest.approx(cpu.report.miou, abs=0.02)
