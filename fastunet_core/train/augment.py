@@ -37,6 +37,7 @@ import torch
 from fastunet_core.errors import ConfigError
 from fastunet_core.models.metadata import InputSpec
 from fastunet_core.train.datasets import IGNORE_INDEX
+from fastunet_core.train.device_augment import draw_params, is_rgb8
 
 JITTER_P = 0.5
 BRIGHTNESS = 0.2
@@ -79,8 +80,9 @@ class SampleTransform:
     """
 
     def __init__(self, spec: InputSpec, train: bool, *, divisor: int = 1, min_size: int = 0,
-                 photometric: bool = True) -> None:
+                 photometric: bool = True, device_side: bool = False) -> None:
         self.spec = spec
+        self.device_side = device_side  # hand over raw pixels + parameters (see fastunet_core.train.device_augment)
         self.train = train
         self.divisor = divisor
         self.min_size = min_size
@@ -103,6 +105,30 @@ class SampleTransform:
             image, mask = pad_to_multiple(image, mask, self.divisor, self.min_size)
         x = self.spec.normalise(np.moveaxis(image, -1, 0))
         return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.asarray(mask, dtype=np.int64))
+
+    def raw(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Select bands, pad and draw the parameters; leave the pixels raw for :class:`DeviceBatchTransform`.
+
+        Returns (bands, H, W) pixels in the source dtype (uint8; other integers as int32; floats as float32),
+        the (H, W) uint8 mask and the sample's augmentation parameters (identity when not training).
+        """
+        image = self._select_bands(image)
+        if mask.min() < 0 or mask.max() > IGNORE_INDEX:
+            raise ConfigError(f"mask values must be channel indices or {IGNORE_INDEX}, got {mask.min()}..{mask.max()}")
+        if self.divisor > 1 or self.min_size:
+            image, mask = pad_to_multiple(image, mask, self.divisor, self.min_size)
+        seed, self._next_seed = self._next_seed, None
+        if seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, ()).item())
+        params = draw_params(np.random.default_rng(seed), train=self.train, photometric=self.photometric,
+                             square=mask.shape[0] == mask.shape[1], rgb=is_rgb8(self.spec))
+        raw = np.moveaxis(image, -1, 0)
+        if raw.dtype != np.uint8 and np.issubdtype(raw.dtype, np.integer):
+            raw = raw.astype(np.int32)  # uint16 and friends: a type torch handles everywhere
+        elif not np.issubdtype(raw.dtype, np.integer):
+            raw = raw.astype(np.float32)
+        return (torch.from_numpy(np.ascontiguousarray(raw)), torch.from_numpy(mask.astype(np.uint8)),
+                torch.from_numpy(params))
 
     def _select_bands(self, image: np.ndarray) -> np.ndarray:
         n = image.shape[-1]

@@ -80,6 +80,9 @@ class AugmentConfig:
     """Training-time augmentation."""
 
     enabled: bool = True
+    # flips, rotations, colour jitter and normalisation on the GPU, batched after the copy (None: on with CUDA);
+    # false: albumentations in the loader workers, as on a CPU
+    on_device: bool | None = None
 
 
 @dataclass

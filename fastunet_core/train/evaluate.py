@@ -67,7 +67,8 @@ class _Transformed(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = self.base[index]
-        return self.transform(image, mask)
+        x, y = self.transform(image, mask)  # the CPU path: (input, mask)
+        return x, y
 
 
 def loss_settings(meta: ModelMeta, configured: LossConfig) -> tuple[LossConfig, str]:

@@ -45,6 +45,7 @@ from fastunet_core.runtime.progress import NullProgress, Progress
 from fastunet_core.train.augment import SampleTransform
 from fastunet_core.train.config import TrainConfig, default_overlap
 from fastunet_core.train.datasets import IGNORE_INDEX, DatasetSpec, SegmentationDataset, open_dataset
+from fastunet_core.train.device_augment import DeviceBatchTransform
 from fastunet_core.train.loss import JDTLoss
 from fastunet_core.train.metrics import MetricsReport, SegmentationMetrics, format_table
 from fastunet_core.train.plots import plot_history
@@ -81,11 +82,13 @@ class SeededSamples(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, ...]:
         # (epoch, index) from an EpochSampler: persistent workers keep their own copy of this object
         epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         image, mask = self.base[index]
         self.transform.set_random_seed((self.seed * 1_000_003 + epoch * 10_007 + index) % (2**31))
+        if self.transform.device_side:  # raw pixels, mask and parameters: augmented on the device
+            return self.transform.raw(image, mask)
         return self.transform(image, mask)
 
 
@@ -180,9 +183,14 @@ class _Trainer:
         self.loss_fn = JDTLoss(alpha=lc.alpha, beta=lc.beta, gamma=lc.gamma, smooth=lc.smooth, log_loss=lc.log_loss,
                                reduction=lc.reduction, class_weights=lc.class_weights, ignore_index=IGNORE_INDEX)
         divisor = size_divisor(cfg.model.architecture, self.arch_args)
-        self.train_ds = SeededSamples(
-            self.train_base, SampleTransform(self.input, train=cfg.augment.enabled, divisor=divisor), o.seed)
-        self.val_ds = SeededSamples(self.val_base, SampleTransform(self.input, train=False, divisor=divisor), o.seed)
+        on_device = cfg.augment.on_device
+        self.device_aug = DeviceBatchTransform(self.input) if (device.is_cuda if on_device is None else on_device) \
+            else None
+        side = self.device_aug is not None
+        self.train_ds = SeededSamples(self.train_base, SampleTransform(self.input, train=cfg.augment.enabled,
+                                                                       divisor=divisor, device_side=side), o.seed)
+        self.val_ds = SeededSamples(self.val_base, SampleTransform(self.input, train=False, divisor=divisor,
+                                                                   device_side=side), o.seed)
         self.sampler = EpochSampler(DistributedSampler(self.train_ds, num_replicas=ctx.world_size, rank=ctx.rank,
                                                        shuffle=True, seed=o.seed, drop_last=False))
         self.val_sampler = EpochSampler(range(ctx.rank, len(self.val_ds), ctx.world_size))  # no padding, no duplicates
@@ -221,6 +229,7 @@ class _Trainer:
     @staticmethod
     def _comparable(d: dict[str, Any]) -> dict[str, Any]:
         d = {k: v for k, v in d.items() if k not in ("device", "output", "tile_overlap_px")}  # no effect on training
+        d["augment"] = {k: v for k, v in d.get("augment", {}).items() if k != "on_device"}  # auto follows the device
         d["data"] = {k: v for k, v in d["data"].items() if k != "cache"}  # the cache returns the same samples
         d["optim"] = {k: v for k, v in d["optim"].items() if k not in ("epochs", "num_workers")}
         return d
@@ -278,9 +287,12 @@ class _Trainer:
             return contextlib.nullcontext()
         return torch.autocast("cuda", dtype=self.amp_dtype)
 
-    def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Copy a batch to the device (from pinned memory, asynchronously), channels_last on CUDA."""
-        x, y = x.to(self.device.device, non_blocking=True), y.to(self.device.device, non_blocking=True)
+    def _to_device(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Copy a batch to the device (pinned memory, asynchronous); augment, normalise, channels_last there."""
+        dev = self.device.device
+        x, y = batch[0].to(dev, non_blocking=True), batch[1].to(dev, non_blocking=True)
+        if self.device_aug is not None:
+            x, y = self.device_aug(x, y, batch[2].to(dev, non_blocking=True))
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y
@@ -304,8 +316,8 @@ class _Trainer:
                 raise CancelledError(f"cancelled during epoch {epoch}")
             group = [next(batches) for _ in range(min(self.accum, n_batches - step * self.accum))]
             self.optimizer.zero_grad(set_to_none=True)
-            for i, (x, y) in enumerate(group):
-                x, y = self._to_device(x, y)
+            for i, batch in enumerate(group):
+                x, y = self._to_device(batch)
                 last = i == len(group) - 1 or not self.ctx.enabled
                 sync = contextlib.nullcontext() if last else cast(DistributedDataParallel, self.net).no_sync()
                 with sync:
@@ -331,8 +343,8 @@ class _Trainer:
         loader = self._loader("val", epoch)
         metrics = SegmentationMetrics(len(self.classes), ignore_index=IGNORE_INDEX, device=self.device.device)
         loss_sum, n = torch.zeros((), dtype=torch.float64, device=self.device.device), 0
-        for x, y in unwrap_worker_errors(iter(loader)):
-            x, y = self._to_device(x, y)
+        for batch in unwrap_worker_errors(iter(loader)):
+            x, y = self._to_device(batch)
             with self._autocast():
                 logits = self.model(x)
             loss_sum += self.loss_fn(logits, y).double() * x.shape[0]  # summed on the device: no sync per batch
