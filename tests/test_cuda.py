@@ -229,3 +229,21 @@ def test_evaluate_on_cuda_matches_cpu(landcover: Path, tmp_path: Path) -> None:
     assert gpu.device.startswith("cuda") and gpu.images == cpu.images == 10
     assert gpu.loss == pytest.approx(cpu.loss, rel=0.02)  # bf16 autocast on the GPU, fp32 on the CPU
     assert gpu.report.miou == pytest.approx(cpu.report.miou, abs=0.02)
+
+
+def test_device_augmentation_on_cuda_matches_the_cpu() -> None:
+    from fastunet_core.models.metadata import InputSpec
+    from fastunet_core.train.device_augment import DeviceBatchTransform, draw_params
+
+    spec = InputSpec(bands=(1, 2, 3), dtype="uint8", value_range=(0.0, 255.0), mean=(0.4, 0.5, 0.6),
+                     std=(0.2, 0.25, 0.3))
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.integers(0, 256, (16, 3, 64, 64), dtype=np.uint8))
+    y = torch.from_numpy(rng.integers(0, 6, (16, 64, 64), dtype=np.uint8))
+    p = torch.from_numpy(np.stack([draw_params(np.random.default_rng(s), train=True, photometric=True, square=True,
+                                               rgb=True) for s in range(16)]))
+    tf = DeviceBatchTransform(spec)
+    cx, cy = tf(x, y, p)
+    gx, gy = tf(x.cuda(), y.cuda(), p.cuda())
+    assert gx.is_cuda and torch.allclose(gx.cpu(), cx, atol=1e-4)
+    assert torch.equal(gy.cpu(), cy)
