@@ -190,6 +190,9 @@ class WindowProgress(NullProgress):
     def message(self, text: str) -> None:
         self.messages.append(text)
 
+    def device(self, text: str) -> None:
+        self.messages.append(f"device: {text}")
+
     def rate(self) -> tuple[float | None, float]:
         """Return (units per second in the window, window seconds)."""
         if self.w0 is None:

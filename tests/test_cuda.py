@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from fastunet_core.runtime.progress import NullProgress
+
 pytestmark = pytest.mark.cuda
 
 CLASSES = "background,building,woodland,water,road"
@@ -187,21 +189,12 @@ def test_fp16_run_resumes_on_cuda_from_a_cpu_run(landcover: Path, tmp_path: Path
     assert [h.epoch for h in res.history] == [1, 2] and res.device.is_cuda
 
 
-class _Log:
+class _Log(NullProgress):
     def __init__(self) -> None:
         self.lines: list[str] = []
 
-    def start(self, total: float, label: str) -> None:
-        pass
-
-    def advance(self, n: float = 1) -> None:
-        pass
-
-    def is_cancelled(self) -> bool:
-        return False
-
-    def message(self, text: str) -> None:
-        self.lines.append(text)
+    def device(self, text: str) -> None:
+        self.lines.append(f"device: {text}")
 
 
 @pytest.mark.parametrize(("amp", "says", "never"), [("none", "fp32 (no autocast)", "bf16"),

@@ -20,6 +20,7 @@ from fastunet_core.inference.engine import TorchEngine
 from fastunet_core.inference.predict import PredictOptions, Predictor
 from fastunet_core.runtime import device as device_mod
 from fastunet_core.runtime.device import DeviceChoice
+from fastunet_core.runtime.progress import NullProgress
 
 CLASSES = "background,building,water"
 
@@ -232,7 +233,7 @@ def test_stored_overlap_follows_the_tile_size(shared_data: Path, tmp_path: Path,
         _tiny_cfg(shared_data, tmp_path / "x", tile_overlap_px=32)
 
 
-class _CtrlCInEpoch:
+class _CtrlCInEpoch(NullProgress):
     """A progress whose user presses Ctrl-C when epoch ``epoch`` starts its steps."""
 
     def __init__(self, epoch: int) -> None:
@@ -242,16 +243,10 @@ class _CtrlCInEpoch:
         if label == "steps":
             self.seen += 1
 
-    def advance(self, n: float = 1) -> None:
-        pass
-
     def is_cancelled(self) -> bool:
         if self.seen == self.epoch:
             raise KeyboardInterrupt
         return False
-
-    def message(self, text: str) -> None:
-        pass
 
 
 def test_ctrl_c_in_training_says_what_was_kept(shared_data: Path, tmp_path: Path) -> None:
