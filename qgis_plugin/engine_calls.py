@@ -18,6 +18,9 @@ Payload = dict[str, Any]
 
 def segment(payload: Payload, sink: ProgressSink) -> Payload:
     """Run a :class:`~.jobs.SegmentJob` given as a dict; return the outcome as a dict."""
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # if torch runs (bf16): threads sleep, not spin
     from .jobs import SegmentJob, run_segment_job
 
     return run_segment_job(SegmentJob.from_dict(payload), sink).to_dict()

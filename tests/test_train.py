@@ -99,7 +99,11 @@ def test_loss_falls_on_every_layout(tmp_path: Path, shared_data: Path, layout: s
 def test_resolution_can_be_given_in_the_config(tmp_path: Path, shared_data: Path) -> None:
     data = {**_layouts(tmp_path, shared_data)["folder"], "resolution_m": 0.1}
     result = train(config_from_dict(_config(tmp_path, data, epochs=1)))
-    assert load_checkpoint(result.best_checkpoint).meta.resolution_m == 0.1
+    meta = load_checkpoint(result.best_checkpoint).meta
+    assert meta.resolution_m == 0.1
+    # the bf16 agreement is measured on the validation tiles and recorded for --precision auto
+    record = meta.metrics["bf16_agreement"]
+    assert record["source"] == "validation tiles" and record["tiles"] > 0 and 0.5 < record["value"] <= 1.0
     with pytest.raises(ConfigError, match="resolution_m"):
         train(config_from_dict(_config(tmp_path / "bad", {**data, "resolution_m": -1}, epochs=1)))
 

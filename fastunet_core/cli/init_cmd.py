@@ -33,13 +33,17 @@ from fastunet_core.cli._common import parse_arch_args, parse_float_list, parse_i
 @click.option("--arch-args", "arch_args", multiple=True,
               help="Constructor arguments of the architecture: key=value items or a JSON object, e.g. "
               "encoder_name=resnet18 or '{\"widths\": [16, 32, 64]}' (repeatable).")
+@click.option("--agreement-tiles", "agreement_tiles", multiple=True, type=click.Path(path_type=Path),
+              help="Rasters to measure the model's bf16-vs-fp32 class agreement on (recorded in the checkpoint; "
+                   "--precision auto runs bf16 only when it is at least 99.9 %). Repeatable.")
 @click.option("--seed", default=0, show_default=True, help="Seed for the random initial weights.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Model file to write.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing file.")
 def init(architecture: str | None, source: Path | None, classes: str | None, bands: str | None, dtype: str | None,
          value_range: str | None, mean: str | None, std: str | None, tile_size: int | None, overlap: int | None,
          resolution_m: float | None, seg_thresh: float | None, head: int | None, weights: Path | None,
-         arch_args: tuple[str, ...], seed: int, output: Path, overwrite: bool) -> None:
+         arch_args: tuple[str, ...], agreement_tiles: tuple[Path, ...], seed: int, output: Path,
+         overwrite: bool) -> None:
     """Write a checkpoint for ARCHITECTURE (untrained, or wrapping existing weights), or convert a model.
 
     ARCHITECTURE is a name from 'fastunet-geo models' or smp.NAME (any segmentation_models_pytorch
@@ -66,6 +70,7 @@ def init(architecture: str | None, source: Path | None, classes: str | None, ban
                              std=parse_float_list(std, "--std"), tile_size_px=tile_size, overlap_px=overlap,
                              resolution_m=resolution_m, seg_thresh=seg_thresh, head=head)
         click.echo(f"wrote {convert_model(req, output, overwrite=overwrite)}", err=True)
+        _record_agreement(output, agreement_tiles)
         return
     if architecture is None or classes is None:
         raise click.UsageError("give ARCHITECTURE and --classes (or --from MODEL to convert a model)")
@@ -80,3 +85,18 @@ def init(architecture: str | None, source: Path | None, classes: str | None, ban
     )
     path = init_checkpoint(req_init, output, overwrite=overwrite)
     click.echo(f"wrote {path}", err=True)
+    _record_agreement(path, agreement_tiles)
+
+
+def _record_agreement(path: Path, rasters: tuple[Path, ...]) -> None:
+    """Measure and record the bf16 agreement of the checkpoint at ``path`` on ``rasters`` (if any)."""
+    if not rasters:
+        return
+    if path.suffix.lower() != ".safetensors":
+        raise click.UsageError("--agreement-tiles records into a fastunet-geo checkpoint (.safetensors)")
+    from fastunet_core.inference.precision import MIN_AGREEMENT, record_agreement_from_rasters
+
+    value = record_agreement_from_rasters(path, rasters)
+    verdict = "runs bf16" if value >= MIN_AGREEMENT else "stays fp32"
+    click.echo(f"bf16 class agreement with fp32: {value:.3%}; --precision auto {verdict} on CPUs with native bf16",
+               err=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -103,6 +104,9 @@ def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, outp
     from fastunet_core.polygons.vectorize import VectorizeOptions
     from fastunet_core.runtime import distributed
 
+    # before torch is loaded (if at all): its OpenMP threads then sleep between layers instead of spinning,
+    # which halved the CPU time of the bf16 path on a shared 2-core machine (README, "the CPU paths")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     quiet = ctx.obj.get("quiet", False)
     stop_on_sigterm()
     inputs = expand_inputs(rasters)

@@ -37,6 +37,7 @@ from fastunet_core.errors import (
 )
 from fastunet_core.inference.engine import make_engine
 from fastunet_core.inference.heads import OutputHead
+from fastunet_core.inference.precision import PrecisionChoice, choose_precision
 from fastunet_core.inference.resolution import (
     OUTPUT_GRIDS,
     ResolutionPlan,
@@ -185,7 +186,11 @@ class Predictor:
                 f"(one halving per level); use e.g. --tile {max(divisor, self.tile // divisor * divisor)}"
             )
         shape = (1, meta.input.n_bands, self.tile, self.tile)
-        self.engine, self.engine_name = make_engine(self.loaded, self.device, shape, opts.engine, opts.precision)
+        self.precision = choose_precision(opts.precision, meta, self.device)
+        if self.precision.precision == "bf16" and opts.precision == "auto" and opts.engine == "onnx":
+            self.precision = PrecisionChoice("fp32", "the onnx engine runs fp32 (bf16 runs with --engine torch)")
+        self.engine, self.engine_name = make_engine(self.loaded, self.device, shape, opts.engine,
+                                                    self.precision.precision)
         self._weights_digest: str | None = None
 
     def _init_onnx_file(self) -> None:
@@ -283,7 +288,8 @@ class Predictor:
             warnings.simplefilter("always", FastUNetWarning)
             info = inspect_raster(source_ds)
             bands = choose_bands(info, meta.input, opts.bands)
-            prog.device(f"{self.device.describe()}; engine: {self.engine_name}")
+            prog.device(f"{self.device.describe()}; engine: {self.engine_name}; precision "
+                        f"{self.precision.precision}: {self.precision.reason}")
             if info.dtype != meta.input.dtype:
                 warnings.warn(
                     f"{info.path.name} is {info.dtype} but the model was trained on {meta.input.dtype} input "

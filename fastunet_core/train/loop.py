@@ -270,8 +270,22 @@ class _Trainer:
                 self.prog.message(format_table(report, [c.name for c in self.classes]))
         if self.ctx.is_main and stopped_early:
             self.prog.message(f"stopped early: no improvement for {o.early_stop_patience} epochs")
+        if self.ctx.is_main and (self.out / BEST_CHECKPOINT).exists():
+            self._record_bf16_agreement(self.out / BEST_CHECKPOINT)
         return TrainResult(self.out, self.out / BEST_CHECKPOINT, self.out / LAST_CHECKPOINT, self.loop.history,
                            self.loop.best_epoch, stopped_early, self.device)
+
+    def _record_bf16_agreement(self, path: Path) -> None:
+        """Measure the best model's bf16-vs-fp32 class agreement on validation tiles; record it in its metadata."""
+        from fastunet_core.inference.precision import bf16_agreement, with_agreement
+
+        loaded = load_checkpoint(path)
+        loader = self._loader("val", self.loop.epoch)
+        batches = (x for x, _ in itertools.islice(loader, AGREEMENT_BATCHES))
+        value, tiles = bf16_agreement(loaded.torch_model(), batches)
+        save_checkpoint(path, loaded.torch_model(), with_agreement(loaded.meta, value, tiles, "validation tiles"),
+                        overwrite=True)
+        self.prog.message(f"bf16 class agreement with fp32 on {tiles} validation tiles: {value:.3%}")
 
     def _loader(self, which: str, epoch: int) -> DataLoader:
         """Return the train or val loader for ``epoch``; built once, its workers live for the whole run."""
@@ -395,6 +409,10 @@ def _interrupted(out: Path, trainer: _Trainer | None) -> str:
     return (f"interrupted during epoch {done + 1}; {epochs} saved in {out} ({LAST_CHECKPOINT}, {BEST_CHECKPOINT}, "
             f"{STATE_FILE}): run the same command again to resume from epoch {done + 1}, or add --fresh to start "
             "over")
+
+
+AGREEMENT_BATCHES = 8  # validation batches the bf16 agreement is measured on
+
 
 
 def split_batch(batch_size: int, micro_batch: int, world_size: int) -> tuple[int, int]:
