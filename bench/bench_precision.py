@@ -59,6 +59,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", type=Path, default=None)
     ap.add_argument("--tiles", type=int, default=6)
     args = ap.parse_args()
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as fastunet-geo predict sets it, before torch loads
     import onnxruntime as ort
     import torch
     from onnxruntime.quantization import (

@@ -191,7 +191,7 @@ def speed_section(ckpt: Path, raster: Path, device: str, repeat: int) -> Json:
     run = run_child("speed", {"raster": str(raster), "ckpt": str(ckpt), "device": device, "repeat": repeat,
                               "out": str(raster.with_name(f"speed_{raster.stem}.tif"))})
     r = run.result
-    print(f"  engine: {r['engine']}, batch {r['batch']}")
+    print(f"  engine: {r['engine']}, batch {r['batch']}; precision {r['precision']}")
     for key, label in (("bare", "bare forward"), ("e2e", "predict end to end")):
         m = r[key]
         print(f"  {label:20s} {r['tiles']:4d} tiles {r['mpx']:6.2f} Mpx  CPU {m['cpu_seconds']:6.2f} s "
@@ -207,19 +207,21 @@ def speed_section(ckpt: Path, raster: Path, device: str, repeat: int) -> Json:
 
 def first_tile_section(ckpt: Path, raster: Path, device: str, repeat: int) -> Json:
     """(c): wall seconds from starting a fresh interpreter to the first tile's probabilities (best of N)."""
-    times, reports = [], []
+    times, cpus, reports = [], [], []
     for _ in range(repeat):
         t0 = time.time()
         run = run_child("first_tile", {"raster": str(raster), "ckpt": str(ckpt), "device": device,
                                        "out": str(raster.with_name(f"first_{raster.stem}.tif"))})
         times.append(run.result["first_tile_at"] - t0)
+        cpus.append(run.result["first_tile_cpu"])
         reports.append(run.result)
     best = min(times)
     r = reports[times.index(best)]
     print(f"(c) start to first tile (fresh python, imports + model + engine + first tile): best {best:.2f} s of "
-          f"{', '.join(f'{t:.2f}' for t in times)} (goal <= {FIRST_TILE_GOAL} s); torch imported: {r['torch']}")
+          f"{', '.join(f'{t:.2f}' for t in times)} (goal <= {FIRST_TILE_GOAL} s); CPU seconds of the process by "
+          f"then: best {min(cpus):.2f} (all threads; moves less with the load); torch imported: {r['torch']}")
     print()
-    return {"seconds": best, "all": times, "torch": r["torch"]}
+    return {"seconds": best, "all": times, "cpu": min(cpus), "torch": r["torch"]}
 
 
 def print_table(info: Json, mem: Json, speed: Json, first: Json) -> None:
@@ -247,7 +249,8 @@ def print_table(info: Json, mem: Json, speed: Json, first: Json) -> None:
     t = mem["tiny"]["runs"]
     print(f"| peak RSS {t[1]['size']}^2 / {t[0]['size']}^2 ({MEMORY_MODEL}: {fmt_mib(t[1]['peak'])} / "
           f"{fmt_mib(t[0]['peak'])} MiB) | {mem['ratio']:.2f}x | <= {MEMORY_GOAL}x |")
-    print(f"| start to first tile | {first['seconds']:.2f} s | <= {FIRST_TILE_GOAL} s |")
+    print(f"| start to first tile, wall (CPU seconds of the process by then) | {first['seconds']:.2f} s "
+          f"({first['cpu']:.2f} CPU-s) | <= {FIRST_TILE_GOAL} s |")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -258,6 +261,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="folder for generated rasters and checkpoints (kept, reused); default: a temp dir")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="device to run the models on")
+    p.add_argument("--agreement", action="store_true",
+                   help=f"record {SPEED_MODEL}'s bf16 agreement on the orthophoto first (as init --agreement-tiles "
+                        "does), so that --precision auto may pick bf16")
     p.add_argument("--full", action="store_true", help=f"also run {SPEED_MODEL} at the large size (slow)")
     p.add_argument("--repeat", type=int, default=3,
                    help="time (b) this many times, interleaved, and keep the best of each [3]")
@@ -277,14 +283,19 @@ def run_benchmark(args: argparse.Namespace) -> None:
     work.mkdir(parents=True, exist_ok=True)
     args.workdir_path = work
     try:
-        models = run_child("models", {"dir": str(work), "device": args.device}).result
-        print_header(models, args, sizes)
         rasters = tuple(work / f"ortho_{s}.tif" for s in sizes)
-        for size, path in zip(sizes, rasters, strict=True):
-            gen = run_child("generate", {"path": str(path), "size": size}).result
+        gens = [run_child("generate", {"path": str(path), "size": size}).result
+                for size, path in zip(sizes, rasters, strict=True)]
+        models = run_child("models", {"dir": str(work), "device": args.device, "agreement": args.agreement,
+                                      "raster": str(rasters[0])}).result
+        print_header(models, args, sizes)
+        for size, path, gen in zip(sizes, rasters, gens, strict=True):
             what = "reused" if gen["reused"] else f"generated in {gen['seconds']:.1f} s"
             print(f"input {path.name}: {size}x{size}x3 uint8, deflate, 512 tiles, "
                   f"{gen['bytes'] / 2**20:,.1f} MiB on disk ({what})")
+        if models["agreement"] is not None:
+            print(f"{SPEED_MODEL}: bf16 class agreement with fp32 on the orthophoto {models['agreement']:.4%} "
+                  "(recorded)")
         print()
         first = first_tile_section(Path(models["speed_ckpt"]), rasters[0], args.device, args.repeat)
         speed = speed_section(Path(models["speed_ckpt"]), rasters[0], args.device, args.repeat)
@@ -323,7 +334,7 @@ def child_models(params: Json) -> Json:
     from fastunet_core.runtime.device import resolve_device
 
     work = Path(params["dir"])
-    paths = {}
+    paths, agreement = {}, None
     for arch in (MEMORY_MODEL, SPEED_MODEL):
         path = work / f"{arch}_c{N_CLASSES}.safetensors"
         if not path.exists():
@@ -337,11 +348,18 @@ def child_models(params: Json) -> Json:
                         m.running_mean.uniform_(-0.5, 0.5)
                         m.running_var.uniform_(0.5, 2.0)
             save_checkpoint(path, loaded.torch_model(), loaded.meta, overwrite=True)
+        if arch == SPEED_MODEL and params["agreement"]:
+            from fastunet_core.inference.precision import record_agreement_from_rasters
+
+            agreed = work / f"{arch}_c{N_CLASSES}_agreed.safetensors"
+            shutil.copyfile(path, agreed)
+            agreement = record_agreement_from_rasters(agreed, [params["raster"]])
+            path = agreed
         paths[arch] = str(path)
         Predictor(path, PredictOptions(device=params["device"]))  # the export goes to the cache, as on a first run
     device = resolve_device(params["device"])
     d = PredictOptions()
-    return {"memory_ckpt": paths[MEMORY_MODEL], "speed_ckpt": paths[SPEED_MODEL],
+    return {"memory_ckpt": paths[MEMORY_MODEL], "speed_ckpt": paths[SPEED_MODEL], "agreement": agreement,
             "onnxruntime": onnxruntime.__version__, "rasterio": rasterio.__version__,
             "gdal": rasterio.__gdal_version__, "device": device.describe(), "physical_cores": physical_cores(),
             "bf16": bf16_support().describe(), "gdal_cachemax": _cache_size(get_gdal_config("GDAL_CACHEMAX")),
@@ -453,9 +471,13 @@ def child_first_tile(params: Json) -> Json:
 
         def start(self, total: float, label: str) -> None: ...
 
+        cpu: float | None = None
+
         def advance(self, n: float = 1) -> None:
             if self.at is None:
                 self.at = time.time()
+                t = os.times()
+                self.cpu = t.user + t.system  # this process, all threads, imports included
 
         def is_cancelled(self) -> bool:
             return self.at is not None
@@ -465,7 +487,7 @@ def child_first_tile(params: Json) -> Json:
     prog = FirstTile()
     with contextlib.suppress(CancelledError):
         _predictor(params).run(params["raster"], params["out"], progress=prog)
-    return {"first_tile_at": prog.at, "torch": _torch_loaded()}
+    return {"first_tile_at": prog.at, "first_tile_cpu": prog.cpu, "torch": _torch_loaded()}
 
 
 def random_batches(meta: Any, n_tiles: int, batch: int) -> list[Any]:
@@ -509,7 +531,8 @@ def child_speed(params: Json) -> Json:
         times["e2e"].append(timed(run_e2e))
     Path(params["out"]).unlink(missing_ok=True)
     out: Json = {"width": width, "height": height, "tiles": n_tiles, "mpx": width * height / 1e6,
-                 "engine": predictor.engine_name, "batch": predictor.batch_size}
+                 "engine": predictor.engine_name, "batch": predictor.batch_size,
+                 "precision": f"{predictor.precision.precision} ({predictor.precision.reason})"}
     for key, pairs in times.items():
         out[key] = {"seconds": min(w for w, _ in pairs), "all": [w for w, _ in pairs],
                     "cpu_seconds": min(c for _, c in pairs)}
@@ -543,6 +566,7 @@ def main(argv: list[str] | None = None) -> None:
     # rasterio's wheel brings its own PROJ: a PROJ_DATA/PROJ_LIB pointing at the system's breaks EPSG lookups.
     os.environ.pop("PROJ_DATA", None)
     os.environ.pop("PROJ_LIB", None)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as fastunet-geo predict sets it (a bf16 run uses torch)
     args = parse_args(argv)
     if args.child:
         run_child_mode(args.child, args.params)
