@@ -70,6 +70,7 @@ SECTIONS: list[tuple[str, int]] = [
     ("cache", 45),
     ("train:unet_skinny:bf16", 40),
     ("train:unet_skinny:fp16", 40),
+    ("train:unet_skinny:bf16:cpu-augment", 40),  # the same with albumentations in the workers (augment.on_device off)
     ("train:unet_base:bf16", 40),
     ("train:unet_base:fp16", 40),
     ("predict", 40),
@@ -202,13 +203,14 @@ class WindowProgress(NullProgress):
         return ((end[1] - self.w0[1]) / dt if dt > 0 else None), dt
 
 
-def _train_config(work: Path, arch: str, amp: str, name: str, **optim: Any) -> Any:
+def _train_config(work: Path, arch: str, amp: str, name: str, augment: dict[str, Any] | None = None,
+                  **optim: Any) -> Any:
     from fastunet_core.train.config import config_from_dict
 
     d: dict[str, Any] = {
         "data": {"kind": "landcoverai", "root": str(work / "landcoverai"), "tile_size": TILE},
         "output": str(work / "runs" / name), "device": DEVICE,
-        "model": {"architecture": arch},
+        "model": {"architecture": arch}, "augment": augment or {},
         "optim": {"epochs": 1, "batch_size": BATCH, "micro_batch": BATCH, "amp": amp, "num_workers": "auto",
                   **optim},
     }
@@ -352,13 +354,14 @@ def section_cache(work: Path, deadline: float) -> dict[str, Any]:
             **({} if cached else {"error": f"no tile cache was used ({type(ds).__name__}); log: {prog.messages}"})}
 
 
-def section_train(work: Path, deadline: float, arch: str, amp: str) -> dict[str, Any]:
+def section_train(work: Path, deadline: float, arch: str, amp: str, variant: str = "") -> dict[str, Any]:
     import torch
 
     from fastunet_core.errors import CancelledError
     from fastunet_core.train.loop import train
 
-    cfg = _train_config(work, arch, amp, f"{arch}-{amp}", epochs=50)
+    augment = {"on_device": False} if variant == "cpu-augment" else {}
+    cfg = _train_config(work, arch, amp, f"{arch}-{amp}{variant}", augment, epochs=50)
     prog = WindowProgress(warmup_s=2.0 if DRY else 5.0, measure_s=4.0 if DRY else 15.0, hard_stop=deadline - 4)
     if not DRY:
         torch.cuda.reset_peak_memory_stats()
@@ -371,7 +374,8 @@ def section_train(work: Path, deadline: float, arch: str, amp: str) -> dict[str,
             raise RuntimeError(f"no timed window: {prog.done:g} step(s) in {_now() - t0:.0f} s; "
                                f"log: {prog.messages[-3:]}")
         images_per_s = steps_per_s * BATCH
-        return {"ok": True, "arch": arch, "amp": amp, "micro_batch": BATCH, "images_per_s": round(images_per_s, 1),
+        return {"ok": True, "arch": arch, "amp": amp, "variant": variant or "device-augment", "micro_batch": BATCH,
+                "images_per_s": round(images_per_s, 1),
                 "epoch_s": round(EPOCH_TILES / images_per_s, 1), "window_s": round(window, 1),
                 "steps_timed": prog.w1[1] - prog.w0[1] if prog.w1 and prog.w0 else None,
                 "num_workers": _workers(cfg.optim.num_workers), **_cuda_memory(), **util, "log": prog.messages[:3]}
@@ -607,8 +611,8 @@ def run_section(name: str, work: Path, box_s: float, result: Path) -> None:
     _RESULT = result
     deadline = _now() + box_s
     if name.startswith("train:"):
-        _, arch, amp = name.split(":")
-        out = section_train(work, deadline, arch, amp)
+        _, arch, amp, *variant = name.split(":")
+        out = section_train(work, deadline, arch, amp, *variant)
     else:
         out = SECTION_FUNCS[name](work, deadline)
     _report(out)
@@ -706,9 +710,9 @@ def _table(results: dict[str, Any]) -> str:
     env = results["environment"]
     lines = [f"gpu-check: {env.get('gpu')} ({env.get('gpu_memory_gib')} GiB), torch {env.get('torch')}, "
              f"{env.get('cpus')} CPUs, {env.get('date')}",
-             f"{'check':<26} | result", f"{'-' * 26}-+-{'-' * 90}"]
+             f"{'check':<36} | result", f"{'-' * 36}-+-{'-' * 90}"]
     for name, r in results["sections"].items():
-        lines.append(f"{name:<26} | {'ok  ' if r.get('ok') else 'FAIL'} {_fmt_row(name, r)}")
+        lines.append(f"{name:<36} | {'ok  ' if r.get('ok') else 'FAIL'} {_fmt_row(name, r)}")
     return "\n".join(lines)
 
 
