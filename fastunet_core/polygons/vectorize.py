@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-import shapely
 
 from fastunet_core.errors import CancelledError, ConfigError, EmptyPolygonsWarning, FastUNetWarning, InputRasterError
 from fastunet_core.io.raster_input import open_raster
@@ -206,15 +205,23 @@ class _FeatureWriter:
         self._batches: list[Features] = []
         self._pending = 0
         self._stats: dict[int, list[float]] = {}
+        self._parts: dict[int, _DissolvedClass] = {}
 
     def add(self, features: Features) -> None:
-        """Take finished features; write them once a batch is full (unless dissolving)."""
+        """Take finished features; write them once a batch is full, or spill them by class when dissolving."""
         if len(features) == 0:
             return
         self._count(features)
+        if self.dissolve:
+            for cid in np.unique(features.class_id).tolist():
+                part = self._parts.get(cid)
+                if part is None:
+                    part = self._parts[cid] = _DissolvedClass(self.sink.folder / f"dissolve_{cid}.wkb")
+                part.add(features, features.class_id == cid)
+            return
         self._batches.append(features)
         self._pending += len(features)
-        if not self.dissolve and self._pending >= BATCH_FEATURES:
+        if self._pending >= BATCH_FEATURES:
             self._flush()
 
     def _flush(self) -> None:
@@ -244,19 +251,54 @@ class _FeatureWriter:
         if not self.dissolve:
             self._flush()
             return
-        every = Features.concat(self._batches)
-        self._batches = []
-        cids = np.unique(every.class_id)
-        geoms = shapely.from_wkb(every.wkb)
-        wkb = [shapely.to_wkb(shapely.multipolygons(geoms[every.class_id == c])) for c in cids.tolist()]
-        area = np.array([every.area_m2[every.class_id == c].sum() for c in cids.tolist()])
-        perimeter = np.array([every.perimeter_m[every.class_id == c].sum() for c in cids.tolist()])
-        self.sink.write(FeatureBatch(np.array(wkb, dtype=object), cids, self._names(cids), area, perimeter))
+        for cid in sorted(self._parts):  # one class at a time: memory holds one class's multipolygon
+            part = self._parts.pop(cid)
+            cids = np.array([cid])
+            self.sink.write(FeatureBatch(np.array([part.multipolygon_wkb()], dtype=object), cids, self._names(cids),
+                                         np.array([part.area_m2]), np.array([part.perimeter_m])))
 
     def summary(self) -> tuple[ClassSummary, ...]:
         """Return, per class written, the number of polygons and their total area."""
         return tuple(ClassSummary(cid, self.legend.get(cid).name, int(n), float(a))
                      for cid, (n, a) in sorted(self._stats.items()))
+
+
+class _DissolvedClass:
+    """The polygons of one class, spilled to a file as they come, joined into one multipolygon at the end.
+
+    A MultiPolygon's WKB is a 9-byte header (byte order, type 6, part count) followed by its polygons' own
+    WKB, so the parts are appended to the file as they are and the header is put in front at the end: no
+    geometry object is built, and until the end memory holds no polygon at all (``--dissolve`` on a map
+    with millions of regions used to keep every polygon, as WKB and as shapely objects, all at once).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.count = 0
+        self.area_m2 = 0.0
+        self.perimeter_m = 0.0
+
+    def add(self, features: Features, mask: np.ndarray) -> None:
+        """Append the selected features' polygons."""
+        chunks = []
+        for wkb in features.wkb[mask].tolist():
+            kind = int.from_bytes(wkb[1:5], "little" if wkb[0] == 1 else "big")
+            if kind == 6:  # already a multipolygon: take its parts
+                chunks.append(wkb[9:])
+                self.count += int.from_bytes(wkb[5:9], "little" if wkb[0] == 1 else "big")
+            else:
+                chunks.append(wkb)
+                self.count += 1
+        self.area_m2 += float(features.area_m2[mask].sum())
+        self.perimeter_m += float(features.perimeter_m[mask].sum())
+        with open(self.path, "ab") as f:
+            f.write(b"".join(chunks))
+
+    def multipolygon_wkb(self) -> bytes:
+        """Return the class's polygons as one MultiPolygon (WKB), and delete the spill file."""
+        body = self.path.read_bytes()
+        self.path.unlink()
+        return b"\x01" + (6).to_bytes(4, "little") + self.count.to_bytes(4, "little") + body
 
 
 def class_summary_text(classes: Sequence[ClassSummary]) -> str:
