@@ -174,6 +174,7 @@ class Predictor:
         self.batch_size = opts.batch_size or (CUDA_BATCH if self.device.is_cuda else CPU_BATCH)
         self.run_batch = self.batch_size  # halved when the GPU runs out of memory, kept for later rasters
         if self.loaded.onnx is not None:
+            self.precision = PrecisionChoice("as stored", "an ONNX file runs as it is")
             self._init_onnx_file()
             return
         self.heads = [OutputHead(meta.classes)]
