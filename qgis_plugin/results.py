@@ -8,7 +8,6 @@ with QGIS's own GDAL; the polygons' style is the ``.qml`` the core writes beside
 from __future__ import annotations
 
 import html
-import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QColor
 
 from fastunet_core.errors import ConfigError, OutputWriteError
+from fastunet_core.io.class_tag import TAG, classes_from_tags, is_background
 
 ClassEntry = tuple[int, str, tuple[int, int, int]]  # id, name, RGB
 
@@ -37,24 +37,12 @@ def classes_from_raster(path: str | Path) -> list[ClassEntry]:
     ds = gdal.Open(str(path))
     if ds is None:
         return []
-    text = ds.GetMetadataItem("CLASSES")
+    text = ds.GetMetadataItem(TAG)
     ds = None
-    if not text:
-        return []
-    try:
-        return [(int(c["id"]), str(c["name"]), (int(c["color"][0]), int(c["color"][1]), int(c["color"][2])))
-                for c in json.loads(text)]
-    except (ValueError, KeyError, TypeError, IndexError):
-        return []
+    return [(c.id, c.name, c.color) for c in classes_from_tags({TAG: text} if text else {})]
 
 
-BACKGROUND_NAMES = frozenset({"background"})  # painted transparent: the imagery shows through
 RASTER_OPACITY = 0.7
-
-
-def is_background(name: str) -> bool:
-    """Return True for the class that stays transparent on the map."""
-    return name.strip().lower() in BACKGROUND_NAMES
 
 
 def apply_palette(layer: QgsRasterLayer, classes: Sequence[ClassEntry]) -> QgsPalettedRasterRenderer:

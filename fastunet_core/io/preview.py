@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import rasterio
 from rasterio.enums import Resampling
 
 from fastunet_core.io.atomic import atomic_output
+from fastunet_core.io.class_tag import classes_from_tags
 from fastunet_core.models.metadata import OUTPUT_NODATA
 
 
@@ -51,7 +51,7 @@ def render_preview(image: str | Path, classes: str | Path, png: str | Path, max_
     cls = _read_small(Path(classes), max_side, Resampling.mode, [1])[0]
     with rasterio.open(classes) as ds:
         cmap = ds.colormap(1)
-        info = json.loads(ds.tags().get("CLASSES", "[]"))
+        info = classes_from_tags(ds.tags())
     lut = np.zeros((256, 4), dtype=np.float32)
     for value, rgba in cmap.items():
         lut[value] = np.asarray(rgba, dtype=np.float32) / 255.0
@@ -65,8 +65,8 @@ def render_preview(image: str | Path, classes: str | Path, png: str | Path, max_
     axes[0].set_title("input")
     axes[1].imshow(lut[cls], extent=extent, interpolation="nearest")
     axes[1].set_title("classes")
-    handles = [Patch(color=(c["color"][0] / 255, c["color"][1] / 255, c["color"][2] / 255),
-                     label=f"{c['id']} {c['name']}") for c in info]
+    handles = [Patch(color=(c.color[0] / 255, c.color[1] / 255, c.color[2] / 255),
+                     label=f"{c.id} {c.name}") for c in info]
     if outlines is not None:
         import geopandas as gpd
 

@@ -9,7 +9,6 @@ sidecars naming its classes (:func:`finish_class_raster`).
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,9 @@ import rasterio
 from rasterio.windows import Window
 
 from fastunet_core.errors import OutputWriteError
+from fastunet_core.io.class_tag import classes_from_tags, encode_classes, is_background
 from fastunet_core.io.write_errors import GdalWatch
-from fastunet_core.models.metadata import OUTPUT_NODATA, ModelMeta
+from fastunet_core.models.metadata import OUTPUT_NODATA, ClassInfo, ModelMeta
 
 OUTPUT_BLOCK = 512
 
@@ -106,7 +106,7 @@ def describe_class_raster(dst: rasterio.io.DatasetWriter, meta: ModelMeta, sourc
     dst.write_colormap(1, cmap)
     dst.set_band_description(1, "class")
     dst.update_tags(
-        CLASSES=json.dumps([{"id": c.id, "name": c.name, "color": list(c.color)} for c in meta.classes]),
+        CLASSES=encode_classes(meta.classes),
         MODEL_ARCHITECTURE=meta.architecture,
         SOURCE=source.name,
         SOFTWARE="fastunet-geo",
@@ -176,7 +176,7 @@ def finish_class_raster(path: Path, cog: bool = False, overviews: bool = True) -
     elif overviews:
         add_overviews(path)
     with rasterio.open(path) as src:
-        classes = _classes_tag(src.tags().get("CLASSES"))
+        classes = list(classes_from_tags(src.tags()))
         nodata = int(src.nodata) if src.nodata is not None else OUTPUT_NODATA
     if not classes:
         return []
@@ -188,30 +188,13 @@ def finish_class_raster(path: Path, cog: bool = False, overviews: bool = True) -
     return [aux, qml]
 
 
-ClassInfo = tuple[int, str, tuple[int, int, int]]
-
-
-def _classes_tag(text: str | None) -> list[ClassInfo]:
-    if not text:
-        return []
-    try:
-        return [(int(c["id"]), str(c["name"]), (int(c["color"][0]), int(c["color"][1]), int(c["color"][2])))
-                for c in json.loads(text)]
-    except (ValueError, KeyError, TypeError, IndexError):
-        return []
-
-
-def _is_background(name: str) -> bool:
-    return name.strip().lower() == "background"
-
-
 def pam_xml(classes: list[ClassInfo], nodata: int) -> str:
     """Return GDAL's PAM sidecar for band 1: category names (index = class id) and a thematic RAT."""
     import xml.etree.ElementTree as ET
 
     root = ET.Element("PAMDataset")
     band = ET.SubElement(root, "PAMRasterBand", band="1")
-    names = {cid: name for cid, name, _rgb in classes}
+    names = {c.id: c.name for c in classes}
     cats = ET.SubElement(band, "CategoryNames")
     for i in range(max(names) + 1):
         ET.SubElement(cats, "Category").text = names.get(i, "")
@@ -222,8 +205,8 @@ def pam_xml(classes: list[ClassInfo], nodata: int) -> str:
         ET.SubElement(field, "Name").text = name
         ET.SubElement(field, "Type").text = kind
         ET.SubElement(field, "Usage").text = usage
-    for row, (cid, name, rgb) in enumerate(sorted(classes)):
-        values = [str(cid), name, *map(str, rgb), "0" if _is_background(name) else "255"]
+    for row, c in enumerate(sorted(classes, key=lambda c: c.id)):
+        values = [str(c.id), c.name, *map(str, c.color), "0" if is_background(c.name) else "255"]
         element = ET.SubElement(rat, "Row", index=str(row))
         for value in values:
             ET.SubElement(element, "F").text = value
@@ -242,9 +225,10 @@ def raster_qml(classes: list[ClassInfo]) -> str:
                              nodataColor="")
     ET.SubElement(renderer, "rasterTransparency")
     palette = ET.SubElement(renderer, "colorPalette")
-    for cid, name, (r, g, b) in classes:
-        ET.SubElement(palette, "paletteEntry", value=str(cid), color=f"#{r:02x}{g:02x}{b:02x}",
-                      alpha="0" if _is_background(name) else "255", label=name)
+    for c in classes:
+        r, g, b = c.color
+        ET.SubElement(palette, "paletteEntry", value=str(c.id), color=f"#{r:02x}{g:02x}{b:02x}",
+                      alpha="0" if is_background(c.name) else "255", label=c.name)
     ET.SubElement(root, "blendMode").text = "0"
     ET.indent(root)
     return "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n" + ET.tostring(root, encoding="unicode") + "\n"

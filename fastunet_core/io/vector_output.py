@@ -37,7 +37,7 @@ from fastunet_core.errors import ConfigError, KeptStyleWarning, OutputLimitError
 from fastunet_core.io.atomic import check_writable
 from fastunet_core.io.targets import Role
 from fastunet_core.io.write_errors import converted, describe, describe_os_error
-from fastunet_core.polygons.legend import LegendClass
+from fastunet_core.models.metadata import ClassInfo
 
 SHAPEFILE_MAX_BYTES = 2**31 - 1
 DBF_MAX_STRING_BYTES = 254
@@ -189,7 +189,7 @@ class VectorSink:
                 f"write a GeoPackage instead (-o {self.target.with_suffix('.gpkg').name}), or simplify / drop "
                 "small polygons (--simplify, --min-area)")
 
-    def write_style(self, classes: Sequence[LegendClass]) -> None:
+    def write_style(self, classes: Sequence[ClassInfo]) -> None:
         """Write the QML style beside the output, where QGIS finds it when it opens the layer."""
         qml = qml_style(classes)
         (self.folder / self.target.with_suffix(".qml").name).write_text(qml, encoding="utf-8")
@@ -312,7 +312,7 @@ def _json_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def qml_style(classes: Sequence[LegendClass], field: str = "class_id") -> str:
+def qml_style(classes: Sequence[ClassInfo], field: str = "class_id") -> str:
     """Return a QGIS style (QML) that colours polygons by ``field`` with each class's colour and name."""
     root = ET.Element("qgis", version="3.22.0", styleCategories="Symbology")
     renderer = ET.SubElement(root, "renderer-v2", type="categorizedSymbol", attr=field, forceraster="0",

@@ -29,10 +29,16 @@ DTYPE_RANGES: dict[str, tuple[float, float]] = {
     "float64": (0.0, 1.0),
 }
 
-_PALETTE = [
+RGB = tuple[int, int, int]
+DEFAULT_PALETTE: tuple[RGB, ...] = (  # the one default class palette (classes given without a colour)
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
     (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
-]
+)
+
+
+def default_color(class_id: int) -> RGB:
+    """Return the default colour of a class id (the palette repeats every 12 ids)."""
+    return DEFAULT_PALETTE[class_id % len(DEFAULT_PALETTE)]
 
 
 @dataclass(frozen=True)
@@ -182,7 +188,7 @@ def _rgb(value: Sequence[int]) -> tuple[int, int, int]:
 
 def default_classes(names: Sequence[str]) -> tuple[ClassInfo, ...]:
     """Classes with ids 0..n-1 and distinct default colours."""
-    return tuple(ClassInfo(i, n, _PALETTE[i % len(_PALETTE)]) for i, n in enumerate(names))
+    return tuple(ClassInfo(i, n, default_color(i)) for i, n in enumerate(names))
 
 
 def parse_class_spec(spec: str) -> tuple[ClassInfo, ...]:

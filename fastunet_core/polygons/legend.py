@@ -1,12 +1,11 @@
 """The classes of a class raster (ids, names, colours) and which of them to vectorise.
 
 Names and colours come from the ``CLASSES`` tag that ``predict`` writes (JSON ``[{"id", "name", "color"}]``,
-see :mod:`fastunet_core.io.raster_output`), else from the raster's colour table with names ``class_<id>``.
+read and written by :mod:`fastunet_core.io.class_tag`), else from the raster's colour table with names ``class_<id>``.
 """
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,35 +14,23 @@ import numpy as np
 import rasterio
 
 from fastunet_core.errors import ConfigError, UnreadableClassesWarning
-
-BACKGROUND_NAMES = frozenset({"background"})
-_PALETTE = ((228, 26, 28), (55, 126, 184), (77, 175, 74), (152, 78, 163), (255, 127, 0), (255, 255, 51),
-            (166, 86, 40), (247, 129, 191), (153, 153, 153), (102, 194, 165), (252, 141, 98), (141, 160, 203))
-
-
-@dataclass(frozen=True)
-class LegendClass:
-    """One class of a class raster."""
-
-    id: int
-    name: str
-    color: tuple[int, int, int]
+from fastunet_core.io.class_tag import TAG, decode_classes, is_background
+from fastunet_core.models.metadata import ClassInfo, default_color
 
 
 @dataclass(frozen=True)
 class Legend:
     """The named classes of a raster, plus its colour table for ids it does not name."""
 
-    classes: dict[int, LegendClass]
+    classes: dict[int, ClassInfo]
     colors: dict[int, tuple[int, int, int]] = field(default_factory=dict)
 
-    def get(self, class_id: int) -> LegendClass:
+    def get(self, class_id: int) -> ClassInfo:
         """Return the class with this id, named ``class_<id>`` when the raster does not name it."""
         found = self.classes.get(class_id)
         if found is not None:
             return found
-        color = self.colors.get(class_id, _PALETTE[class_id % len(_PALETTE)])
-        return LegendClass(class_id, f"class_{class_id}", color)
+        return ClassInfo(class_id, f"class_{class_id}", self.colors.get(class_id, default_color(class_id)))
 
     def describe(self) -> str:
         """List the named classes, e.g. ``background (0), building (1)``."""
@@ -59,16 +46,12 @@ def read_legend(src: rasterio.io.DatasetReader) -> Legend:
     except ValueError:  # no colour table
         table = {}
     colors = {int(k): (int(v[0]), int(v[1]), int(v[2])) for k, v in table.items() if len(v) < 4 or v[3] > 0}
-    text = src.tags().get("CLASSES")
+    text = src.tags().get(TAG)
     if not text:
         return Legend({}, colors)
     try:
-        classes = {}
-        for entry in json.loads(text):
-            cid = int(entry["id"])
-            color = tuple(int(c) for c in entry.get("color", colors.get(cid, _PALETTE[cid % len(_PALETTE)])))[:3]
-            classes[cid] = LegendClass(cid, str(entry["name"]), (color[0], color[1], color[2]))
-    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        classes = {c.id: c for c in decode_classes(text, colors)}
+    except ValueError as exc:
         warnings.warn(f"ignoring the unreadable CLASSES tag of {src.name} ({exc}); classes are named by id",
                       UnreadableClassesWarning, stacklevel=2)
         return Legend({}, colors)
@@ -106,7 +89,7 @@ def select_classes(legend: Legend, requested: Sequence[str | int] | None) -> Sel
 
     """
     if not requested:
-        background = {c.id for c in legend.classes.values() if c.name.strip().lower() in BACKGROUND_NAMES}
+        background = {c.id for c in legend.classes.values() if is_background(c.name)}
         return Selection(None, frozenset(background))
     by_name = {c.name.strip().lower(): c.id for c in legend.classes.values()}
     ids = set()
