@@ -88,7 +88,7 @@ def main() -> None:
         model = build_model(args.model, 3, 5).eval()
         with torch.no_grad():
             for m in model.modules():
-                if isinstance(m, torch.nn.BatchNorm2d):
+                if isinstance(m, torch.nn.BatchNorm2d) and m.running_mean is not None and m.running_var is not None:
                     m.running_mean.uniform_(-0.5, 0.5)
                     m.running_var.uniform_(0.5, 2.0)
         spec = InputSpec((1, 2, 3), mean=(0.4, 0.4, 0.4), std=(0.25, 0.25, 0.25))
