@@ -68,6 +68,16 @@ def _write(path: Path, data: np.ndarray, **profile: object) -> None:
         dst.write(data)
 
 
+def _rgba(path: Path, image: np.ndarray, valid: np.ndarray, dtype: str) -> GeneratedRaster:
+    """Write ``image`` (bands, H, W in [0, 1]) scaled to ``dtype``'s range, with ``valid`` as its alpha band."""
+    top = np.iinfo(dtype).max
+    data = np.concatenate([image * top, valid[None] * top]).round().astype(dtype)
+    _write(path, data, crs=UTM, transform=UTM_ORIGIN, photometric="RGB")
+    with rasterio.open(path, "r+") as dst:
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+    return GeneratedRaster(path, valid, (1, 2, 3), dtype)
+
+
 def bad_rasters(folder: Path, seed: int = SEED) -> dict[str, GeneratedRaster]:
     """Write the awkward rasters into ``folder`` and return them by name."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -93,25 +103,10 @@ def bad_rasters(folder: Path, seed: int = SEED) -> dict[str, GeneratedRaster]:
         dst.write_mask(valid.astype(np.uint8) * 255)
     out["webmerc_mask"] = GeneratedRaster(path, valid, rgb, "uint8")
 
-    # RGBA uint8: transparency in an alpha band
-    valid = _corner_hole(HEIGHT, WIDTH)[:, ::-1].copy()
-    img = (scene(rng) * 255).round().astype(np.uint8)
-    alpha = (valid * 255).astype(np.uint8)[None]
-    path = folder / "alpha.tif"
-    _write(path, np.concatenate([img, alpha]), crs=UTM, transform=UTM_ORIGIN, photometric="RGB")
-    with rasterio.open(path, "r+") as dst:
-        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
-    out["alpha"] = GeneratedRaster(path, valid, rgb, "uint8")
-
-    # uint16 RGBA (16-bit sensor counts over the full range, alpha band)
-    valid = _corner_hole(HEIGHT, WIDTH)[::-1, ::-1].copy()
-    img16 = (scene(rng) * 65535).round().astype(np.uint16)
-    alpha16 = (valid * 65535).astype(np.uint16)[None]
-    path = folder / "uint16_rgba.tif"
-    _write(path, np.concatenate([img16, alpha16]), crs=UTM, transform=UTM_ORIGIN, photometric="RGB")
-    with rasterio.open(path, "r+") as dst:
-        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
-    out["uint16_rgba"] = GeneratedRaster(path, valid, rgb, "uint16")
+    # RGBA uint8: transparency in an alpha band; uint16 RGBA: 16-bit sensor counts over the full range
+    out["alpha"] = _rgba(folder / "alpha.tif", scene(rng), _corner_hole(HEIGHT, WIDTH)[:, ::-1].copy(), "uint8")
+    out["uint16_rgba"] = _rgba(folder / "uint16_rgba.tif", scene(rng),
+                               _corner_hole(HEIGHT, WIDTH)[::-1, ::-1].copy(), "uint16")
 
     # float32 reflectance in [0, 1] with NaN where there is no data (no nodata value set)
     valid = _corner_hole(HEIGHT, WIDTH)
