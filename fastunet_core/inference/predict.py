@@ -124,7 +124,13 @@ class PredictOptions:
 
 @dataclass
 class PredictResult:
-    """What a prediction did."""
+    """What a prediction did.
+
+    ``output``: the class raster (``outputs``: one per output head, ``output`` first); ``probs_output``: the
+    probabilities or None; ``device``: where it ran and why; ``tiles_total``/``tiles_skipped`` (tiles without a
+    valid pixel are not run); ``seconds`` of wall-clock time; ``megapixels`` of the raster; ``warnings`` (their
+    text; the typed warnings were also issued); ``notes``: what was assumed (e.g. an ONNX model's classes).
+    """
 
     output: Path
     probs_output: Path | None
@@ -143,8 +149,32 @@ def predict_raster(raster: str | os.PathLike[str], model: str | Path | LoadedMod
                    options: PredictOptions | None = None, progress: Progress | None = None) -> PredictResult:
     """Segment ``raster`` with ``model`` (a checkpoint path or a loaded model) into ``output``.
 
-    Raises a :class:`~fastunet_core.errors.FastUNetError` subclass for anything the user can fix; in that
-    case, and on cancellation, no output file is left behind.
+    The raster is cut into overlapping square tiles (:mod:`fastunet_core.tiling.grid`), each tile's softmax
+    probabilities are blended over the overlaps with raised-cosine weights and stitched as a stream (memory
+    follows the raster's width, not its area; :mod:`fastunet_core.tiling.stitching`), then argmax per pixel.
+
+    Args:
+        raster: a GDAL-readable raster with a north-up geotransform; any band count and dtype (the model's
+            ``input`` spec says which bands, and how raw values scale: ``(raw - lo) / (hi - lo)``, then
+            mean/std). Pixels invalid in GDAL's dataset mask (nodata value, internal or external mask,
+            alpha) or NaN are not classified.
+        model: a checkpoint (.safetensors), a Deepness-format .onnx, an smp folder, or a :class:`LoadedModel`.
+        output: the class raster to write: GeoTIFF, one uint8 band of class ids on the input's pixel grid
+            (same CRS, transform, width and height), nodata 255, colour table, ``CLASSES`` tag, tiled with
+            overviews; written to a temporary file and renamed when complete.
+        options: tile size and overlap (px), batch size (tiles), device, engine, precision, bands,
+            ``probs_path`` (per-class probabilities, uint8 percent, one band per class), resume, overwrite ...
+        progress: receives tile counts, the device line, and the cancel question.
+
+    Returns:
+        :class:`PredictResult`: the outputs, device, tile counts, seconds, megapixels and warnings.
+
+    Raises:
+        FastUNetError: a subclass for anything the user can fix (InputRasterError, CheckpointError,
+            ConfigError, DeviceError, OutputExistsError, OutputWriteError ...); in that case, and on
+            CancelledError, no output file is left behind (an interrupted run keeps its finished rows for
+            ``resume``).
+
     """
     opts = options or PredictOptions()
     return Predictor(model, opts).run(raster, output, opts.probs_path, progress)

@@ -50,7 +50,21 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, meta: ModelM
 def load_checkpoint(path: str | os.PathLike[str], overrides: ModelOverrides | None = None) -> LoadedModel:
     """Rebuild the model described by a checkpoint and load its weights (CPU, eval mode).
 
-    An ONNX file is not rebuilt: its :class:`LoadedModel` carries the run description instead.
+    Args:
+        path: a .safetensors checkpoint (weights plus typed metadata: architecture and its arguments, input
+            bands and scaling, classes, tile size and overlap in px, ground resolution in m), a
+            segmentation_models_pytorch ``save_pretrained`` folder, or a Deepness-format .onnx file.
+        overrides: what a foreign model file does not record (classes, resolution, threshold, output head).
+
+    Returns:
+        :class:`LoadedModel`: ``model`` (an ``nn.Module`` taking ``(N, bands, H, W)`` float32 and giving
+        ``(N, classes, H, W)`` logits; None for an ONNX file, which is not rebuilt: ``onnx`` describes how to
+        run it), ``meta`` and ``path``.
+
+    Raises:
+        CheckpointError: missing, corrupt or unknown file; UnsafeCheckpointError: a pickle (never unpickled);
+        UnknownArchitectureError: an architecture not in the registry.
+
     """
     p = Path(path)
     if is_onnx_path(p):

@@ -105,8 +105,29 @@ def vectorize_raster(mask_path: str | os.PathLike[str], output_path: str | Path,
                      options: VectorizeOptions | None = None, progress: Progress | None = None) -> VectorizeResult:
     """Vectorise the class raster ``mask_path`` into ``output_path`` (.gpkg, .shp or .geojson).
 
-    Raises a :class:`~fastunet_core.errors.FastUNetError` subclass for anything the user can fix; in that
-    case, and on cancellation, no output file is left behind and existing ones are untouched.
+    The raster is read in windows (in this or ``options.workers`` processes); each window is polygonised
+    in pixel coordinates (GDAL's polygonize), and polygons cut by window edges are joined exactly by a
+    union-find over the pieces that face each other across a seam (:mod:`fastunet_core.polygons.polygonize`).
+    Areas and perimeters are in metres: planar in a projected CRS whose scale error is small, else on the
+    ellipsoid (:mod:`fastunet_core.polygons.measure`).
+
+    Args:
+        mask_path: a class raster (one band of integer class ids; nodata is never vectorised), e.g. the output
+            of :func:`~fastunet_core.inference.predict.predict_raster`; its ``CLASSES`` tag names the classes.
+        output_path: the polygons to write; the suffix picks the format (``.gpkg``, ``.shp``, ``.geojson``);
+            fields ``class_id``, ``class_name``, ``area_m2``, ``perimeter_m``; a QGIS ``.qml`` style beside it.
+        options: classes to keep (default: all but ``background``), ``simplify_m`` (tolerance in metres),
+            ``min_area_m2`` (smaller polygons dropped), dissolve, workers, overwrite.
+        progress: receives window counts and the cancel question.
+
+    Returns:
+        :class:`VectorizeResult`: the files written, the number of features, per-class counts and areas.
+
+    Raises:
+        FastUNetError: a subclass for anything the user can fix (InputRasterError, ConfigError for unknown
+            classes or negative settings, OutputExistsError, OutputLimitError, WorkerError ...); in that case,
+            and on CancelledError, no output file is left behind and existing ones are untouched.
+
     """
     opts = options or VectorizeOptions()
     prog = progress or NullProgress()

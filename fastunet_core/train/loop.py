@@ -59,7 +59,7 @@ LAST_CHECKPOINT = "last.safetensors"
 
 @dataclass
 class TrainResult:
-    """What a training run produced."""
+    """What a training run produced (see :func:`train`)."""
 
     output_dir: Path
     best_checkpoint: Path
@@ -114,7 +114,29 @@ def input_spec(cfg: TrainConfig, n_bands: int, dtype: str) -> InputSpec:
 
 
 def train(cfg: TrainConfig, progress: Progress | None = None, fresh: bool = False) -> TrainResult:
-    """Train (or resume training) as configured; return where the checkpoints are."""
+    """Train (or resume training) as configured; return where the checkpoints are.
+
+    The paper's set-up by default (Cai & Zhang, "Finding a Faster UNet for Satellite Image Segmentation"):
+    Adam, the JDT loss (Wang, Ning & Blaschko, "Jaccard Metric Losses", :mod:`fastunet_core.train.loss`),
+    ReduceLROnPlateau on the validation loss, early stopping. Under torchrun every process trains on its share
+    (DDP); rank 0 writes the run folder.
+
+    Args:
+        cfg: the run (:class:`~fastunet_core.train.config.TrainConfig`: data, model, input scaling, optimiser,
+            loss, augmentation, output folder, device).
+        progress: receives optimiser steps per epoch, the device line, the epoch's loss as a status, and the
+            cancel question.
+        fresh: start over even if ``cfg.output`` holds a run of the same configuration to resume.
+
+    Returns:
+        :class:`TrainResult`: the run folder, the best and last checkpoints (.safetensors with metadata), the
+        per-epoch history (losses, mIoU), the best epoch, whether it stopped early, the device.
+
+    Raises:
+        FastUNetError: ConfigError, DatasetLayoutError, DeviceError, GPUMemoryError (naming what to lower) ...;
+            CancelledError on Ctrl-C or cancel, saying which epoch a rerun resumes from.
+
+    """
     prog = progress or NullProgress()
     ctx = distributed.context_from_env()
     device = resolve_device(distributed.rank_device(cfg.device, ctx))
