@@ -97,3 +97,42 @@ def test_cancel_in_any_stage_leaves_nothing(stage: str, generated_rasters: dict[
                        vector_output=tmp_path / "c.gpkg", area=area, work_dir=tmp_path, progress=progress)
     assert progress.seen[-1] == stage
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_caller_goes_through_segment_raster(generated_rasters: dict[str, GeneratedRaster],
+                                                  make_checkpoint: Callable[..., Path], tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from fastunet_core.cli import cli
+    from fastunet_core.inference import batch, segment
+    from qgis_plugin.jobs import SegmentJob, run_segment_job
+
+    calls: list[str] = []
+    real = segment.segment_raster
+
+    def spy(raster, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(Path(raster).name)
+        return real(raster, *args, **kwargs)
+
+    monkeypatch.setattr(segment, "segment_raster", spy)
+    monkeypatch.setattr(batch, "segment_raster", spy)
+    ckpt = make_checkpoint(tile=64, overlap=8)
+    one, two = generated_rasters["utm_nodata"].path, generated_rasters["alpha"].path
+    r = CliRunner().invoke(cli, ["-q", "predict", str(one), "-m", str(ckpt), "-o", str(tmp_path / "a.tif"),
+                                 "--vector", str(tmp_path / "a.gpkg")])
+    assert r.exit_code == 0, r.stderr
+    r = CliRunner().invoke(cli, ["-q", "predict", str(one), str(two), "-m", str(ckpt), "--out-dir",
+                                 str(tmp_path / "many")])
+    assert r.exit_code == 0, r.stderr
+
+    class Sink:
+        def set_percent(self, percent: float) -> None: ...
+
+        def is_cancelled(self) -> bool:
+            return False
+
+        def log(self, text: str) -> None: ...
+
+    run_segment_job(SegmentJob(one, ckpt, tmp_path / "p.tif", tmp_path / "p.gpkg"), Sink())
+    assert calls == [one.name, one.name, two.name, one.name]  # CLI, the batch's two sheets, the plugin
