@@ -45,20 +45,12 @@ os._exit(0)
 
 def export(model: str, folder: Path) -> Path:
     """Export a trained-like model once (this parent imports torch; the children do not)."""
-    import torch
+    from bench_cpu_path import trained_like  # the benches' model with non-trivial BatchNorm statistics
 
     from fastunet_core.models.onnx_export import export_onnx
-    from fastunet_core.models.registry import build_model
 
-    torch.manual_seed(0)
-    net = build_model(model, 3, 5).eval()
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d) and m.running_mean is not None and m.running_var is not None:
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
     path = folder / f"{model}.onnx"
-    export_onnx(net, 3, 512, path)
+    export_onnx(trained_like(model), 3, 512, path)
     return path
 
 
