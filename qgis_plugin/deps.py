@@ -54,8 +54,9 @@ def check_engine(modules: dict[str, str] | None = None) -> EngineStatus:
     """Return which of ``modules`` (import name -> pip name; default: segmentation's) cannot be found."""
     from .engine_process import engine_python
 
-    if engine_python() is not None:  # the installed engine venv has them (checked when it was installed)
-        return EngineStatus(())
+    if engine_python() is not None and (modules is None or set(modules) <= set(SEGMENT_MODULES)):
+        return EngineStatus(())  # the installed engine venv has them (checked when it was installed)
+    # training builds its configuration in QGIS's process: it still needs its packages there
     wanted = SEGMENT_MODULES if modules is None else modules
     missing = tuple(pip for name, pip in wanted.items() if not _importable(name))
     return EngineStatus(missing)

@@ -19,7 +19,6 @@ from qgis.core import (
 )
 
 from fastunet_core.errors import ConfigError
-from fastunet_core.inference.resolution import parse_resolution
 
 from .jobs import AUTO, AreaKind, AreaSpec, SegmentJob
 from .qgis_inputs import (
@@ -76,6 +75,8 @@ def plan_run(c: DockChoices, project: QgsProject | None = None) -> RunPlan:
     """Check the choices and turn them into a job; raise a FastUNetError saying what to fix."""
     proj = project or QgsProject.instance()
     layer = check_raster_layer(c.layer)
+    from fastunet_core.inference.resolution import parse_resolution
+
     parse_resolution(c.resolution)
     model = Path(c.model.strip()) if c.model.strip() else None
     if model is None:

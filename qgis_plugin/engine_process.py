@@ -37,8 +37,8 @@ _engine_python: str | None = None  # the engine venv's Python (see set_engine_py
 
 
 def engine_python() -> str | None:
-    """Return the engine venv's Python set by :func:`set_engine_python`, if any."""
-    return _engine_python
+    """Return the Python the engine runs under when it is not QGIS's: the installed venv's, or FASTUNET_GEO_PYTHON."""
+    return _engine_python or os.environ.get("FASTUNET_GEO_PYTHON") or None
 
 
 def set_engine_python(python: str | Path | None) -> None:
@@ -123,8 +123,9 @@ def run_segment(job: SegmentJob, sink: ProgressSink) -> SegmentOutcome:
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
     paths = [p for p in sys.path if p and Path(p).is_dir()]
-    if _engine_python is not None and not os.environ.get("FASTUNET_GEO_PYTHON"):
-        # the engine venv has its own packages: pass on only the plugin and its core, not QGIS's path
+    if engine_python() is not None:
+        # another Python with its own packages (the engine venv, FASTUNET_GEO_PYTHON): pass on only the plugin
+        # and its core; QGIS's path (Debian's dist-packages: attrs 22, numpy...) would shadow the engine's
         plugin_parent = Path(__file__).resolve().parent.parent
         vendor = Path(__file__).resolve().parent / "_vendor"
         paths = [str(plugin_parent)] + ([str(vendor)] if vendor.is_dir() else [])

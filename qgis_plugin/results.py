@@ -155,12 +155,14 @@ def class_area_html(rows: Sequence[tuple[int, str, int, float, float]],
                     classes: Sequence[ClassEntry] = ()) -> str:
     """Return an HTML table of each class's area and share (with its colour), for the dock."""
     colors = {cid: rgb for cid, _name, rgb in classes}
-    lines = ["<table cellspacing='0' cellpadding='1'><tr><th></th><th align='left'>Class</th>"
-             "<th align='right'>Area</th><th align='right'>Share</th></tr>"]
+    lines = ["<table cellspacing='0' cellpadding='2'><tr><th></th><th align='left'>Class</th>"
+             "<th align='right'>&nbsp;Area</th><th align='right'>&nbsp;Share</th></tr>"]
     for cid, name, _pixels, area, share in rows:
         rgb = colors.get(cid, (128, 128, 128))
-        swatch = f"<span style='background-color:rgb{tuple(rgb)}'>&nbsp;&nbsp;&nbsp;</span>"
-        lines.append(f"<tr><td>{swatch}</td><td>{html.escape(name)}</td><td align='right'>{format_area(area)}</td>"
-                     f"<td align='right'>{100 * share:.1f} %</td></tr>")
+        colour = f"<span style='background-color:rgb{tuple(rgb)}'>&nbsp;&nbsp;&nbsp;</span>"
+        swatch = "" if is_background(name) else colour  # background is drawn transparent
+        lines.append(f"<tr><td>{swatch}</td><td>{html.escape(name)}</td>"
+                     f"<td align='right'>&nbsp;{format_area(area)}</td>"
+                     f"<td align='right'>&nbsp;{100 * share:.1f} %</td></tr>")
     lines.append("</table>")
     return "".join(lines)

@@ -104,3 +104,22 @@ def test_install_on_a_fresh_profile_then_segment(qgis_model: Path, small_raster:
     assert segment["tiles"] == 6 and segment["class_raster_written"] and segment["features"] >= 1
     assert segment["layers"] == ["ortho", "ortho classes", "ortho polygons"]
     assert report["torch_imported_in_qgis"] is False  # the engine ran in the venv, never in QGIS's process
+
+
+@pytest.mark.qgis
+def test_every_plugin_module_imports_in_qgis_python_without_the_engine() -> None:
+    """QGIS's own Python may lack the engine (it lives in the venv): no plugin module may need it at import."""
+    # train_inputs is imported when training starts, which needs the full engine in QGIS's Python (the installer
+    # installs the segmentation engine); engine_child runs in the engine's Python
+    skip = ("engine_child.py", "train_inputs.py")
+    modules = sorted(p.relative_to(REPO).with_suffix("").as_posix().replace("/", ".")
+                     for p in (REPO / "qgis_plugin").rglob("*.py") if p.name not in skip)
+    code = ("import importlib, sys; from qgis.core import QgsApplication; app = QgsApplication([], False); "
+            f"[importlib.import_module(m) for m in {modules!r}]; "
+            "print(sorted(m for m in ('torch', 'rasterio', 'affine', 'shapely', 'pyproj', 'safetensors') "
+            "if m in sys.modules))")
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
+    env.update(QT_QPA_PLATFORM="offscreen", PYTHONPATH=str(REPO))
+    done = subprocess.run([QGIS_PYTHON, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -11,10 +11,12 @@ pixels; a number (metres) runs at that resolution. Resolutions are ground sizes 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from affine import Affine
+from typing import TYPE_CHECKING
 
 from fastunet_core.errors import ConfigError
+
+if TYPE_CHECKING:  # parse_resolution runs in QGIS's process, which may lack rasterio's affine
+    from affine import Affine
 
 AUTO_TOLERANCE = 0.10  # auto resamples when the raster's resolution is more than this far from the model's
 AUTO_MAX_RATIO = 8.0  # ... and at most this many times finer or coarser: beyond, the data likely do not suit
@@ -84,4 +86,6 @@ def plan_resolution(request: str | float, raster_m: float | None, model_m: float
 def scaled_grid(transform: Affine, width: int, height: int, factor: float) -> tuple[Affine, int, int]:
     """Return the grid over the same extent with pixels ``factor`` times larger (size rounded, extent kept)."""
     new_w, new_h = max(1, round(width / factor)), max(1, round(height / factor))
+    from affine import Affine
+
     return transform @ Affine.scale(width / new_w, height / new_h), new_w, new_h
