@@ -44,3 +44,24 @@ def test_every_algorithm_loads_its_results_like_the_dialog(small_raster: Path, q
     assert Path(again["source"]).name == "again.gpkg" and again["renderer"] == "categorizedSymbol"
     assert report["train"]["results"]["CHECKPOINT"] == str(tmp_path / "run" / "best.safetensors")
     assert (tmp_path / "run" / "best.safetensors").is_file()
+
+
+def test_polygons_are_lifted_above_their_raster(qgis_new_project: object, small_raster: Path) -> None:
+    """With a layer selected, QGIS's dialog inserts outputs in reverse: the post-processor puts polygons on top."""
+    from qgis.core import QgsProcessingContext, QgsProject, QgsRasterLayer, QgsVectorLayer
+
+    from qgis_plugin.algorithms.common import _lift_above
+
+    project = QgsProject.instance()
+    polygons = QgsVectorLayer("Polygon?crs=EPSG:3857", "polygons", "memory")
+    raster = QgsRasterLayer(str(small_raster), "classes")
+    project.addMapLayer(polygons)
+    project.addMapLayer(raster)  # added last: on top, as the dialog leaves it with a layer selected
+    names = [n.layer().name() for n in project.layerTreeRoot().findLayers()]
+    assert names == ["classes", "polygons"]
+    context = QgsProcessingContext()
+    context.setProject(project)
+    _lift_above(polygons, str(small_raster), context)
+    assert [n.layer().name() for n in project.layerTreeRoot().findLayers()] == ["polygons", "classes"]
+    project.removeAllMapLayers()
+    del raster, polygons

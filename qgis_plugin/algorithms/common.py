@@ -13,6 +13,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
+    QgsProject,
     QgsRasterLayer,
     QgsVectorLayer,
 )
@@ -73,6 +74,10 @@ class ClassStyle(QgsProcessingLayerPostProcessorInterface):
     # side but not the Python wrapper, which must live as long as the context: kept here until QGIS deletes it.
     _alive: ClassVar[list[ClassStyle]] = []
 
+    def __init__(self, below: str | None = None) -> None:
+        super().__init__()
+        self.below = below  # polygons: the class raster of the same run, which they must lie above
+
     def postProcessLayer(self, layer: Any, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> None:
         """Apply the class style to a loaded output layer."""
         from ..results import apply_palette, classes_from_raster, load_class_style
@@ -84,16 +89,40 @@ class ClassStyle(QgsProcessingLayerPostProcessorInterface):
                 apply_palette(layer, classes)
         elif isinstance(layer, QgsVectorLayer):
             load_class_style(layer, source)
+            if self.below:
+                _lift_above(layer, self.below, context)
 
     @classmethod
-    def attach(cls, context: QgsProcessingContext, output: str, sort_key: int = 0) -> None:
-        """Style ``output`` if Processing is going to load it; a higher ``sort_key`` lands higher in the tree."""
+    def attach(cls, context: QgsProcessingContext, output: str, sort_key: int = 0, above: str | None = None) -> None:
+        """Style ``output`` if Processing is going to load it; keep it above the layer of ``above`` if given.
+
+        The sort key orders the outputs when no layer is selected (the last inserted lands on top); with a
+        layer selected, QGIS's dialog inserts each output above that layer in turn, which reverses the order:
+        the post-processor then moves the polygons above the raster (:func:`_lift_above`).
+        """
         if context.willLoadLayerOnCompletion(output):
             context.layerToLoadOnCompletionDetails(output).layerSortKey = sort_key
             cls._alive = [p for p in cls._alive if not sip.isdeleted(p)]
-            processor = cls()
+            processor = cls(above)
             cls._alive.append(processor)
             context.layerToLoadOnCompletionDetails(output).setPostProcessor(processor)
+
+
+def _lift_above(layer: QgsVectorLayer, raster_source: str, context: QgsProcessingContext) -> None:
+    """Move ``layer``'s tree node just above the node of the raster loaded from ``raster_source``."""
+    project = context.project() or QgsProject.instance()
+    root = project.layerTreeRoot()
+    node = root.findLayer(layer.id())
+    raster = next((n for n in root.findLayers() if n.layer() is not None
+                   and n.layer().source().split("|")[0] == raster_source), None)
+    if node is None or raster is None or node.parent() is not raster.parent():
+        return
+    parent = node.parent()
+    if parent.children().index(node) < parent.children().index(raster):
+        return  # already above
+    clone = node.clone()
+    parent.insertChildNode(parent.children().index(raster), clone)
+    parent.removeChildNode(node)
 
 
 class FastUNetAlgorithm(QgsProcessingAlgorithm):

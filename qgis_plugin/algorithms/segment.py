@@ -118,7 +118,7 @@ class SegmentAlgorithm(FastUNetAlgorithm):
                 outcome = run_segment(ready, FeedbackSink(feedback))
         ClassStyle.attach(context, str(outcome.class_raster), sort_key=1)
         if outcome.polygons is not None:
-            ClassStyle.attach(context, str(outcome.polygons), sort_key=2)  # the polygons above the raster
+            ClassStyle.attach(context, str(outcome.polygons), sort_key=2, above=str(outcome.class_raster))
         return {self.OUTPUT: str(outcome.class_raster),
                 self.OUTPUT_POLYGONS: str(outcome.polygons) if outcome.polygons is not None else None,
                 "DEVICE": outcome.device, "TILES": outcome.tiles, "FEATURES": outcome.features}
