@@ -34,6 +34,11 @@ def models(num_classes: int, bands: int, size: int) -> None:
     click.echo(f"{bands} bands x {size} x {size} px, {num_classes} classes, batch 1")
     for line in format_table(_HEADERS, rows):
         click.echo(line)
+    from fastunet_core.models.registry import SMP_ARCHITECTURES, SMP_PREFIX
+
+    names = ", ".join(SMP_PREFIX + n for n in SMP_ARCHITECTURES)
+    click.echo(f"also smp.NAME, any segmentation_models_pytorch architecture ({names}), with its arguments: "
+               "fastunet-geo init smp.Unet --arch-args encoder_name=resnet18 ...")
 
 
 def _row(name: str, bands: int, num_classes: int, size: int) -> tuple[str, ...]:
