@@ -303,7 +303,8 @@ class _Trainer:
 
         loaded = load_checkpoint(path)
         loader = self._loader("val", self.loop.epoch)
-        batches = (x for x, _ in itertools.islice(loader, AGREEMENT_BATCHES))
+        batches = (self._to_device(batch)[0].float().cpu()  # the model's input, as validation feeds it
+                   for batch in itertools.islice(unwrap_worker_errors(iter(loader)), AGREEMENT_BATCHES))
         value, tiles = bf16_agreement(loaded.torch_model(), batches)
         save_checkpoint(path, loaded.torch_model(), with_agreement(loaded.meta, value, tiles, "validation tiles"),
                         overwrite=True)
