@@ -67,6 +67,10 @@ class WorkerError(FastUNetError, RuntimeError):
     """A worker process stopped without an answer (killed, crashed, out of memory)."""
 
 
+class NonFiniteError(FastUNetError, ArithmeticError):
+    """NaN or infinite values where numbers must be finite: a diverging training run, a model's output."""
+
+
 class CancelledError(FastUNetError):
     """The user cancelled the run; nothing was written."""
 
@@ -105,3 +109,7 @@ class InProcessWorkersWarning(FastUNetWarning):
 
 class KeptStyleWarning(FastUNetWarning):
     """An existing style file beside an output was kept, not replaced."""
+
+
+class InputRangeWarning(FastUNetWarning):
+    """The input's values lie largely outside the value range the model scales to its input."""

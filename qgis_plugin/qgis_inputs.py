@@ -213,6 +213,18 @@ def data_band_count(layer: QgsRasterLayer) -> int:
     return sum(1 for b in range(1, layer.bandCount() + 1) if provider.colorInterpretation(b) != alpha)
 
 
+def _alpha_note(layer: QgsRasterLayer) -> str:
+    """Say which bands are tagged alpha (read as validity, not data) and what choosing one means."""
+    provider = layer.dataProvider()
+    alpha = [b for b in range(1, layer.bandCount() + 1)
+             if provider.colorInterpretation(b) == Qgis.RasterColorInterpretation.AlphaBand]
+    if not alpha:
+        return ""
+    which = ", ".join(map(str, alpha))
+    return (f"; band {which} is tagged alpha, so it is read as a validity mask, not data. If it holds data (e.g. "
+            "NIR), choose it under Bands: a chosen band is fed to the model as data and marks no pixel as nodata")
+
+
 def check_bands(layer: QgsRasterLayer, model_bands: tuple[int, ...], chosen: tuple[int, ...] | None
                 ) -> tuple[int, ...] | None:
     """Check before the engine starts that the layer can feed the model; return the bands to read.
@@ -233,7 +245,7 @@ def check_bands(layer: QgsRasterLayer, model_bands: tuple[int, ...], chosen: tup
         return chosen
     data = data_band_count(layer)
     if data != n or max(model_bands) > count:
-        raise ConfigError(f"{layer.name()} has {data} data band(s) but the model reads {n} (bands {wanted}); "
-                          f"choose which {n} of the layer's bands to use under Bands (e.g. "
+        raise ConfigError(f"{layer.name()} has {data} data band(s) but the model reads {n} (bands {wanted})"
+                          f"{_alpha_note(layer)}; choose which {n} of the layer's bands to use under Bands (e.g. "
                           f"{', '.join(str(b) for b in range(1, min(n, count) + 1))})")
     return None

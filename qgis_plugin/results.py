@@ -86,14 +86,27 @@ def add_class_raster(path: str | Path, name: str, classes: Sequence[ClassEntry] 
 
 
 def load_class_style(layer: QgsVectorLayer, path: str | Path) -> bool:
-    """Load the ``.qml`` style written beside a polygon file, if there is one."""
-    qml = Path(path).with_suffix(".qml")
-    if not qml.is_file():
+    """Load the style written beside a polygon file, if there is one.
+
+    ``X.gpkg.qml`` when the core had to name it after the full file name (``X.qml`` held another output's
+    style), else ``X.qml`` (see fastunet_core.io.vector_output).
+    """
+    qml = _style_beside(path)
+    if qml is None:
         return False
     _message, ok = layer.loadNamedStyle(str(qml))
     if ok:
         layer.triggerRepaint()
     return bool(ok)
+
+
+def _style_beside(path: str | Path) -> Path | None:
+    """Return ``X.<ext>.qml`` or else ``X.qml`` beside a polygon file, whichever exists first (None: neither)."""
+    p = Path(path)
+    for qml in (p.with_name(p.name + ".qml"), p.with_suffix(".qml")):
+        if qml.is_file():
+            return qml
+    return None
 
 
 def add_polygons(path: str | Path, name: str, project: QgsProject | None = None) -> QgsVectorLayer:
@@ -134,8 +147,8 @@ def export_polygons(layer: QgsVectorLayer, path: str | Path) -> Path:
         layer, str(out), QgsProject.instance().transformContext(), options)
     if error != QgsVectorFileWriter.WriterError.NoError:
         raise OutputWriteError(f"could not write {out}: {message}")
-    source_qml = Path(layer.source().split("|")[0]).with_suffix(".qml")
-    if source_qml.is_file():
+    source_qml = _style_beside(layer.source().split("|")[0])
+    if source_qml is not None:
         shutil.copyfile(source_qml, out.with_suffix(".qml"))
     else:
         layer.saveNamedStyle(str(out.with_suffix(".qml")))

@@ -10,11 +10,11 @@ mkdir -p "$OUT"
 $BIN/fastunet-geo train -c training/demo_spacenet.yaml --output "$OUT/run" --fresh
 $BIN/fastunet-geo predict data/samples/spacenet_atlanta_pan.tif -m "$OUT/run/best.safetensors" \
   -o "$OUT/buildings.tif" --probs "$OUT/buildings_probs.tif" --overwrite
-$BIN/fastunet-geo vectorize "$OUT/buildings.tif" -o "$OUT/buildings.gpkg" --min-area 4 --simplify 0.5 --overwrite
+$BIN/fastunet-geo vectorize "$OUT/buildings.tif" -o "$OUT/building_polygons.gpkg" --min-area 4 --simplify 0.5 --overwrite
 $BIN/python - <<PY
 from fastunet_core.io.preview import render_preview
 print(render_preview("data/samples/spacenet_atlanta_pan.tif", "$OUT/buildings.tif", "$OUT/preview.png",
                      title="SpaceNet chip: predicted buildings (red), reference polygons (yellow)",
                      outlines="data/samples/spacenet_atlanta_buildings.geojson"))
 PY
-echo "demo outputs in $OUT: run/ (checkpoints, curves.png), buildings.tif, buildings.gpkg (+ .qml), preview.png"
+echo "demo outputs in $OUT: run/ (checkpoints, curves.png), buildings.tif, building_polygons.gpkg (each + .qml), preview.png"

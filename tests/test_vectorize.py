@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -207,9 +208,11 @@ def test_web_mercator_areas_are_true_areas() -> None:
 def test_geojson_is_rfc7946_wgs84(spacenet: tuple[Path, gpd.GeoDataFrame], tmp_path: Path) -> None:
     mask, _ = spacenet
     vectorize_raster(mask, tmp_path / "b.gpkg", VectorizeOptions(window_px=256))
-    with pytest.warns(FastUNetWarning, match="kept the existing style b.qml"):  # shared by both outputs
+    style = (tmp_path / "b.qml").read_text()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FastUNetWarning)  # the same classes: one style rightly serves both
         result = vectorize_raster(mask, tmp_path / "b.geojson", VectorizeOptions(window_px=256))
-    assert result.files == [tmp_path / "b.geojson"]
+    assert result.files == [tmp_path / "b.geojson"] and (tmp_path / "b.qml").read_text() == style
     doc = json.loads((tmp_path / "b.geojson").read_text())
     assert doc["type"] == "FeatureCollection" and "crs" not in doc
     assert len(doc["features"]) == result.features == 44

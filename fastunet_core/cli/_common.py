@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import time
+from typing import TextIO
 
 import click
 from tqdm import tqdm
@@ -56,42 +59,75 @@ def parse_arch_args(values: tuple[str, ...]) -> dict[str, object]:
     return out
 
 
-class BarProgress:
-    """Progress to a tqdm bar on stderr (a context manager that closes it); Ctrl-C is handled by the CLI."""
+LINE_SECONDS = 30.0
+"""Where stderr is not a terminal (cron, CI, torchrun's log, a file), progress is a plain line this often."""
 
-    def __init__(self, enabled: bool = True) -> None:
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False
+
+
+class BarProgress:
+    """Progress on stderr (a context manager that closes it); Ctrl-C is handled by the CLI.
+
+    On a terminal: a tqdm bar, the current file or loss beside it. Elsewhere (a log file, cron mail, CI,
+    torchrun): no carriage-return animation, but a plain line at most every ``line_seconds`` and one when the
+    work is done. In a distributed run only rank 0 shows progress (the other ranks do the same work).
+    """
+
+    def __init__(self, enabled: bool = True, *, line_seconds: float = LINE_SECONDS,
+                 stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
         self.enabled = enabled
+        self.show_progress = enabled and os.environ.get("RANK", "0") in ("", "0")
+        self.terminal = _is_terminal(self.stream)
+        self.line_seconds = line_seconds
         self._bar: tqdm | None = None
+        self._plain: _PlainLines | None = None
 
     def start(self, total: float, label: str) -> None:
-        """Open the bar (counting tiles, or megapixels over many rasters)."""
-        if not self.enabled:
+        """Start counting ``total`` units (tiles, steps, or megapixels over many rasters)."""
+        if not self.show_progress:
             return
         self.close()
+        if not self.terminal:
+            self._plain = _PlainLines(total, label, self.line_seconds, self.stream)
+            return
         fmt = None
         if label == "Mpx":
             fmt = "{l_bar}{bar}| {n:.1f}/{total:.1f} Mpx [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
         self._bar = tqdm(total=total, unit=label.rstrip("s") or "it", dynamic_ncols=True, leave=False,
-                         bar_format=fmt, file=sys.stderr)
+                         bar_format=fmt, file=self.stream)
 
     def advance(self, n: float = 1) -> None:
-        """Advance the bar."""
+        """Count ``n`` more units."""
         if self._bar is not None:
             self._bar.update(n)
+        elif self._plain is not None:
+            self._plain.advance(n)
 
     def is_cancelled(self) -> bool:
         """Never: Ctrl-C raises KeyboardInterrupt instead."""
         return False
 
     def message(self, text: str) -> None:
-        """Print a line above the bar."""
-        if self.enabled:
-            tqdm.write(text, file=sys.stderr)
+        """Print a line on its own (above the bar on a terminal)."""
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            tqdm.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
 
     def status(self, text: str) -> None:
-        """Show the current file or the epoch's loss beside the bar."""
-        if self.enabled and self._bar is not None:
+        """Show the current file or the epoch's loss beside the bar (in the next plain line off a terminal)."""
+        if self._bar is not None:
             self._bar.set_postfix_str(text, refresh=True)
+        elif self._plain is not None:
+            self._plain.status = text
 
     def device(self, text: str) -> None:
         """Print where the work runs."""
@@ -108,6 +144,45 @@ class BarProgress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        self._plain = None
+
+
+class _PlainLines:
+    """Progress as plain lines: ``tiles 120/480 (25 %), 2.0/s, 1 min left; status``."""
+
+    def __init__(self, total: float, label: str, every: float, stream: TextIO) -> None:
+        self.total, self.label, self.every, self.stream = total, label, every, stream
+        self.done = 0.0
+        self.status = ""
+        self.t0 = self.last = time.monotonic()
+
+    def advance(self, n: float) -> None:
+        self.done += n
+        now = time.monotonic()
+        finished = self.total > 0 and self.done >= self.total
+        if finished or now - self.last >= self.every:
+            self.last = now
+            print(self.line(now), file=self.stream, flush=True)
+
+    def line(self, now: float) -> str:
+        elapsed = max(now - self.t0, 1e-9)
+        rate = self.done / elapsed
+        share = f" ({100 * self.done / self.total:.0f} %)" if self.total else ""
+        fmt = ".1f" if self.label == "Mpx" else "g"
+        text = f"{self.label} {self.done:{fmt}}/{self.total:{fmt}}{share}, {rate:.3g}/s"
+        if self.total and rate > 0 and self.done < self.total:
+            text += f", {_duration((self.total - self.done) / rate)} left"
+        else:
+            text += f", {_duration(elapsed)}"
+        return text + (f"; {self.status}" if self.status else "")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 MAX_DEFAULT_WORKERS = 4

@@ -43,8 +43,11 @@ def train(ctx: click.Context, config_path: Path | None, overrides: tuple[str, ..
         result = run_training(cfg, bar, fresh=fresh)
     if result.history and not ctx.obj.get("quiet", False):
         best = result.history[result.best_epoch - 1] if result.best_epoch else result.history[-1]
+        saved = [p for p in (result.best_checkpoint, result.last_checkpoint) if p.is_file()]
+        where = f"checkpoint {saved[0]}" if saved else "no checkpoint was written"
+        curves = result.output_dir / "curves.png"
         click.echo(f"best epoch {result.best_epoch}: val loss {best.val_loss:.4f}, val mIoU {best.val_miou:.4f}; "
-                   f"checkpoint {result.best_checkpoint}; curves {result.output_dir / 'curves.png'}", err=True)
+                   f"{where}" + (f"; curves {curves}" if curves.is_file() else ""), err=True)
     distributed.end_process(distributed.context_from_env(), 0)
 
 

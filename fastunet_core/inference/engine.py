@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from fastunet_core.errors import ConfigError
+from fastunet_core.errors import ConfigError, NonFiniteError
 from fastunet_core.models.checkpoint_file import LoadedModel
 from fastunet_core.runtime.device import DeviceChoice
 
@@ -30,7 +30,13 @@ ENGINES = ("auto", "torch", "onnx")
 
 
 class TorchEngine:
-    """Softmax probabilities from a PyTorch model on the chosen device."""
+    """Softmax probabilities from a PyTorch model on the chosen device.
+
+    Non-finite outputs (NaN, inf) raise :class:`NonFiniteError`, checked on the device before the copy
+    to the host (on a GPU that costs next to nothing); callers add which model and tiles.
+    """
+
+    checks_finite = True
 
     def __init__(self, model: nn.Module, device: DeviceChoice, fast_cpu: bool = True, precision: str = "auto") -> None:
         import torch
@@ -72,6 +78,8 @@ class TorchEngine:
             with amp:
                 logits = self.model(x)
             probs = torch.softmax(logits.float(), dim=1)
+            if not bool(torch.isfinite(probs).all()):
+                raise NonFiniteError("the model gives NaN or infinite outputs")
             result: np.ndarray = probs.cpu().numpy()
             return result
 

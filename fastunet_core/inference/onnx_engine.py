@@ -19,7 +19,11 @@ import contextlib
 import importlib.util
 import os
 import platform
+import shutil
+import sys
+import tempfile
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -38,11 +42,33 @@ def onnx_available() -> bool:
     return onnxruntime_available() and importlib.util.find_spec("onnx") is not None
 
 
+def import_onnxruntime() -> ModuleType:
+    """Import onnxruntime without leaving its telemetry session file behind.
+
+    ONNX Runtime's bundled telemetry client (1DS) writes a ``.ses`` file (first launch time, a session id)
+    into ``$TMPDIR`` (else ``/tmp``) when the module is imported, and never removes it. The import runs with
+    ``TMPDIR`` pointing at a private folder that is deleted right after; nothing is written later.
+    """
+    if "onnxruntime" in sys.modules:
+        return sys.modules["onnxruntime"]
+    private = tempfile.mkdtemp(prefix="fastunet-ort-")
+    old = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = private
+    try:
+        import onnxruntime
+    finally:
+        if old is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = old
+        shutil.rmtree(private, ignore_errors=True)
+    return onnxruntime
+
+
 def session_options(threads: int | None = None, arena: bool = True, mem_pattern: bool = False,
                     spinning: bool = False) -> Any:
     """Return ONNX Runtime session options for streaming inference (see the module docstring)."""
-    import onnxruntime as ort
-
+    ort = import_onnxruntime()
     options = ort.SessionOptions()
     # idle pool threads sleep instead of spinning: on a machine shared with other work (reading, writing,
     # other programs) a spinning thread burns a core it does not need
@@ -72,7 +98,7 @@ def optimized_path(model: Path) -> Path:
     """
     import hashlib
 
-    import onnxruntime as ort
+    ort = import_onnxruntime()
 
     flags = ""
     with contextlib.suppress(OSError):
@@ -93,7 +119,7 @@ class OnnxEngine:
                  keep_optimized: bool = False) -> None:
         if not onnxruntime_available():
             raise ConfigError("the onnx engine needs onnxruntime: pip install onnxruntime")
-        import onnxruntime as ort
+        ort = import_onnxruntime()
 
         options = session_options(threads, arena, mem_pattern, spinning)
         source: str | bytes = model if isinstance(model, bytes) else str(Path(model))

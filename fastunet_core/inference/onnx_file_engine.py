@@ -20,7 +20,9 @@ class OnnxFileEngine:
     """Probabilities of every selected head of a Deepness-format ONNX model, on the CPU or CUDA."""
 
     def __init__(self, spec: OnnxModelSpec, device: DeviceChoice, tile: int, threads: int | None = None) -> None:
-        import onnxruntime as ort
+        from fastunet_core.inference.onnx_engine import import_onnxruntime
+
+        ort = import_onnxruntime()
 
         if spec.input_size is not None and tile != spec.input_size:
             raise ConfigError(f"{spec.path.name} takes {spec.input_size} x {spec.input_size} px tiles only; "

@@ -32,7 +32,9 @@ from fastunet_core.errors import (
     FastUNetWarning,
     GPUMemoryError,
     GPUMemoryWarning,
+    InputRangeWarning,
     InputRasterError,
+    NonFiniteError,
     ResolutionMismatchWarning,
 )
 from fastunet_core.inference.engine import make_engine
@@ -48,12 +50,15 @@ from fastunet_core.inference.resolution import (
 from fastunet_core.inference.tile_source import EmptyTile, TileItem, iter_tiles, prefetch
 from fastunet_core.io.atomic import check_writable
 from fastunet_core.io.raster_input import (
+    OUT_OF_RANGE_WARN,
     Tile,
     TileReader,
+    alpha_as_data,
     bounded_gdal_cache,
     choose_bands,
     inspect_raster,
     open_raster,
+    sample_value_range,
 )
 from fastunet_core.io.raster_output import (
     RasterRowWriter,
@@ -300,8 +305,13 @@ class Predictor:
                     check_writable(probs, opts.overwrite)
                 env.enter_context(bounded_gdal_cache())
                 result = self._run(raster, out, probs, prog, t0, partials)
-                for path in result.outputs or [out]:
-                    finish_class_raster(path, cog=opts.cog, overviews=False)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", FastUNetWarning)
+                    for path in result.outputs or [out]:
+                        finish_class_raster(path, cog=opts.cog, overviews=False, overwrite=opts.overwrite)
+                result.warnings += [str(w.message) for w in caught if issubclass(w.category, FastUNetWarning)]
+                for w in caught:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
                 return result
         except (CancelledError, KeyboardInterrupt) as exc:
             kept = [p for p in partials if p.kept]
@@ -319,9 +329,15 @@ class Predictor:
             warnings.simplefilter("always", FastUNetWarning)
             info = inspect_raster(source_ds)
             bands = choose_bands(info, meta.input, opts.bands)
+            alpha = alpha_as_data(info, bands)
+            if alpha:
+                which = ", ".join(map(str, alpha))
+                warnings.warn(f"band {which} of {info.path.name} is tagged alpha but selected as model input: it is "
+                              "read as data and marks no pixel as nodata (validity comes from the other bands' "
+                              "nodata or masks)", FastUNetWarning, stacklevel=2)
             prog.device(f"{self.device.describe()}; engine: {self.engine_name}; precision "
                         f"{self.precision.precision}: {self.precision.reason}")
-            if info.dtype != meta.input.dtype:
+            if info.dtype != meta.input.dtype and not _both_float(info.dtype, meta.input.dtype):
                 warnings.warn(
                     f"{info.path.name} is {info.dtype} but the model was trained on {meta.input.dtype} input "
                     f"(scaled from {meta.input.value_range}); results may be poor",
@@ -333,6 +349,7 @@ class Predictor:
                 warn_resolution_mismatch(info.path.name, info.resolution_m, meta.resolution_m)
             grid = TileGrid.for_raster(src.width, src.height, tile_px, overlap_px)
             reader = TileReader(src, bands, meta.input, self.tile, scale)
+            warn_out_of_range(info.path.name, reader)
             with contextlib.ExitStack() as stack:
                 stitcher = self._open_outputs(stack, src, raster, grid, out, probs, partials)
                 if stitcher.start_row:
@@ -447,7 +464,16 @@ class Predictor:
         def flush() -> None:
             if prog.is_cancelled():
                 raise CancelledError("cancelled")
-            probs = self._infer(np.stack([t.data for t in batch]))
+            try:
+                probs = self._infer(np.stack([t.data for t in batch]))
+                if not getattr(self.engine, "checks_finite", False) and not np.isfinite(probs.sum()):
+                    raise NonFiniteError("the model gives NaN or infinite outputs")
+            except NonFiniteError as exc:
+                t = batch[0]
+                raise NonFiniteError(
+                    f"the model {self.loaded.path} gives NaN or infinite outputs (tiles from row {t.row}, column "
+                    f"{t.col} of the tile grid on); its weights overflow or are damaged, so no class map is "
+                    "written") from exc
             m = self.margin
             for t, p in zip(batch, probs, strict=True):
                 h, w = t.valid.shape
@@ -542,6 +568,30 @@ def _tracked(write: RasterRowWriter, part: PartialOutput) -> RowWriter:
         part.rows_done = row0 + values.shape[1]
 
     return tracked
+
+
+def _both_float(a: str, b: str) -> bool:
+    """float32 and float64 share their scaling (values, not bit patterns): no type warning between them."""
+    return all(np.issubdtype(np.dtype(t), np.floating) for t in (a, b))
+
+
+def warn_out_of_range(name: str, reader: TileReader) -> None:
+    """Warn when the raster's values lie largely outside the range the model scales to [0, 1].
+
+    A uint16 or float raster fed to a model trained on 0..255 (or reflectance 0..10000 to a 0..1 model) runs
+    without any error and gives garbage; a sample of a few windows shows it before the run.
+    """
+    sample = sample_value_range(reader)
+    if sample.share_outside <= OUT_OF_RANGE_WARN:
+        return
+    lo, hi = reader.spec.value_range
+    warnings.warn(
+        f"{100 * sample.share_outside:.0f} % of the valid pixels sampled from {name} lie outside the value range "
+        f"{lo:g}..{hi:g} the model scales to its input (sampled values {sample.low:g} to {sample.high:g}); the "
+        "model never saw such values, so results may be garbage. Use a model made for this data (--value-range "
+        "at init or input.value_range in training) or rescale the raster (e.g. gdal_translate -scale)",
+        InputRangeWarning, stacklevel=3,
+    )
 
 
 def warn_resolution_mismatch(name: str, raster_m: float | None, model_m: float | None) -> None:

@@ -19,6 +19,7 @@ from typing import Literal
 from fastunet_core.inference.predict import PredictOptions, Predictor, PredictResult
 from fastunet_core.io.area import AreaSpec, crop_to_area
 from fastunet_core.io.sources import RasterSource, raster_source
+from fastunet_core.io.styles import style_for
 from fastunet_core.models.checkpoint_file import LoadedModel
 from fastunet_core.polygons.vectorize import VectorizeOptions, VectorizeResult, vectorize_raster
 from fastunet_core.runtime.progress import NullProgress, Progress
@@ -107,5 +108,6 @@ def _written_by(prediction: PredictResult) -> list[Path]:
     """Return the class raster(s), the probabilities and the files read beside them (style, statistics)."""
     rasters = [*(prediction.outputs or [prediction.output]),
                *([prediction.probs_output] if prediction.probs_output else [])]
-    sides = [p for r in rasters for p in (r.with_suffix(".qml"), r.with_name(r.name + ".aux.xml")) if p.is_file()]
+    sides = [p for r in rasters for p in (style_for(r), r.with_name(r.name + ".aux.xml"))
+             if p is not None and p.is_file()]
     return [*rasters, *sides]

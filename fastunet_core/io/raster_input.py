@@ -1,7 +1,9 @@
 """Open and check the input raster, and read tiles from it (windowed reads, normalised, with validity).
 
 Validity comes from GDAL's dataset mask, which covers a nodata value, an internal or external (.msk) mask
-and an alpha band; for float rasters non-finite values are invalid too.
+and an alpha band; for float rasters non-finite values are invalid too. A band tagged alpha that the user
+selects as model input (a NIR band mislabelled alpha, as in some NAIP files) is data, not validity: it is
+fed to the model and masks no pixel; validity then comes from the other selected bands' own masks.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from rasterio.enums import ColorInterp
+from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
@@ -38,6 +40,11 @@ class RasterInfo:
     crs_wkt: str | None
     data_bands: tuple[int, ...]  # bands that are not alpha
     resolution_m: float | None = None  # ground size of a pixel (the mean of its two sides), when known
+
+    @property
+    def alpha_bands(self) -> tuple[int, ...]:
+        """The 1-based bands GDAL reports as alpha (validity masks)."""
+        return tuple(b for b in range(1, self.count + 1) if b not in self.data_bands)
 
 
 GDAL_CACHE_BYTES = 64 * 2**20  # GDAL's block cache while predicting or vectorising (its default: 5 % of RAM)
@@ -92,9 +99,23 @@ def inspect_raster(src: rasterio.io.DatasetReader) -> RasterInfo:
         raise InputRasterError(f"{name} is georeferenced by GCPs only; warp it first (gdalwarp {name.name} out.tif)")
     if len(set(src.dtypes)) != 1:
         raise InputRasterError(f"{name} mixes band data types {sorted(set(src.dtypes))}; convert it to one type")
+    check_real(name, src.dtypes[0])
     data_bands = tuple(i for i, ci in enumerate(src.colorinterp, start=1) if ci != ColorInterp.alpha)
     return RasterInfo(name, src.width, src.height, src.count, src.dtypes[0],
                       src.crs.to_wkt() if src.crs else None, data_bands, ground_resolution_m(src))
+
+
+def check_real(name: Path, dtype: str) -> None:
+    """Refuse complex pixels (e.g. SAR single-look complex): a model takes real values.
+
+    numpy would otherwise drop the imaginary part without a word.
+    """
+    if np.issubdtype(np.dtype(dtype), np.complexfloating) or dtype.startswith("complex"):
+        raise InputRasterError(
+            f"{name} holds complex values ({dtype}), e.g. SAR single-look complex data; the model takes real "
+            f"values. Convert it first, e.g. to amplitude: gdal_translate DERIVED_SUBDATASET:AMPLITUDE:{name.name} "
+            "amplitude.tif"
+        )
 
 
 def ground_resolution_m(src: rasterio.io.DatasetReader) -> float | None:
@@ -141,13 +162,44 @@ def choose_bands(info: RasterInfo, spec: InputSpec, override: Sequence[int] | No
         if len(info.data_bands) != spec.n_bands:
             raise InputRasterError(
                 f"{info.path.name} has {len(info.data_bands)} data band(s) but the model takes {spec.n_bands} "
-                f"(bands {', '.join(map(str, spec.bands))}); choose them with --bands, e.g. --bands "
-                + ",".join(str(b) for b in range(1, spec.n_bands + 1))
+                f"(bands {', '.join(map(str, spec.bands))}){_alpha_note(info)}; choose them with --bands, e.g. "
+                "--bands " + ",".join(str(b) for b in range(1, spec.n_bands + 1))
             )
     bad = [b for b in bands if not 1 <= b <= info.count]
     if bad:
         raise InputRasterError(f"{info.path.name} has {info.count} band(s); band(s) {bad} do not exist")
     return bands
+
+
+def _alpha_note(info: RasterInfo) -> str:
+    """Explain alpha-tagged bands in a band-count error: they are not counted as data."""
+    alpha = info.alpha_bands
+    if not alpha:
+        return ""
+    which = ", ".join(map(str, alpha))
+    one = len(alpha) == 1
+    return (f"; band{'' if one else 's'} {which} {'is' if one else 'are'} tagged alpha, so GDAL reads "
+            f"{'it' if one else 'them'} as a validity mask, not data. If {'it holds' if one else 'they hold'} "
+            "data (e.g. NIR), select it with --bands: a selected band is fed to the model as data and no longer "
+            "marks any pixel as nodata (or fix the tag: gdal_edit.py -colorinterp_N undefined)")
+
+
+def alpha_as_data(info: RasterInfo, bands: Sequence[int]) -> tuple[int, ...]:
+    """Return the selected bands that GDAL tags alpha (they are read as data, not as validity)."""
+    return tuple(b for b in bands if b in info.alpha_bands)
+
+
+def validity_bands(src: rasterio.io.DatasetReader, bands: Sequence[int]) -> list[int] | None:
+    """Say where pixel validity comes from when reading ``bands`` as model input.
+
+    None: GDAL's dataset mask (no selected band is tagged alpha). Otherwise the selected bands whose own
+    mask is not the alpha band (a nodata value, an internal mask); an empty list: every pixel is valid.
+    """
+    alpha = {i for i, ci in enumerate(src.colorinterp, start=1) if ci == ColorInterp.alpha}
+    if not alpha.intersection(bands):
+        return None
+    flags = src.mask_flag_enums
+    return [b for b in bands if MaskFlags.alpha not in flags[b - 1] and MaskFlags.all_valid not in flags[b - 1]]
 
 
 @dataclass
@@ -174,11 +226,19 @@ class TileReader:
         self.tile_size = tile_size
         self.scale = scale
         self._is_float = np.issubdtype(np.dtype(src.dtypes[0]), np.floating)
+        self._mask_bands = validity_bands(src, self.bands)
 
     def read_valid(self, window: Window) -> np.ndarray:
-        """Return the (h, w) validity of ``window`` from GDAL's dataset mask (cheap: no band data)."""
+        """Return the (h, w) validity of ``window`` from GDAL's masks (cheap: no band data).
+
+        GDAL's dataset mask, unless a selected band is tagged alpha (see :func:`validity_bands`).
+        """
         try:
-            return self.src.dataset_mask(window=window) > 0
+            if self._mask_bands is None:
+                return self.src.dataset_mask(window=window) > 0
+            if not self._mask_bands:
+                return np.ones((int(window.height), int(window.width)), dtype=bool)
+            return np.logical_or.reduce(self.src.read_masks(self._mask_bands, window=window) > 0, axis=0)
         except RasterioIOError as exc:
             raise InputRasterError(f"{Path(self.src.name).name}: reading the mask at {_where(window)} failed "
                                    f"({_first_line(exc)}); the file, or a file it refers to, may be missing or "
@@ -236,6 +296,58 @@ class TileReader:
         if hm < self.tile_size or wm < self.tile_size:
             x = np.pad(x, ((0, 0), (0, self.tile_size - hm), (0, self.tile_size - wm)), mode="symmetric")
         return Tile(row, col, window, x, valid, (hm, wm))
+
+
+OUT_OF_RANGE_WARN = 0.01  # warn when more than this share of the sampled valid pixels is outside the value range
+_SAMPLE_GRID = 3  # sample windows per side
+_SAMPLE_SIZE = 256  # pixels per sample window side
+
+
+@dataclass(frozen=True)
+class RangeSample:
+    """Values of a raster's selected bands, sampled in a few windows, against the model's value range."""
+
+    valid_pixels: int
+    outside: int  # valid pixels with a value outside the value range in any selected band
+    low: float
+    high: float
+
+    @property
+    def share_outside(self) -> float:
+        """The share of the sampled valid pixels outside the value range (0 when nothing was sampled)."""
+        return self.outside / self.valid_pixels if self.valid_pixels else 0.0
+
+
+def sample_value_range(reader: TileReader) -> RangeSample:
+    """Read a grid of small windows (bounded cost on any raster size) and count values outside the range.
+
+    Non-finite and nodata pixels are left out: they never reach the model as values.
+    """
+    src, (lo, hi) = reader.src, reader.spec.value_range
+    size_x, size_y = min(_SAMPLE_SIZE, src.width), min(_SAMPLE_SIZE, src.height)
+    xs = np.unique(np.linspace(0, src.width - size_x, _SAMPLE_GRID).round().astype(int))
+    ys = np.unique(np.linspace(0, src.height - size_y, _SAMPLE_GRID).round().astype(int))
+    n_valid = n_out = 0
+    low, high = np.inf, -np.inf
+    for y in ys:
+        for x in xs:
+            window = Window(int(x), int(y), size_x, size_y)
+            valid = reader.read_valid(window)
+            if not valid.any():
+                continue
+            try:
+                raw = src.read(reader.bands, window=window)
+            except RasterioIOError as exc:
+                raise InputRasterError(f"{Path(src.name).name}: reading pixels at {_where(window)} failed "
+                                       f"({_first_line(exc)}); the file may be damaged") from exc
+            valid &= np.isfinite(raw).all(axis=0)
+            values = raw[:, valid]
+            if values.size == 0:
+                continue
+            n_valid += values.shape[1]
+            n_out += int(((values < lo) | (values > hi)).any(axis=0).sum())
+            low, high = min(low, float(values.min())), max(high, float(values.max()))
+    return RangeSample(n_valid, n_out, low, high)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -9,6 +9,7 @@ sidecars naming its classes (:func:`finish_class_raster`).
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,9 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from fastunet_core.errors import OutputWriteError
+from fastunet_core.errors import KeptStyleWarning, OutputWriteError
 from fastunet_core.io.class_tag import classes_from_tags, encode_classes, is_background
+from fastunet_core.io.styles import plan_style
 from fastunet_core.io.write_errors import GdalWatch
 from fastunet_core.models.metadata import OUTPUT_NODATA, ClassInfo, ModelMeta
 
@@ -156,12 +158,15 @@ def add_overviews(path: Path, target: Path | None = None) -> None:
     GdalWatch(target or path).call(build)
 
 
-def finish_class_raster(path: Path, cog: bool = False, overviews: bool = True) -> list[Path]:
+def finish_class_raster(path: Path, cog: bool = False, overviews: bool = True,
+                        overwrite: bool = False) -> list[Path]:
     """Add mode overviews (or rewrite ``path`` as a Cloud Optimized GeoTIFF), then the class sidecars.
 
     The sidecars name and colour the classes for other software: ``X.tif.aux.xml`` (GDAL category names and
     a raster attribute table, read by GDAL, ArcGIS and QGIS) and ``X.qml`` (the QGIS style QGIS loads with
-    ``X.tif``). Return the sidecar paths. ``overviews=False``: they were added already (:func:`add_overviews`).
+    ``X.tif``), or ``X.tif.qml`` with a warning when ``X.qml`` holds another output's style
+    (:mod:`fastunet_core.io.styles`). Return the sidecar paths. ``overviews=False``: they were added
+    already (:func:`add_overviews`).
     """
     from fastunet_core.io.atomic import atomic_output
 
@@ -181,11 +186,15 @@ def finish_class_raster(path: Path, cog: bool = False, overviews: bool = True) -
     if not classes:
         return []
     aux = path.with_name(path.name + ".aux.xml")
-    qml = path.with_suffix(".qml")
-    for sidecar, text in ((aux, pam_xml(classes, nodata)), (qml, raster_qml(classes))):
+    style = raster_qml(classes)
+    plan = plan_style(path, style, overwrite)
+    if plan.warning:
+        warnings.warn(plan.warning, KeptStyleWarning, stacklevel=2)
+    sidecars = [(aux, pam_xml(classes, nodata))] + ([(plan.path, style)] if plan.path is not None else [])
+    for sidecar, text in sidecars:
         with atomic_output(sidecar, overwrite=True) as tmp:
             tmp.write_text(text, encoding="utf-8")
-    return [aux, qml]
+    return [aux, plan.path or path.with_suffix(".qml")]
 
 
 def pam_xml(classes: list[ClassInfo], nodata: int) -> str:

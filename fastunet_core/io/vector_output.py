@@ -11,6 +11,9 @@ only when overwriting is allowed. Formats:
   with a hint to use a GeoPackage, when a file would pass 2 GB or a class name 254 bytes.
 - GeoJSON: RFC 7946, so reprojected to WGS84 lon/lat, right-hand rule, no ``crs`` member. Batches go to
   GeoJSON-sequence parts that are joined at the end, so memory stays bounded here too.
+
+The style goes to ``X.qml``, where QGIS finds it, unless that holds another output's style: then to
+``X.<ext>.qml`` with a warning (:mod:`fastunet_core.io.styles`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import shapely
 
 from fastunet_core.errors import ConfigError, KeptStyleWarning, OutputLimitError, OutputWriteError
 from fastunet_core.io.atomic import check_writable
+from fastunet_core.io.styles import plan_style
 from fastunet_core.io.targets import Role
 from fastunet_core.io.write_errors import converted, describe, describe_os_error
 from fastunet_core.models.metadata import ClassInfo
@@ -216,13 +220,7 @@ class VectorSink:
                 _fsync(tmp)
                 written.append(path)
         check_outputs(self.target, self.overwrite)  # again: something may have appeared meanwhile
-        style = self.target.with_suffix(".qml")
-        if (self.folder / style.name).exists():
-            if style.exists() and not self.overwrite:
-                warnings.warn(f"kept the existing style {style.name} (overwriting was not allowed)",
-                              KeptStyleWarning, stacklevel=2)
-            else:
-                written.append(style)
+        written += self._place_style()
         if self.overwrite:
             for suffix in self.fmt.stale:
                 with contextlib.suppress(FileNotFoundError):
@@ -242,6 +240,20 @@ class VectorSink:
             raise OutputWriteError(describe(self.target, f"the written file cannot be read back ({exc})")) from exc
         if found != self.features:
             raise OutputWriteError(describe(self.target, f"{found:,} of {self.features:,} features reached the file"))
+
+    def _place_style(self) -> list[Path]:
+        """Decide where the style goes (:mod:`fastunet_core.io.styles`); return it if it is to be moved in place."""
+        tmp = self.folder / self.target.with_suffix(".qml").name
+        if not tmp.exists():
+            return []
+        plan = plan_style(self.target, tmp.read_text(encoding="utf-8"), self.overwrite)
+        if plan.warning:
+            warnings.warn(plan.warning, KeptStyleWarning, stacklevel=3)
+        if plan.path is None:
+            return []
+        if plan.path.name != tmp.name:
+            os.replace(tmp, self.folder / plan.path.name)
+        return [plan.path]
 
     def discard(self) -> None:
         """Delete the temporary folder and everything in it."""

@@ -80,7 +80,9 @@ def is_onnx_path(path: str | os.PathLike[str]) -> bool:
 
 def _session(path: Path) -> Any:
     try:
-        import onnxruntime as ort
+        from fastunet_core.inference.onnx_engine import import_onnxruntime
+
+        ort = import_onnxruntime()
     except ImportError as exc:
         raise ConfigError("ONNX models need onnxruntime: pip install onnxruntime") from exc
     options = ort.SessionOptions()

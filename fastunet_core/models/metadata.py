@@ -92,6 +92,15 @@ class InputSpec:
         """Number of input channels."""
         return len(self.bands)
 
+    def fill_values(self) -> np.ndarray:
+        """Return the raw value of each band that :meth:`normalise` maps to 0 (the training mean), float32.
+
+        Pixels without data (nodata, NaN, +/-inf) are given this value before they reach a model, in
+        training and evaluation as in predict, so the model sees the same neutral input everywhere.
+        """
+        lo, hi = self.value_range
+        return (np.float32(lo) + np.asarray(self.mean, dtype=np.float32) * np.float32(hi - lo)).astype(np.float32)
+
     def normalise(self, raw: np.ndarray) -> np.ndarray:
         """Scale a (bands, ...) raw array to model input, float32."""
         lo, hi = self.value_range

@@ -14,6 +14,10 @@ Training augmentation (``SampleTransform(spec, train=True)``), as in the paper:
   image, clipped to the InputSpec value range for integer sources. Both are scale-free, so a uint16
   image using a fraction of its range is not wrecked.
 
+Before anything else, non-finite pixels (NaN, +/-inf, and the nodata pixels datasets hand on as NaN) get
+the raw value that normalises to 0 (:meth:`InputSpec.fill_values`, the same input predict gives nodata)
+and IGNORE_INDEX in the mask, so they reach neither the model nor the loss and metrics.
+
 Then the image is padded if asked (:func:`pad_to_multiple`) and normalised with ``InputSpec.normalise``
 (never an unconditional /255). Random draws come from torch's generator (one draw per sample seeds a
 numpy generator shared by all transforms), so ``torch.manual_seed`` and DataLoader worker seeding make
@@ -72,6 +76,28 @@ def pad_to_multiple(image: np.ndarray, mask: np.ndarray, divisor: int, min_size:
     return image, mask
 
 
+def fill_nonfinite(image: np.ndarray, mask: np.ndarray, fill: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Give non-finite pixels (NaN, +/-inf: no data) of a float image a neutral value and ignore them.
+
+    Args:
+        image: (H, W, bands); integer images are returned as they are.
+        mask: (H, W) channel indices; pixels with a non-finite value in any band become IGNORE_INDEX.
+        fill: one raw value per band (``InputSpec.fill_values()``: what normalises to 0, as in predict).
+
+    Returns:
+        The image (a copy when something was filled) and the mask (a copy when something changed).
+
+    """
+    if not np.issubdtype(image.dtype, np.floating):
+        return image, mask
+    finite = np.isfinite(image)
+    if finite.all():
+        return image, mask
+    image = np.where(finite, image, fill.astype(image.dtype).reshape(1, 1, -1))
+    mask = np.where(finite.all(axis=-1), mask, IGNORE_INDEX)
+    return image, mask
+
+
 class SampleTransform:
     """Turn a numpy sample into tensors: augment (training only), pad, normalise.
 
@@ -99,6 +125,7 @@ class SampleTransform:
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Transform one sample."""
         image = self._select_bands(image)
+        image, mask = fill_nonfinite(image, mask, self.spec.fill_values())
         if self.train:
             image, mask = self._augment(image, mask)
         if self.divisor > 1 or self.min_size:
@@ -113,6 +140,7 @@ class SampleTransform:
         the (H, W) uint8 mask and the sample's augmentation parameters (identity when not training).
         """
         image = self._select_bands(image)
+        image, mask = fill_nonfinite(image, mask, self.spec.fill_values())  # as in __call__: no NaN to the device
         if mask.min() < 0 or mask.max() > IGNORE_INDEX:
             raise ConfigError(f"mask values must be channel indices or {IGNORE_INDEX}, got {mask.min()}..{mask.max()}")
         if self.divisor > 1 or self.min_size:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fastunet_core.errors import ConfigError, DatasetLayoutError
+from fastunet_core.errors import ConfigError, DatasetLayoutError, NonFiniteError
 from fastunet_core.models.checkpoint import load_checkpoint
 from fastunet_core.models.metadata import ModelMeta
 from fastunet_core.models.registry import size_divisor
@@ -125,16 +125,25 @@ def evaluate_checkpoint(checkpoint: str | Path, config: str | Path | None, overr
     amp: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if dev.is_cuda and dev.autocast_dtype is not None:
         amp = torch.autocast("cuda", dtype=dev.autocast_dtype)
-    loss_sum, n = torch.zeros((), dtype=torch.float64, device=dev.device), 0
+    loss_sum, n, n_labelled = torch.zeros((), dtype=torch.float64, device=dev.device), 0, 0
+    finite = torch.ones((), dtype=torch.bool, device=dev.device)  # on the device: no sync per batch
     with torch.inference_mode():
         for x, y in unwrap_worker_errors(iter(loader)):
+            n_labelled += int((y != IGNORE_INDEX).sum())
             x, y = x.to(dev.device, non_blocking=True), y.to(dev.device, non_blocking=True)
             if dev.is_cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
             with amp:
                 logits = model(x)
+            finite &= torch.isfinite(logits).all()
             loss_sum += loss_fn(logits.float(), y).double() * x.shape[0]
             n += x.shape[0]
             metrics.update(logits.argmax(dim=1), y)
+    if not bool(finite):
+        raise NonFiniteError(f"the model {loaded.path} gives NaN or infinite outputs on the {split} images; its "
+                             "weights overflow or are damaged, so there is nothing to measure")
+    if n_labelled == 0:
+        raise DatasetLayoutError(f"every pixel of the {split} split is ignored (unlabelled, nodata or NaN), so there "
+                                 "is nothing to measure; check that the masks hold the model's class ids")
     return EvaluationResult(metrics.compute(), [c.name for c in meta.classes], n, float(loss_sum) / max(n, 1),
                             str(dev.device), source)

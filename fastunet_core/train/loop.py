@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import torch
 import torch.distributed as dist
@@ -29,8 +29,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from fastunet_core.errors import CancelledError, ConfigError, GPUMemoryError
-from fastunet_core.models.checkpoint import load_checkpoint, save_checkpoint
+from fastunet_core.errors import CancelledError, ConfigError, DatasetLayoutError, GPUMemoryError, NonFiniteError
+from fastunet_core.models.checkpoint import check_finite, load_checkpoint, save_checkpoint
 from fastunet_core.models.metadata import DTYPE_RANGES, InputSpec, ModelMeta
 from fastunet_core.models.registry import (
     TRAINING_ONLY_ARGS,
@@ -237,8 +237,12 @@ class _Trainer:
         state = load_state(path)
         mine, theirs = self._comparable(self.cfg.to_dict()), self._comparable(state["config"])
         if mine != theirs:
-            raise ConfigError(f"{self.out} holds a run with another configuration; use another --output, or "
-                              "--fresh to start over there")
+            diff = config_differences(theirs, mine)
+            shown = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, a, b in diff[:3])
+            more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
+            raise ConfigError(f"{self.out} holds a run with another configuration ({shown}{more}); use another "
+                              "--output, or --fresh to start over there")
+        check_finite(state["model"], f"the training state {path} (start over with --fresh)")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -346,7 +350,9 @@ class _Trainer:
         # the loss is summed on the device: reading it (a host-device synchronisation) happens only for the
         # status line, at most once a second, and once at the end of the epoch
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device.device)
-        n_images, t0, shown = 0, time.perf_counter(), 0.0
+        n_images, n_labelled, t0, shown = 0, 0, time.perf_counter(), 0.0
+        # the first step whose loss (code step) or updated weights (code -step) are not finite, on the device too
+        first_bad = torch.zeros((), dtype=torch.int64, device=self.device.device)
         batches = itertools.islice(unwrap_worker_errors(iter(loader)), n_batches)
         for step in range(n_steps):
             if self.prog.is_cancelled():
@@ -354,6 +360,7 @@ class _Trainer:
             group = [next(batches) for _ in range(min(self.accum, n_batches - step * self.accum))]
             self.optimizer.zero_grad(set_to_none=True)
             for i, batch in enumerate(group):
+                n_labelled += int((batch[1] != IGNORE_INDEX).sum())  # on the host: no device sync
                 x, y = self._to_device(batch)
                 last = i == len(group) - 1 or not self.ctx.enabled
                 sync = contextlib.nullcontext() if last else cast(DistributedDataParallel, self.net).no_sync()
@@ -366,12 +373,19 @@ class _Trainer:
                 n_images += x.shape[0]
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            first_bad = _mark_first(first_bad, step + 1, loss_sum, self.model)
             self.prog.advance(1)
             now = time.perf_counter()
             if now - shown >= STATUS_INTERVAL_S or step == n_steps - 1:
+                if not self.ctx.enabled:  # one process: stop at once (ranks stop together at the epoch's end)
+                    self._stop_if_nonfinite(int(first_bad), epoch, n_steps)
                 shown, rate = now, n_images * self.ctx.world_size / max(now - t0, 1e-9)
                 self.prog.status(f"epoch {epoch} loss {float(loss_sum) / n_images:.4f}, {rate:.1f} img/s")
-        totals = self._all_reduce(torch.stack([loss_sum.cpu(), torch.tensor(float(n_images), dtype=torch.float64)]))
+        counts = torch.tensor([float(n_images), float(n_labelled), float(int(first_bad) != 0)], dtype=torch.float64)
+        totals = self._all_reduce(torch.cat([loss_sum.cpu().reshape(1), counts]))
+        self._stop_if_nonfinite(int(first_bad), epoch, n_steps, elsewhere=bool(totals[3]))
+        if totals[2] == 0:
+            self._no_labels("training", epoch, complete=n_batches == len(loader))
         return float(totals[0]) / max(float(totals[1]), 1.0), n_images
 
     @torch.no_grad()
@@ -379,17 +393,54 @@ class _Trainer:
         self.model.eval()
         loader = self._loader("val", epoch)
         metrics = SegmentationMetrics(len(self.classes), ignore_index=IGNORE_INDEX, device=self.device.device)
-        loss_sum, n = torch.zeros((), dtype=torch.float64, device=self.device.device), 0
+        loss_sum, n, n_labelled = torch.zeros((), dtype=torch.float64, device=self.device.device), 0, 0
         for batch in unwrap_worker_errors(iter(loader)):
+            n_labelled += int((batch[1] != IGNORE_INDEX).sum())
             x, y = self._to_device(batch)
             with self._autocast():
                 logits = self.model(x)
             loss_sum += self.loss_fn(logits, y).double() * x.shape[0]  # summed on the device: no sync per batch
             n += x.shape[0]
             metrics.update(logits.argmax(dim=1), y)
-        totals = self._all_reduce(torch.stack([loss_sum.cpu(), torch.tensor(float(n), dtype=torch.float64)]))
+        bad = not bool(torch.isfinite(loss_sum))
+        counts = torch.tensor([float(n), float(n_labelled), float(bad)], dtype=torch.float64)
+        totals = self._all_reduce(torch.cat([loss_sum.cpu().reshape(1), counts]))
+        if totals[3]:
+            self._diverged(f"epoch {epoch}, validation", "the validation loss became "
+                           + (f"{float(loss_sum)}" if bad else "non-finite on another process"))
+        if totals[2] == 0:
+            self._no_labels("validation", epoch, complete=True)
         metrics.load_state(self._all_reduce(metrics.state()))
         return float(totals[0]) / max(float(totals[1]), 1.0), metrics.compute()
+
+    def _stop_if_nonfinite(self, first_bad: int, epoch: int, n_steps: int, elsewhere: bool = False) -> None:
+        """Stop the run when a step's loss or updated weights were not finite (``first_bad``: see _mark_first)."""
+        if first_bad == 0 and not elsewhere:
+            return
+        if first_bad == 0:
+            self._diverged(f"epoch {epoch}", "the loss or weights became non-finite on another process")
+        what = ("the training loss became non-finite" if first_bad > 0
+                else "the weights became non-finite after the optimiser step")
+        self._diverged(f"epoch {epoch}, step {abs(first_bad)} of {n_steps}", what)
+
+    def _diverged(self, where: str, what: str) -> NoReturn:
+        """Raise the one-line error of a diverged run, saying which checkpoint is kept."""
+        last = self.out / LAST_CHECKPOINT
+        kept = (f"the last finite checkpoint, {last} (epoch {self.loop.epoch}), is kept" if self.loop.epoch
+                and last.is_file() else "no checkpoint was written")
+        raise NonFiniteError(f"training diverged at {where}: {what}; {kept}. Lower optim.lr (now "
+                             f"{self.cfg.optim.lr:g}) and start over with --fresh, or check the data for extreme "
+                             "values")
+
+    def _no_labels(self, part: str, epoch: int, complete: bool) -> None:
+        """Refuse to train on nothing: every pixel of a whole split is ignored (no label, nodata, NaN)."""
+        if not complete:
+            self.prog.message(f"epoch {epoch}: the training tiles drawn this epoch hold no labelled pixel")
+            return
+        raise DatasetLayoutError(
+            f"every pixel of the {part} data is ignored (unlabelled, nodata or NaN), so there is nothing to "
+            f"{'learn from' if part == 'training' else 'measure'}; check that the labels overlap the images "
+            "and that the images hold valid pixels")
 
     def _all_reduce(self, t: torch.Tensor) -> torch.Tensor:
         if not self.ctx.enabled:
@@ -421,6 +472,33 @@ class _Trainer:
                    self.cfg.to_dict())
         write_history(self.out, self.loop)
         plot_history(self.loop.history, self.out / "curves.png")
+
+
+_MISSING = "(not set)"
+
+
+def config_differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """Return ``(dotted.key, old value, new value)`` for every setting that differs, in key order."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[tuple[str, Any, Any]] = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += config_differences(old.get(key, _MISSING), new.get(key, _MISSING), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [(prefix.rstrip("."), old, new)]
+
+
+def _mark_first(first_bad: torch.Tensor, step: int, loss_sum: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """Record (on the device, without a sync) the first step whose loss or updated weights are not finite.
+
+    ``step`` when the epoch's loss sum (which stays non-finite once a loss was) is not finite, ``-step`` when
+    only the weights are; an earlier mark is kept. The weights: one float32 sum per tensor (see
+    :func:`fastunet_core.models.checkpoint.nonfinite_tensors`).
+    """
+    weights = [v for v in model.state_dict().values() if torch.is_floating_point(v) and v.numel()]
+    weights_ok = torch.stack([v.detach().sum(dtype=torch.float32) for v in weights]).sum().isfinite()
+    zero = torch.zeros_like(first_bad)
+    code = torch.where(loss_sum.isfinite(), torch.where(weights_ok, zero, zero - step), zero + step)
+    return torch.where(first_bad != 0, first_bad, code)
 
 
 def _interrupted(out: Path, trainer: _Trainer | None) -> str:

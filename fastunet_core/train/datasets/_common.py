@@ -22,8 +22,8 @@ from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 from torch.utils.data import Dataset
 
-from fastunet_core.errors import DatasetLayoutError
-from fastunet_core.io.raster_input import gdal_cause, ground_resolution_m, open_raster
+from fastunet_core.errors import DatasetLayoutError, InputRasterError
+from fastunet_core.io.raster_input import check_real, gdal_cause, ground_resolution_m, open_raster
 from fastunet_core.models.metadata import ClassInfo, default_classes
 from fastunet_core.tiling.grid import tile_windows
 
@@ -87,6 +87,10 @@ class RasterHeader:
 def read_header(path: Path) -> RasterHeader:
     """Read an image's size, data type and data bands (no pixels)."""
     with open_raster(path) as src:
+        try:
+            check_real(path, src.dtypes[0])
+        except InputRasterError as exc:
+            raise DatasetLayoutError(str(exc)) from exc
         bands = tuple(i for i, ci in enumerate(src.colorinterp, start=1) if ci != ColorInterp.alpha)
         return RasterHeader(src.width, src.height, src.dtypes[0], bands or (1,), ground_resolution_m(src))
 
@@ -256,6 +260,8 @@ def read_image(src: rasterio.io.DatasetReader, window: Window, bands: Sequence[i
     if np.issubdtype(raw.dtype, np.floating):
         nonfinite = ~np.isfinite(raw).all(axis=0)
         invalid = nonfinite if invalid is None else invalid | nonfinite
+        if invalid.any():  # NaN marks "no data" in float images: the transform fills it before the model
+            raw[:, invalid] = np.nan
     return np.ascontiguousarray(np.moveaxis(raw, 0, -1)), invalid
 
 

@@ -108,7 +108,9 @@ def _open_raster_vector(spec: DatasetSpec, split: str) -> SegmentationDataset:
 def _is_loveda(root: Path, meta: ModelMeta) -> dict[str, Any] | None:
     if not any((root / d).is_dir() for d in ("Train", "Val", "Test")):
         return None
-    return {"loveda_nodata": "class" if meta.classes and meta.classes[0].id == 0 else "ignore"}
+    found: dict[str, Any] = {"loveda_nodata": "class" if meta.classes and meta.classes[0].id == 0 else "ignore"}
+    scenes = [s for s in ("Urban", "Rural") if any((root / d / s).is_dir() for d in ("Train", "Val", "Test"))]
+    return {**found, "loveda_scenes": scenes} if scenes else found  # only the scenes that are there
 
 
 def _is_landcoverai(root: Path, meta: ModelMeta) -> dict[str, Any] | None:

@@ -64,6 +64,14 @@ def open_loveda(root: Path, split: str, tile_size: int = 512, scenes: Sequence[s
             f"expected LoveDA's Train/, Val/ and Test/ folders under {root} (unpack Train.zip, Val.zip, Test.zip "
             f"there), {describe_dir(root)}; {folder.name}/ is missing"
         )
+    missing = [s for s in scenes if not (folder / s).is_dir()]
+    if missing:
+        present = [s for s in scenes if s not in missing]
+        hint = (f"; to use only the scene{'s' if len(present) > 1 else ''} there, set "
+                f"data.loveda_scenes=[{','.join(present)}]" if present else "")
+        folders = ", ".join(s + "/" for s in missing)
+        raise DatasetLayoutError(f"data.loveda_scenes asks for {', '.join(scenes)} but {folder} has no {folders} "
+                                 f"folder ({describe_dir(folder)}){hint}")
     pairs = []
     for scene in scenes:
         pairs += _scene_pairs(folder / scene, split)

@@ -1,0 +1,149 @@
+"""Inputs that used to give garbage without a word: an alpha-tagged band chosen as data, complex pixels,
+values far outside the model's scaling. Expected class maps come from the stand-in model run directly."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from click.testing import CliRunner
+from rasterio.enums import ColorInterp
+from rasterio.transform import from_origin
+
+from fastunet_core.cli import cli
+from fastunet_core.errors import DatasetLayoutError, FastUNetWarning, InputRangeWarning, InputRasterError
+from fastunet_core.inference.predict import predict_raster
+from fastunet_core.models.checkpoint import load_checkpoint
+from fastunet_core.train.datasets import DatasetSpec, open_dataset
+
+
+def _write(path: Path, data: np.ndarray, colorinterp: list[ColorInterp] | None = None, **profile: Any) -> Path:
+    bands, h, w = data.shape
+    base = {"driver": "GTiff", "width": w, "height": h, "count": bands, "dtype": data.dtype.name,
+            "crs": "EPSG:32633", "transform": from_origin(500000.0, 6000000.0, 0.5, 0.5)}
+    with rasterio.open(path, "w", **{**base, **profile}) as dst:
+        dst.write(data)
+        if colorinterp:
+            dst.colorinterp = colorinterp
+    return path
+
+
+def _expected(ckpt: Path, raw: np.ndarray) -> np.ndarray:
+    """The stand-in model's class ids on the whole image at once (no tiling, no nodata handling)."""
+    loaded = load_checkpoint(ckpt)
+    with torch.no_grad():
+        channels = loaded.model(torch.from_numpy(loaded.meta.input.normalise(raw))[None]).argmax(1)[0].numpy()
+    return loaded.meta.class_ids[channels]
+
+
+def _rgbn_tagged_alpha(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    """R,G,B,NIR uint8 whose 4th band GDAL reports as alpha (as some NAIP files); NIR is 0 on 800 pixels."""
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 256, (4, 64, 80), dtype=np.uint8)
+    data[3] = np.maximum(data[3], 1)
+    data[3, :10, :] = 0  # 10 rows x 80 = 800 pixels of dark NIR (water, shadow): data, not "no data"
+    path = _write(tmp_path / "naip.tif", data, photometric="RGB", alpha="YES")
+    with rasterio.open(path) as src:
+        assert src.colorinterp[3] == ColorInterp.alpha and (src.dataset_mask() == 0).sum() == 800
+    return path, data
+
+
+def test_alpha_tagged_band_chosen_as_input_is_data(tmp_path: Path, make_checkpoint: Any) -> None:
+    raster, data = _rgbn_tagged_alpha(tmp_path)
+    ckpt = make_checkpoint(bands=(1, 2, 3, 4), tile=32, overlap=0)
+    runner = CliRunner()
+    r = runner.invoke(cli, ["predict", str(raster), "-m", str(ckpt), "-o", str(tmp_path / "a.tif")])
+    assert r.exit_code == 1, r.output
+    assert "band 4 is tagged alpha" in r.stderr and "--bands 1,2,3,4" in r.stderr, r.stderr
+    assert "no longer marks any pixel as nodata" in r.stderr
+    out = tmp_path / "b.tif"
+    r = runner.invoke(cli, ["predict", str(raster), "-m", str(ckpt), "-o", str(out), "--bands", "1,2,3,4"])
+    assert r.exit_code == 0, r.output
+    assert "band 4 of naip.tif is tagged alpha but selected as model input" in r.stderr
+    with rasterio.open(out) as dst:
+        got, nodata = dst.read(1), dst.nodata
+    expected = _expected(ckpt, data)
+    assert len(np.unique(expected)) == 3
+    assert not (got == nodata).any()  # the 800 dark-NIR pixels are classified, not nodata
+    assert np.array_equal(got, expected)
+
+
+def test_alpha_not_chosen_still_masks(tmp_path: Path, make_checkpoint: Any) -> None:
+    """The same file with a 3-band model: band 4 stays the validity mask (800 nodata pixels)."""
+    raster, data = _rgbn_tagged_alpha(tmp_path)
+    ckpt = make_checkpoint(bands=(1, 2, 3), tile=32, overlap=0)
+    out = tmp_path / "c.tif"
+    predict_raster(raster, ckpt, out)
+    with rasterio.open(out) as dst:
+        got, nodata = dst.read(1), dst.nodata
+    invalid = data[3] == 0
+    assert np.array_equal(got == nodata, invalid)
+    assert np.array_equal(got[~invalid], _expected(ckpt, data[:3])[~invalid])
+
+
+def test_complex_input_is_refused_everywhere(tmp_path: Path, make_checkpoint: Any) -> None:
+    values = (np.random.default_rng(1).random((1, 32, 32)) + 1j).astype(np.complex64)
+    raster = _write(tmp_path / "slc.tif", values)
+    r = CliRunner().invoke(cli, ["predict", str(raster), "-m", str(make_checkpoint(bands=(1,), dtype="float32",
+                                                                                  tile=32, overlap=0)),
+                                 "-o", str(tmp_path / "o.tif")])
+    assert r.exit_code == 1 and "holds complex values (complex64)" in r.stderr and "AMPLITUDE" in r.stderr, r.output
+    with pytest.raises(InputRasterError):
+        predict_raster(raster, make_checkpoint(bands=(1,), dtype="float32", tile=32, overlap=0), tmp_path / "p.tif")
+    folder = tmp_path / "pairs"
+    (folder / "img_dir").mkdir(parents=True)
+    (folder / "ann_dir").mkdir(parents=True)
+    _write(folder / "img_dir" / "0.tif", values)
+    _write(folder / "ann_dir" / "0.tif", np.ones((1, 32, 32), dtype=np.uint8))
+    with pytest.raises(DatasetLayoutError, match="complex values"):
+        open_dataset(DatasetSpec("folder", folder, tile_size=32, class_names=("a", "b"), val_fraction=0.0), "train")
+
+
+def test_float64_is_read_like_float32(tmp_path: Path, make_checkpoint: Any) -> None:
+    """No type warning between float64 and a float32 model; the same map as the float32 copy."""
+    values = np.random.default_rng(2).random((1, 40, 48))
+    ckpt = make_checkpoint(bands=(1,), dtype="float32", tile=32, overlap=0)
+    r64 = _write(tmp_path / "f64.tif", values.astype(np.float64))
+    r32 = _write(tmp_path / "f32.tif", values.astype(np.float32))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        predict_raster(r64, ckpt, tmp_path / "o64.tif")
+    assert not [w for w in caught if issubclass(w.category, FastUNetWarning)], [str(w.message) for w in caught]
+    predict_raster(r32, ckpt, tmp_path / "o32.tif")
+    with rasterio.open(tmp_path / "o64.tif") as a, rasterio.open(tmp_path / "o32.tif") as b:
+        got = a.read(1)
+        assert np.array_equal(got, b.read(1)) and len(np.unique(got)) == 3
+
+
+@pytest.mark.parametrize(("dtype", "model_dtype", "low", "high"), [
+    ("uint16", "uint8", 0, 2000),        # 12-bit data into a model scaled for 0..255
+    ("float32", "float32", 0, 10000),    # reflectance x 10000 into a model scaled for 0..1
+])
+def test_values_far_outside_the_models_range_warn_with_the_share(tmp_path: Path, make_checkpoint: Any, dtype: str,
+                                                                 model_dtype: str, low: int, high: int) -> None:
+    rng = np.random.default_rng(3)
+    values = rng.uniform(low, high, (3, 100, 120)).astype(dtype)
+    values[:, :20] = rng.uniform(0, 1, (3, 20, 120)).astype(dtype)  # a dark strip inside either range
+    ckpt = make_checkpoint(dtype=model_dtype, tile=32, overlap=0)
+    hi = 255 if model_dtype == "uint8" else 1
+    share = ((values < 0) | (values > hi)).any(axis=0).mean()  # the whole raster is sampled (< 256 px a side)
+    assert 0.5 < share < 0.9
+    with pytest.warns(InputRangeWarning) as record:
+        result = predict_raster(_write(tmp_path / "in.tif", values), ckpt, tmp_path / "o.tif")
+    message = str(next(w.message for w in record if w.category is InputRangeWarning))
+    assert message.startswith(f"{100 * share:.0f} % of the valid pixels sampled from in.tif lie outside the value "
+                              f"range 0..{hi}")
+    assert message in result.warnings
+
+
+def test_values_inside_the_range_do_not_warn(tmp_path: Path, make_checkpoint: Any) -> None:
+    values = np.random.default_rng(4).integers(0, 256, (3, 300, 300), dtype=np.uint8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        predict_raster(_write(tmp_path / "in.tif", values), make_checkpoint(tile=32, overlap=0), tmp_path / "o.tif")
+    assert not [w for w in caught if issubclass(w.category, InputRangeWarning)]
