@@ -239,7 +239,7 @@ def test_divergence_after_an_epoch_keeps_the_last_finite_checkpoint(tmp_path: Pa
     assert r.exit_code == 1, r.output
     last = tmp_path / "run" / "last.safetensors"
     line = next(line for line in r.stderr.splitlines() if line.startswith("error:"))
-    assert "training diverged at epoch 2, step 1 of 3: the training loss became nan" in line, line
+    assert "training diverged at epoch 2, step 1 of 3: the training loss became non-finite" in line, line
     assert f"the last finite checkpoint, {last} (epoch 1), is kept" in line
     assert json.loads((tmp_path / "run" / "history.json").read_text())[-1]["epoch"] == 1
     assert all(torch.isfinite(t).all() for t in load_file(last).values() if t.is_floating_point())
