@@ -76,8 +76,14 @@ def test_every_dataset_fills_and_ignores_nonfinite_pixels(tmp_path: Path, train:
              DatasetSpec("raster_vector", tmp_path, tile_size=64, raster=Path("ortho.tif"),
                          vector=Path("labels.gpkg"), class_names=("background", "field"), val_fraction=0.01)]
     spec = InputSpec(bands=(1,), dtype="float32", value_range=(0.0, 1.0), mean=(0.4,), std=(0.2,))
+    from fastunet_core.train.device_augment import DeviceBatchTransform
+
     for ds_spec in specs:
         ds = open_dataset(ds_spec, "train")
+        # the GPU path: workers hand raw pixels on, the batch is augmented and normalised on the device
+        raw, mask, params = SampleTransform(spec, train=train, device_side=True).raw(*ds[0])
+        xd, yd = DeviceBatchTransform(spec)(raw[None], mask[None], params[None])
+        assert torch.isfinite(xd).all() and int((yd == IGNORE_INDEX).sum()) == int(bad[: yd.shape[1]].sum())
         x, y = SampleTransform(spec, train=train)(*ds[0])
         assert torch.isfinite(x).all(), ds_spec.kind
         n_bad = int(bad[: y.shape[0]].sum())

@@ -23,7 +23,6 @@ from fastunet_core.cli._common import BarProgress
 from fastunet_core.errors import ConfigError, DatasetLayoutError, FastUNetWarning
 from fastunet_core.models.checkpoint import read_metadata
 from fastunet_core.polygons.vectorize import VectorizeOptions, vectorize_raster
-from fastunet_core.runtime.progress import STATUS_PREFIX
 from fastunet_core.train.config import config_from_dict
 from fastunet_core.train.datasets import DatasetSpec, open_dataset
 from fastunet_core.train.evaluate import data_section_for
@@ -174,7 +173,7 @@ def test_progress_in_a_log_is_plain_lines() -> None:
     log = io.StringIO()
     with BarProgress(line_seconds=0, stream=log) as bar:
         bar.start(4, "tiles")
-        bar.message(f"{STATUS_PREFIX}a.tif")
+        bar.status("a.tif")
         for _ in range(4):
             bar.advance()
         bar.message("device: cpu")
@@ -195,7 +194,7 @@ def test_progress_only_on_rank_0(monkeypatch: pytest.MonkeyPatch) -> None:
     log = io.StringIO()
     with BarProgress(line_seconds=0, stream=log) as bar:
         bar.start(2, "steps")
-        bar.message(f"{STATUS_PREFIX}epoch 1 loss 0.5")
+        bar.status("epoch 1 loss 0.5")
         bar.advance(2)
     assert log.getvalue() == ""
 
