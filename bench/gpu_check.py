@@ -75,8 +75,8 @@ SECTIONS: list[tuple[str, int]] = [
     ("train:unet_base:fp16", 40),
     ("predict", 40),
     ("oom", 40),
-    ("agreement", 30),
-    ("ddp", 35),
+    ("agreement", 40),
+    ("ddp", 45),
 ]
 
 
