@@ -37,6 +37,12 @@ def busy_mask(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _default_signals() -> None:
+    """Give the child a terminal's signal dispositions (a background job inherits SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _children(pid: int) -> list[int]:
     try:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -51,7 +57,8 @@ def test_vectorize_stops_cleanly(busy_mask: Path, tmp_path: Path, how: str) -> N
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, "-m", "fastunet_core.cli", "-q", "vectorize", str(busy_mask), "-o",
                              str(out_dir / "poly.gpkg"), "--workers", "2", "--window", "512"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=_default_signals)
     end = time.monotonic() + 120
     while not list(out_dir.glob(".poly.*.tmp")) or len(_children(proc.pid)) < 2:  # writing, workers busy
         assert proc.poll() is None, proc.communicate()[1].decode()
