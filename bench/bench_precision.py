@@ -19,6 +19,7 @@ Agreement: share of pixels whose argmax class equals fp32's, over all tiles.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -102,7 +103,8 @@ def main() -> None:
     calib = norm(tiles_from_ortho(4, 16 - 4, n_bands))  # tiles the timed ones do not include
     print(f"model {name}; {args.tiles} tiles of {ORTHO.name}; CPU bf16: {bf16_support().describe()}; "
           f"threads {physical_cores()}; load {os.getloadavg()}")
-    with tempfile.TemporaryDirectory() as tmp:
+    # ORT's quantisation tools write scratch files (an 80 MB .data, sym_shape_infer_temp.onnx) into the working folder
+    with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):
         fp32 = Path(tmp) / "fp32.onnx"
         export_onnx(model, n_bands, 512, fp32)
         prep = Path(tmp) / "prep.onnx"
