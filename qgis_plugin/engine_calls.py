@@ -59,7 +59,15 @@ def device(payload: Payload, sink: ProgressSink) -> Payload:
     return {"why_not": why_not, "gpu": resolve_device("cuda").describe() if why_not is None else None}
 
 
+def model_meta(payload: Payload, sink: ProgressSink) -> Payload:
+    """Read a model's metadata with the engine's packages (ONNX files and smp folders need onnx/safetensors)."""
+    from fastunet_core.models.checkpoint_file import read_metadata
+
+    return read_metadata(payload["path"]).to_dict()
+
+
 CALLS: dict[str, Callable[[Payload, ProgressSink], Payload]] = {
+    "model_meta": model_meta,
     "segment": segment,
     "vectorize": vectorize,
     "train": train,

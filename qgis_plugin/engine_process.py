@@ -64,7 +64,7 @@ def use_subprocess() -> bool:
     forced = os.environ.get("FASTUNET_GEO_ENGINE", "").strip().lower()
     if forced in ("inprocess", "subprocess"):
         return forced == "subprocess"
-    return _engine_python is not None or host_links_geo_libraries()
+    return engine_python() is not None or host_links_geo_libraries()
 
 
 def child_python() -> str:

@@ -23,10 +23,8 @@ MAX_HEADER_BYTES = 100_000_000
 def read_model_meta(path: str | Path) -> ModelMeta:
     """Return the metadata of a fastunet-geo checkpoint (or ONNX model); raise CheckpointError in plain words."""
     p = Path(path)
-    if p.suffix.lower() == ".onnx":
-        from fastunet_core.models.checkpoint_file import read_metadata
-
-        return read_metadata(p)
+    if p.suffix.lower() == ".onnx" or p.is_dir():
+        return _read_with_engine(p)
     from fastunet_core.models.metadata import ModelMeta
 
     if not p.is_file():
@@ -50,3 +48,35 @@ def read_model_meta(path: str | Path) -> ModelMeta:
         return ModelMeta.from_dict(json.loads(raw))
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{p}: the checkpoint metadata is not valid JSON ({exc})") from exc
+
+
+class _QuietSink:
+    """Progress sink of a metadata read: nothing to show."""
+
+    def set_percent(self, percent: float) -> None:
+        """Ignore progress."""
+
+    def is_cancelled(self) -> bool:
+        """Never cancelled."""
+        return False
+
+    def log(self, text: str) -> None:
+        """Ignore log lines."""
+
+
+def _read_with_engine(path: Path) -> ModelMeta:
+    """Read an ONNX file's or an smp folder's metadata with the engine's packages (onnx, safetensors).
+
+    Inside the QGIS programs, or with the engine in its own venv, these packages are not (safely) importable
+    in QGIS's process: the read then runs as an engine call in the engine's Python, a second or so, and only
+    for these model kinds (a checkpoint's header is read above with plain file reads).
+    """
+    from fastunet_core.models.metadata import ModelMeta
+
+    from .engine_process import run_engine, use_subprocess
+
+    if use_subprocess():
+        return ModelMeta.from_dict(run_engine("model_meta", {"path": str(path)}, _QuietSink()))
+    from fastunet_core.models.checkpoint_file import read_metadata
+
+    return read_metadata(path)
