@@ -39,8 +39,13 @@ def read_model_meta(path: str | Path) -> ModelMeta:
                 raise ValueError("no safetensors header")
             header = json.loads(f.read(size))
         raw = (header.get("__metadata__") or {}).get("fastunet")
-    except (OSError, ValueError, AttributeError, UnicodeDecodeError) as exc:
+        expected = 8 + size + _data_length(header)
+    except (OSError, ValueError, AttributeError, UnicodeDecodeError, TypeError, IndexError) as exc:
         raise CheckpointError(f"{p} is not a fastunet-geo checkpoint (not a safetensors file: {exc})") from exc
+    found = p.stat().st_size
+    if found != expected:
+        raise CheckpointError(f"{p} is damaged or was not copied whole ({found:,} bytes, its header describes "
+                              f"{expected:,}); copy the model file again")
     if raw is None:
         raise CheckpointError(f"{p} is a safetensors file without fastunet-geo metadata; wrap its weights into a "
                               "checkpoint with fastunet-geo init")
@@ -48,6 +53,12 @@ def read_model_meta(path: str | Path) -> ModelMeta:
         return ModelMeta.from_dict(json.loads(raw))
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{p}: the checkpoint metadata is not valid JSON ({exc})") from exc
+
+
+def _data_length(header: dict[str, object]) -> int:
+    """Bytes of tensor data after the header: the largest end offset of the tensors it lists."""
+    ends = [int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)]
+    return max(ends, default=0)
 
 
 class _QuietSink:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import CheckpointFactory
 
 REPO = Path(__file__).resolve().parents[1]
 DEBIAN_PYTHON = Path("/usr/bin/python3")  # QGIS's Python here: no safetensors, no onnx
@@ -37,3 +38,17 @@ def test_onnx_model_read_in_a_python_without_the_engine_packages(shared_data: Pa
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got == {"classes": [c.name for c in expected.classes], "tile": expected.tile_size_px}
+
+
+def test_a_truncated_checkpoint_is_refused_when_chosen(make_checkpoint: CheckpointFactory, tmp_path: Path) -> None:
+    """A model file cut short (an interrupted copy) is refused when the dock reads it, not after the engine starts."""
+    from fastunet_core.errors import CheckpointError
+    from qgis_plugin.model_header import read_model_meta
+
+    good = make_checkpoint()
+    assert read_model_meta(good).classes
+    cut = tmp_path / "cut.safetensors"
+    data = Path(good).read_bytes()
+    cut.write_bytes(data[:-4])  # the last weight missing
+    with pytest.raises(CheckpointError, match="damaged or was not copied whole"):
+        read_model_meta(cut)
