@@ -16,6 +16,7 @@ import click
 from fastunet_core import __version__
 from fastunet_core.cli import export_cmd, info_cmd, init_cmd, models_cmd, predict_cmd, train_cmd, vectorize_cmd
 from fastunet_core.errors import CancelledError, FastUNetError, FastUNetWarning, OutputExistsError
+from fastunet_core.io.gdal_log import GdalWarningsToDebug
 from fastunet_core.io.write_errors import CAUSES, describe_os_error
 
 
@@ -69,7 +70,9 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     ctx.obj["verbose"] = verbose
     ctx.obj["quiet"] = quiet
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
-    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(GdalWarningsToDebug(show_debug=level <= logging.DEBUG))  # GDAL's remarks: with -vv only
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", handlers=[handler])
     logging.captureWarnings(True)
     warnings.simplefilter("ignore", FastUNetWarning)  # commands print these from their results
 

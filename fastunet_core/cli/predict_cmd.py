@@ -140,7 +140,7 @@ def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, outp
 def _single_targets(raster: RasterSource, model_path: Path, output: Path, probs_path: Path | None,
                     vector_path: Path | None) -> AbstractContextManager[None]:
     """Refuse outputs that are an input or each other; return the locks of every output, for the whole run."""
-    from fastunet_core.io.targets import Role, check_distinct, target_locks
+    from fastunet_core.io.targets import Role, check_distinct, check_raster_suffix, target_locks
     from fastunet_core.io.vector_output import output_roles
 
     outputs = [Role("output (-o)", output)]
@@ -149,6 +149,10 @@ def _single_targets(raster: RasterSource, model_path: Path, output: Path, probs_
     if vector_path is not None:
         outputs += output_roles(vector_path, "--vector output")
     check_distinct([Role("input raster", raster), Role("model", model_path)], outputs)
+    # after the clash check, whose refusal matters more: an input would be destroyed
+    check_raster_suffix(output, "output (-o)")
+    if probs_path is not None:
+        check_raster_suffix(probs_path, "--probs output")
     return target_locks([output, probs_path, vector_path])
 
 

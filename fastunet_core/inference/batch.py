@@ -23,7 +23,7 @@ from fastunet_core.inference.predict import PredictOptions, Predictor
 from fastunet_core.inference.segment import Stage, segment_raster
 from fastunet_core.io.atomic import atomic_output
 from fastunet_core.io.sources import RasterSource, is_virtual, raster_source
-from fastunet_core.io.targets import Role, check_distinct
+from fastunet_core.io.targets import Role, check_distinct, make_folder
 from fastunet_core.io.vector_output import output_roles
 from fastunet_core.polygons.vectorize import VectorizeOptions
 from fastunet_core.runtime import distributed
@@ -269,7 +269,7 @@ def run_batch(inputs: Sequence[RasterSource], model: Path, out_dir: Path, option
     """
     ctx = dist or distributed.DistContext()
     prog = progress or NullProgress()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir, "output folder")
     summary_file = summary_path or out_dir / "summary.csv"
     inputs = exclude_own_outputs(inputs, out_dir, with_probs, vectorize is not None,
                                  [Role("model", model), Role("summary", summary_file)])

@@ -75,6 +75,42 @@ def check_distinct(inputs: Iterable[Role], outputs: Iterable[Role]) -> None:
         outs.append((role, ident))
 
 
+RASTER_SUFFIXES = (".tif", ".tiff")
+"""The names a raster output may have: it is always written as a (tiled or cloud optimized) GeoTIFF."""
+
+
+def check_raster_suffix(path: str | os.PathLike[str], what: str) -> None:
+    """Raise a ConfigError unless the raster output ``path`` ends in .tif or .tiff (any case).
+
+    The class and probability rasters are GeoTIFFs (tiles, overviews, the class table and the resume state
+    live in TIFF tags), so a name such as ``x.png`` would hold a GeoTIFF that other tools, and QGIS's format
+    guess by extension, take for a PNG.
+    """
+    suffix = Path(path).suffix
+    if suffix.lower() not in RASTER_SUFFIXES:
+        named = f"ends in {suffix!r}" if suffix else "has no suffix"
+        raise ConfigError(f"{what} {os.fspath(path)} {named}, but it is written as a GeoTIFF: name it "
+                          f"{Path(path).stem or 'output'}.tif")
+
+
+def check_folder(folder: str | os.PathLike[str], what: str) -> None:
+    """Raise a ConfigError when the output folder ``folder`` is an existing file, or lies under one."""
+    path = Path(folder)
+    for part in (path, *path.parents):
+        if part.exists() and not part.is_dir():
+            where = "is a file" if part == path else f"lies under {part}, which is a file"
+            raise ConfigError(f"{what} {path} {where}, not a folder: give a folder")
+
+
+def make_folder(folder: str | os.PathLike[str], what: str) -> None:
+    """Create the output folder ``folder`` (and its parents); a file in the way or a failure is a user error."""
+    check_folder(folder, what)
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputWriteError(describe_os_error(exc, folder, "cannot create the folder")) from exc
+
+
 def lock_path(target: Path) -> Path:
     """Return the lock file of ``target`` (in the target's real folder, so every spelling shares it)."""
     folder = Path(os.path.realpath(Path(target).parent))

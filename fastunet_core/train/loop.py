@@ -30,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from fastunet_core.errors import CancelledError, ConfigError, DatasetLayoutError, GPUMemoryError, NonFiniteError
+from fastunet_core.io.targets import check_folder, make_folder
 from fastunet_core.models.checkpoint import check_finite, load_checkpoint, save_checkpoint
 from fastunet_core.models.metadata import DTYPE_RANGES, InputSpec, ModelMeta
 from fastunet_core.models.registry import (
@@ -138,6 +139,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None, fresh: bool = Fals
 
     """
     prog = progress or NullProgress()
+    check_folder(cfg.output, "run folder")  # before the data and the model are loaded
     ctx = distributed.context_from_env()
     device = resolve_device(distributed.rank_device(cfg.device, ctx))
     distributed.init(ctx, device.is_cuda)
@@ -263,7 +265,7 @@ class _Trainer:
     def run(self) -> TrainResult:
         o = self.cfg.optim
         if self.ctx.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
+            make_folder(self.out, "run folder")
             self.prog.device(f"{describe_training(self.device, self.amp_dtype, self.channels_last)}; "
                              f"{len(self.train_ds)} training and "
                              f"{len(self.val_ds)} validation tiles, {self.workers} loader worker(s); logical batch "
