@@ -78,6 +78,8 @@ class SegmentDock(QgsDockWidget):
         f.run.setEnabled(self.engine.ok and self.task is None and self.install_task is None)
         f.install.setText("Install the engine" if not self.engine.ok else "Repair / reinstall the engine")
         f.install.setEnabled(self.task is None and self.install_task is None)
+        if not self.engine.ok:
+            f.device_info.setText("Known once the engine is installed.")
 
     # -- the engine's own environment --
     def start_install(self, source: Any = None) -> Any:
@@ -158,7 +160,7 @@ class SegmentDock(QgsDockWidget):
     def refresh_device_info(self) -> None:
         """Show which device Auto picks and why; the GPU check runs in the background, never on this thread."""
         if not self.engine.ok:
-            return
+            return  # the engine status says "Known once the engine is installed."
         if self.gpu is None:
             if not self._device_checked:
                 self._device_checked = True

@@ -40,7 +40,8 @@ def main() -> None:
 
     dock = SegmentDock(None)
     report["before"] = {"engine_ok": dock.engine.ok, "button": dock.form.install.text(),
-                        "run_enabled": dock.form.run.isEnabled(), "missing": list(dock.engine.missing)}
+                        "run_enabled": dock.form.run.isEnabled(), "missing": list(dock.engine.missing),
+                        "device_info": dock.form.device_info.text()}
     task = dock.start_install()
     lines: list[str] = []
     task.line.connect(lines.append)

@@ -90,6 +90,7 @@ def test_install_on_a_fresh_profile_then_segment(qgis_model: Path, small_raster:
     assert report["torch_in_qgis_python"] is False and report["rasterio_in_qgis_python"] is False
     before = report["before"]
     assert before["engine_ok"] is False and "torch" in before["missing"] and before["run_enabled"] is False
+    assert before["device_info"] == "Known once the engine is installed."  # not "Looking for a GPU..." for ever
     assert before["button"] == "Install the engine"
     install = report["install"]
     assert install["finished"] and install["error"] is None, install
