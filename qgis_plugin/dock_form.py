@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from qgis.core import QgsMapLayerProxyModel
 from qgis.gui import QgsDoubleSpinBox, QgsFileWidget, QgsMapLayerComboBox
-from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtCore import QEvent, QObject, Qt
 from qgis.PyQt.QtWidgets import (
+    QAbstractSpinBox,
     QCheckBox,
     QComboBox,
     QFormLayout,
@@ -234,9 +235,29 @@ def build_form(root: QWidget) -> DockForm:
     outer.addWidget(export)
     outer.addWidget(log)
     outer.addStretch(1)
+    _wheel_scrolls_the_dock(root)
     return DockForm(root, engine_note, install, model_file, model_info, layer, layer_note, device, device_info, bands,
                     tile, overlap, batch, area, polygon_layer, selected_only, vectorize, simplify, min_area,
                     class_output, polygons_output, run, cancel, export, progress, summary, log, run_resolution)
+
+
+class _WheelOnlyWhenFocused(QObject):
+    """Let the mouse wheel scroll the dock instead of changing a setting the pointer happens to pass over."""
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        """Pass a wheel event on to the scroll area unless the widget under it has the keyboard focus."""
+        if event.type() == QEvent.Type.Wheel and isinstance(watched, QWidget) and not watched.hasFocus():
+            event.ignore()
+            return True
+        return False
+
+
+def _wheel_scrolls_the_dock(root: QWidget) -> None:
+    """Value widgets change on the wheel only after a click (a scroll once switched Resolution auto -> native)."""
+    guard = _WheelOnlyWhenFocused(root)  # parented: lives as long as the dock
+    for widget in root.findChildren(QAbstractSpinBox) + root.findChildren(QComboBox):
+        widget.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        widget.installEventFilter(guard)
 
 
 def _form(parent: QWidget | None = None) -> QFormLayout:

@@ -453,3 +453,28 @@ def test_dock_runs_a_deepness_onnx_model_at_its_resolution(dock: object, shared_
     with rasterio.open(task.outcome.class_raster) as dst:
         assert (dst.width, dst.height) == (1243, 841)  # the source grid
         assert 0.01 < float((dst.read(1) == 1).mean()) < 0.99
+
+
+def test_the_wheel_over_the_dock_changes_no_setting_until_clicked(dock: object) -> None:
+    """Scrolling the dock with the pointer over a combo box or spin box leaves the setting as it was."""
+    from qgis.PyQt.QtCore import QPoint, QPointF, Qt
+    from qgis.PyQt.QtGui import QWheelEvent
+    from qgis.PyQt.QtWidgets import QApplication
+
+    form = dock.form  # type: ignore[attr-defined]
+    combo, spin = form.run_resolution, form.tile
+    combo.setCurrentIndex(0)
+    before = (combo.currentIndex(), spin.value())
+
+    def wheel(widget: object) -> None:
+        event = QWheelEvent(QPointF(5, 5), QPointF(5, 5), QPoint(0, 0), QPoint(0, -120), Qt.MouseButton.NoButton,
+                            Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+        QApplication.sendEvent(widget, event)
+
+    wheel(combo)
+    wheel(spin)
+    assert (combo.currentIndex(), spin.value()) == before
+    spin.setFocus()
+    if spin.hasFocus():  # offscreen platforms may not give focus; the guard is what this test is about
+        wheel(spin)
+        assert spin.value() != before[1]
