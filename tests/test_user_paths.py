@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -95,3 +96,35 @@ def test_gdal_errors_are_not_hidden() -> None:
     assert quiet.filter(record("py.warnings", logging.WARNING))
     demoted = record("rasterio._env", logging.WARNING)
     assert not quiet.filter(demoted) and demoted.levelname == "DEBUG"
+
+
+def colour_distance(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:
+    """The "redmean" weighted RGB distance; written out here so the test does not trust the code under test."""
+    rmean = (a[0] + b[0]) / 2
+    dr, dg, db = a[0] - b[0], a[1] - b[1], a[2] - b[2]
+    return float(((2 + rmean / 256) * dr * dr + 4 * dg * dg + (2 + (255 - rmean) / 256) * db * db) ** 0.5)
+
+
+def _colours(info: str) -> dict[str, tuple[int, int, int]]:
+    found = re.findall(r"^\s+\d+\s+#([0-9a-f]{6})\s+(\S+)$", info, flags=re.MULTILINE)
+    return {name: (int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)) for h, name in found}
+
+
+@pytest.mark.parametrize("spec", ["background,building=#e31a1c,woodland,water,road",
+                                  "a,b=#e6194b,c,d=#3cb44b,e,f=#ffe119,g,h=#0082c8,i"])
+def test_automatic_colours_keep_away_from_the_given_ones(tmp_path: Path, spec: str) -> None:
+    model = tmp_path / "m.safetensors"
+    code, err = _cli("init", "unet_skinny", "--classes", spec, "-o", model)
+    assert code == 0, err
+    r = subprocess.run([sys.executable, "-m", "fastunet_core.cli", "info", str(model)], capture_output=True,
+                       text=True, check=True)
+    colours = _colours(r.stdout)
+    given = {i.split("=")[0]: i.split("=")[1] for i in spec.split(",") if "=" in i}
+    assert len(colours) == len(spec.split(",")), r.stdout
+    for name, hexcol in given.items():
+        assert colours[name] == tuple(int(hexcol[k : k + 2], 16) for k in (1, 3, 5))  # the user's, unchanged
+    auto = {n: c for n, c in colours.items() if n not in given}
+    for name, colour in auto.items():
+        for other in given:
+            assert colour_distance(colour, colours[other]) >= 150, (name, other, r.stdout)
+    assert len(set(auto.values())) == len(auto), r.stdout  # and differ from each other

@@ -8,6 +8,7 @@ classes with their names and colours, and the tile size and overlap the model wa
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,49 @@ DEFAULT_PALETTE: tuple[RGB, ...] = (  # the one default class palette (classes g
 def default_color(class_id: int) -> RGB:
     """Return the default colour of a class id (the palette repeats every 12 ids)."""
     return DEFAULT_PALETTE[class_id % len(DEFAULT_PALETTE)]
+
+
+MIN_DISTANCE_TO_GIVEN = 150.0
+"""How far (:func:`colour_distance`) an automatic colour keeps from a colour the user gave another class.
+
+#e31a1c and the palette's first red #e6194b are 68 apart and look the same on a map; the palette's own
+closest pair (pink and lavender) is 80 apart, a pair of clearly different colours ~200-300.
+"""
+
+
+def colour_distance(a: RGB, b: RGB) -> float:
+    """Return how different two colours look: the "redmean" weighted RGB distance (0 .. about 765).
+
+    A cheap approximation of perceptual difference (www.compuphase.com/cmetric.htm): green weighs most,
+    red more in reds, blue more in blues.
+    """
+    rmean = (a[0] + b[0]) / 2
+    dr, dg, db = a[0] - b[0], a[1] - b[1], a[2] - b[2]
+    return math.sqrt((2 + rmean / 256) * dr * dr + 4 * dg * dg + (2 + (255 - rmean) / 256) * db * db)
+
+
+def automatic_colours(n_classes: int, given: dict[int, RGB]) -> dict[int, RGB]:
+    """Return colours for the class ids in ``range(n_classes)`` not in ``given`` (the user's own colours).
+
+    Each takes the next palette colour not taken yet that is at least :data:`MIN_DISTANCE_TO_GIVEN` from every
+    given colour; when none is left so far, the free palette colour farthest from all colours taken so far.
+    Without given colours this is the palette in order (:func:`default_color`). Past the palette's 12 colours,
+    the palette repeats.
+    """
+    out: dict[int, RGB] = {}
+    for cid in range(n_classes):
+        if cid in given:
+            continue
+        free = [c for c in DEFAULT_PALETTE if c not in out.values()]
+        far = [c for c in free if all(colour_distance(c, g) >= MIN_DISTANCE_TO_GIVEN for g in given.values())]
+        taken = [*given.values(), *out.values()]
+        if far:
+            out[cid] = far[0]
+        elif free:
+            out[cid] = max(free, key=lambda c: min(colour_distance(c, t) for t in taken))
+        else:
+            out[cid] = default_color(cid)
+    return out
 
 
 @dataclass(frozen=True)
@@ -211,16 +255,16 @@ def parse_class_spec(spec: str) -> tuple[ClassInfo, ...]:
     items = [s.strip() for s in spec.split(",") if s.strip()]
     if not items:
         raise ConfigError("--classes needs a count or a comma-separated list of names")
-    base = default_classes([i.split("=")[0] for i in items])
-    out = []
-    for info, item in zip(base, items, strict=True):
+    names = [i.split("=")[0] for i in items]
+    given: dict[int, RGB] = {}
+    for cid, (name, item) in enumerate(zip(names, items, strict=True)):
         if "=" in item:
             hexcol = item.split("=", 1)[1].lstrip("#")
             if len(hexcol) != 6:
-                raise ConfigError(f"colour for class {info.name!r} must be #rrggbb, got {item.split('=', 1)[1]!r}")
+                raise ConfigError(f"colour for class {name!r} must be #rrggbb, got {item.split('=', 1)[1]!r}")
             try:
-                info = ClassInfo(info.id, info.name, _rgb([int(hexcol[i : i + 2], 16) for i in (0, 2, 4)]))
+                given[cid] = _rgb([int(hexcol[i : i + 2], 16) for i in (0, 2, 4)])
             except ValueError as exc:
-                raise ConfigError(f"colour for class {info.name!r} is not hex: {hexcol!r}") from exc
-        out.append(info)
-    return tuple(out)
+                raise ConfigError(f"colour for class {name!r} is not hex: {hexcol!r}") from exc
+    colours = {**automatic_colours(len(names), given), **given}  # automatic ones far from the user's
+    return tuple(ClassInfo(cid, name, colours[cid]) for cid, name in enumerate(names))
