@@ -34,8 +34,9 @@ import os
 import re
 import shutil
 import sys
+from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -250,12 +251,23 @@ def _write_samples(dataset: Cacheable, layout: CacheLayout, tmp: Path, groups: l
 
     threads = max(1, min(MAX_BUILD_THREADS, os.cpu_count() or 1, len(groups)))
     pool = ThreadPoolExecutor(threads)
+    todo = iter(groups)
+    running: deque[Future[int]] = deque()
+
+    def start_next() -> None:
+        group = next(todo, None)
+        if group is not None:
+            running.append(pool.submit(fill, group))
+
     try:
-        for done in pool.map(fill, groups):  # in order; a failing group raises here and the file is dropped
-            progress.advance(done)
+        for _ in range(threads):  # one group per thread in flight: a cancel or an error stops within a group
+            start_next()
+        while running:
+            progress.advance(running.popleft().result())  # in order; a failing group raises, the file is dropped
             if progress.is_cancelled():
                 raise CancelledError("cancelled while building the tile cache; nothing was kept")
-    finally:  # Ctrl-C, cancel or an error: drop the groups not started instead of decoding them all first
+            start_next()
+    finally:  # Ctrl-C, cancel or an error: wait for the groups in flight, start no other
         pool.shutdown(wait=True, cancel_futures=True)
     images.flush()
     masks.flush()
