@@ -128,3 +128,13 @@ def test_automatic_colours_keep_away_from_the_given_ones(tmp_path: Path, spec: s
         for other in given:
             assert colour_distance(colour, colours[other]) >= 150, (name, other, r.stdout)
     assert len(set(auto.values())) == len(auto), r.stdout  # and differ from each other
+
+
+def test_summary_that_is_a_folder_is_refused_before_the_work(rio_data: Path, make_checkpoint: Callable[..., Path],
+                                                              tmp_path: Path) -> None:
+    out, summary = tmp_path / "out", tmp_path / "summary"
+    summary.mkdir()
+    code, err = _cli("predict", rio_data / "RGB.byte.tif", "-m", make_checkpoint(), "--out-dir", out,
+                     "--summary", summary)
+    _one_error_line(code, err, f"summary {summary} is a folder")
+    assert list(out.iterdir()) == [], "refused before any raster is segmented"

@@ -271,6 +271,8 @@ def run_batch(inputs: Sequence[RasterSource], model: Path, out_dir: Path, option
     prog = progress or NullProgress()
     make_folder(out_dir, "output folder")
     summary_file = summary_path or out_dir / "summary.csv"
+    if summary_file.is_dir():  # found now, not after every raster is done
+        raise ConfigError(f"summary {summary_file} is a folder: give a file name, e.g. {summary_file / 'summary.csv'}")
     inputs = exclude_own_outputs(inputs, out_dir, with_probs, vectorize is not None,
                                  [Role("model", model), Role("summary", summary_file)])
     predictor = Predictor(model, options)
