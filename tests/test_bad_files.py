@@ -12,10 +12,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-import rasterio
 import yaml
+from cli_helpers import crop_png as _crop_png
 from click.testing import CliRunner
-from rasterio.windows import Window
 
 from fastunet_core.cli import cli
 from fastunet_core.errors import DatasetLayoutError
@@ -24,13 +23,6 @@ from fastunet_core.train.datasets.folder import open_folder
 CLASS_NAMES = ["nodata", "background", "building", "road", "water", "barren", "forest", "agriculture"]
 
 
-def _crop_png(src: Path, dst: Path, size: int) -> None:
-    with rasterio.open(src) as ds:
-        data = ds.read(window=Window(0, 0, size, size))
-        profile = {"driver": "PNG", "width": size, "height": size, "count": ds.count, "dtype": ds.dtypes[0]}
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(dst, "w", **profile) as out:
-        out.write(data)
 
 
 @pytest.fixture()

@@ -9,20 +9,13 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from click.testing import CliRunner
+from cli_helpers import run_cli as _cli
 from rasterio.windows import Window
-
-from fastunet_core.cli import cli
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 DEEPNESS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "deepness-testdata"
 FOTOMAP = DEEPNESS / "dummy_fotomap_small.tif"
-
-
-def _cli(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, list(args))
-    return result.exit_code, result.stderr + result.stdout
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,8 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from click.testing import CliRunner
+from cli_helpers import run_cli as _cli
 from rasterio.windows import Window
-
-from fastunet_core.cli import cli
 
 smp = pytest.importorskip("segmentation_models_pytorch")
 DEEPNESS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "deepness-testdata"
@@ -31,11 +29,6 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
-
-
-def _cli(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, list(args))
-    return result.exit_code, result.stderr + result.stdout
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from cli_helpers import crop_png as _crop_png
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
@@ -31,17 +32,6 @@ def _config(tmp_path: Path, data: dict[str, Any], **optim: Any) -> dict[str, Any
             "output": str(tmp_path / "run")}
 
 
-def _crop_png(src: Path, dst: Path, size: int = 256) -> None:
-    """Write the top-left ``size`` x ``size`` of a real tile as PNG (keeps CPU tests short)."""
-    import rasterio
-    from rasterio.windows import Window
-
-    with rasterio.open(src) as ds:
-        data = ds.read(window=Window(0, 0, size, size))
-        profile = {"driver": "PNG", "width": size, "height": size, "count": ds.count, "dtype": ds.dtypes[0]}
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(dst, "w", **profile) as out:
-        out.write(data)
 
 
 def _loveda_layout(tmp_path: Path, shared_data: Path) -> Path:
