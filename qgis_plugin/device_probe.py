@@ -20,26 +20,15 @@ class DeviceProbe(QObject):
     answered = pyqtSignal(dict)  # {"why_not": str | None, "gpu": str | None} or {"error": str}
 
 
-class _QuietSink:
-    def set_percent(self, percent: float) -> None:
-        """Ignore progress."""
-
-    def is_cancelled(self) -> bool:
-        """Never cancelled."""
-        return False
-
-    def log(self, text: str) -> None:
-        """Ignore log lines."""
-
-
 def start_device_probe(probe: DeviceProbe) -> threading.Thread:
     """Run the GPU check on a daemon thread; ``probe.answered`` is emitted with the result."""
 
     def work() -> None:
         from .engine_process import run_engine
+        from .progress_bridge import QuietSink
 
         try:
-            answer: dict[str, Any] = run_engine("device", {}, _QuietSink())
+            answer: dict[str, Any] = run_engine("device", {}, QuietSink())
         except Exception as exc:  # the thread's boundary: the dock shows it
             answer = {"error": f"{type(exc).__name__}: {exc}"}
         with contextlib.suppress(RuntimeError):  # the dock (and the probe with it) was deleted meanwhile

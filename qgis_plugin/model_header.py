@@ -61,20 +61,6 @@ def _data_length(header: dict[str, object]) -> int:
     return max(ends, default=0)
 
 
-class _QuietSink:
-    """Progress sink of a metadata read: nothing to show."""
-
-    def set_percent(self, percent: float) -> None:
-        """Ignore progress."""
-
-    def is_cancelled(self) -> bool:
-        """Never cancelled."""
-        return False
-
-    def log(self, text: str) -> None:
-        """Ignore log lines."""
-
-
 def _read_with_engine(path: Path) -> ModelMeta:
     """Read an ONNX file's or an smp folder's metadata with the engine's packages (onnx, safetensors).
 
@@ -85,9 +71,10 @@ def _read_with_engine(path: Path) -> ModelMeta:
     from fastunet_core.models.metadata import ModelMeta
 
     from .engine_process import run_engine, use_subprocess
+    from .progress_bridge import QuietSink
 
     if use_subprocess():
-        return ModelMeta.from_dict(run_engine("model_meta", {"path": str(path)}, _QuietSink()))
+        return ModelMeta.from_dict(run_engine("model_meta", {"path": str(path)}, QuietSink()))
     from fastunet_core.models.checkpoint_file import read_metadata
 
     return read_metadata(path)

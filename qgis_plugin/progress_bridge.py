@@ -24,6 +24,20 @@ class ProgressSink(Protocol):
         """Show one line of information."""
 
 
+class QuietSink:
+    """A sink for short engine calls with nothing to show (a metadata read, the GPU check): never cancelled."""
+
+    def set_percent(self, percent: float) -> None:
+        """Ignore progress."""
+
+    def is_cancelled(self) -> bool:
+        """Never cancelled."""
+        return False
+
+    def log(self, text: str) -> None:
+        """Ignore log lines."""
+
+
 class StageProgress:
     """A core ``Progress`` whose work fills ``lo``..``hi`` % of the sink's bar."""
 
