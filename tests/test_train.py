@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -20,7 +21,7 @@ from fastunet_core.cli import cli
 from fastunet_core.errors import ConfigError
 from fastunet_core.models.checkpoint import load_checkpoint
 from fastunet_core.train.config import config_from_dict, load_config
-from fastunet_core.train.loop import train
+from fastunet_core.train.loop import agreement_batches, train
 
 SMALL_UNET = {"architecture": "unet", "args": {"widths": [8, 16, 32], "convs": 1}}
 
@@ -191,3 +192,17 @@ def test_cli_train_then_evaluate(tmp_path: Path, shared_data: Path) -> None:
     assert by_folder.stdout == r.stdout
     r = runner.invoke(cli, ["train", "-c", str(tmp_path / "missing.yaml")])
     assert r.exit_code == 1 and "config file not found" in r.stderr
+
+
+def test_agreement_batches_are_bounded_in_tiles_and_time() -> None:
+    # the post-training bf16 check runs on the CPU: a fixed tile budget, and no new batch once time is up
+    batches = [torch.full((8, 3, 4, 4), float(i)) for i in range(10)]
+    cut = list(agreement_batches(iter(batches), max_tiles=20, max_seconds=100.0))
+    assert [len(b) for b in cut] == [8, 8, 4]
+    assert [float(b[0, 0, 0, 0]) for b in cut] == [0.0, 1.0, 2.0]
+    ticks = iter([0.0, 5.0, 11.0, 12.0])  # the clock at the 1st, 2nd and 3rd batch
+    slow = list(agreement_batches(iter(batches), max_tiles=100, max_seconds=10.0, clock=lambda: next(ticks)))
+    assert len(slow) == 2  # the third batch starts after 11 s > 10 s
+    counter = itertools.count()
+    first_only = list(agreement_batches(iter(batches), max_tiles=100, max_seconds=0.5, clock=lambda: next(counter)))
+    assert len(first_only) == 1  # something is always measured
