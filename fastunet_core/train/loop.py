@@ -19,9 +19,9 @@ import itertools
 import math
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NoReturn, cast
 
 import torch
