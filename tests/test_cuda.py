@@ -121,6 +121,25 @@ def test_predict_cuda_fp32_matches_cpu(make_checkpoint, raster: Path, tmp_path: 
     assert np.mean(maps["cpu"] == maps["cuda"]) > 0.995
 
 
+def test_predict_on_cuda_blends_on_the_gpu_as_the_host_does(make_checkpoint, raster: Path,  # type: ignore[no-untyped-def]
+                                                            tmp_path: Path) -> None:
+    import rasterio
+
+    from fastunet_core.inference.predict import PredictOptions, Predictor
+
+    ckpt = make_checkpoint(classes=CLASSES, tile=128, overlap=32)
+    out = {}
+    for stitch in ("auto", "host"):
+        predictor = Predictor(ckpt, PredictOptions(device="cuda", precision="fp32", engine="torch", stitch=stitch))
+        assert (predictor.device_arrays is not None) == (stitch == "auto")  # auto: on the GPU with CUDA
+        predictor.run(raster, tmp_path / f"{stitch}.tif", tmp_path / f"{stitch}_probs.tif")
+        with rasterio.open(tmp_path / f"{stitch}.tif") as a, rasterio.open(tmp_path / f"{stitch}_probs.tif") as b:
+            out[stitch] = (a.read(), b.read())
+    assert len(np.unique(out["host"][0])) >= 3
+    np.testing.assert_array_equal(out["auto"][0], out["host"][0])  # the same probabilities in, the same map out
+    np.testing.assert_array_equal(out["auto"][1], out["host"][1])
+
+
 @pytest.fixture
 def gpu_nearly_full() -> object:
     """Take all but about 1 GiB of the GPU's free memory for the duration of a test."""

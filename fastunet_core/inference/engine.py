@@ -21,6 +21,7 @@ from fastunet_core.models.checkpoint_file import LoadedModel
 from fastunet_core.runtime.device import DeviceChoice
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,11 @@ class TorchEngine:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Map a (N, bands, H, W) float32 batch to (N, classes, H, W) float32 probabilities."""
+        result: np.ndarray = self.probs_tensor(batch).cpu().numpy()
+        return result
+
+    def probs_tensor(self, batch: np.ndarray) -> torch.Tensor:
+        """Return the probabilities of :meth:`__call__` as a float32 tensor left on the model's device."""
         import torch
 
         dev = self.device.device
@@ -80,8 +86,7 @@ class TorchEngine:
             probs = torch.softmax(logits.float(), dim=1)
             if not bool(torch.isfinite(probs).all()):
                 raise NonFiniteError("the model gives NaN or infinite outputs")
-            result: np.ndarray = probs.cpu().numpy()
-            return result
+            return probs
 
 
 class Engine(Protocol):

@@ -15,9 +15,10 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -89,6 +90,7 @@ from fastunet_core.runtime.progress import NullProgress, Progress
 from fastunet_core.tiling.grid import BLEND_MODES, TileGrid, edges
 from fastunet_core.tiling.resample import resize_bilinear, resize_nearest
 from fastunet_core.tiling.stitching import (
+    ArrayOps,
     RowAssembler,
     RowWriter,
     StreamingStitcher,
@@ -96,6 +98,7 @@ from fastunet_core.tiling.stitching import (
 )
 
 CPU_BATCH, CUDA_BATCH = 1, 4  # default tiles per model call
+STITCH_PLACES = ("auto", "host", "device")
 RESOLUTION_TOLERANCE = 1.5  # warn when the raster's pixels are this many times larger or smaller than training's
 
 
@@ -125,6 +128,9 @@ class PredictOptions:
     # auto: the model's resolution when the raster's differs by > 10 %; native: the raster's; or metres
     resolution: str | float = "auto"
     output_grid: str = "source"  # source: the class map on the raster's grid; model: on the grid the model ran on
+    # where tiles are blended and classes decided: auto (on the GPU when a CUDA PyTorch engine runs the model,
+    # else on the host), host, or device (the PyTorch engine's device, also the CPU: the tests compare the two)
+    stitch: str = "auto"
 
 
 @dataclass
@@ -228,6 +234,21 @@ class Predictor:
         self.engine, self.engine_name = make_engine(self.loaded, self.device, shape, opts.engine,
                                                     self.precision.precision)
         self._weights_digest: str | None = None
+        self.device_arrays = self._device_arrays()
+
+    def _device_arrays(self) -> ArrayOps | None:
+        """Return the stitcher's arrays on the model's device when tiles are blended there (see ``stitch``)."""
+        stitch = self.options.stitch
+        if stitch not in STITCH_PLACES:
+            raise ConfigError(f"unknown stitch place {stitch!r}; choose one of {', '.join(STITCH_PLACES)}")
+        on_torch = hasattr(self.engine, "probs_tensor")
+        if stitch == "device" and not on_torch:
+            raise ConfigError(f"blending on the device needs the PyTorch engine, not {self.engine_name}")
+        if stitch == "host" or not on_torch or (stitch == "auto" and not self.device.is_cuda):
+            return None
+        from fastunet_core.inference.device_stitch import TorchArrays
+
+        return TorchArrays(self.device.device)
 
     def _init_onnx_file(self) -> None:
         """Run a Deepness-format ONNX file as it is: its heads, thresholds and output margin."""
@@ -246,6 +267,9 @@ class Predictor:
                               f"is {2 * self.margin} px smaller than its input; the outer {self.margin} px of "
                               "the raster get no prediction")
             self.overlap = 2 * self.margin
+        self.device_arrays = None
+        if self.options.stitch == "device":
+            raise ConfigError(f"{spec.path.name} is an ONNX model: its tiles are blended on the host")
         self.heads, start = [], 0
         thresh = spec.seg_thresh if spec.seg_thresh_given else None
         for head in spec.heads:
@@ -446,13 +470,21 @@ class Predictor:
         class_rows = assemblers[: len(heads)]
         prob_rows = assemblers[len(heads)] if probs is not None else None
 
-        def finish_cell(ly: int, x0: int, sums: np.ndarray, wsum: np.ndarray) -> None:
-            for head, rows in zip(heads, class_rows, strict=True):
-                rows.put(ly, x0, head.class_map(sums, wsum, OUTPUT_NODATA)[None])
-            if prob_rows is not None:
-                prob_rows.put(ly, x0, percent_from_sums(sums, wsum, OUTPUT_NODATA))
+        class_map: Callable[[OutputHead, Any, Any, int], np.ndarray] = OutputHead.class_map
+        percent: Callable[[Any, Any, int], np.ndarray] = percent_from_sums
+        if self.device_arrays is not None:
+            from fastunet_core.inference.device_stitch import class_map_on_device, percent_on_device
 
-        return StreamingStitcher(grid, self.n_channels, self.options.blend, finish_cell, start_row)
+            class_map, percent = class_map_on_device, percent_on_device
+
+        def finish_cell(ly: int, x0: int, sums: Any, wsum: Any) -> None:
+            for head, rows in zip(heads, class_rows, strict=True):
+                rows.put(ly, x0, class_map(head, sums, wsum, OUTPUT_NODATA)[None])
+            if prob_rows is not None:
+                prob_rows.put(ly, x0, percent(sums, wsum, OUTPUT_NODATA))
+
+        return StreamingStitcher(grid, self.n_channels, self.options.blend, finish_cell, start_row,
+                                 self.device_arrays)
 
     def _run_tiles(self, tiles: Iterator[TileItem], n_tiles: int, stitcher: StreamingStitcher,
                    prog: Progress) -> int:
@@ -485,7 +517,9 @@ class Predictor:
                     covered[:m] = covered[:, :m] = covered[self.tile - m :] = covered[:, self.tile - m :] = False
                 p = p[:, :hm, :wm]
                 if (hm, wm) != (h, w):  # read resampled: probabilities back onto the raster's window
-                    p = resize_bilinear(p, h, w)
+                    p = resize_bilinear(np.asarray(p.cpu()) if self.device_arrays else p, h, w)
+                    if self.device_arrays is not None:
+                        p = self.device_arrays.asarray(p)
                     if covered is not None:
                         covered = resize_nearest(covered[:hm, :wm], h, w)
                 valid = t.valid if covered is None else t.valid & covered[:h, :w]
@@ -507,12 +541,15 @@ class Predictor:
         return skipped
 
 
-    def _infer(self, data: np.ndarray) -> np.ndarray:
+    def _infer(self, data: np.ndarray) -> Any:
         """Run the engine on ``data`` in chunks of ``run_batch`` tiles, halving it on CUDA out-of-memory."""
         while True:
             try:
                 n = self.run_batch
-                return np.concatenate([self.engine(data[i:i + n]) for i in range(0, len(data), n)])
+                chunks = [data[i:i + n] for i in range(0, len(data), n)]
+                if self.device_arrays is not None:  # probabilities stay on the device for the stitcher
+                    return _cat_tensors([self.engine.probs_tensor(c) for c in chunks])  # type: ignore[attr-defined]
+                return np.concatenate([self.engine(c) for c in chunks])
             except RuntimeError as exc:
                 torch = sys.modules.get("torch")  # a CUDA run has imported it; an ONNX Runtime run never does
                 if torch is None or not isinstance(exc, torch.OutOfMemoryError):
@@ -526,6 +563,12 @@ class Predictor:
                 warnings.warn(f"the GPU ran out of memory with batches of {n} tiles; continuing with "
                               f"{self.run_batch} (use --batch-size {self.run_batch} to start there)",
                               GPUMemoryWarning, stacklevel=2)
+
+
+def _cat_tensors(parts: list[Any]) -> Any:
+    import torch
+
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def _first_line(exc: BaseException) -> str:

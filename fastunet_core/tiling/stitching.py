@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -101,6 +102,26 @@ class RowAssembler:
         return out
 
 
+class ArrayOps(Protocol):
+    """Where the stitcher's accumulators live: float32 zeros, and tile weights moved there."""
+
+    def zeros(self, shape: tuple[int, ...]) -> Any: ...  # noqa: D102
+
+    def asarray(self, values: np.ndarray) -> Any: ...  # noqa: D102
+
+
+class NumpyArrays:
+    """Accumulators in host memory (numpy)."""
+
+    def zeros(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Return a float32 accumulator."""
+        return np.zeros(shape, np.float32)
+
+    def asarray(self, values: np.ndarray) -> np.ndarray:
+        """Return ``values`` as they are."""
+        return values
+
+
 class StreamingStitcher:
     """Blend tiles' class probabilities and emit finished class ids (and optional probabilities).
 
@@ -110,11 +131,15 @@ class StreamingStitcher:
         blend: ``cosine`` or ``core`` (see :meth:`fastunet_core.tiling.grid.AxisLayout.weights`).
         finish_cell: called with (y-cell, x0, summed probabilities (C, h, w), weight sum (h, w)) when a
             cell is complete; weight 0 marks a pixel without data.
+        arrays: where the accumulators live: numpy arrays (default), or tensors on the model's device
+            (:class:`fastunet_core.inference.device_stitch.TorchArrays`; ``probs`` are then tensors there).
 
     """
 
     def __init__(self, grid: TileGrid, n_classes: int, blend: str,
-                 finish_cell: Callable[[int, int, np.ndarray, np.ndarray], None], start_row: int = 0) -> None:
+                 finish_cell: Callable[[int, int, Any, Any], None], start_row: int = 0,
+                 arrays: ArrayOps | None = None) -> None:
+        self.arrays: ArrayOps = arrays or NumpyArrays()
         self.grid = grid
         self.n_classes = n_classes
         self.blend = blend
@@ -124,7 +149,7 @@ class StreamingStitcher:
         cx = covering_counts(grid.cols, self.x_edges)
         cy = covering_counts(grid.rows, self.y_edges)
         self._pending = np.outer(np.asarray(cy), np.asarray(cx)).astype(np.int64)
-        self._acc: dict[tuple[int, int], np.ndarray] = {}
+        self._acc: dict[tuple[int, int], Any] = {}
         self._added = np.zeros((len(grid.rows.starts), len(grid.cols.starts)), dtype=bool)
         # resuming: rows above ``start_row`` are already in the output. Every tile that covers a cell
         # reaching below it starts at or after ``first_tile_row``; the tile rows before it are not run,
@@ -138,7 +163,7 @@ class StreamingStitcher:
     def _cells(self, edges_: list[int], start: int, length: int) -> range:
         return range(edges_.index(start), edges_.index(start + length))
 
-    def add(self, row: int, col: int, probs: np.ndarray | None, valid: np.ndarray | None) -> None:
+    def add(self, row: int, col: int, probs: Any, valid: np.ndarray | None) -> None:
         """Add tile (row, col): ``probs`` (C, h, w) over its window and its validity (h, w).
 
         ``probs=None`` adds a tile without data (it was skipped): its cells just count it as done.
@@ -153,6 +178,7 @@ class StreamingStitcher:
             weights = np.outer(self._wy[row], self._wx[col])
             if valid is not None:
                 weights = weights * valid
+            weights = self.arrays.asarray(weights)
         for ly in self._cells(self.y_edges, r0, h):
             y0, y1 = self.y_edges[ly], self.y_edges[ly + 1]
             if y1 <= self.start_row:
@@ -161,7 +187,7 @@ class StreamingStitcher:
                 x0, x1 = self.x_edges[kx], self.x_edges[kx + 1]
                 acc = self._acc.get((ly, kx))
                 if acc is None:
-                    acc = self._acc[(ly, kx)] = np.zeros((self.n_classes + 1, y1 - y0, x1 - x0), np.float32)
+                    acc = self._acc[(ly, kx)] = self.arrays.zeros((self.n_classes + 1, y1 - y0, x1 - x0))
                 if probs is not None and weights is not None:
                     wcell = weights[y0 - r0 : y1 - r0, x0 - c0 : x1 - c0]
                     acc[:-1] += probs[:, y0 - r0 : y1 - r0, x0 - c0 : x1 - c0] * wcell
