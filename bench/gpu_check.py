@@ -73,7 +73,8 @@ SECTIONS: list[tuple[str, int]] = [
     ("train:unet_skinny:bf16:cpu-augment", 40),  # the same with albumentations in the workers (augment.on_device off)
     ("train:unet_base:bf16", 40),
     ("train:unet_base:fp16", 40),
-    ("predict", 40),
+    ("predict", 40),  # tiles blended on the GPU (the default with CUDA)
+    ("predict:host-blend", 40),  # the same with blending and argmax on the host, for the A/B in one run
     ("oom", 40),
     ("agreement", 55),  # training ends with a CPU bf16 agreement check of up to 10 s
     ("ddp", 55),
@@ -419,7 +420,7 @@ def _write_profile(profiler: Any, name: str) -> None:
     (out_dir / name).write_text(text.getvalue())
 
 
-def section_predict(work: Path, deadline: float) -> dict[str, Any]:
+def section_predict(work: Path, deadline: float, stitch: str = "auto") -> dict[str, Any]:
     import torch
 
     from fastunet_core.errors import CancelledError
@@ -430,7 +431,7 @@ def section_predict(work: Path, deadline: float) -> dict[str, Any]:
     if not DRY:
         torch.cuda.reset_peak_memory_stats()
     opts = PredictOptions(device=DEVICE, batch_size=int(os.environ.get("GPU_CHECK_PREDICT_BATCH", "16")),
-                          overwrite=True)
+                          overwrite=True, stitch=stitch)
     profiler = _maybe_profiler()
     t0 = _now()
     try:
@@ -440,8 +441,9 @@ def section_predict(work: Path, deadline: float) -> dict[str, Any]:
         seconds, complete = _now() - t0, False
         mpx = RASTER_SIDE**2 / 1e6 * prog.done / max(prog.total, 1)
     util = prog.util.stop()
-    _write_profile(profiler, "predict_profile.txt")
+    _write_profile(profiler, f"predict_{stitch}_profile.txt")
     return {"ok": True, "arch": "unet_skinny", "raster_px": RASTER_SIDE, "batch_size": opts.batch_size,
+            "stitch": stitch,
             "complete": complete, "megapixels": round(mpx, 1), "seconds": round(seconds, 2),
             "mpx_per_s": round(mpx / seconds, 2), "tiles": prog.total, **_cuda_memory(), **util,
             "log": prog.messages[:2]}
@@ -613,6 +615,8 @@ def run_section(name: str, work: Path, box_s: float, result: Path) -> None:
     if name.startswith("train:"):
         _, arch, amp, *variant = name.split(":")
         out = section_train(work, deadline, arch, amp, *variant)
+    elif name == "predict:host-blend":
+        out = section_predict(work, deadline, stitch="host")
     else:
         out = SECTION_FUNCS[name](work, deadline)
     _report(out)
@@ -686,7 +690,7 @@ def _fmt_row(name: str, r: dict[str, Any]) -> str:
         return (f"{r['images_per_s']:8.1f} img/s {r['epoch_s']:7.1f} s/epoch  peak {r['peak_allocated_gib']} GiB  "
                 f"GPU {'n/a' if util is None else f'{util:.0f}%'}  (micro-batch {r['micro_batch']}, "
                 f"{r['num_workers']} workers)")
-    if name == "predict":
+    if name.startswith("predict"):
         util = r.get("gpu_util_mean_pct")
         return (f"{r['mpx_per_s']:.1f} Mpx/s ({r['megapixels']} Mpx in {r['seconds']} s"
                 f"{'' if r['complete'] else ', stopped at the time box'})  peak {r['peak_allocated_gib']} GiB  "
