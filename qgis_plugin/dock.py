@@ -234,9 +234,11 @@ class SegmentDock(QgsDockWidget):
         from fastunet_core.errors import FastUNetError
 
         from .task import SegmentTask
+        from .words import in_qgis_words
 
         try:
-            plan = plan_run(self.choices())
+            with in_qgis_words():
+                plan = plan_run(self.choices())
         except FastUNetError as exc:
             self.notify(_sentence(str(exc)), Qgis.MessageLevel.Warning)
             return None

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .progress_bridge import EpochProgress, ProgressSink, StageProgress
+from .words import qgis_worded
 
 Payload = dict[str, Any]
 
@@ -66,10 +67,11 @@ def model_meta(payload: Payload, sink: ProgressSink) -> Payload:
     return read_metadata(payload["path"]).to_dict()
 
 
-CALLS: dict[str, Callable[[Payload, ProgressSink], Payload]] = {
+# every call builds its messages with the plugin's names for settings, never a command-line flag
+CALLS: dict[str, Callable[[Payload, ProgressSink], Payload]] = {name: qgis_worded(call) for name, call in {
     "model_meta": model_meta,
     "segment": segment,
     "vectorize": vectorize,
     "train": train,
     "device": device,
-}
+}.items()}

@@ -123,8 +123,6 @@ def run_segment_job(job: SegmentJob, sink: ProgressSink) -> SegmentOutcome:
     done = segment_raster(job.raster, job.model, job.class_output, options, vector_output=job.polygons_output,
                           vectorize=vopts, area=job.area, work_dir=job.work_dir,
                           progress=lambda stage: StageProgress(sink, *stages[stage]))
-    if done.prediction.resolution:
-        sink.log(f"resolution: {done.prediction.resolution}")
     for note in done.prediction.notes:
         sink.log(f"note: {note}")
     for text in done.warnings:

@@ -261,7 +261,7 @@ def test_ctrl_c_in_training_says_what_was_kept(shared_data: Path, tmp_path: Path
     message = str(info.value)
     assert "no output was written" not in message
     assert message.startswith(f"interrupted during epoch 2; epoch 1 is saved in {run}")
-    assert "run the same command again to resume from epoch 2" in message
+    assert "run it again to resume from epoch 2, or start over with --fresh" in message
     umask = os.umask(0)
     os.umask(umask)
     for name in ("best.safetensors", "last.safetensors", "last_state.pt"):

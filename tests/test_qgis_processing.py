@@ -377,6 +377,6 @@ def test_segment_runs_at_the_model_resolution(provider: object, shared_data: Pat
                     "RUN_RESOLUTION": "native", "OUTPUT_GRID": 1})
     with rasterio.open(out) as dst:
         assert (dst.width, dst.height) == (1243, 841)
-    with pytest.raises(QgsProcessingException, match="--resolution takes auto, native or metres"):
+    with pytest.raises(QgsProcessingException, match="'Resolution' takes auto, native or metres"):
         run("segment", {"INPUT": str(fotomap), "MODEL": str(model), "DEVICE": 0, "OUTPUT": str(tmp_path / "x.tif"),
                         "RUN_RESOLUTION": "fine"})

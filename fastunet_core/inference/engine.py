@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from fastunet_core.errors import ConfigError, NonFiniteError
+from fastunet_core.hints import hint
 from fastunet_core.models.checkpoint_file import LoadedModel
 from fastunet_core.runtime.device import DeviceChoice
 
@@ -116,7 +117,8 @@ def make_engine(source: LoadedModel | nn.Module, device: DeviceChoice, sample_sh
         raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     cpu_fp32 = not device.is_cuda and precision in ("auto", "fp32")
     if engine == "onnx" and not cpu_fp32:
-        raise ConfigError("the onnx engine runs on the CPU in fp32; use --engine torch for CUDA or bf16")
+        raise ConfigError("the onnx engine runs on the CPU in fp32"
+                          + hint("; use {} for CUDA or bf16", "engine", value="torch"))
     if engine == "onnx" or (engine == "auto" and cpu_fp32 and onnxruntime_available()):
         try:
             return _onnx_engine(source, sample_shape, onnx_available())

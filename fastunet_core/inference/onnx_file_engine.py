@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastunet_core.errors import ConfigError
+from fastunet_core.hints import setting
 from fastunet_core.models.deepness import OnnxModelSpec
 from fastunet_core.runtime.device import DeviceChoice
 
@@ -26,7 +27,7 @@ class OnnxFileEngine:
 
         if spec.input_size is not None and tile != spec.input_size:
             raise ConfigError(f"{spec.path.name} takes {spec.input_size} x {spec.input_size} px tiles only; "
-                              f"use --tile {spec.input_size}")
+                              f"use {setting('tile', spec.input_size)}")
         self.spec = spec
         options = ort.SessionOptions()
         options.log_severity_level = 3
@@ -56,7 +57,7 @@ class OnnxFileEngine:
                 a = np.concatenate([1.0 - a, a], axis=1)
             parts.append(a)
         if len({p.shape[-2:] for p in parts}) != 1:
-            raise ConfigError(f"{self.spec.path.name}: its outputs differ in size; run one with --head")
+            raise ConfigError(f"{self.spec.path.name}: its outputs differ in size; run one with {setting('head')}")
         return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fastunet_core.hints import hint
 from fastunet_core.models.metadata import ModelMeta
 from fastunet_core.runtime.cpu import bf16_support
 from fastunet_core.runtime.device import DeviceChoice
@@ -57,8 +58,8 @@ def choose_precision(requested: str, meta: ModelMeta, device: DeviceChoice) -> P
         return PrecisionChoice("fp32", "this CPU has no native bf16 (AVX512-BF16 or AMX)")
     agreement = recorded_agreement(meta)
     if agreement is None:
-        return PrecisionChoice("fp32", f"CPU has {cpu.describe()}, but the model has no recorded bf16 agreement "
-                                       "(fastunet-geo init --agreement-tiles measures it)")
+        return PrecisionChoice("fp32", f"CPU has {cpu.describe()}, but the model has no recorded bf16 agreement"
+                                       + hint(" ({} measures it)", "agreement_tiles"))
     if agreement < MIN_AGREEMENT:
         return PrecisionChoice("fp32", f"the model's bf16 class agreement is {agreement:.3%}, below "
                                        f"{MIN_AGREEMENT:.1%}")

@@ -38,6 +38,7 @@ from fastunet_core.errors import (
     NonFiniteError,
     ResolutionMismatchWarning,
 )
+from fastunet_core.hints import hint, setting
 from fastunet_core.inference.engine import make_engine
 from fastunet_core.inference.heads import OutputHead
 from fastunet_core.inference.precision import PrecisionChoice, choose_precision
@@ -225,12 +226,13 @@ class Predictor:
         if self.tile % divisor:
             raise ConfigError(
                 f"tile size {self.tile} px is not a multiple of {divisor}, which {meta.architecture} needs "
-                f"(one halving per level); use e.g. --tile {max(divisor, self.tile // divisor * divisor)}"
+                f"(one halving per level); use e.g. {setting('tile', max(divisor, self.tile // divisor * divisor))}"
             )
         shape = (1, meta.input.n_bands, self.tile, self.tile)
         self.precision = choose_precision(opts.precision, meta, self.device)
         if self.precision.precision == "bf16" and opts.precision == "auto" and opts.engine == "onnx":
-            self.precision = PrecisionChoice("fp32", "the onnx engine runs fp32 (bf16 runs with --engine torch)")
+            self.precision = PrecisionChoice("fp32", "the onnx engine runs fp32"
+                                             + hint(" (bf16 runs with {})", "engine", value="torch"))
         self.engine, self.engine_name = make_engine(self.loaded, self.device, shape, opts.engine,
                                                     self.precision.precision)
         self._weights_digest: str | None = None
@@ -257,7 +259,8 @@ class Predictor:
         spec = self.loaded.onnx
         assert spec is not None
         if self.options.engine == "torch":
-            raise ConfigError(f"{spec.path.name} is an ONNX model: it runs with --engine auto or onnx, not torch")
+            raise ConfigError(f"{spec.path.name} is an ONNX model: it runs with {setting('engine', 'auto')} or onnx, "
+                              "not torch")
         self.tile = spec.input_size or self.tile
         engine = OnnxFileEngine(spec, self.device, self.tile)
         self.engine, self.engine_name = engine, f"onnxruntime ({engine.provider}, ONNX file)"
@@ -318,7 +321,7 @@ class Predictor:
         if self.model_path is not None:
             inputs.append(Role("model", self.model_path))
         heads_out = [Role("output", path) for path in self.class_outputs(out)]
-        check_distinct(inputs, heads_out + ([Role("--probs output", probs)] if probs is not None else []))
+        check_distinct(inputs, heads_out + ([Role(f"{setting('probs')} output", probs)] if probs is not None else []))
         partials: list[PartialOutput] = []
         try:
             with contextlib.ExitStack() as env:
@@ -414,7 +417,8 @@ class Predictor:
             transform, width, height = scaled_grid(src.transform, src.width, src.height, plan.factor)
             vrt = stack.enter_context(WarpedVRT(src, crs=src.crs, transform=transform, width=width, height=height,
                                                 resampling=Resampling.bilinear))
-            how = f"resampled (bilinear) to a {width} x {height} grid; class map on that grid (--output-grid model)"
+            how = (f"resampled (bilinear) to a {width} x {height} grid; class map on that grid "
+                   f"({setting('output_grid', 'model')})")
             result = (vrt, self.tile, self.overlap, 1.0)
         elif plan.resamples:
             tile_src = max(2, round(self.tile * plan.factor))
@@ -439,7 +443,8 @@ class Predictor:
         """Open the output rasters (partial files until the stack closes cleanly) and the stitcher."""
         meta, overwrite = self.loaded.meta, self.options.overwrite
         if probs is not None and len(self.heads) > 1:
-            raise ConfigError("the model has several output heads: choose one with --head to write probabilities")
+            raise ConfigError(f"the model has several output heads: choose one with {setting('head')} to write "
+                              "probabilities")
         heads = self.heads
         class_paths = self.class_outputs(out)
         targets = [(path, "classes" if k == 0 else f"classes{k}") for k, path in enumerate(class_paths)]
@@ -558,10 +563,12 @@ class Predictor:
                 if self.run_batch == 1:
                     raise GPUMemoryError(
                         f"the GPU ran out of memory even with one {self.tile} px tile at a time ({_first_line(exc)}); "
-                        "use a smaller --tile, close other programs using the GPU, or --device cpu") from None
+                        f"use a smaller {setting('tile')}, close other programs using the GPU, or "
+                        f"{setting('device', 'cpu')}"
+                    ) from None
                 self.run_batch = max(1, self.run_batch // 2)
                 warnings.warn(f"the GPU ran out of memory with batches of {n} tiles; continuing with "
-                              f"{self.run_batch} (use --batch-size {self.run_batch} to start there)",
+                              f"{self.run_batch} (use {setting('batch_size', self.run_batch)} to start there)",
                               GPUMemoryWarning, stacklevel=2)
 
 
@@ -591,7 +598,7 @@ def _copy_finished(part: PartialOutput, rows: int, block: int, write: RowWriter)
             return old.read(window=Window(0, full, old.width, rows - full)) if rows > full else None
     except rasterio.errors.RasterioIOError as exc:
         raise InputRasterError(f"the finished rows of an earlier run ({part.previous}) cannot be read; run again "
-                               "with --no-resume") from exc
+                               f"with {setting('no_resume')}") from exc
 
 
 def _flush_when_stopped(assemblers: list[RowAssembler], exc_type: type[BaseException] | None,
@@ -631,8 +638,9 @@ def warn_out_of_range(name: str, reader: TileReader) -> None:
     warnings.warn(
         f"{100 * sample.share_outside:.0f} % of the valid pixels sampled from {name} lie outside the value range "
         f"{lo:g}..{hi:g} the model scales to its input (sampled values {sample.low:g} to {sample.high:g}); the "
-        "model never saw such values, so results may be garbage. Use a model made for this data (--value-range "
-        "at init or input.value_range in training) or rescale the raster (e.g. gdal_translate -scale)",
+        f"model never saw such values, so results may be garbage. Use a model made for this data "
+        f"({setting('init_value_range')} or input.value_range in training) or rescale the raster (e.g. "
+        "gdal_translate -scale)",
         InputRangeWarning, stacklevel=3,
     )
 
@@ -653,6 +661,6 @@ def warn_resolution_mismatch(name: str, raster_m: float | None, model_m: float |
         f"{name} has {raster_m:.3g} m pixels, {max(ratio, 1 / ratio):.1f}x {finer} than the {model_m:.3g} m the "
         f"model was trained on; objects will not look the size the model learned. Resample it to about "
         f"{model_m:.3g} m first (e.g. gdalwarp -tr with that pixel size in a metric CRS), or run with "
-        f"--resolution {model_m:.3g}",
+        f"{setting('resolution', f'{model_m:.3g}')}",
         ResolutionMismatchWarning, stacklevel=3,
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fastunet_core.errors import ConfigError
+from fastunet_core.hints import hint, setting
 
 if TYPE_CHECKING:  # parse_resolution runs in QGIS's process, which may lack rasterio's affine
     from affine import Affine
@@ -48,9 +49,10 @@ def parse_resolution(value: str | float) -> str | float:
         try:
             number = float(text.removesuffix("m"))
         except ValueError:
-            raise ConfigError(f"--resolution takes auto, native or metres (e.g. 0.3), got {value!r}") from None
+            raise ConfigError(f"{setting('resolution')} takes auto, native or metres (e.g. 0.3), "
+                              f"got {value!r}") from None
     if not number > 0:
-        raise ConfigError(f"--resolution must be a positive number of metres, got {value!r}")
+        raise ConfigError(f"{setting('resolution')} must be a positive number of metres, got {value!r}")
     return number
 
 
@@ -59,15 +61,15 @@ def plan_resolution(request: str | float, raster_m: float | None, model_m: float
     wanted = parse_resolution(request)
     have = f"{raster_m:.3g} m" if raster_m else "unknown"
     if wanted == "native":
-        return ResolutionPlan(1.0, raster_m, f"the raster's own ({have}), as asked (--resolution native)")
+        return ResolutionPlan(1.0, raster_m, f"the raster's own ({have}), as asked ({setting('resolution', 'native')})")
     if isinstance(wanted, float):
         if not raster_m:
-            raise ConfigError("--resolution METRES needs a raster whose ground resolution is known (a CRS and a "
-                              "geotransform); use --resolution native")
+            raise ConfigError(f"{setting('resolution', 'METRES')} needs a raster whose ground resolution is known "
+                              f"(a CRS and a geotransform); use {setting('resolution', 'native')}")
         return ResolutionPlan(wanted / raster_m, wanted, f"{wanted:.3g} m as asked (the raster has {have})")
     if not model_m:
         return ResolutionPlan(1.0, raster_m, f"the raster's own ({have}): the model does not record the "
-                              "resolution it was trained at (give it with --model-resolution)")
+                              f"resolution it was trained at{hint(' (give it with {})', 'model_resolution')}")
     if not raster_m:
         return ResolutionPlan(1.0, None, "the raster's own: its ground resolution is unknown (no CRS)")
     off = raster_m / model_m - 1.0
@@ -77,8 +79,8 @@ def plan_resolution(request: str | float, raster_m: float | None, model_m: float
     ratio = model_m / raster_m
     if not 1 / AUTO_MAX_RATIO <= ratio <= AUTO_MAX_RATIO:
         return ResolutionPlan(1.0, raster_m, f"the raster's own ({have}): {max(ratio, 1 / ratio):.0f}x from the "
-                              f"model's {model_m:.3g} m is too far to resample automatically (--resolution "
-                              f"{model_m:.3g} forces it)")
+                              f"model's {model_m:.3g} m is too far to resample automatically "
+                              f"({setting('resolution', f'{model_m:.3g}')} forces it)")
     return ResolutionPlan(ratio, model_m, f"the model's {model_m:.3g} m (the raster's {have} is "
                           f"{abs(off):.0%} {'finer' if off < 0 else 'coarser'})")
 

@@ -24,6 +24,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from fastunet_core.errors import InputRasterError
+from fastunet_core.hints import setting
 from fastunet_core.io.sources import network_options, raster_source, unreachable_reason, url_in
 from fastunet_core.models.metadata import InputSpec
 
@@ -156,14 +157,15 @@ def choose_bands(info: RasterInfo, spec: InputSpec, override: Sequence[int] | No
     if override:
         bands = tuple(int(b) for b in override)
         if len(bands) != spec.n_bands:
-            raise InputRasterError(f"--bands lists {len(bands)} bands but the model takes {spec.n_bands}")
+            raise InputRasterError(f"{setting('bands')} lists {len(bands)} bands but the model takes {spec.n_bands}")
     else:
         bands = spec.bands
         if len(info.data_bands) != spec.n_bands:
             raise InputRasterError(
                 f"{info.path.name} has {len(info.data_bands)} data band(s) but the model takes {spec.n_bands} "
-                f"(bands {', '.join(map(str, spec.bands))}){_alpha_note(info)}; choose them with --bands, e.g. "
-                "--bands " + ",".join(str(b) for b in range(1, spec.n_bands + 1))
+                f"(bands {', '.join(map(str, spec.bands))}){_alpha_note(info)}; choose them with {setting('bands')}, "
+                "e.g. "
+                + setting("bands", ",".join(str(b) for b in range(1, spec.n_bands + 1)))
             )
     bad = [b for b in bands if not 1 <= b <= info.count]
     if bad:
@@ -180,8 +182,8 @@ def _alpha_note(info: RasterInfo) -> str:
     one = len(alpha) == 1
     return (f"; band{'' if one else 's'} {which} {'is' if one else 'are'} tagged alpha, so GDAL reads "
             f"{'it' if one else 'them'} as a validity mask, not data. If {'it holds' if one else 'they hold'} "
-            "data (e.g. NIR), select it with --bands: a selected band is fed to the model as data and no longer "
-            "marks any pixel as nodata (or fix the tag: gdal_edit.py -colorinterp_N undefined)")
+            f"data (e.g. NIR), select it with {setting('bands')}: a selected band is fed to the model as data and no "
+            "longer marks any pixel as nodata (or fix the tag: gdal_edit.py -colorinterp_N undefined)")
 
 
 def alpha_as_data(info: RasterInfo, bands: Sequence[int]) -> tuple[int, ...]:

@@ -37,6 +37,7 @@ import pyproj
 import shapely
 
 from fastunet_core.errors import ConfigError, KeptStyleWarning, OutputLimitError, OutputWriteError
+from fastunet_core.hints import setting
 from fastunet_core.io.atomic import check_writable
 from fastunet_core.io.styles import plan_style
 from fastunet_core.io.targets import Role
@@ -191,7 +192,7 @@ class VectorSink:
             raise OutputLimitError(
                 f"{self.target.name} would pass the Shapefile's 2 GB limit (after {self.features:,} features); "
                 f"write a GeoPackage instead (-o {self.target.with_suffix('.gpkg').name}), or simplify / drop "
-                "small polygons (--simplify, --min-area)")
+                f"small polygons ({setting('simplify')}, {setting('min_area')})")
 
     def write_style(self, classes: Sequence[ClassInfo]) -> None:
         """Write the QML style beside the output, where QGIS finds it when it opens the layer."""

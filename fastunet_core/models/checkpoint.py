@@ -19,6 +19,7 @@ from torch import nn
 
 from fastunet_core import __version__
 from fastunet_core.errors import CheckpointError, ConfigError, NonFiniteError, UnsafeCheckpointError
+from fastunet_core.hints import setting
 from fastunet_core.io.atomic import atomic_output
 from fastunet_core.models.checkpoint_file import (
     METADATA_KEY,
@@ -107,7 +108,8 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) 
             details.append(f"{len(bad_shape)} with other shapes (e.g. {k}: {tuple(state[k].shape)} vs "
                            f"{tuple(own[k].shape)})")
         raise CheckpointError(f"{source}: the weights do not fit the architecture: " + "; ".join(details)
-                              + "; check the architecture, its arguments (--arch-args), --classes and --bands")
+                              + f"; check the architecture, its arguments ({setting('arch_args')}), "
+                              f"{setting('init_classes')} and {setting('init_bands')}")
     check_finite(state, source)
     model.load_state_dict(state, strict=True)
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from safetensors import SafetensorError, safe_open
 
 from fastunet_core.errors import CheckpointError, ConfigError, UnsafeCheckpointError
+from fastunet_core.hints import hint
 from fastunet_core.models.deepness import ModelOverrides, OnnxModelSpec, is_onnx_path, read_onnx_model
 from fastunet_core.models.metadata import ModelMeta
 from fastunet_core.models.smp_folder import is_smp_folder, read_smp_folder
@@ -90,8 +91,8 @@ def read_metadata(path: str | os.PathLike[str], overrides: ModelOverrides | None
         raise CheckpointError(f"{p} is not a fastunet-geo checkpoint (not a readable safetensors file: {exc})") from exc
     if raw is None:
         raise CheckpointError(
-            f"{p} is a safetensors file without fastunet-geo metadata; wrap its weights into a checkpoint "
-            "with 'fastunet-geo init ARCH --weights FILE ...'"
+            f"{p} is a safetensors file without fastunet-geo metadata; wrap its weights into a checkpoint"
+            + hint(" with {}", "init_weights")
         )
     try:
         return ModelMeta.from_dict(json.loads(raw))
@@ -142,7 +143,7 @@ def check_checkpoint_file(p: Path, allow_pickle: bool = False) -> Path:
     if not allow_pickle and looks_like_pickle(p):
         raise UnsafeCheckpointError(
             f"{p} is a PyTorch pickle file, not a fastunet-geo checkpoint; it is refused unread because "
-            "unpickling can run arbitrary code. Wrap plain weights with 'fastunet-geo init ARCH --weights FILE'"
+            "unpickling can run arbitrary code" + hint(". Wrap plain weights with {}", "init_weights")
         )
     with p.open("rb") as f:
         head = f.read(8)

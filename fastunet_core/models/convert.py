@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastunet_core.errors import ConfigError
+from fastunet_core.hints import setting
 from fastunet_core.io.atomic import atomic_output
 from fastunet_core.models.checkpoint import load_checkpoint, save_checkpoint
 from fastunet_core.models.deepness import ModelOverrides, deepness_metadata, is_onnx_path, read_onnx_model
@@ -44,11 +45,12 @@ def completed_meta(meta: ModelMeta, req: ConvertRequest) -> ModelMeta:
     if req.classes is not None:
         classes = parse_class_spec(req.classes)
         if len(classes) != meta.n_classes:
-            raise ConfigError(f"--classes gives {len(classes)} classes but the model has {meta.n_classes}")
+            raise ConfigError(f"{setting('init_classes')} gives {len(classes)} classes but the model has "
+                              f"{meta.n_classes}")
     inp = meta.input
     bands = req.bands or inp.bands
     if len(bands) != inp.n_bands:
-        raise ConfigError(f"--bands lists {len(bands)} bands but the model takes {inp.n_bands}")
+        raise ConfigError(f"{setting('init_bands')} lists {len(bands)} bands but the model takes {inp.n_bands}")
     dtype = req.dtype or inp.dtype
     value_range = req.value_range or (DTYPE_RANGES[dtype] if req.dtype else inp.value_range)
     spec = InputSpec(bands=tuple(bands), dtype=dtype, value_range=value_range, mean=req.mean or inp.mean,
@@ -81,8 +83,9 @@ def _complete_onnx(req: ConvertRequest, overrides: ModelOverrides, out: Path, ov
 
     meta, spec = read_onnx_model(req.source, overrides)
     if req.dtype or req.value_range or req.bands:
-        raise ConfigError("Deepness-format ONNX models read RGB bands 1..3 divided by 255; --bands, --dtype and "
-                          "--value-range cannot be stored in them")
+        raise ConfigError("Deepness-format ONNX models read RGB bands 1..3 divided by 255; "
+                          f"{setting('init_bands')}, {setting('init_dtype')} and {setting('init_value_range')} cannot "
+                          "be stored in them")
     meta = completed_meta(meta, req)
     props = deepness_metadata(meta, spec.seg_thresh if (spec.seg_thresh_given or req.seg_thresh) else None)
     model = onnx.load(str(req.source))

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fastunet_core.errors import CheckpointError, ConfigError
+from fastunet_core.hints import hint, setting
 from fastunet_core.models.metadata import ClassInfo, InputSpec, ModelMeta, default_classes, parse_class_spec
 
 ARCHITECTURE = "onnx"  # ModelMeta.architecture of a model that is an ONNX file (not built from the registry)
@@ -195,15 +196,18 @@ def read_onnx_model(path: str | os.PathLike[str],
         if len(theirs) == len(heads[0].classes):
             heads[0] = OnnxHead(heads[0].output_name, heads[0].kind, theirs, heads[0].out_size)
     if names is None and ov.classes is None:
-        assumed.append("class names class_N (the file has no class_names; give them with --model-classes)")
+        assumed.append("class names class_N (the file has no class_names"
+                       + hint("; give them with {}", "model_classes") + ")")
     if ov.head is not None:
         if not 0 <= ov.head < len(heads):
-            raise ConfigError(f"--head {ov.head}: the model has {len(heads)} output head(s), 0..{len(heads) - 1}")
+            raise ConfigError(f"{setting('head', ov.head)}: the model has {len(heads)} output head(s), "
+                              f"0..{len(heads) - 1}")
         heads = [heads[ov.head]]
     if ov.classes is not None:
         given = parse_class_spec(ov.classes)
         if len(given) != len(heads[0].classes):
-            raise ConfigError(f"--model-classes gives {len(given)} classes but the output {heads[0].output_name!r} "
+            raise ConfigError(f"{setting('model_classes')} gives {len(given)} classes but the output "
+                              f"{heads[0].output_name!r} "
                               f"has {len(heads[0].classes)}")
         heads[0] = OnnxHead(heads[0].output_name, heads[0].kind, given, heads[0].out_size)
 
@@ -221,7 +225,8 @@ def read_onnx_model(path: str | os.PathLike[str],
     resolution_m = ov.resolution_m if ov.resolution_m is not None else (
         float(res_cm) / 100 if res_cm is not None else None)
     if resolution_m is None:
-        assumed.append("no model resolution (the raster is used at its own; give it with --model-resolution)")
+        assumed.append("no model resolution (the raster is used at its own"
+                       + hint("; give it with {}", "model_resolution") + ")")
     mean, std = _json_value(props, "standardization_mean"), _json_value(props, "standardization_std")
     if mean is None or std is None:
         mean, std = [0.0] * in_channels, [1.0] * in_channels

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from fastunet_core.errors import CheckpointError, ConfigError
+from fastunet_core.hints import setting
 
 FORMAT_NAME = "fastunet-geo"
 FORMAT_VERSION = 1
@@ -254,7 +255,7 @@ def parse_class_spec(spec: str) -> tuple[ClassInfo, ...]:
         return default_classes([f"class_{i}" for i in range(int(spec))])
     items = [s.strip() for s in spec.split(",") if s.strip()]
     if not items:
-        raise ConfigError("--classes needs a count or a comma-separated list of names")
+        raise ConfigError(f"{setting('init_classes')} needs a count or a comma-separated list of names")
     names = [i.split("=")[0] for i in items]
     given: dict[int, RGB] = {}
     for cid, (name, item) in enumerate(zip(names, items, strict=True)):

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from fastunet_core.errors import ConfigError
+from fastunet_core.hints import setting
 from fastunet_core.io.atomic import atomic_output, check_writable
 from fastunet_core.models.checkpoint_file import LoadedModel
 from fastunet_core.models.deepness import deepness_metadata
@@ -62,8 +63,9 @@ def export_smp_folder(loaded: LoadedModel, target: str | os.PathLike[str], overw
     """Write an smp model as a ``save_pretrained`` folder (config.json, model.safetensors, fastunet.json)."""
     meta = loaded.meta
     if not (meta.architecture.startswith(SMP_PREFIX) or meta.architecture in ("unetplusplus", "deeplabv3plus")):
-        raise ConfigError(f"{meta.architecture} is not a segmentation_models_pytorch architecture; --format smp "
-                          "exports smp.NAME models only (use --format onnx for any model)")
+        raise ConfigError(f"{meta.architecture} is not a segmentation_models_pytorch architecture; "
+                          f"{setting('export_format', 'smp')} exports smp.NAME models only (use "
+                          f"{setting('export_format', 'onnx')} for any model)")
     out = Path(target)
     check_writable(out, overwrite)
     tmp = out.with_name(f".{out.name}.partial")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fastunet_core.errors import CheckpointError
+from fastunet_core.hints import hint
 from fastunet_core.models.deepness import ModelOverrides
 from fastunet_core.models.metadata import ClassInfo, InputSpec, ModelMeta, default_classes, parse_class_spec
 from fastunet_core.models.registry import SMP_PREFIX, TRAINING_ONLY_ARGS, get_architecture
@@ -61,7 +62,8 @@ def read_smp_folder(path: str | os.PathLike[str],
             raise CheckpointError(f"{len(classes)} class names given but the model has {n_classes} classes")
     else:
         classes = default_classes([f"class_{i}" for i in range(n_classes)])
-        assumed.append("class names class_N (give them with --model-classes, or once with init --from)")
+        assumed.append("class names class_N"
+                       + hint(" (give them with {}, or once with {})", "model_classes", "init_from"))
     if in_ch == 3:
         spec = InputSpec(bands=(1, 2, 3), dtype="uint8", value_range=(0.0, 255.0), mean=IMAGENET_MEAN,
                          std=IMAGENET_STD)
@@ -70,7 +72,7 @@ def read_smp_folder(path: str | os.PathLike[str],
         spec = InputSpec(bands=tuple(range(1, in_ch + 1)), dtype="uint8", value_range=(0.0, 255.0))
         assumed.append(f"bands 1..{in_ch}, uint8 /255, no standardisation")
     if ov.resolution_m is None:
-        assumed.append("no model resolution (give it with --model-resolution)")
+        assumed.append("no model resolution" + hint(" (give it with {})", "model_resolution"))
     meta = ModelMeta(architecture=arch, arch_args=args, input=spec, classes=classes, tile_size_px=512,
                      overlap_px=64, resolution_m=ov.resolution_m,
                      training={"source": f"smp save_pretrained folder ({folder.name})"})

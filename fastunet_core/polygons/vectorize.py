@@ -27,6 +27,7 @@ import numpy as np
 import rasterio
 
 from fastunet_core.errors import CancelledError, ConfigError, EmptyPolygonsWarning, FastUNetWarning, InputRasterError
+from fastunet_core.hints import setting
 from fastunet_core.io.raster_input import open_raster
 from fastunet_core.io.targets import Role, check_distinct, target_locks
 from fastunet_core.io.vector_output import (
@@ -174,7 +175,7 @@ def _vectorize(mask_path: str | os.PathLike[str], out: Path, opts: VectorizeOpti
 
 def _check_options(opts: VectorizeOptions) -> None:
     if opts.simplify_m < 0 or opts.min_area_m2 < 0:
-        raise ConfigError("--simplify and --min-area must be zero or positive")
+        raise ConfigError(f"{setting('simplify')} and {setting('min_area')} must be zero or positive")
     if opts.window_px < 16:
         raise ConfigError(f"window size must be at least 16 pixels, got {opts.window_px}")
     if opts.workers < 1:

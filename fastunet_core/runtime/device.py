@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastunet_core.errors import ConfigError, DeviceError
+from fastunet_core.hints import setting
 
 if TYPE_CHECKING:
     import torch
@@ -123,5 +124,6 @@ def resolve_device(requested: str = "auto") -> DeviceChoice:
             return DeviceChoice(str(dev), f"{name}, {amp_name} autocast, channels_last", amp_name)
         if req == "auto":
             return DeviceChoice("cpu", why_not)
-        raise DeviceError(f"--device {requested} was requested but {why_not}; use --device cpu or auto")
+        raise DeviceError(f"{setting('device', requested)} was requested but {why_not}; use "
+                          f"{setting('device', 'cpu')} or auto")
     raise ConfigError(f"unknown device {requested!r}; choose one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from fastunet_core.errors import ConfigError, DatasetLayoutError, NonFiniteError
+from fastunet_core.hints import setting
 from fastunet_core.models.checkpoint import load_checkpoint
 from fastunet_core.models.metadata import ModelMeta
 from fastunet_core.models.registry import size_divisor
@@ -99,12 +100,13 @@ def evaluate_checkpoint(checkpoint: str | Path, config: str | Path | None, overr
     """
     loaded = load_checkpoint(checkpoint)
     if data_root is not None and config is not None:
-        raise ConfigError("give the dataset either with --config or with --data, not both")
+        raise ConfigError(f"give the dataset either with {setting('eval_config')} or with {setting('eval_data')}, "
+                          "not both")
     base = {"data": data_section_for(data_root, loaded.meta) if data_root is not None else {}}
     cfg = load_config(config, overrides, base=base)
     if not cfg.data:
-        raise ConfigError("say which dataset to evaluate on: --data DATASET_FOLDER, --config run.yaml, or "
-                          "data.kind=... data.root=...")
+        raise ConfigError(f"say which dataset to evaluate on: {setting('eval_data', 'DATASET_FOLDER')}, "
+                          f"{setting('eval_config', 'run.yaml')}, or data.kind=... data.root=...")
     ds = open_dataset(dataset_spec(cfg.data), split)
     meta = loaded.meta
     if [c.id for c in ds.classes] != [c.id for c in meta.classes]:

@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from fastunet_core.errors import CancelledError, ConfigError, DatasetLayoutError, GPUMemoryError, NonFiniteError
+from fastunet_core.hints import setting
 from fastunet_core.io.targets import check_folder, make_folder
 from fastunet_core.models.checkpoint import check_finite, load_checkpoint, save_checkpoint
 from fastunet_core.models.metadata import DTYPE_RANGES, InputSpec, ModelMeta
@@ -244,8 +245,8 @@ class _Trainer:
             shown = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, a, b in diff[:3])
             more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
             raise ConfigError(f"{self.out} holds a run with another configuration ({shown}{more}); use another "
-                              "--output, or --fresh to start over there")
-        check_finite(state["model"], f"the training state {path} (start over with --fresh)")
+                              f"{setting('train_output')}, or start over there with {setting('fresh')}")
+        check_finite(state["model"], f"the training state {path} (start over with {setting('fresh')})")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -432,8 +433,8 @@ class _Trainer:
         kept = (f"the last finite checkpoint, {last} (epoch {self.loop.epoch}), is kept" if self.loop.epoch
                 and last.is_file() else "no checkpoint was written")
         raise NonFiniteError(f"training diverged at {where}: {what}; {kept}. Lower optim.lr (now "
-                             f"{self.cfg.optim.lr:g}) and start over with --fresh, or check the data for extreme "
-                             "values")
+                             f"{self.cfg.optim.lr:g}) and start over with {setting('fresh')}, or check the data for "
+                             "extreme values")
 
     def _no_labels(self, part: str, epoch: int, complete: bool) -> None:
         """Refuse to train on nothing: every pixel of a whole split is ignored (no label, nodata, NaN)."""
@@ -511,8 +512,7 @@ def _interrupted(out: Path, trainer: _Trainer | None) -> str:
         return f"interrupted before the first epoch finished; nothing was saved in {out}"
     epochs = "epoch 1 is" if done == 1 else f"epochs 1-{done} are"
     return (f"interrupted during epoch {done + 1}; {epochs} saved in {out} ({LAST_CHECKPOINT}, {BEST_CHECKPOINT}, "
-            f"{STATE_FILE}): run the same command again to resume from epoch {done + 1}, or add --fresh to start "
-            "over")
+            f"{STATE_FILE}): run it again to resume from epoch {done + 1}, or start over with {setting('fresh')}")
 
 
 # The bf16 agreement runs on the CPU (where bf16 predict runs) after training: at most this many validation

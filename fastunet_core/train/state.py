@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from fastunet_core.errors import CheckpointError
+from fastunet_core.hints import setting
 from fastunet_core.io.atomic import atomic_output
 
 STATE_FILE = "last_state.pt"
@@ -68,7 +69,7 @@ def load_state(path: Path) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for damaged or unsafe files
         raise CheckpointError(f"cannot resume from {path}: {type(exc).__name__}: {exc}; start afresh with "
-                              "--fresh") from exc
+                              f"{setting('fresh')}") from exc
     loop = payload["loop"]
     payload["loop"] = LoopState(
         epoch=int(loop["epoch"]), best_val_loss=float(loop["best_val_loss"]), best_epoch=int(loop["best_epoch"]),

@@ -55,11 +55,14 @@ def require_engine(modules: dict[str, str]) -> None:
 
 @contextlib.contextmanager
 def engine_errors() -> Iterator[None]:
-    """Turn the engine's errors (plain sentences) into Processing errors."""
+    """Turn the engine's errors (plain sentences) into Processing errors; name settings as the dialog does."""
     from fastunet_core.errors import CancelledError, FastUNetError
 
+    from ..words import in_qgis_words
+
     try:
-        yield
+        with in_qgis_words():
+            yield
     except CancelledError as exc:
         raise QgsProcessingException(str(exc).capitalize()) from exc  # "Cancelled; no output was written"
     except FastUNetError as exc:

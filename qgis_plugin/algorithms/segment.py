@@ -79,7 +79,7 @@ class SegmentAlgorithm(FastUNetAlgorithm):
             QgsProcessingParameterNumber(self.RESOLUTION, "Web layers: ground resolution (m, 0: the model's)",
                                          Qgis.ProcessingNumberParameterType.Double, 0.0, minValue=0.0),
             QgsProcessingParameterString(
-                self.RUN_RESOLUTION, "Run the model at (auto: its own resolution when the raster's differs by "
+                self.RUN_RESOLUTION, "Resolution to run the model at (auto: its own when the raster's differs by "
                 "more than 10 %; native: the raster's; or metres)", "auto"),
             QgsProcessingParameterEnum(self.OUTPUT_GRID, "Class raster grid when resampling",
                                        ["source raster's grid", "the grid the model ran on"], defaultValue=0),

@@ -1,0 +1,112 @@
+"""How a message names a setting the user can change: a command-line flag, a QGIS control, or nothing.
+
+Core messages say what to do next ("use a smaller tile size"), and the setting to change has another name in
+each front end: ``--tile`` on the command line, *Tile size* in the QGIS dock and Processing dialog, and some
+settings exist in one front end only (``--model-resolution``). So core code never writes a flag into a
+message: it names the setting by its key in :data:`SETTINGS` through :func:`setting` (a setting every front
+end has) or :func:`hint` (a clause that is left out where the front end has no such setting), and the front
+end in charge of the current context (:func:`speaking`) chooses the words, when the message is made.
+
+The command line is the default: it is the core's own front end, what library users read, and what runs in
+threads and processes that the core starts itself. The QGIS plugin runs its engine calls inside
+``speaking(its words)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+# key -> (command-line flag, what the setting is, in plain words: used where a front end has no name for it)
+SETTINGS: dict[str, tuple[str, str]] = {
+    "tile": ("--tile", "the tile size"),
+    "overlap": ("--overlap", "the tile overlap"),
+    "batch_size": ("--batch-size", "the batch size"),
+    "device": ("--device", "the device"),
+    "bands": ("--bands", "the bands"),
+    "resolution": ("--resolution", "the run resolution"),
+    "output_grid": ("--output-grid", "the class raster's grid"),
+    "simplify": ("--simplify", "the simplify tolerance"),
+    "min_area": ("--min-area", "the minimum area"),
+    "head": ("--head", "the output head"),
+    "engine": ("--engine", "the inference engine"),
+    "no_resume": ("--no-resume", "a fresh run that ignores earlier partial outputs"),
+    "probs": ("--probs", "the probability raster"),
+    "model_resolution": ("--model-resolution", "the model's ground resolution"),
+    "model_classes": ("--model-classes", "the model's class names"),
+    "train_output": ("--output", "the run folder"),
+    "fresh": ("--fresh", "starting over"),
+    "init_classes": ("--classes", "the class names"),
+    "init_bands": ("--bands", "the bands"),
+    "init_dtype": ("--dtype", "the data type"),
+    "init_value_range": ("--value-range at init", "the model's input value range"),
+    "init_resolution": ("--resolution-m", "the model's ground resolution"),
+    "init_from": ("'fastunet-geo init --from'", "converting the model once with the command line"),
+    "init_weights": ("'fastunet-geo init ARCH --weights FILE'", "wrapping the weights in a model file"),
+    "arch_args": ("--arch-args", "the architecture's arguments"),
+    "agreement_tiles": ("'fastunet-geo init --agreement-tiles'", "measuring bf16 agreement"),
+    "export_format": ("--format", "the export format"),
+    "eval_data": ("--data", "the dataset folder"),
+    "eval_config": ("--config", "the run configuration"),
+}
+
+
+@dataclass(frozen=True)
+class FrontEnd:
+    """A front end's words for the settings: key -> the name its user sees (no entry: it has no such setting)."""
+
+    name: str
+    names: Mapping[str, str]
+    with_value: str = "{name} {value}"  # a setting and its value: ``--tile 448``
+
+    def says(self, key: str) -> bool:
+        """Return True when this front end has the setting ``key``."""
+        return key in self.names
+
+    def render(self, key: str, value: object = None) -> str:
+        """Return how this front end names the setting (with ``value`` when given)."""
+        if key not in SETTINGS:
+            raise KeyError(f"unknown setting {key!r}; known: {', '.join(SETTINGS)}")
+        name = self.names.get(key, SETTINGS[key][1])
+        return name if value is None else self.with_value.format(name=name, value=value)
+
+
+CLI = FrontEnd("cli", {key: flag for key, (flag, _what) in SETTINGS.items()})
+_current: ContextVar[FrontEnd] = ContextVar("fastunet_front_end", default=CLI)
+
+
+@contextlib.contextmanager
+def speaking(front_end: FrontEnd) -> Iterator[None]:
+    """Make the messages built in this context (this thread) name settings in ``front_end``'s words."""
+    token = _current.set(front_end)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def current() -> FrontEnd:
+    """Return the front end whose words messages use here."""
+    return _current.get()
+
+
+def setting(key: str, value: object = None) -> str:
+    """Return the setting ``key`` as the current front end names it: ``--tile 448``, or ``'Tile size' 448``."""
+    return _current.get().render(key, value)
+
+
+def hint(template: str, *keys: str, value: object = None) -> str:
+    """Return ``template`` with each ``{}`` filled by a setting's name, or "" where the front end lacks one.
+
+    ``value`` goes with the single key: ``hint("; use e.g. {}", "tile", value=448)``.
+    """
+    front = _current.get()
+    if not all(front.says(k) for k in keys):
+        for k in keys:
+            front.render(k)  # an unknown key is still a bug here
+        return ""
+    if value is not None and len(keys) != 1:
+        raise ValueError("a hint's value goes with exactly one setting")
+    return template.format(*(front.render(k, value) for k in keys))

@@ -1,0 +1,46 @@
+"""The plugin's names for the settings that core messages mention (see :mod:`fastunet_core.hints`).
+
+A core message run from the dock or Processing names the control the user changes (*Tile size*), never a
+command-line flag; a setting the plugin has no control for is left out of the message. The names are the
+labels the dock and the Processing dialogs show. Pure Python: the engine process imports it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+from fastunet_core.hints import FrontEnd, speaking
+
+QGIS = FrontEnd("qgis", {
+    "tile": "'Tile size'",
+    "overlap": "'Overlap'",
+    "batch_size": "'Batch size'",
+    "device": "'Device'",
+    "bands": "'Bands'",
+    "resolution": "'Resolution'",
+    "simplify": "'Simplify'",
+    "min_area": "'Minimum area'",
+    "train_output": "'Run folder'",
+    "fresh": "'Start over'",
+})
+
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def in_qgis_words() -> Iterator[None]:
+    """Build the messages of this context (this thread) with the plugin's names for settings."""
+    with speaking(QGIS):
+        yield
+
+
+def qgis_worded(call: Callable[..., T]) -> Callable[..., T]:
+    """Wrap ``call`` so that the messages it builds name the plugin's controls."""
+    @functools.wraps(call)
+    def run(*args: object, **kwargs: object) -> T:
+        with speaking(QGIS):
+            return call(*args, **kwargs)
+    return run

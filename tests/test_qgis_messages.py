@@ -1,0 +1,116 @@
+"""What a QGIS user reads from the dock and Processing: the controls' names, never a command-line flag."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsProject, QgsRasterLayer
+from qgis_helpers import wait_for
+
+pytestmark = pytest.mark.qgis
+
+FLAG = re.compile(r"(?<![\w-])--[a-z]")
+
+
+class Recorder(QgsProcessingFeedback):
+    """A Processing feedback that keeps every line the algorithm's log shows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def pushInfo(self, info: str) -> None:  # noqa: N802 (Qt's name)
+        self.lines.append(info)
+        super().pushInfo(info)
+
+    def pushWarning(self, warning: str) -> None:  # noqa: N802
+        self.lines.append(warning)
+        super().pushWarning(warning)
+
+    def reportError(self, error: str, fatalError: bool = False) -> None:  # noqa: N802, N803
+        self.lines.append(error)
+        super().reportError(error, fatalError)
+
+
+@pytest.fixture(scope="module")
+def provider(qgis_processing: None) -> Iterator[object]:
+    from qgis_plugin.algorithms.provider import FastUNetProvider
+
+    prov = FastUNetProvider()
+    assert QgsApplication.processingRegistry().addProvider(prov)
+    yield prov
+    QgsApplication.processingRegistry().removeProvider(prov)
+
+
+@pytest.fixture
+def native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU with native bf16, so that a model without a recorded bf16 agreement gets the note about it."""
+    from fastunet_core.inference import precision
+    from fastunet_core.runtime.cpu import Bf16Support
+
+    monkeypatch.setattr(precision, "bf16_support", lambda: Bf16Support(True, False))
+
+
+def _red_detector(shared_data: Path) -> tuple[Path, Path]:
+    """Deepness's red detector (no resolution, no class names recorded) and its orthophoto."""
+    deepness = shared_data / "deepness-testdata"
+    return deepness / "models" / "one_output_sigmoid_red_detector.onnx", deepness / "dummy_fotomap_small.tif"
+
+
+def test_processing_log_and_errors_name_no_flag(provider: object, shared_data: Path, qgis_model: Path,
+                                                small_raster: Path, native_bf16: None, tmp_path: Path) -> None:
+    import processing
+
+    model, fotomap = _red_detector(shared_data)
+    onnx = Recorder()
+    processing.run("fastunetgeo:segment", {"INPUT": str(fotomap), "MODEL": str(model), "OUTPUT":
+                                           str(tmp_path / "red.tif")}, feedback=onnx)
+    text = "\n".join(onnx.lines)
+    assert "no model resolution (the raster is used at its own)" in text  # the hint left out, the fact kept
+    assert sum(line.startswith("resolution: ") for line in onnx.lines) == 1, text
+    torch_run = Recorder()
+    processing.run("fastunetgeo:segment", {"INPUT": str(small_raster), "MODEL": str(qgis_model), "OUTPUT":
+                                           str(tmp_path / "c.tif")}, feedback=torch_run)
+    text += "\n" + "\n".join(torch_run.lines)
+    assert "no recorded bf16 agreement" in text
+    with pytest.raises(QgsProcessingException) as err:
+        processing.run("fastunetgeo:segment", {"INPUT": str(small_raster), "MODEL": str(qgis_model), "OUTPUT":
+                                               str(tmp_path / "x.tif"), "RUN_RESOLUTION": "fine"})
+    assert "'Resolution' takes auto, native or metres" in str(err.value)
+    text += "\n" + str(err.value)
+    assert not FLAG.search(text), text
+
+
+def test_dock_log_and_messages_name_no_flag(qgis_iface: object, qgis_new_project: QgsProject, shared_data: Path,
+                                            native_bf16: None, tmp_path: Path) -> None:
+    from qgis_plugin.dock import SegmentDock
+
+    model, fotomap = _red_detector(shared_data)
+    dock = SegmentDock(qgis_iface)
+    try:
+        layer = QgsRasterLayer(str(fotomap), "fotomap")
+        QgsProject.instance().addMapLayer(layer)
+        dock.form.layer.setLayer(layer)
+        dock.form.model_file.setFilePath(str(model))
+        dock.form.vectorize.setChecked(False)
+        dock.form.class_output.setFilePath(str(tmp_path / "red.tif"))
+        task = dock.start_run()
+        assert task is not None
+        wait_for(lambda: dock.task is None)
+        assert task.outcome is not None, task.error
+        dock.form.run_resolution.setCurrentText("fine")
+        assert dock.start_run() is None  # refused before the engine, in the message bar
+        log = dock.form.log.toPlainText()
+        bar = qgis_iface.messageBar()  # type: ignore[attr-defined]
+        shown = log + "\n" + "\n".join(m for level in bar.messages for m in bar.get_messages(level))
+        assert "no model resolution (the raster is used at its own)" in log
+        assert log.count("resolution: ") == 1, log
+        assert "'Resolution' takes auto" in shown
+        assert not FLAG.search(shown), shown
+    finally:
+        QgsProject.instance().removeAllMapLayers()
+        dock.deleteLater()
+        QgsApplication.processEvents()
