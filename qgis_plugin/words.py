@@ -15,6 +15,7 @@ from typing import TypeVar
 from fastunet_core.hints import FrontEnd, speaking
 
 QGIS = FrontEnd("qgis", {
+    "output": "class raster",
     "tile": "'Tile size'",
     "overlap": "'Overlap'",
     "batch_size": "'Batch size'",

@@ -114,3 +114,17 @@ def test_dock_log_and_messages_name_no_flag(qgis_iface: object, qgis_new_project
         QgsProject.instance().removeAllMapLayers()
         dock.deleteLater()
         QgsApplication.processEvents()
+
+
+def test_processing_refuses_a_raster_output_it_would_not_write_as_named(provider: object, qgis_model: Path,
+                                                                         small_raster: Path, tmp_path: Path) -> None:
+    """An .img output would hold a GeoTIFF under an ERDAS name: refused before the model loads, as in the CLI."""
+    import processing
+
+    out = tmp_path / "classes.img"
+    with pytest.raises(QgsProcessingException) as err:
+        processing.run("fastunetgeo:segment", {"INPUT": str(small_raster), "MODEL": str(qgis_model),
+                                               "OUTPUT": str(out)})
+    assert str(err.value) == (f"class raster {out} ends in '.img', but it is written as a GeoTIFF: name it "
+                              "classes.tif")
+    assert list(tmp_path.iterdir()) == []

@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from fastunet_core.hints import setting
 from fastunet_core.inference.predict import PredictOptions, Predictor, PredictResult
 from fastunet_core.io.area import AreaSpec, crop_to_area
 from fastunet_core.io.sources import RasterSource, raster_source
 from fastunet_core.io.styles import style_for
+from fastunet_core.io.targets import check_raster_suffix
 from fastunet_core.models.checkpoint_file import LoadedModel
 from fastunet_core.polygons.vectorize import VectorizeOptions, VectorizeResult, vectorize_raster
 from fastunet_core.runtime.progress import NullProgress, Progress
@@ -80,8 +82,12 @@ def segment_raster(raster: str | os.PathLike[str], model: str | Path | LoadedMod
 
     """
     stage: StageProgress = progress or (lambda _stage: NullProgress())
-    predictor = model if isinstance(model, Predictor) else Predictor(model, options)
     out = Path(output)
+    check_raster_suffix(out, setting("output"))  # before the model loads: every front end refuses x.img alike
+    given_probs = probs_output if probs_output is not None else options.probs_path if options else None
+    if given_probs is not None:
+        check_raster_suffix(given_probs, f"{setting('probs')} output")
+    predictor = model if isinstance(model, Predictor) else Predictor(model, options)
     written: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="fastunet_", dir=work_dir) as tmp:
         try:
