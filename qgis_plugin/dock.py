@@ -14,7 +14,7 @@ from typing import Any
 from qgis.core import Qgis, QgsApplication, QgsMapLayer, QgsProject, QgsRasterLayer, QgsVectorLayer
 from qgis.gui import QgsDockWidget
 from qgis.PyQt.QtCore import QTimer
-from qgis.PyQt.QtWidgets import QFileDialog, QScrollArea, QWidget
+from qgis.PyQt.QtWidgets import QFileDialog, QScrollArea, QTabWidget, QWidget
 
 from .deps import EngineStatus, check_engine
 from .device_probe import DeviceProbe, start_device_probe
@@ -39,7 +39,14 @@ class SegmentDock(QgsDockWidget):
         root = QWidget()
         self.form: DockForm = build_form(root)
         scroll.setWidget(root)
-        self.setWidget(scroll)
+        from .train_tab import TrainTab
+
+        self.train_tab = TrainTab(iface, self.notify)  # the Train tab; a trained model becomes this tab's model
+        self.train_tab.model_ready.connect(self.load_model)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(scroll, "Segment")
+        self.tabs.addTab(self.train_tab, "Train")
+        self.setWidget(self.tabs)
         from .install_task import activate_installed_engine
 
         activate_installed_engine()  # an engine installed with the button runs in its own venv
@@ -270,6 +277,7 @@ class SegmentDock(QgsDockWidget):
 
     def shutdown(self) -> None:
         """Cancel a running task and detach it, so that it ends without touching this (deleted) dock."""
+        self.train_tab.shutdown()
         if self.install_task is not None:
             self.install_task.on_done = None
             self.install_task.cancel()

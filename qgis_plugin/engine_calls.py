@@ -40,16 +40,34 @@ def vectorize(payload: Payload, sink: ProgressSink) -> Payload:
 
 
 def train(payload: Payload, sink: ProgressSink) -> Payload:
-    """Train from a configuration dict (the core's YAML layout); return where the checkpoints are."""
+    """Train from a configuration dict (the core's YAML layout); return where the checkpoints are.
+
+    With ``model`` (a path: the dock's Train tab), the best checkpoint is also copied there once the run has
+    ended well (through a temporary file: a cancelled or failed run leaves nothing under that name, and an
+    earlier model stays); messages then name the tab's controls.
+    """
+    import shutil
+
+    from fastunet_core.io.atomic import atomic_output
     from fastunet_core.train.config import config_from_dict
     from fastunet_core.train.loop import train as run_training
 
+    from fastunet_core.hints import speaking
+
+    from .words import QGIS, TRAIN_TAB
+
     cfg = config_from_dict(payload["config"])
-    result = run_training(cfg, EpochProgress(sink, cfg.optim.epochs), fresh=bool(payload.get("fresh")))
+    model = payload.get("model")
+    with speaking(TRAIN_TAB if model else QGIS):  # the Train tab's run folder follows its model file
+        result = run_training(cfg, EpochProgress(sink, cfg.optim.epochs), fresh=bool(payload.get("fresh")))
     best = result.history[result.best_epoch - 1] if result.best_epoch else None
+    if model:
+        with atomic_output(Path(model), overwrite=True) as tmp:
+            shutil.copyfile(result.best_checkpoint, tmp)
     return {"output_dir": str(Path(result.output_dir)), "best_checkpoint": str(result.best_checkpoint),
             "best_epoch": result.best_epoch, "val_miou": best.val_miou if best else None,
-            "device": result.device.describe()}
+            "device": result.device.describe(), "epochs": len(result.history),
+            "stopped_early": result.stopped_early, "model": str(model) if model else None}
 
 
 def device(payload: Payload, sink: ProgressSink) -> Payload:

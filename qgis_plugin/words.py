@@ -28,6 +28,9 @@ QGIS = FrontEnd("qgis", {
     "fresh": "'Start over'",
 })
 
+# the dock's Train tab: the run folder is <model file>_training, chosen through the model file
+TRAIN_TAB = FrontEnd("qgis-train-tab", {**QGIS.names, "train_output": "'Model file'"})
+
 T = TypeVar("T")
 
 

@@ -11,6 +11,7 @@ from fastunet_core.errors import ConfigError
 from fastunet_core.train.config import config_from_dict
 
 from ..qgis_inputs import check_raster_layer, raster_file_path
+from ..train_plan import training_config
 from .common import ARCHITECTURES, DEVICE_OPTIONS
 
 
@@ -31,25 +32,22 @@ def train_config(alg: QgsProcessingAlgorithm, parameters: dict[str, Any], contex
     if len(names) < 2:
         raise ConfigError("give at least two class names, e.g. background,building")
     fields = alg.parameterAsStrings(parameters, "CLASS_FIELD", context)
-    batch = alg.parameterAsInt(parameters, "BATCH_SIZE", context)
-    config: dict[str, Any] = {
-        "data": {"kind": "raster_vector", "root": str(raster.parent), "raster": str(raster), "vector": labels,
-                 "class_field": fields[0] if fields else None, "class_names": names,
-                 "tile_size": alg.parameterAsInt(parameters, "TILE_SIZE", context),
-                 "val_fraction": alg.parameterAsDouble(parameters, "VAL_FRACTION", context)},
-        "model": {"architecture": ARCHITECTURES[alg.parameterAsEnum(parameters, "ARCHITECTURE", context)]},
-        "optim": {"epochs": alg.parameterAsInt(parameters, "EPOCHS", context), "batch_size": batch,
-                  "micro_batch": batch, "lr": alg.parameterAsDouble(parameters, "LEARNING_RATE", context),
-                  "num_workers": 0},  # no DataLoader worker processes inside QGIS
-        "output": str(Path(alg.parameterAsFileOutput(parameters, "OUTPUT_FOLDER", context))),
-        "device": DEVICE_OPTIONS[alg.parameterAsEnum(parameters, "DEVICE", context)],
-    }
     value_range = alg.parameterAsString(parameters, "VALUE_RANGE", context).strip()
+    bounds = None
     if value_range:
         try:
             lo, hi = (float(v) for v in value_range.split(","))
         except ValueError:
             raise ConfigError(f"value range must be 'min,max', e.g. 0,2047; got {value_range!r}") from None
-        config["input"] = {"value_range": [lo, hi]}
+        bounds = (lo, hi)
+    config = training_config(
+        raster, labels, fields[0] if fields else None, names,
+        ARCHITECTURES[alg.parameterAsEnum(parameters, "ARCHITECTURE", context)],
+        alg.parameterAsInt(parameters, "TILE_SIZE", context), alg.parameterAsInt(parameters, "EPOCHS", context),
+        alg.parameterAsInt(parameters, "BATCH_SIZE", context),
+        alg.parameterAsDouble(parameters, "LEARNING_RATE", context),
+        alg.parameterAsDouble(parameters, "VAL_FRACTION", context),
+        Path(alg.parameterAsFileOutput(parameters, "OUTPUT_FOLDER", context)),
+        DEVICE_OPTIONS[alg.parameterAsEnum(parameters, "DEVICE", context)], bounds)
     config_from_dict(config)  # check it here, with a plain message, before the engine starts
     return config

@@ -1,0 +1,214 @@
+"""The dock's Train tab in a real, headless QGIS: train from a raster and a label layer, live curves, cancel, resume."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import rasterio
+from qgis.core import (
+    Qgis,
+    QgsApplication,
+    QgsFeature,
+    QgsGeometry,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsVectorLayer,
+)
+from qgis_helpers import wait_for
+
+pytestmark = pytest.mark.qgis
+
+LEVELS = (Qgis.MessageLevel.Info, Qgis.MessageLevel.Warning, Qgis.MessageLevel.Critical, Qgis.MessageLevel.Success)
+
+
+@pytest.fixture
+def dock(qgis_iface: object, qgis_new_project: QgsProject) -> Iterator[object]:
+    from qgis_plugin.dock import SegmentDock
+
+    qgis_iface.messageBar().clear_messages()  # type: ignore[attr-defined]
+    widget = SegmentDock(qgis_iface)
+    yield widget
+    tab = widget.train_tab
+    if tab.task is not None:
+        tab.cancel_training()
+        wait_for(lambda: tab.task is None)
+    QgsProject.instance().removeAllMapLayers()
+    widget.deleteLater()
+    QgsApplication.processEvents()
+
+
+def messages(iface: object, level: Qgis.MessageLevel) -> list[str]:
+    return iface.messageBar().get_messages(level)  # type: ignore[attr-defined]
+
+
+def all_messages(iface: object) -> list[str]:
+    return [m for level in LEVELS for m in messages(iface, level)]
+
+
+def label_layer(raster: Path) -> QgsVectorLayer:
+    """A memory layer (as an analyst draws one): buildings and a road over the raster, field 'kind'."""
+    with rasterio.open(raster) as src:
+        b = src.bounds
+    layer = QgsVectorLayer("Polygon?crs=EPSG:3857&field=kind:string", "labels", "memory")
+    features = []
+    for i, kind in enumerate(("building", "road", "building", "road")):
+        x0 = b.left + 10 + 30 * i
+        feature = QgsFeature(layer.fields())
+        feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(x0, b.bottom + 10, x0 + 20, b.top - 10)))
+        feature["kind"] = kind
+        features.append(feature)
+    layer.dataProvider().addFeatures(features)
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+def fill(tab: object, raster: Path, model: Path, epochs: int) -> QgsVectorLayer:
+    """Choose the inputs as a user would: layers, field, a tiny UNet, small tiles, the CPU."""
+    layer = QgsRasterLayer(str(raster), "ortho")
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    labels = label_layer(raster)
+    f = tab.form  # type: ignore[attr-defined]
+    f.raster.setLayer(layer)
+    f.labels.setLayer(labels)
+    f.class_field.setField("kind")
+    f.architecture.setCurrentIndex(f.architecture.findData("unet_tiny"))
+    f.epochs.setValue(epochs)
+    f.model_file.setFilePath(str(model))
+    f.tile.setValue(64)
+    f.batch.setValue(4)
+    f.device.setCurrentIndex(f.device.findData("cpu"))
+    return labels
+
+
+def watch_curves(tab: object) -> list[tuple[int, bool]]:
+    """Record, at each curve update, how many points the plot holds and whether the run was still going."""
+    seen: list[tuple[int, bool]] = []
+    task = tab.task  # type: ignore[attr-defined]
+    task.epochs.connect(lambda _records: seen.append((len(tab.form.curves.points), tab.task is not None)))
+    return seen
+
+
+def history(folder: Path) -> list[dict[str, float]]:
+    return json.loads((folder / "history.json").read_text())
+
+
+def test_train_tab_trains_shows_curves_and_hands_the_model_to_the_dock(dock: object, qgis_iface: object,
+                                                                       small_raster: Path, tmp_path: Path) -> None:
+    tab = dock.train_tab  # type: ignore[attr-defined]
+    assert [dock.tabs.tabText(i) for i in range(dock.tabs.count())] == ["Segment", "Train"]  # type: ignore[attr-defined]
+    model = tmp_path / "roofs.safetensors"
+    fill(tab, small_raster, model, epochs=2)
+    assert tab.form.classes_info.text() == "Classes: background, building, road"
+    task = tab.start_training()
+    assert task is not None, all_messages(qgis_iface)
+    seen = watch_curves(tab)
+    wait_for(lambda: tab.task is None, timeout=120)
+    assert task.outcome is not None, task.error
+    # the model file, with what was chosen in the tab
+    assert model.is_file()
+    from fastunet_core.models.checkpoint import read_metadata
+
+    meta = read_metadata(model)
+    assert meta.architecture == "unet_tiny" and meta.tile_size_px == 64
+    assert [c.name for c in meta.classes] == ["background", "building", "road"]
+    # the curves: one point per epoch, arriving while the run went on, equal to the run's history file
+    run = tmp_path / "roofs_training"
+    records = history(run)
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert [n for n, _running in seen] == [1, 2]
+    assert seen[0][1], "the first epoch's point came only after the run had ended"
+    assert tab.form.curves.points == [{k: r[k] for k in ("epoch", "train_loss", "val_loss", "val_miou")}
+                                      for r in records]
+    # the Segment tab now has the model, read from its header
+    assert dock.form.model_file.filePath() == str(model)  # type: ignore[attr-defined]
+    assert dock.meta is not None and dock.form.tile.value() == 64  # type: ignore[attr-defined]
+    [success] = messages(qgis_iface, Qgis.MessageLevel.Success)
+    assert "roofs.safetensors" in success and "Segment tab's model" in success and "2 epochs" in success
+    assert tab.form.result.text().startswith("Trained unet_tiny on ortho: 2 epochs, best epoch ")
+    assert not [m for m in all_messages(qgis_iface) if "--" in m]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["roofs.safetensors", "roofs_training"]  # no temp file
+
+
+def test_cancel_leaves_no_model_then_train_resumes(dock: object, qgis_iface: object, small_raster: Path,
+                                                   tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASTUNET_GEO_ENGINE", "subprocess")  # as inside QGIS: the engine in its own process
+    tab = dock.train_tab  # type: ignore[attr-defined]
+    model = tmp_path / "roofs.safetensors"
+    fill(tab, small_raster, model, epochs=50)
+    task = tab.start_training()
+    assert task is not None, all_messages(qgis_iface)
+    wait_for(lambda: len(tab.form.curves.points) >= 1 or tab.task is None, timeout=120)
+    tab.cancel_training()
+    wait_for(lambda: tab.task is None, timeout=60)
+    assert task.was_cancelled and task.outcome is None, task.error
+    assert not model.exists(), "a cancelled run wrote the model file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["roofs_training"]  # and no temporary file
+    run = tmp_path / "roofs_training"
+    kept = len(history(run))
+    assert kept >= 1 and (run / "last_state.pt").is_file()
+    assert len(tab.form.curves.points) == kept  # the plot kept the finished epochs
+    [info] = messages(qgis_iface, Qgis.MessageLevel.Info)
+    assert "cancelled" in info and "no model file was written" in info and "--" not in info
+    monkeypatch.delenv("FASTUNET_GEO_ENGINE")  # the rest in this process (quicker: torch is loaded once)
+    # other settings in the same run folder: said in the tab's words, nothing starts
+    tab.form.architecture.setCurrentIndex(tab.form.architecture.findData("unet_skinny"))
+    failed = tab.start_training()
+    assert failed is not None
+    wait_for(lambda: tab.task is None, timeout=60)
+    [error] = messages(qgis_iface, Qgis.MessageLevel.Critical)
+    assert "another configuration" in error and "'Model file'" in error and "'Start over'" in error, error
+    assert "--" not in error
+    assert not model.exists()
+    # the same settings again, two epochs more: the run resumes after the kept epochs and ends well
+    tab.form.architecture.setCurrentIndex(tab.form.architecture.findData("unet_tiny"))
+    tab.form.epochs.setValue(kept + 2)
+    resumed = tab.start_training()
+    assert resumed is not None
+    wait_for(lambda: tab.task is None, timeout=120)
+    assert resumed.outcome is not None, resumed.error
+    assert any(line.startswith("resuming") for line in tab.form.log.toPlainText().splitlines())
+    assert model.is_file()
+    assert [r["epoch"] for r in history(run)] == list(range(1, kept + 3))
+    assert [p["epoch"] for p in tab.form.curves.points] == list(range(1, kept + 3))
+
+
+def test_bad_choices_are_refused_before_anything_starts(dock: object, qgis_iface: object, small_raster: Path,
+                                                        tmp_path: Path) -> None:
+    tab = dock.train_tab  # type: ignore[attr-defined]
+    model = tmp_path / "roofs.safetensors"
+    labels = fill(tab, small_raster, model, epochs=1)
+    tab.form.model_file.setFilePath(str(tmp_path / "roofs.pt"))
+    assert tab.start_training() is None
+    tab.form.model_file.setFilePath(str(model))
+    labels.dataProvider().truncate()
+    assert tab.start_training() is None
+    tab.form.labels.setLayer(None)
+    assert tab.start_training() is None
+    assert [m.removeprefix("fastunet-geo:") for m in messages(qgis_iface, Qgis.MessageLevel.Warning)] == [
+        "The model file must end in .safetensors (got roofs.pt)",
+        "Labels holds no polygons; draw some labels first",
+        "Choose a valid polygon layer with the labels"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_curve_plot_draws_points(qgis_app: object) -> None:
+    from qgis.PyQt.QtGui import QColor, QImage
+
+    from qgis_plugin.curve_plot import MIOU_COLOUR, CurvePlot
+
+    plot = CurvePlot()
+    plot.resize(260, 170)
+    plot.clear(planned=3)
+    plot.set_history([{"epoch": 1.0, "train_loss": 0.9, "val_loss": 0.8, "val_miou": 0.2},
+                      {"epoch": 2.0, "train_loss": 0.7, "val_loss": 0.75, "val_miou": 0.5}])
+    image = QImage(plot.size(), QImage.Format.Format_ARGB32)
+    image.fill(QColor("white"))
+    plot.render(image)
+    greens = sum(1 for y in range(image.height()) for x in range(image.width())
+                 if QColor(image.pixel(x, y)) == MIOU_COLOUR)
+    assert greens > 20  # the mIoU line and its points are drawn
