@@ -376,7 +376,7 @@ def test_dock_fits_300_px_and_every_control_has_a_tooltip(dock: object, qgis_mod
     dock.resize(300, 900)
     dock.show()
     QgsApplication.processEvents()
-    scroll = dock.widget()
+    scroll = dock.tabs.widget(0)  # the Segment tab
     # the form's minimum width fits the dock's viewport, so no horizontal scroll bar appears at 300 px
     assert dock.form.root.minimumSizeHint().width() <= scroll.viewport().width() <= 300
     assert not scroll.horizontalScrollBar().isVisible()

@@ -196,6 +196,28 @@ def test_bad_choices_are_refused_before_anything_starts(dock: object, qgis_iface
     assert list(tmp_path.iterdir()) == []
 
 
+def test_train_tab_fits_300_px_and_every_control_has_a_tooltip(dock: object, small_raster: Path,
+                                                               tmp_path: Path) -> None:
+    from qgis.PyQt.QtWidgets import QAbstractButton, QAbstractSpinBox, QComboBox, QLabel, QLineEdit, QWidget
+
+    from qgis_plugin.train_tab import TrainForm
+
+    tab = dock.train_tab  # type: ignore[attr-defined]
+    fill(tab, small_raster, tmp_path / "a_model_name_long_enough_to_need_the_whole_width.safetensors", 3)
+    dock.resize(300, 900)  # type: ignore[attr-defined]
+    dock.tabs.setCurrentWidget(tab)  # type: ignore[attr-defined]
+    dock.show()  # type: ignore[attr-defined]
+    QgsApplication.processEvents()
+    assert tab.widget().minimumSizeHint().width() <= tab.viewport().width() <= 300
+    assert not tab.horizontalScrollBar().isVisible()
+    controls = [getattr(tab.form, name) for name in TrainForm.__dataclass_fields__]
+    untipped = [name for name, w in zip(TrainForm.__dataclass_fields__, controls, strict=True)
+                if isinstance(w, QWidget) and not isinstance(w, QLabel) and not w.toolTip()]
+    assert untipped == []
+    assert sum(isinstance(w, (QAbstractButton, QAbstractSpinBox, QComboBox, QLineEdit)) for w in controls) >= 12
+    dock.hide()  # type: ignore[attr-defined]
+
+
 def test_curve_plot_draws_points(qgis_app: object) -> None:
     from qgis.PyQt.QtGui import QColor, QImage
 
@@ -209,6 +231,6 @@ def test_curve_plot_draws_points(qgis_app: object) -> None:
     image = QImage(plot.size(), QImage.Format.Format_ARGB32)
     image.fill(QColor("white"))
     plot.render(image)
-    greens = sum(1 for y in range(image.height()) for x in range(image.width())
-                 if QColor(image.pixel(x, y)) == MIOU_COLOUR)
-    assert greens > 20  # the mIoU line and its points are drawn
+    low = range(int(image.height() * 0.7), image.height())  # the mIoU panel's lower part: below its legend
+    greens = sum(1 for y in low for x in range(image.width()) if QColor(image.pixel(x, y)) == MIOU_COLOUR)
+    assert greens > 20  # the mIoU line (0.2 -> 0.5) and its points are drawn
