@@ -48,11 +48,10 @@ def train(payload: Payload, sink: ProgressSink) -> Payload:
     """
     import shutil
 
+    from fastunet_core.hints import speaking
     from fastunet_core.io.atomic import atomic_output
     from fastunet_core.train.config import config_from_dict
     from fastunet_core.train.loop import train as run_training
-
-    from fastunet_core.hints import speaking
 
     from .words import QGIS, TRAIN_TAB
 

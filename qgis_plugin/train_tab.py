@@ -288,7 +288,6 @@ class TrainTab(QScrollArea):
             self.notify(missing, Qgis.MessageLevel.Warning)
             return None
         from fastunet_core.errors import FastUNetError
-
         from fastunet_core.hints import speaking
 
         from .train_task import TrainTask
