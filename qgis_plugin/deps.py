@@ -42,12 +42,12 @@ class EngineStatus:
         """True when nothing is missing."""
         return not self.missing
 
-    def message(self) -> str:
+    def message(self, in_dock: bool = False) -> str:
         """Say, in plain words, what is missing and how to install it (empty when nothing is)."""
         if self.ok:
             return ""
         return (f"The segmentation engine needs Python packages that QGIS's Python does not have: "
-                f"{', '.join(self.missing)}. {install_hint(self.missing)}")
+                f"{', '.join(self.missing)}. {install_hint(self.missing, in_dock=in_dock)}")
 
 
 def check_engine(modules: dict[str, str] | None = None) -> EngineStatus:
@@ -62,21 +62,31 @@ def check_engine(modules: dict[str, str] | None = None) -> EngineStatus:
     return EngineStatus(missing)
 
 
-def install_hint(packages: Sequence[str], platform: str | None = None) -> str:
-    """Return how to pip-install ``packages`` into the Python that QGIS runs, for this platform."""
+README_SECTION = "Installing the engine"  # the README's heading that the manual steps live under, part "By hand"
+
+
+def install_hint(packages: Sequence[str], platform: str | None = None, in_dock: bool = False) -> str:
+    """Return how to install the engine: the dock's button, or by hand into a venv of its own (as the README says).
+
+    ``in_dock``: the text shows in the dock, right above the button.
+    """
     names = " ".join(packages)
     plat = platform or sys.platform
+    venv = "profiles/default/python/fastunet_geo_engine"
     if plat.startswith("win"):
-        where = f"open the OSGeo4W Shell (Start menu, QGIS folder) and run: python -m pip install {names}"
+        first = ("in the OSGeo4W Shell, python -m venv --system-site-packages %APPDATA%\\QGIS\\QGIS3\\"
+                 f"{venv.replace('/', chr(92))}, then its Scripts\\pip install 'numpy<2' {names}")
     elif plat == "darwin":
-        where = f"run in a terminal: /Applications/QGIS.app/Contents/MacOS/bin/python3 -m pip install {names}"
+        first = ("/Applications/QGIS.app/Contents/MacOS/bin/python3 -m venv --system-site-packages "
+                 f"~/Library/Application Support/QGIS/QGIS3/{venv}, then its bin/pip install 'numpy<2' {names}")
     else:  # Debian 12 / Ubuntu 23.04+ refuse pip into the system Python (externally-managed-environment)
-        where = ("make a venv that sees QGIS's packages and install there, as the README's 'Installing the engine "
-                 "by hand' shows (python3 -m venv --system-site-packages ...; pip install 'numpy<2' "
-                 f"{names}); never pip into the system python3")
-    return ("Press 'Install the engine' in the fastunet-geo dock (a private Python environment in the QGIS "
-            f"profile, about 1 GB with the CPU build of torch), or by hand: {where}. For a GPU, install "
-            "the CUDA build of torch (see pytorch.org). Then restart QGIS.")
+        first = (f"python3 -m venv --system-site-packages ~/.local/share/QGIS/QGIS3/{venv}, then its bin/pip install "
+                 f"'numpy<2' {names}; never pip into the system python3")
+    press = "Press 'Install the engine' below" if in_dock else "Press 'Install the engine' in the fastunet-geo dock"
+    return (f"{press} (a private Python environment in the QGIS profile, about 1 GB with the CPU build of torch), "
+            f"or install by hand as the README's section '{README_SECTION}' shows under 'By hand' ({first}, and "
+            "the marker file it names). "
+            "For a GPU, install the CUDA build of torch (see pytorch.org). Then restart QGIS.")
 
 
 def _importable(name: str) -> bool:

@@ -80,7 +80,7 @@ class SegmentDock(QgsDockWidget):
 
     def _show_engine_status(self) -> None:
         f = self.form
-        f.engine_note.setText(self.engine.message())
+        f.engine_note.setText(self.engine.message(in_dock=True))
         f.engine_note.setVisible(not self.engine.ok)
         f.run.setEnabled(self.engine.ok and self.task is None and self.install_task is None)
         f.install.setText("Install the engine" if not self.engine.ok else "Repair / reinstall the engine")
@@ -236,7 +236,7 @@ class SegmentDock(QgsDockWidget):
         self.engine = check_engine()
         self._show_engine_status()
         if not self.engine.ok:
-            self.notify(self.engine.message(), Qgis.MessageLevel.Warning)
+            self.notify(self.engine.message(in_dock=True), Qgis.MessageLevel.Warning)
             return None
         from fastunet_core.errors import FastUNetError
 

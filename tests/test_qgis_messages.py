@@ -128,3 +128,18 @@ def test_processing_refuses_a_raster_output_it_would_not_write_as_named(provider
     assert str(err.value) == (f"class raster {out} ends in '.img', but it is written as a GeoTIFF: name it "
                               "classes.tif")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_install_text_cites_what_the_readme_has() -> None:
+    """The engine note cites a README section and part that exist, and in the dock points at the button below."""
+    from qgis_plugin.deps import README_SECTION, EngineStatus
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split(f"\n### {README_SECTION}\n", 1)
+    assert len(section) == 2, f"README has no heading '### {README_SECTION}'"
+    assert "\n**By hand**" in section[1].split("\n### ", 1)[0]
+    in_dock = EngineStatus(("torch",)).message(in_dock=True)
+    assert f"README's section '{README_SECTION}' shows under 'By hand'" in in_dock
+    assert "Press 'Install the engine' below" in in_dock and "fastunet-geo dock" not in in_dock
+    marker = re.search(r"> \S+/(\S+\.json)", section[1])  # the file the manual steps write last
+    assert marker and marker.group(1) == "fastunet_geo_engine.json"
