@@ -18,7 +18,7 @@ from qgis.PyQt.QtWidgets import QFileDialog, QScrollArea, QTabWidget, QWidget
 
 from .deps import EngineStatus, check_engine
 from .device_probe import DeviceProbe, start_device_probe
-from .dock_form import DockForm, build_form
+from .dock_form import DockForm, build_form, place_install_button
 from .dock_plan import DockChoices, plan_run
 from .model_info import model_summary_html
 from .qgis_inputs import raster_file_path
@@ -82,8 +82,9 @@ class SegmentDock(QgsDockWidget):
         f = self.form
         f.engine_note.setText(self.engine.message(in_dock=True))
         f.engine_note.setVisible(not self.engine.ok)
-        f.run.setEnabled(self.engine.ok and self.task is None and self.install_task is None)
+        self._enable_run()
         f.install.setText("Install the engine" if not self.engine.ok else "Repair / reinstall the engine")
+        place_install_button(f, self.engine.ok)
         f.install.setEnabled(self.task is None and self.install_task is None)
         if not self.engine.ok:
             f.device_info.setText("Known once the engine is installed.")
@@ -137,7 +138,8 @@ class SegmentDock(QgsDockWidget):
     def load_model(self, path: str) -> bool:
         """Read a checkpoint's metadata, show it and take tile size and overlap from it."""
         f = self.form
-        self.meta = None
+        self.meta = None  # the previous model's info goes too: nothing stale is shown, or run
+        self._enable_run()
         if f.model_file.filePath() != path:
             f.model_file.blockSignals(True)
             f.model_file.setFilePath(path)
@@ -158,6 +160,7 @@ class SegmentDock(QgsDockWidget):
             f.model_info.setText(f'<span style="color:#b00020">{exc}</span>')
             return False
         self.meta = meta
+        self._enable_run()
         f.model_info.setText(model_summary_html(meta))
         f.tile.setValue(meta.tile_size_px)
         f.overlap.setValue(meta.overlap_px)
@@ -327,8 +330,13 @@ class SegmentDock(QgsDockWidget):
             self._log(f"failed: {task.error}")
             self.notify(_sentence(task.error or "the segmentation failed"), Qgis.MessageLevel.Critical)
 
+    def _enable_run(self) -> None:
+        """Run is offered only with the engine installed, a model read, and nothing running."""
+        self.form.run.setEnabled(self.engine.ok and self.meta is not None and self.task is None
+                                 and self.install_task is None)
+
     def _set_running(self, running: bool) -> None:
-        self.form.run.setEnabled(not running and self.engine.ok)
+        self._enable_run()
         self.form.cancel.setEnabled(running)
         self.form.install.setEnabled(not running)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qgis.core import QgsMapLayerProxyModel
-from qgis.gui import QgsDoubleSpinBox, QgsFileWidget, QgsMapLayerComboBox
+from qgis.gui import QgsCollapsibleGroupBox, QgsDoubleSpinBox, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import QEvent, QObject, Qt
 from qgis.PyQt.QtWidgets import (
     QAbstractSpinBox,
@@ -63,6 +63,23 @@ class DockForm:
     summary: QLabel
     log: QPlainTextEdit
     run_resolution: QComboBox
+    engine_box: QgsCollapsibleGroupBox  # at the bottom, collapsed: holds ``install`` while the engine works
+
+
+def place_install_button(form: DockForm, engine_ok: bool) -> None:
+    """Put the engine button where it belongs: on top while the engine is missing, else in the Engine box below.
+
+    A working dock should not open on "Repair / reinstall the engine", which reads as if something were broken.
+    """
+    top = form.root.layout()
+    box = form.engine_box.layout()
+    if engine_ok and form.install.parent() is not form.engine_box:
+        top.removeWidget(form.install)
+        box.addWidget(form.install)
+    elif not engine_ok and form.install.parent() is form.engine_box:
+        box.removeWidget(form.install)
+        top.insertWidget(top.indexOf(form.engine_note) + 1, form.install)
+    form.engine_box.setVisible(engine_ok)
 
 
 def _note() -> QLabel:
@@ -234,11 +251,19 @@ def build_form(root: QWidget) -> DockForm:
     outer.addWidget(summary)
     outer.addWidget(export)
     outer.addWidget(log)
+    engine_box = QgsCollapsibleGroupBox("Engine")
+    engine_box.setSaveCollapsedState(False)
+    engine_box.setToolTip("The engine's Python environment: repair or reinstall it")
+    QVBoxLayout(engine_box)
+    engine_box.setCollapsed(True)
+    engine_box.setVisible(False)
+    outer.addWidget(engine_box)
     outer.addStretch(1)
     _wheel_scrolls_the_dock(root)
     return DockForm(root, engine_note, install, model_file, model_info, layer, layer_note, device, device_info, bands,
                     tile, overlap, batch, area, polygon_layer, selected_only, vectorize, simplify, min_area,
-                    class_output, polygons_output, run, cancel, export, progress, summary, log, run_resolution)
+                    class_output, polygons_output, run, cancel, export, progress, summary, log, run_resolution,
+                    engine_box)
 
 
 class _WheelOnlyWhenFocused(QObject):

@@ -28,7 +28,7 @@ def read_model_meta(path: str | Path) -> ModelMeta:
     from fastunet_core.models.metadata import ModelMeta
 
     if not p.is_file():
-        raise CheckpointError(f"checkpoint not found: {p}")
+        raise CheckpointError(f"model file not found: {p}; check the path")
     try:
         with open(p, "rb") as f:
             head = f.read(8)
@@ -41,7 +41,8 @@ def read_model_meta(path: str | Path) -> ModelMeta:
         raw = (header.get("__metadata__") or {}).get("fastunet")
         expected = 8 + size + _data_length(header)
     except (OSError, ValueError, AttributeError, UnicodeDecodeError, TypeError, IndexError) as exc:
-        raise CheckpointError(f"{p} is not a fastunet-geo checkpoint (not a safetensors file: {exc})") from exc
+        raise CheckpointError(f"{p} is not a fastunet-geo checkpoint (not a safetensors file: {exc}); choose a model "
+                              "written by fastunet-geo (.safetensors) or a Deepness-format .onnx") from exc
     found = p.stat().st_size
     if found != expected:
         raise CheckpointError(f"{p} is damaged or was not copied whole ({found:,} bytes, its header describes "
