@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from qgis.core import (
+    Qgis,
     QgsMapLayer,
     QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
     QgsVectorFileWriter,
     QgsVectorLayer,
     QgsWkbTypes,
@@ -30,6 +33,8 @@ HISTORY_FILE = "history.json"  # fastunet_core.train.state.HISTORY_FILE (that mo
 LABELS_FILE = "labels.gpkg"  # the label layer as trained on, in the run folder
 RUN_FOLDER_SUFFIX = "_training"  # the run folder beside the model file: <model stem>_training
 MAX_CLASSES_SHOWN = 12
+STATS_SAMPLE = 250_000  # pixels QGIS samples for a band's maximum (the automatic value range)
+_WIDE_UNSIGNED = {Qgis.DataType.UInt16: 16, Qgis.DataType.UInt32: 32}
 
 
 def training_config(raster: Path, labels: str, class_field: str | None, class_names: list[str] | None,
@@ -70,6 +75,7 @@ class TrainChoices:
     lr: float = 1e-3
     val_fraction: float = 0.2
     device: str = "auto"
+    value_range: str = ""  # "min,max" of the raw values; "": automatic (see auto_value_range)
     start_over: bool = False
 
 
@@ -83,6 +89,7 @@ class TrainPlan:
     fresh: bool
     name: str  # the raster layer's name
     classes: tuple[str, ...]  # as the tab shows them (the engine names them the same way)
+    value_range: tuple[float, float] | None  # None: the data type's whole range
 
     @property
     def history(self) -> Path:
@@ -117,6 +124,36 @@ def class_names_of(layer: QgsVectorLayer, field: str) -> tuple[str, ...]:
         return ("background", *[f"class_{c}" for c in codes])
     names = sorted({str(v) for v in values})
     return ("background", *[n for n in names if n.lower() != "background"])
+
+
+def parse_value_range(text: str) -> tuple[float, float] | None:
+    """Read ``min,max`` (None for an empty text); raise ConfigError saying the expected form."""
+    if not text.strip():
+        return None
+    try:
+        lo, hi = (float(v) for v in text.replace(";", ",").split(","))
+    except ValueError:
+        raise ConfigError(f"value range must be 'min,max', e.g. 0,2047; got {text.strip()!r}") from None
+    if not hi > lo:
+        raise ConfigError(f"value range must have max > min, got {text.strip()!r}")
+    return lo, hi
+
+
+def auto_value_range(layer: QgsRasterLayer) -> tuple[float, float] | None:
+    """Return 0..2^bits-1 for an unsigned raster wider than 8 bits whose values use fewer bits, else None.
+
+    Sensors store 11-, 12- or 14-bit values in 16-bit files: scaled by the data type's range (0..65535) their
+    pixels would all lie near 0. The bits come from the bands' largest value (QGIS's sampled statistics);
+    None means the data type's range (the core's default), as for 8-bit and floating-point rasters.
+    """
+    provider = layer.dataProvider()
+    width = _WIDE_UNSIGNED.get(provider.dataType(1))
+    if width is None:
+        return None
+    top = max(provider.bandStatistics(band, Qgis.RasterBandStatistic.Max, QgsRectangle(), STATS_SAMPLE).maximumValue
+              for band in range(1, layer.bandCount() + 1))
+    bits = max(8, int(top).bit_length()) if top > 0 else width
+    return None if bits >= width else (0.0, float(2**bits - 1))
 
 
 def describe_classes(names: tuple[str, ...]) -> str:
@@ -156,11 +193,12 @@ def plan_training(c: TrainChoices) -> TrainPlan:
         folder.mkdir(exist_ok=True)
     except OSError as exc:
         raise OutputWriteError(f"cannot make the run folder {folder}: {exc.strerror or exc}") from exc
+    value_range = parse_value_range(c.value_range) if c.value_range.strip() else auto_value_range(raster_layer)
     vector = export_labels(labels, c.class_field, folder / LABELS_FILE)
     names = None if c.class_field else list(classes)  # with a field, the core names the classes as shown
     config = training_config(raster, str(vector), c.class_field or None, names, c.architecture, c.tile_size_px,
-                             c.epochs, c.batch_size, c.lr, c.val_fraction, folder, c.device)
-    return TrainPlan(config, model, folder, c.start_over, raster_layer.name(), classes)
+                             c.epochs, c.batch_size, c.lr, c.val_fraction, folder, c.device, value_range)
+    return TrainPlan(config, model, folder, c.start_over, raster_layer.name(), classes, value_range)
 
 
 def export_labels(layer: QgsVectorLayer, class_field: str, target: Path) -> Path:

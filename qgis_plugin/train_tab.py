@@ -20,6 +20,7 @@ from qgis.PyQt.QtWidgets import (
     QComboBox,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -56,6 +57,7 @@ class TrainForm:
     lr: QgsDoubleSpinBox
     val_fraction: QgsDoubleSpinBox
     device: QComboBox
+    value_range: QLineEdit
     start_over: QCheckBox
     train: QPushButton
     cancel: QPushButton
@@ -146,12 +148,20 @@ def build_train_form(root: QWidget) -> TrainForm:
     for value in DEVICE_OPTIONS:
         device.addItem({"auto": "Auto", "cuda": "CUDA", "cpu": "CPU"}[value], value)
     device.setToolTip("Where the model trains. Auto: the GPU when CUDA can be used, else the CPU")
+    value_range = QLineEdit()
+    value_range.setClearButtonEnabled(True)
+    value_range.setPlaceholderText("auto")
+    value_range.setToolTip("The raw pixel values that become 0 and 1 for the model, as min,max (e.g. 0,2047); "
+                           "stored in the model, so it scales other rasters the same way. Empty: the data type's "
+                           "range (0-255 for 8-bit), except 16-bit rasters whose values use fewer bits (11-, 12-, "
+                           "14-bit sensors): 0 up to that bit depth's largest value")
     aform = _form(advanced)
     aform.addRow("Tile size", tile)
     aform.addRow("Batch size", batch)
     aform.addRow("Learning rate", lr)
     aform.addRow("Validation share", val_fraction)
     aform.addRow("Device", device)
+    aform.addRow("Value range", value_range)
 
     start_over = QCheckBox("Start over")
     start_over.setToolTip("Ignore an earlier run of this model file and train from scratch. Unticked, a stopped "
@@ -200,7 +210,8 @@ def build_train_form(root: QWidget) -> TrainForm:
     outer.addStretch(1)
     _wheel_scrolls_the_dock(root)
     return TrainForm(raster, labels, class_field, classes_info, architecture, epochs, model_file, tile, batch, lr,
-                     val_fraction, device, start_over, train, cancel, progress, result, curves, log, engine_note)
+                     val_fraction, device, value_range, start_over, train, cancel, progress, result, curves, log,
+                     engine_note)
 
 
 def training_engine_status() -> EngineStatus:
@@ -271,7 +282,8 @@ class TrainTab(QScrollArea):
                             class_field=f.class_field.currentField(), architecture=f.architecture.currentData(),
                             epochs=f.epochs.value(), model=f.model_file.filePath(), tile_size_px=f.tile.value(),
                             batch_size=f.batch.value(), lr=f.lr.value(), val_fraction=f.val_fraction.value(),
-                            device=f.device.currentData(), start_over=f.start_over.isChecked())
+                            device=f.device.currentData(), value_range=f.value_range.text(),
+                            start_over=f.start_over.isChecked())
 
     # -- running --
     def start_training(self) -> Any:
@@ -311,6 +323,8 @@ class TrainTab(QScrollArea):
         self.form.progress.setFormat("Starting the engine…")
         self._log(f"training {self.form.architecture.currentText()} on {plan.name} ({describe_classes(plan.classes)})"
                   f" -> {plan.model}")
+        if plan.value_range is not None:
+            self._log(f"input values {plan.value_range[0]:g}..{plan.value_range[1]:g} become 0..1")
         QgsApplication.taskManager().addTask(task)
         return task
 

@@ -196,6 +196,33 @@ def test_bad_choices_are_refused_before_anything_starts(dock: object, qgis_iface
     assert list(tmp_path.iterdir()) == []
 
 
+def test_value_range_follows_the_bits_a_16_bit_raster_uses(dock: object, qgis_iface: object, small_raster: Path,
+                                                           tmp_path: Path) -> None:
+    from qgis_plugin.train_plan import plan_training
+
+    with rasterio.open(small_raster) as src:
+        pixels, profile = src.read().astype("uint16"), dict(src.profile, dtype="uint16")
+    twelve_bit, full = tmp_path / "twelve_bit.tif", tmp_path / "full.tif"
+    with rasterio.open(twelve_bit, "w", **profile) as dst:
+        dst.write(pixels * 11)  # at most 2805: a 12-bit sensor's values in a 16-bit file
+    with rasterio.open(full, "w", **profile) as dst:
+        dst.write(pixels * 250)  # up to 63750: the whole 16-bit range
+    tab = dock.train_tab  # type: ignore[attr-defined]
+    fill(tab, twelve_bit, tmp_path / "m.safetensors", 1)
+    plan = plan_training(tab.choices())
+    assert plan.value_range == (0.0, 4095.0) and plan.config["input"] == {"value_range": [0.0, 4095.0]}
+    tab.form.value_range.setText("0, 2047")
+    assert plan_training(tab.choices()).config["input"] == {"value_range": [0.0, 2047.0]}
+    tab.form.value_range.setText("2047")
+    assert tab.start_training() is None
+    assert "Value range must be 'min,max'" in messages(qgis_iface, Qgis.MessageLevel.Warning)[-1]
+    tab.form.value_range.clear()
+    fill(tab, full, tmp_path / "m.safetensors", 1)
+    assert plan_training(tab.choices()).value_range is None  # the data type's range
+    fill(tab, small_raster, tmp_path / "m.safetensors", 1)
+    assert "input" not in plan_training(tab.choices()).config  # 8-bit: 0..255, the core's default
+
+
 def test_train_tab_fits_300_px_and_every_control_has_a_tooltip(dock: object, small_raster: Path,
                                                                tmp_path: Path) -> None:
     from qgis.PyQt.QtWidgets import QAbstractButton, QAbstractSpinBox, QComboBox, QLabel, QLineEdit, QWidget

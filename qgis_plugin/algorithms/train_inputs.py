@@ -11,7 +11,7 @@ from fastunet_core.errors import ConfigError
 from fastunet_core.train.config import config_from_dict
 
 from ..qgis_inputs import check_raster_layer, raster_file_path
-from ..train_plan import training_config
+from ..train_plan import parse_value_range, training_config
 from .common import ARCHITECTURES, DEVICE_OPTIONS
 
 
@@ -32,14 +32,7 @@ def train_config(alg: QgsProcessingAlgorithm, parameters: dict[str, Any], contex
     if len(names) < 2:
         raise ConfigError("give at least two class names, e.g. background,building")
     fields = alg.parameterAsStrings(parameters, "CLASS_FIELD", context)
-    value_range = alg.parameterAsString(parameters, "VALUE_RANGE", context).strip()
-    bounds = None
-    if value_range:
-        try:
-            lo, hi = (float(v) for v in value_range.split(","))
-        except ValueError:
-            raise ConfigError(f"value range must be 'min,max', e.g. 0,2047; got {value_range!r}") from None
-        bounds = (lo, hi)
+    bounds = parse_value_range(alg.parameterAsString(parameters, "VALUE_RANGE", context))
     config = training_config(
         raster, labels, fields[0] if fields else None, names,
         ARCHITECTURES[alg.parameterAsEnum(parameters, "ARCHITECTURE", context)],
