@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qgis.PyQt.QtCore import QObject, pyqtSignal
+
+if TYPE_CHECKING:
+    from .engine_session import EngineSession
 
 
 class DeviceProbe(QObject):
@@ -20,15 +23,18 @@ class DeviceProbe(QObject):
     answered = pyqtSignal(dict)  # {"why_not": str | None, "gpu": str | None} or {"error": str}
 
 
-def start_device_probe(probe: DeviceProbe) -> threading.Thread:
-    """Run the GPU check on a daemon thread; ``probe.answered`` is emitted with the result."""
+def start_device_probe(probe: DeviceProbe, session: EngineSession | None = None) -> threading.Thread:
+    """Run the GPU check on a daemon thread; ``probe.answered`` is emitted with the result.
+
+    ``session``: the dock's engine process, which the check then starts (and imports torch in) for the first Run.
+    """
 
     def work() -> None:
         from .engine_process import run_engine
         from .progress_bridge import QuietSink
 
         try:
-            answer: dict[str, Any] = run_engine("device", {}, QuietSink())
+            answer: dict[str, Any] = run_engine("device", {}, QuietSink(), session)
         except Exception as exc:  # the thread's boundary: the dock shows it
             answer = {"error": f"{type(exc).__name__}: {exc}"}
         with contextlib.suppress(RuntimeError):  # the dock (and the probe with it) was deleted meanwhile

@@ -20,6 +20,7 @@ from .deps import EngineStatus, check_engine
 from .device_probe import DeviceProbe, start_device_probe
 from .dock_form import DockForm, build_form, place_install_button
 from .dock_plan import DockChoices, plan_run
+from .engine_session import EngineSession
 from .model_info import model_summary_html
 from .qgis_inputs import raster_file_path
 
@@ -57,6 +58,13 @@ class SegmentDock(QgsDockWidget):
         self.last_polygons: QgsVectorLayer | None = None
         self._device_checked = False
         self.gpu: dict[str, Any] | None = None  # the GPU check's answer, once it has come
+        # one engine process for the dock's runs (in the QGIS executables and with the installed engine): started
+        # by the GPU check or the first Run, it keeps the model loaded; it goes when the dock closes
+        self.engine_process = EngineSession()
+        self._closed = False
+        app = QgsApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.engine_process.shutdown)
         self._probe = DeviceProbe(self)
         self._probe.answered.connect(self._device_found)
         self._connect()
@@ -131,8 +139,16 @@ class SegmentDock(QgsDockWidget):
     def showEvent(self, event: Any) -> None:
         """On first show, start looking for a GPU in the background (the answer fills in the device line)."""
         super().showEvent(event)
+        self._closed = False
         if not self._device_checked:
             QTimer.singleShot(0, self.refresh_device_info)
+
+    def closeEvent(self, event: Any) -> None:
+        """Let the engine process go when the dock is closed (after the running task); the next Run starts one."""
+        super().closeEvent(event)
+        self._closed = True
+        if self.task is None:
+            self.engine_process.shutdown()
 
     # -- model, layer, device, area --
     def load_model(self, path: str) -> bool:
@@ -175,7 +191,7 @@ class SegmentDock(QgsDockWidget):
             if not self._device_checked:
                 self._device_checked = True
                 self.form.device_info.setText("Looking for a GPU…")
-                start_device_probe(self._probe)
+                start_device_probe(self._probe, self.engine_process)
             return
         choice = self.form.device.currentData()
         why_not, gpu = self.gpu.get("why_not"), self.gpu.get("gpu")
@@ -252,7 +268,8 @@ class SegmentDock(QgsDockWidget):
         except FastUNetError as exc:
             self.notify(_sentence(str(exc)), Qgis.MessageLevel.Warning)
             return None
-        task = SegmentTask(plan.job, plan.export, plan.name, self._task_done)
+        self._closed = False  # a Run: the dock is in use again
+        task = SegmentTask(plan.job, plan.export, plan.name, self._task_done, self.engine_process)
         task.logged.connect(self._log)
         task.progressChanged.connect(self._progress)
         self.task = task
@@ -279,7 +296,10 @@ class SegmentDock(QgsDockWidget):
             self.task.cancel()
 
     def shutdown(self) -> None:
-        """Cancel a running task and detach it, so that it ends without touching this (deleted) dock."""
+        """Cancel a running task and detach it, so that it ends without touching this (deleted) dock; end the engine.
+
+        The engine process is told to exit (it cancels what runs) and killed if it has not within a few seconds.
+        """
         self.train_tab.shutdown()
         if self.install_task is not None:
             self.install_task.on_done = None
@@ -289,12 +309,15 @@ class SegmentDock(QgsDockWidget):
             self.task.on_done = None
             self.task.cancel()
             self.task = None
+        self.engine_process.shutdown()
 
     def _task_done(self, task: Any) -> None:
         """Add the layers, or say why there are none (main thread)."""
         self.task = None
         self._set_running(False)
         self.form.progress.setFormat("%p%")
+        if self._closed:  # the dock was closed during the run
+            self.engine_process.shutdown()
         if task.outcome is not None:
             from fastunet_core.errors import FastUNetError
 

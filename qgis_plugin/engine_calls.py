@@ -1,7 +1,8 @@
 """The engine calls the plugin makes, as plain functions of JSON-ready dicts (no QGIS, no Qt).
 
 Each call runs a core tool function: ``segment`` (:func:`~.jobs.run_segment_job`: crop, predict, vectorise),
-``vectorize`` (``vectorize_raster``) and ``train`` (``train``). They take and return dicts so that
+``vectorize`` (``vectorize_raster``) and ``train`` (``train``); ``stats`` says which process answered and how
+often it loaded a model (see :mod:`.engine_cache`). They take and return dicts so that
 :mod:`.engine_process` can run them either here or in a separate Python process (see there why).
 """
 
@@ -22,9 +23,10 @@ def segment(payload: Payload, sink: ProgressSink) -> Payload:
     import os
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # if torch runs (bf16): threads sleep, not spin
+    from . import engine_cache
     from .jobs import SegmentJob, run_segment_job
 
-    return run_segment_job(SegmentJob.from_dict(payload), sink).to_dict()
+    return run_segment_job(SegmentJob.from_dict(payload), sink, engine_cache.current()).to_dict()
 
 
 def vectorize(payload: Payload, sink: ProgressSink) -> Payload:
@@ -84,6 +86,16 @@ def model_meta(payload: Payload, sink: ProgressSink) -> Payload:
     return read_metadata(payload["path"]).to_dict()
 
 
+def stats(payload: Payload, sink: ProgressSink) -> Payload:
+    """Return this process's id and how often it loaded or reused a model (the dock's tests ask)."""
+    import os
+
+    from . import engine_cache
+
+    cache = engine_cache.current()
+    return cache.stats() if cache is not None else {"pid": os.getpid(), "loads": 0, "reuses": 0}
+
+
 # every call builds its messages with the plugin's names for settings, never a command-line flag
 CALLS: dict[str, Callable[[Payload, ProgressSink], Payload]] = {name: qgis_worded(call) for name, call in {
     "model_meta": model_meta,
@@ -91,4 +103,5 @@ CALLS: dict[str, Callable[[Payload, ProgressSink], Payload]] = {name: qgis_worde
     "vectorize": vectorize,
     "train": train,
     "device": device,
+    "stats": stats,
 }.items()}

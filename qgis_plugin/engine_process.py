@@ -8,29 +8,28 @@ and the process may abort. A fresh interpreter has no such globals, so there the
 Plain Python (the tests, the Python console of a QGIS started from Python) has no clash: calls run here.
 
 In this process the call runs on its own Python thread (see :func:`_run_on_python_thread`).
-The child is ``python -m <this package>.engine_child``; the request goes to its stdin as one JSON line,
-progress and the result come back as JSON lines on stdout, and ``cancel`` on stdin stops it before its
-next batch (it then removes what it wrote, as in-process). ``FASTUNET_GEO_ENGINE=inprocess|subprocess``
+The child is ``python -m <this package>.engine_child``, driven by an :class:`~.engine_session.EngineSession`
+(JSON lines on its stdin and stdout; a cancel stops it before its next batch, and it then removes what it
+wrote, as in-process): the dock keeps one session, and so one process with its model loaded, while it is
+open; other callers (Processing) use a process per call. ``FASTUNET_GEO_ENGINE=inprocess|subprocess``
 forces a mode; ``FASTUNET_GEO_PYTHON`` names the interpreter for the child.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import json
 import os
-import queue
-import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
-from typing import IO, Any
+from typing import TYPE_CHECKING, Any
 
 from .engine_calls import CALLS, Payload
 from .jobs import SegmentJob, SegmentOutcome
 from .progress_bridge import ProgressSink
+
+if TYPE_CHECKING:
+    from .engine_session import EngineSession
 
 PREFIX = "FASTUNET "  # marks protocol lines on the child's stdout (anything else there is ignored)
 _engine_python: str | None = None  # the engine venv's Python (see set_engine_python)
@@ -83,12 +82,20 @@ def child_python() -> str:
     return sys.executable
 
 
-def run_engine(kind: str, payload: Payload, sink: ProgressSink) -> Payload:
-    """Run engine call ``kind`` here or in a child process; raise the core's errors as they were raised."""
+def run_engine(kind: str, payload: Payload, sink: ProgressSink, session: EngineSession | None = None) -> Payload:
+    """Run engine call ``kind`` here or in a child process; raise the core's errors as they were raised.
+
+    ``session``: the long-lived engine process to use (the dock's); None: a process for this call alone.
+    """
     if not use_subprocess():
         return _run_on_python_thread(kind, payload, sink)
+    from .engine_session import EngineSession
+
+    if session is not None:
+        return session.call(kind, payload, sink)
     sink.log(f"engine: a separate Python process ({child_python()}), since QGIS's own GDAL/GEOS are loaded here")
-    return _run_child(kind, payload, sink)
+    with EngineSession(kept=False) as one_call:
+        return one_call.call(kind, payload, sink)
 
 
 def _run_on_python_thread(kind: str, payload: Payload, sink: ProgressSink) -> Payload:
@@ -115,12 +122,13 @@ def _run_on_python_thread(kind: str, payload: Payload, sink: ProgressSink) -> Pa
     return dict(box["result"])
 
 
-def run_segment(job: SegmentJob, sink: ProgressSink) -> SegmentOutcome:
-    """Run a segmentation job (crop, predict, vectorise) here or in a child process."""
-    return SegmentOutcome.from_dict(run_engine("segment", job.to_dict(), sink))
+def run_segment(job: SegmentJob, sink: ProgressSink, session: EngineSession | None = None) -> SegmentOutcome:
+    """Run a segmentation job (crop, predict, vectorise) here or in a child process (``session``'s, if given)."""
+    return SegmentOutcome.from_dict(run_engine("segment", job.to_dict(), sink, session))
 
 
-def _child_env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
+    """Return the engine process's environment: this Python's path (or only the plugin's), no PROJ overrides."""
     env = dict(os.environ)
     paths = [p for p in sys.path if p and Path(p).is_dir()]
     if engine_python() is not None:
@@ -136,74 +144,7 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _run_child(kind: str, payload: Payload, sink: ProgressSink) -> Payload:
-    package = __name__.rsplit(".", 1)[0]
-    with tempfile.TemporaryFile("w+", encoding="utf-8") as stderr:
-        proc = subprocess.Popen([child_python(), "-m", f"{package}.engine_child"], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=stderr, text=True, encoding="utf-8",
-                                env=_child_env())
-        stdin, stdout = proc.stdin, proc.stdout
-        if stdin is None or stdout is None:
-            raise RuntimeError("the engine process has no pipes")
-        lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=_pump, args=(stdout, lines), daemon=True).start()
-        try:
-            stdin.write(json.dumps({"kind": kind, "payload": payload}) + "\n")
-            stdin.flush()
-            final = _follow(stdin, lines, sink)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                proc.kill()
-            raise
-        finally:
-            with contextlib.suppress(OSError):
-                stdin.close()
-            code = proc.wait()
-            stdout.close()  # read to its end by _pump once the child has gone (else: ResourceWarning)
-        if final is None:
-            stderr.seek(0)
-            tail = stderr.read()[-1500:].strip()
-            raise _core_error("FastUNetError", f"the engine process stopped unexpectedly (exit code {code})"
-                              + (f": {tail.splitlines()[-1]}" if tail else ""))
-    if "result" in final:
-        return dict(final["result"])
-    err = final["error"]
-    raise _core_error(err["type"], err["message"], err.get("name"))
-
-
-def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
-    for line in stream:
-        lines.put(line)
-    lines.put(None)
-
-
-def _follow(stdin: IO[str], lines: queue.Queue[str | None], sink: ProgressSink) -> dict[str, Any] | None:
-    """Relay progress until the child reports its end; pass a cancel on. Return the final message."""
-    cancel_sent = False
-    while True:
-        if not cancel_sent and sink.is_cancelled():
-            with contextlib.suppress(OSError):
-                stdin.write("cancel\n")
-                stdin.flush()
-            cancel_sent = True
-        try:
-            line = lines.get(timeout=0.1)
-        except queue.Empty:
-            continue
-        if line is None:
-            return None
-        if not line.startswith(PREFIX):
-            continue
-        message = json.loads(line[len(PREFIX):])
-        if "percent" in message:
-            sink.set_percent(float(message["percent"]))
-        elif "log" in message:
-            sink.log(str(message["log"]))
-        else:
-            return message
-
-
-def _core_error(type_name: str, message: str, module_name: str | None = None) -> BaseException:
+def core_error(type_name: str, message: str, module_name: str | None = None) -> BaseException:
     """Rebuild the child's error: the core's class of that name, ImportError, or FastUNetError."""
     from fastunet_core import errors
 

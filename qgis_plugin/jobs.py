@@ -12,11 +12,14 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastunet_core.io.area import AreaKind, AreaSpec  # plain data, no heavy import
 
 from .progress_bridge import ProgressSink, StageProgress
+
+if TYPE_CHECKING:
+    from .engine_cache import PredictorCache
 
 __all__ = ["AUTO", "AreaKind", "AreaSpec", "SegmentJob", "SegmentOutcome", "run_segment_job"]
 AUTO = -1.0  # simplify / minimum area: derived from the raster's pixel size (see resolve_polygon_options)
@@ -95,8 +98,10 @@ class SegmentOutcome:
                    tuple((int(c[0]), str(c[1]), int(c[2]), float(c[3]), float(c[4])) for c in d.get("class_areas", ())))
 
 
-def run_segment_job(job: SegmentJob, sink: ProgressSink) -> SegmentOutcome:
+def run_segment_job(job: SegmentJob, sink: ProgressSink, predictors: PredictorCache | None = None) -> SegmentOutcome:
     """Run the job with the core's :func:`~fastunet_core.inference.segment.segment_raster` (crop, segment, vectorise).
+
+    ``predictors``: where a long-lived engine process keeps the loaded model for the next run (None: load it).
 
     Raises the core's errors (:class:`~fastunet_core.errors.FastUNetError` subclasses, CancelledError included);
     on failure or cancel the core leaves none of this run's outputs behind.
@@ -120,7 +125,8 @@ def run_segment_job(job: SegmentJob, sink: ProgressSink) -> SegmentOutcome:
     options = PredictOptions(tile_size_px=job.tile_size_px, overlap_px=job.overlap_px, batch_size=job.batch_size,
                              device=job.device, overwrite=job.overwrite, bands=job.bands,
                              resolution=job.resolution, output_grid=job.output_grid)
-    done = segment_raster(job.raster, job.model, job.class_output, options, vector_output=job.polygons_output,
+    model = predictors.predictor(job.model, options, sink) if predictors is not None else job.model
+    done = segment_raster(job.raster, model, job.class_output, options, vector_output=job.polygons_output,
                           vectorize=vopts, area=job.area, work_dir=job.work_dir,
                           progress=lambda stage: StageProgress(sink, *stages[stage]))
     for note in done.prediction.notes:

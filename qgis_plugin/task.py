@@ -17,6 +17,7 @@ from qgis.PyQt.QtCore import pyqtSignal
 
 from .deps import install_hint
 from .engine_process import run_segment
+from .engine_session import EngineSession
 from .jobs import SegmentJob, SegmentOutcome
 from .qgis_inputs import ExportPlan, exported_input
 
@@ -29,12 +30,13 @@ class SegmentTask(QgsTask):
     logged = pyqtSignal(str)  # a line for the dock's log; emitted on the worker thread, delivered queued
 
     def __init__(self, job: SegmentJob, export: ExportPlan | None, name: str,
-                 on_done: Callable[[SegmentTask], None] | None = None) -> None:
+                 on_done: Callable[[SegmentTask], None] | None = None, session: EngineSession | None = None) -> None:
         super().__init__(f"fastunet-geo: segmenting {name}", QgsTask.Flag.CanCancel)
         self.name = name  # of the source layer; the result layers are named after it
         self.job = job
         self.export = export
         self.on_done = on_done
+        self.session = session  # the dock's engine process (kept between runs); None: one for this run
         self.outcome: SegmentOutcome | None = None
         self.error: str | None = None
         self.was_cancelled = False
@@ -77,7 +79,7 @@ class SegmentTask(QgsTask):
             if self.export is not None:
                 self.log(f"the layer is not a file: writing {self.export.describe()} to a temporary GeoTIFF")
             with exported_input(self.job, self.export, self._feedback) as job:
-                self.outcome = run_segment(job, self)
+                self.outcome = run_segment(job, self, self.session)
             return True
         except CancelledError:
             self.was_cancelled = True

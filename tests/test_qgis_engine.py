@@ -28,14 +28,14 @@ def test_segment_job_round_trips_through_json() -> None:
 
 
 def test_child_errors_come_back_as_the_core_classes() -> None:
-    from qgis_plugin.engine_process import _core_error
+    from qgis_plugin.engine_process import core_error
 
-    err = _core_error("InputRasterError", "input raster not found: x.tif")
+    err = core_error("InputRasterError", "input raster not found: x.tif")
     assert type(err) is errors.InputRasterError and str(err) == "input raster not found: x.tif"
-    assert type(_core_error("CancelledError", "cancelled")) is errors.CancelledError
-    imp = _core_error("ModuleNotFoundError", "No module named 'torch'", "torch")
+    assert type(core_error("CancelledError", "cancelled")) is errors.CancelledError
+    imp = core_error("ModuleNotFoundError", "No module named 'torch'", "torch")
     assert isinstance(imp, ImportError) and imp.name == "torch"
-    other = _core_error("ZeroDivisionError", "division by zero")
+    other = core_error("ZeroDivisionError", "division by zero")
     assert type(other) is errors.FastUNetError and "ZeroDivisionError" in str(other)
 
 
