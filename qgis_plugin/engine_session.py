@@ -233,7 +233,9 @@ class EngineSession:
             try:
                 line = child.lines.get(timeout=0.1)
             except queue.Empty:
-                continue
+                if not child.eof or not child.lines.empty():
+                    continue
+                line = None  # its end was read by an earlier call: never wait for a process that has gone
             if line is None:
                 if not taken and cancelled_at is None and not self._shut:
                     return None

@@ -42,6 +42,7 @@ def dock(qgis_iface: object, qgis_new_project: QgsProject) -> Iterator[object]:
     if widget.task is not None:
         widget.cancel_run()
         wait_for(lambda: widget.task is None)
+    widget.shutdown()  # its engine process, if a test started one
     QgsProject.instance().removeAllMapLayers()
     widget.deleteLater()
     QgsApplication.processEvents()
