@@ -80,8 +80,11 @@ class Measurer:
 
     def to_map(self, geoms: np.ndarray) -> np.ndarray:
         """Return ``geoms`` (pixel coordinates) in the raster's CRS."""
-        t = self.transform
-        return shapely.transform(geoms, lambda xy: _apply(t, xy))
+        return shapely.transform(geoms, self.apply)
+
+    def apply(self, xy: np.ndarray) -> np.ndarray:
+        """Return (column, row) coordinates, an (n, 2) array, in the raster's CRS."""
+        return _apply(self.transform, xy)
 
     def area_m2(self, geoms: np.ndarray) -> np.ndarray:
         """Return the areas in square metres of polygons in the raster's CRS."""

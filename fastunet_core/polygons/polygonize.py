@@ -36,12 +36,74 @@ def window_rows(width: int, height: int, size: int) -> list[list[Window]]:
     return [[Window(c, r, w, h) for c, w in cols] for r, h in rows]
 
 
+@dataclass(frozen=True)
+class PixelPolygons:
+    """Polygons as flat coordinate arrays (global pixel coordinates), before any shapely object is built.
+
+    ``xy`` holds every ring's vertices one after the other (each ring closed), ``ring_len`` the vertex
+    count of each ring, ``rings_per_poly`` the ring count of each polygon (its exterior ring first).
+    """
+
+    xy: np.ndarray
+    ring_len: np.ndarray
+    rings_per_poly: np.ndarray
+    ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def empty(cls) -> PixelPolygons:
+        """No polygon."""
+        none = np.empty(0, dtype=np.int64)
+        return cls(np.empty((0, 2)), none, none, none)
+
+    @classmethod
+    def concat(cls, parts: list[PixelPolygons]) -> PixelPolygons:
+        """Join several sets into one."""
+        if not parts:
+            return cls.empty()
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("xy", "ring_len", "rings_per_poly",
+                                                                              "ids")))
+
+    def points_per_poly(self) -> np.ndarray:
+        """Return each polygon's vertex count (all its rings)."""
+        if len(self) == 0:
+            return np.empty(0, dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(self.rings_per_poly)[:-1]])
+        return np.add.reduceat(self.ring_len, starts)
+
+    def bounds(self) -> np.ndarray:
+        """Return each polygon's (xmin, ymin, xmax, ymax), as :func:`shapely.bounds` would."""
+        if len(self) == 0:
+            return np.empty((0, 4))
+        per_poly = self.points_per_poly()
+        starts = np.concatenate([[0], np.cumsum(per_poly)[:-1]])
+        lo = np.minimum.reduceat(self.xy, starts, axis=0)
+        hi = np.maximum.reduceat(self.xy, starts, axis=0)
+        return np.column_stack([lo, hi])
+
+    def select(self, keep: np.ndarray) -> PixelPolygons:
+        """Return the polygons where ``keep`` is True."""
+        return PixelPolygons(self.xy[np.repeat(keep, self.points_per_poly())],
+                             self.ring_len[np.repeat(keep, self.rings_per_poly)], self.rings_per_poly[keep],
+                             self.ids[keep])
+
+    def geoms(self, xy: np.ndarray | None = None) -> np.ndarray:
+        """Build the shapely polygons, from ``xy`` (the same vertices in other coordinates) if given."""
+        if len(self) == 0:
+            return np.empty(0, dtype=object)
+        coords = self.xy if xy is None else xy
+        linear = shapely.linearrings(coords, indices=np.repeat(np.arange(len(self.ring_len)), self.ring_len))
+        return shapely.polygons(linear, indices=np.repeat(np.arange(len(self)), self.rings_per_poly))
+
+
 def polygonize(values: np.ndarray, mask: np.ndarray | None, col_off: int, row_off: int,
-               chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+               chunk: int = 4096) -> PixelPolygons:
     """Return the polygons of ``values``'s 4-connected regions and their values, in global pixel coordinates.
 
-    GDAL's output is turned into shapely polygons ``chunk`` polygons at a time, so that rasterio's
-    GeoJSON-like dicts (about 100 bytes per vertex) never exist for a whole window at once.
+    GDAL's output is turned into flat arrays ``chunk`` polygons at a time, so that rasterio's GeoJSON-like
+    dicts (about 100 bytes per vertex) never exist for a whole window at once.
 
     Args:
         values: 2-D integer array (a window of the class raster).
@@ -53,40 +115,33 @@ def polygonize(values: np.ndarray, mask: np.ndarray | None, col_off: int, row_of
     """
     found = rasterio.features.shapes(values, mask=mask, connectivity=CONNECTIVITY,
                                      transform=Affine.translation(col_off, row_off))
-    geoms, ids = [], []
+    parts = []
     while batch := list(itertools.islice(found, chunk)):
-        geoms.append(polygons_from_rings([g["coordinates"] for g, _ in batch]))
-        ids.append(np.fromiter((v for _, v in batch), dtype=np.int64, count=len(batch)))
-    if not geoms:
-        return np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
-    return np.concatenate(geoms), np.concatenate(ids)
+        ids = np.fromiter((v for _, v in batch), dtype=np.int64, count=len(batch))
+        parts.append(rings_to_arrays([g["coordinates"] for g, _ in batch], ids))
+    return PixelPolygons.concat(parts)
 
 
-def touches_seam(geoms: np.ndarray, window: Window, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return which polygons reach an inner edge of ``window`` (a seam), and which reach its bottom seam."""
+def touches_seam(bounds: np.ndarray, window: Window, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return which polygons (by their bounds) reach an inner edge of ``window`` (a seam), and which its bottom."""
     x0, y0 = int(window.col_off), int(window.row_off)
     x1, y1 = x0 + int(window.width), y0 + int(window.height)
-    if len(geoms) == 0:
-        empty = np.zeros(0, dtype=bool)
-        return empty, empty
-    bounds = shapely.bounds(geoms)
     on_bottom = (bounds[:, 3] == y1) & (y1 < height)
     touch = (((bounds[:, 0] == x0) & (x0 > 0)) | ((bounds[:, 2] == x1) & (x1 < width))
              | ((bounds[:, 1] == y0) & (y0 > 0)) | on_bottom)
     return touch, on_bottom
 
 
-def polygons_from_rings(polys: list[list[list[tuple[float, float]]]]) -> np.ndarray:
-    """Build shapely polygons from GeoJSON-style ring lists in a few vectorised calls (no per-polygon objects)."""
+def rings_to_arrays(polys: list[list[list[tuple[float, float]]]], ids: np.ndarray) -> PixelPolygons:
+    """Turn GeoJSON-style ring lists into flat arrays in a few vectorised calls (no per-polygon objects)."""
     if not polys:
-        return np.empty(0, dtype=object)
+        return PixelPolygons.empty()
     rings_per_poly = np.fromiter(map(len, polys), dtype=np.int64, count=len(polys))
     rings = list(itertools.chain.from_iterable(polys))
     ring_len = np.fromiter(map(len, rings), dtype=np.int64, count=len(rings))
     flat = itertools.chain.from_iterable(itertools.chain.from_iterable(rings))
     xy = np.fromiter(flat, dtype=np.float64, count=2 * int(ring_len.sum())).reshape(-1, 2)
-    linear = shapely.linearrings(xy, indices=np.repeat(np.arange(len(rings)), ring_len))
-    return shapely.polygons(linear, indices=np.repeat(np.arange(len(polys)), rings_per_poly))
+    return PixelPolygons(xy, ring_len, rings_per_poly, ids)
 
 
 def densify_unit(polys: np.ndarray) -> np.ndarray:
@@ -200,7 +255,7 @@ class SeamMerger:
         """Hold the seam pieces (see :func:`touches_seam`) of the window in column ``col`` of the current row."""
         if len(pieces) == 0:
             return
-        _, on_bottom = touches_seam(pieces, window, self.width, self.height)
+        _, on_bottom = touches_seam(shapely.bounds(pieces), window, self.width, self.height)
         self._keep(col, window, pieces, values, on_bottom)
 
     def _keep(self, col: int, window: Window, pieces: np.ndarray, values: np.ndarray, on_bottom: np.ndarray) -> None:

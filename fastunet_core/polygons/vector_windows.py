@@ -33,7 +33,7 @@ from fastunet_core.errors import InProcessWorkersWarning, InputRasterError, Work
 from fastunet_core.io.raster_input import bounded_gdal_cache
 from fastunet_core.polygons.legend import Selection
 from fastunet_core.polygons.measure import Measurer
-from fastunet_core.polygons.polygonize import densify_unit, polygonize, touches_seam
+from fastunet_core.polygons.polygonize import PixelPolygons, densify_unit, polygonize, touches_seam
 
 _NODATA = np.iinfo(np.int32).min  # stands for nodata pixels while simplifying (never a class id we keep)
 _SHAPES_DTYPES = ("uint8", "uint16", "int16", "int32")  # what GDAL's polygoniser reads without a cast
@@ -92,7 +92,11 @@ class WindowResult:
 
 def finish(geoms_px: np.ndarray, ids: np.ndarray, meter: Measurer, min_area_m2: float) -> Features:
     """Put pixel-space polygons on the map, fill holes and drop polygons below ``min_area_m2``, measure them."""
-    geoms = meter.to_map(geoms_px)
+    return finish_map(meter.to_map(geoms_px), ids, meter, min_area_m2)
+
+
+def finish_map(geoms: np.ndarray, ids: np.ndarray, meter: Measurer, min_area_m2: float) -> Features:
+    """Fill holes and drop polygons below ``min_area_m2`` (polygons in map coordinates), measure them."""
     area = meter.area_m2(geoms)
     if min_area_m2 > 0:
         geoms, area = _fill_small_holes(geoms, area, meter, min_area_m2)
@@ -136,13 +140,23 @@ class WindowProcessor:
 
     def __call__(self, row: int, col: int, window: Window) -> WindowResult:
         """Return window (``row``, ``col``)'s final polygons and its seam pieces."""
-        geoms, ids = self.polygons(window)
-        touch, _ = touches_seam(geoms, window, self.job.width, self.job.height)
+        found = self.polygons(window)
+        if isinstance(found, PixelPolygons):  # built once: seam pieces in pixels, the rest straight on the map
+            touch, _ = touches_seam(found.bounds(), window, self.job.width, self.job.height)
+            final, pieces = found.select(~touch), found.select(touch)
+            done = finish_map(final.geoms(self.meter.apply(final.xy)), final.ids, self.meter, self.job.min_area_m2)
+            return WindowResult(row, col, window, done, pieces.geoms(), pieces.ids)
+        geoms, ids = found
+        touch, _ = touches_seam(shapely.bounds(geoms), window, self.job.width, self.job.height)
         done = finish(geoms[~touch], ids[~touch], self.meter, self.job.min_area_m2)
         return WindowResult(row, col, window, done, geoms[touch], ids[touch])
 
-    def polygons(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """Return the window's polygons of the selected classes (global pixel coordinates) and their ids."""
+    def polygons(self, window: Window) -> PixelPolygons | tuple[np.ndarray, np.ndarray]:
+        """Return the window's polygons of the selected classes (global pixel coordinates) and their ids.
+
+        Exact outlines come as flat arrays (:class:`PixelPolygons`); simplified ones as shapely polygons
+        and their ids.
+        """
         data = self.src.read(1, window=window)
         valid = self._valid(data, window)
         col, row = int(window.col_off), int(window.row_off)
@@ -152,8 +166,9 @@ class WindowProcessor:
         if valid is not None:
             wanted &= valid
         if not wanted.any():
-            return np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
-        return polygonize(_for_shapes(data, window), wanted, col, row)
+            return PixelPolygons.empty()
+        # every pixel wanted: no mask band (the polygons are the same, and GDAL skips reading a mask)
+        return polygonize(_for_shapes(data, window), None if wanted.all() else wanted, col, row)
 
     def _valid(self, data: np.ndarray, window: Window) -> np.ndarray | None:
         if self._all_valid:
@@ -172,7 +187,8 @@ class WindowProcessor:
         values = _for_shapes(data, Window(col, row, data.shape[1], data.shape[0])).astype(np.int32)
         if valid is not None:
             values[~valid] = _NODATA
-        geoms, ids = polygonize(values, None, col, row)
+        found = polygonize(values, None, col, row)
+        geoms, ids = found.geoms(), found.ids
         keep = (ids != _NODATA) & self.job.selection.mask(ids)
         if not keep.any():
             return geoms[keep], ids[keep]
