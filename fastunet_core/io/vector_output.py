@@ -38,6 +38,7 @@ import shapely
 
 from fastunet_core.errors import ConfigError, KeptStyleWarning, OutputLimitError, OutputWriteError
 from fastunet_core.hints import setting
+from fastunet_core.io.arrow_stream import BatchStream, Column
 from fastunet_core.io.atomic import check_writable
 from fastunet_core.io.styles import plan_style
 from fastunet_core.io.targets import Role
@@ -45,6 +46,8 @@ from fastunet_core.io.write_errors import converted, describe, describe_os_error
 from fastunet_core.models.metadata import ClassInfo
 
 SHAPEFILE_MAX_BYTES = 2**31 - 1
+_ARROW_COLUMNS = (Column("class_id", "int32"), Column("class_name", "string"), Column("area_m2", "float64"),
+                  Column("perimeter_m", "float64"), Column("geom", "binary"))  # FeatureBatch.fields, then the WKB
 DBF_MAX_STRING_BYTES = 254
 
 
@@ -151,6 +154,41 @@ class VectorSink:
         else:
             self._write(self._file, batch, dataset_options={"VERSION": "1.2"} if self.features == 0 else None)
         self.features += len(batch)
+
+    def write_all(self, batches: Iterator[FeatureBatch]) -> None:
+        """Write every batch ``batches`` yields (pulled one at a time, so memory holds one batch).
+
+        A GeoPackage is written in one session through pyogrio's Arrow path (:mod:`fastunet_core.io.arrow_stream`):
+        GDAL then builds the R-tree once at the end instead of row by row, with the same rows in the file.
+        An exception raised by ``batches`` comes out of here as it was raised.
+        """
+        try:
+            if self.fmt.driver != "GPKG":
+                for batch in batches:
+                    self.write(batch)
+                return
+            stream = BatchStream(_ARROW_COLUMNS, self._arrow_batches(batches))
+            try:
+                with _gdal_config(OGR_SQLITE_SYNCHRONOUS="OFF"):  # the temp file is fsynced once, at the end
+                    pyogrio.raw.write_arrow(stream, str(self._file), layer=self.layer, driver=self.fmt.driver,
+                                            geometry_name="geom", geometry_type=self.geometry_type, crs=self.crs_wkt,
+                                            append=self._file.exists(),
+                                            dataset_options=None if self._file.exists() else {"VERSION": "1.2"})
+            except Exception:
+                stream.reraise()  # the batches' own error (a cancel, a bad window) rather than GDAL's echo of it
+                raise
+            stream.reraise()
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:  # a generator left early: run its clean-up (e.g. stop worker processes) now
+                close()
+
+    def _arrow_batches(self, batches: Iterator[FeatureBatch]) -> Iterator[list[np.ndarray]]:
+        for batch in batches:
+            if len(batch):
+                _, columns = batch.fields(shapefile=False)
+                self.features += len(batch)
+                yield [*columns, batch.wkb]
 
     def _write(self, path: Path, batch: FeatureBatch, shapefile: bool = False, driver: str | None = None,
                crs: str | None = None, **options: Any) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +32,6 @@ from fastunet_core.io.raster_input import open_raster
 from fastunet_core.io.targets import Role, check_distinct, target_locks
 from fastunet_core.io.vector_output import (
     FeatureBatch,
-    VectorSink,
     check_outputs,
     open_sink,
     output_roles,
@@ -156,9 +155,8 @@ def _vectorize(mask_path: str | os.PathLike[str], out: Path, opts: VectorizeOpti
         n_windows = sum(len(r) for r in grid)
         prog.start(n_windows, "windows")
         with open_sink(out, crs_wkt, "MultiPolygon" if opts.dissolve else "Polygon", opts.overwrite) as sink:
-            features = _FeatureWriter(meter, legend, opts, sink)
-            _run_windows(job, grid, opts.workers, meter, features, prog)
-            features.close()
+            features = _FeatureWriter(legend, opts.dissolve, sink.folder)
+            sink.write_all(features.batches(_run_windows(job, grid, opts.workers, meter, prog)))
             named = [c.id for c in legend.classes.values() if selection.wants(c.id)]
             sink.write_style([legend.get(i) for i in sorted(set(named) | features.seen)])
             files = sink.commit()
@@ -197,8 +195,8 @@ def _check_class_raster(src: rasterio.io.DatasetReader) -> str:
 
 
 def _run_windows(job: WindowJob, grid: list[list[rasterio.windows.Window]], workers: int, meter: Measurer,
-                 features: _FeatureWriter, prog: Progress) -> None:
-    """Vectorise every window in row-major order, merge the pieces across seams, pass on final polygons."""
+                 prog: Progress) -> Iterator[Features]:
+    """Vectorise every window in row-major order, merge the pieces across seams; yield the final polygons."""
     merger = SeamMerger(job.width, job.height, drop_collinear=job.simplify_px == 0)
     last_col = len(grid[0]) - 1
     results = iter_results(job, grid, workers)
@@ -206,52 +204,57 @@ def _run_windows(job: WindowJob, grid: list[list[rasterio.windows.Window]], work
         for res in results:
             if prog.is_cancelled():
                 raise CancelledError("cancelled; no output was written")
-            features.add(res.features)
+            yield res.features
             merger.add(res.col, res.window, res.pieces, res.piece_ids)
             if res.col == last_col:
-                features.add(finish(*merger.finish_row(), meter, job.min_area_m2))
+                yield finish(*merger.finish_row(), meter, job.min_area_m2)
             prog.advance(1)
     finally:
         results.close()  # stops the workers at once if we leave early
 
 
 class _FeatureWriter:
-    """Collect finished features; write them in batches, or keep them to dissolve by class at the end."""
+    """Group finished features into batches to write, or keep them to dissolve by class at the end."""
 
-    def __init__(self, meter: Measurer, legend: Legend, opts: VectorizeOptions, sink: VectorSink) -> None:
-        self.meter = meter
+    def __init__(self, legend: Legend, dissolve: bool, folder: Path) -> None:
         self.legend = legend
-        self.dissolve = opts.dissolve
-        self.sink = sink
+        self.dissolve = dissolve
+        self.folder = folder  # where dissolved classes are spilled
         self.seen: set[int] = set()
-        self._batches: list[Features] = []
-        self._pending = 0
         self._stats: dict[int, list[float]] = {}
-        self._parts: dict[int, _DissolvedClass] = {}
 
-    def add(self, features: Features) -> None:
-        """Take finished features; write them once a batch is full, or spill them by class when dissolving."""
-        if len(features) == 0:
-            return
-        self._count(features)
-        if self.dissolve:
-            for cid in np.unique(features.class_id).tolist():
-                part = self._parts.get(cid)
-                if part is None:
-                    part = self._parts[cid] = _DissolvedClass(self.sink.folder / f"dissolve_{cid}.wkb")
-                part.add(features, features.class_id == cid)
-            return
-        self._batches.append(features)
-        self._pending += len(features)
-        if self._pending >= BATCH_FEATURES:
-            self._flush()
+    def batches(self, found: Iterable[Features]) -> Iterator[FeatureBatch]:
+        """Yield batches of about ``BATCH_FEATURES`` features; when dissolving, one multipolygon per class."""
+        pending: list[Features] = []
+        count = 0
+        parts: dict[int, _DissolvedClass] = {}
+        for features in found:
+            if len(features) == 0:
+                continue
+            self._count(features)
+            if self.dissolve:
+                for cid in np.unique(features.class_id).tolist():
+                    part = parts.get(cid)
+                    if part is None:
+                        part = parts[cid] = _DissolvedClass(self.folder / f"dissolve_{cid}.wkb")
+                    part.add(features, features.class_id == cid)
+                continue
+            pending.append(features)
+            count += len(features)
+            if count >= BATCH_FEATURES:
+                yield self._batch(Features.concat(pending))
+                pending, count = [], 0
+        if pending:
+            yield self._batch(Features.concat(pending))
+        for cid in sorted(parts):  # one class at a time: memory holds one class's multipolygon
+            part = parts.pop(cid)
+            cids = np.array([cid])
+            yield FeatureBatch(np.array([part.multipolygon_wkb()], dtype=object), cids, self._names(cids),
+                               np.array([part.area_m2]), np.array([part.perimeter_m]))
 
-    def _flush(self) -> None:
-        batch = Features.concat(self._batches)
-        self._batches, self._pending = [], 0
-        if len(batch):
-            self.sink.write(FeatureBatch(batch.wkb, batch.class_id, self._names(batch.class_id), batch.area_m2,
-                                         batch.perimeter_m))
+    def _batch(self, features: Features) -> FeatureBatch:
+        return FeatureBatch(features.wkb, features.class_id, self._names(features.class_id), features.area_m2,
+                            features.perimeter_m)
 
     def _count(self, features: Features) -> None:
         uniq, inverse = np.unique(features.class_id, return_inverse=True)
@@ -267,17 +270,6 @@ class _FeatureWriter:
         uniq, inverse = np.unique(ids, return_inverse=True)
         names = np.array([self.legend.get(c).name for c in uniq.tolist()], dtype=object)
         return names[inverse]
-
-    def close(self) -> None:
-        """Write what is left; when dissolving, one multipolygon per class."""
-        if not self.dissolve:
-            self._flush()
-            return
-        for cid in sorted(self._parts):  # one class at a time: memory holds one class's multipolygon
-            part = self._parts.pop(cid)
-            cids = np.array([cid])
-            self.sink.write(FeatureBatch(np.array([part.multipolygon_wkb()], dtype=object), cids, self._names(cids),
-                                         np.array([part.area_m2]), np.array([part.perimeter_m])))
 
     def summary(self) -> tuple[ClassSummary, ...]:
         """Return, per class written, the number of polygons and their total area."""
