@@ -152,6 +152,40 @@ def test_windowed_equals_whole_raster(seams_raster: Path, tmp_path: Path, worker
     assert 0 not in set(a.class_id)
 
 
+def gdal_polygons(raster: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Polygonise a whole class raster with GDAL's own polygoniser (Debian's GDAL through osgeo, the one QGIS
+    and gdal_polygonize use: another GDAL than rasterio's), 4-connected, nodata masked; return polygons, values."""
+    from osgeo import gdal, ogr
+
+    gdal.UseExceptions()
+    src = gdal.Open(str(raster))
+    band = src.GetRasterBand(1)
+    out = ogr.GetDriverByName("Memory").CreateDataSource("")  # kept: its layer dies with it
+    layer = out.CreateLayer("p", geom_type=ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("v", ogr.OFTInteger))
+    gdal.Polygonize(band, band.GetMaskBand(), layer, 0, [])
+    found = [(bytes(f.GetGeometryRef().ExportToIsoWkb()), f.GetField(0)) for f in layer]
+    return shapely.from_wkb([w for w, _ in found]), np.array([v for _, v in found])
+
+
+def test_same_polygons_and_areas_as_gdal_polygonize(seams_raster: Path, tmp_path: Path) -> None:
+    geoms, values = gdal_polygons(seams_raster)
+    keep = values != 0  # ours leaves out "background"
+    geoms, values = geoms[keep], values[keep]
+    result = vectorize_raster(seams_raster, tmp_path / "ours.gpkg", VectorizeOptions(window_px=64))
+    ours = read_layer(tmp_path / "ours.gpkg")
+    assert result.windows == 99 and len(ours) == len(geoms) > 300
+    # one to one: each of our polygons' inner point lies in exactly one of GDAL's, equal to it, same class
+    pairs = shapely.STRtree(geoms).query(shapely.point_on_surface(ours.geometry.values), predicate="within")
+    assert len(pairs[0]) == len(ours) and len(set(pairs[1])) == len(geoms)
+    assert shapely.equals(ours.geometry.values[pairs[0]], geoms[pairs[1]]).all()
+    assert (ours.class_id.values[pairs[0]] == values[pairs[1]]).all()
+    assert shapely.get_num_coordinates(ours.geometry.values).sum() == shapely.get_num_coordinates(geoms).sum()
+    # UTM: the areas and perimeters are GEOS's planar ones of GDAL's polygons
+    np.testing.assert_allclose(ours.area_m2.values[pairs[0]], shapely.area(geoms[pairs[1]]), rtol=1e-12)
+    np.testing.assert_allclose(ours.perimeter_m.values[pairs[0]], shapely.length(geoms[pairs[1]]), rtol=1e-12)
+
+
 def test_geographic_crs_areas_agree_with_equal_area_computation(rio_data: Path, tmp_path: Path) -> None:
     with rasterio.open(rio_data / "world.rgb.tif") as src:
         transform, crs, (h, w) = src.transform, src.crs, src.shape

@@ -69,6 +69,11 @@ class Selection:
         """Return True when polygons of this class are wanted."""
         return class_id in self.include if self.include is not None else class_id not in self.exclude
 
+    @property
+    def everything(self) -> bool:
+        """True when every class id is wanted (no class named to keep, none to leave out)."""
+        return self.include is None and not self.exclude
+
     def mask(self, values: np.ndarray) -> np.ndarray:
         """Return True where ``values`` (an integer array) holds a wanted class."""
         ids = np.fromiter(self.include if self.include is not None else self.exclude, dtype=np.int64)

@@ -162,13 +162,14 @@ class WindowProcessor:
         col, row = int(window.col_off), int(window.row_off)
         if self.job.simplify_px > 0:
             return self._simplified(data, valid, col, row)
-        wanted = self.job.selection.mask(data)
-        if valid is not None:
+        wanted = valid if self.job.selection.everything else self.job.selection.mask(data)
+        if valid is not None and wanted is not valid:
             wanted &= valid
-        if not wanted.any():
+        if wanted is not None and wanted.all():
+            wanted = None  # no mask band: the polygons are the same, and GDAL reads no mask
+        if wanted is not None and not wanted.any():
             return PixelPolygons.empty()
-        # every pixel wanted: no mask band (the polygons are the same, and GDAL skips reading a mask)
-        return polygonize(_for_shapes(data, window), None if wanted.all() else wanted, col, row)
+        return polygonize(_for_shapes(data, window), wanted, col, row)
 
     def _valid(self, data: np.ndarray, window: Window) -> np.ndarray | None:
         if self._all_valid:
