@@ -16,11 +16,13 @@ from qgis.core import (
     QgsMapLayer,
     QgsPalettedRasterRenderer,
     QgsProject,
+    QgsProviderRegistry,
     QgsRasterLayer,
     QgsVectorFileWriter,
     QgsVectorLayer,
 )
 from qgis.PyQt.QtGui import QColor
+from qgis.PyQt.QtXml import QDomDocument
 
 from fastunet_core.errors import ConfigError, OutputWriteError
 from fastunet_core.io.class_tag import TAG, classes_from_tags, is_background
@@ -89,12 +91,33 @@ def load_class_style(layer: QgsVectorLayer, path: str | Path) -> bool:
     """Load the style written beside a polygon file, if there is one.
 
     ``X.gpkg.qml`` when the core had to name it after the full file name (``X.qml`` held another output's
-    style), else ``X.qml`` (see fastunet_core.io.vector_output).
+    style), else ``X.qml`` (see fastunet_core.io.vector_output). A GeoPackage that carries its own style
+    (``layer_styles``) was styled by QGIS when it opened it; an ``X.qml`` beside it is another output's.
     """
+    if _has_own_style(layer):
+        return _load_own_style(layer)  # Processing opens its outputs without their default style
     qml = _style_beside(path)
     if qml is None:
         return False
     _message, ok = layer.loadNamedStyle(str(qml))
+    if ok:
+        layer.triggerRepaint()
+    return bool(ok)
+
+
+def _has_own_style(layer: QgsVectorLayer) -> bool:
+    """Return True when the layer's file stores styles for it (a GeoPackage's ``layer_styles``)."""
+    count = layer.listStylesInDatabase()[0]
+    return bool(count and count > 0)
+
+
+def _load_own_style(layer: QgsVectorLayer) -> bool:
+    """Apply the default style the layer's file stores (a GeoPackage's ``layer_styles``)."""
+    qml = QgsProviderRegistry.instance().loadStyle(layer.providerType(), layer.source(), "")  # the default
+    doc = QDomDocument()
+    if not qml or not doc.setContent(qml):
+        return False
+    ok, _message = layer.importNamedStyle(doc)
     if ok:
         layer.triggerRepaint()
     return bool(ok)
@@ -147,7 +170,15 @@ def export_polygons(layer: QgsVectorLayer, path: str | Path) -> Path:
         layer, str(out), QgsProject.instance().transformContext(), options)
     if error != QgsVectorFileWriter.WriterError.NoError:
         raise OutputWriteError(f"could not write {out}: {message}")
-    source_qml = _style_beside(layer.source().split("|")[0])
+    if driver == "GPKG":  # the style inside the file, as the core writes its GeoPackages
+        written = QgsVectorLayer(f"{out}|layername={out.stem}", out.stem, "ogr")
+        written.setRenderer(layer.renderer().clone())
+        written.setOpacity(layer.opacity())
+        error = written.saveStyleToDatabase(out.stem, "classes, from fastunet-geo", True, "")
+        if error:
+            raise OutputWriteError(f"could not store the style in {out}: {error}")
+        return out
+    source_qml = None if _has_own_style(layer) else _style_beside(layer.source().split("|")[0])
     if source_qml is not None:
         shutil.copyfile(source_qml, out.with_suffix(".qml"))
     else:

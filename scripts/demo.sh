@@ -17,4 +17,4 @@ print(render_preview("data/samples/spacenet_atlanta_pan.tif", "$OUT/buildings.ti
                      title="SpaceNet chip: predicted buildings (red), reference polygons (yellow)",
                      outlines="data/samples/spacenet_atlanta_buildings.geojson"))
 PY
-echo "demo outputs in $OUT: run/ (checkpoints, curves.png), buildings.tif, building_polygons.gpkg (each + .qml), preview.png"
+echo "demo outputs in $OUT: run/ (checkpoints, curves.png), buildings.tif (+ .qml), building_polygons.gpkg (style inside), preview.png"

@@ -144,7 +144,7 @@ def test_dock_processes_map_extent_into_chosen_files(dock: object, qgis_iface: o
     assert task.outcome is not None, task.error
     assert task.outcome.class_raster == tmp_path / "classes.tif"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.qml", "classes.tif", "classes.tif.aux.xml",
-                                                          "polygons.gpkg", "polygons.qml"]
+                                                          "polygons.gpkg"]  # its style inside
     with rasterio.open(tmp_path / "classes.tif") as dst:
         b = dst.bounds
         shown = canvas.extent()

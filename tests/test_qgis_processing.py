@@ -15,6 +15,7 @@ import pytest
 import rasterio
 from qgis.core import (
     QgsApplication,
+    QgsCategorizedSymbolRenderer,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsFeature,
@@ -79,7 +80,8 @@ def test_segment_cogeo_gives_raster_and_polygons(provider: object, rio_data: Pat
     assert len(features) == result["FEATURES"] >= 1
     assert {f["class_name"] for f in features} <= {"building", "water", "woodland"}
     assert all(f["area_m2"] > 0 for f in features)
-    assert Path(str(result["OUTPUT_POLYGONS"])).with_suffix(".qml").is_file()
+    assert not Path(str(result["OUTPUT_POLYGONS"])).with_suffix(".qml").exists()  # the GeoPackage's style is inside
+    assert isinstance(polygons.renderer(), QgsCategorizedSymbolRenderer)
     del source, classes, polygons
 
 

@@ -51,21 +51,21 @@ def _categories(qml: Path) -> list[str]:
 
 
 def test_same_stem_outputs_with_other_styles_do_not_share_one(tmp_path: Path) -> None:
-    """X.gpkg then X.geojson of other classes: X.qml stays X.gpkg's, X.geojson's goes to X.geojson.qml."""
+    """X.shp then X.geojson of other classes: X.qml stays X.shp's, X.geojson's goes to X.geojson.qml."""
     roads = _class_map(tmp_path / "roads.tif", [(1, "road"), (2, "rail"), (3, "path")])
     water = _class_map(tmp_path / "water.tif", [(1, "lake"), (2, "river"), (3, "pond")])
-    vectorize_raster(roads, tmp_path / "X.gpkg", VectorizeOptions(workers=1))
+    vectorize_raster(roads, tmp_path / "X.shp", VectorizeOptions(workers=1))
     assert _categories(tmp_path / "X.qml") == ["road", "rail", "path"]
-    with pytest.warns(FastUNetWarning, match=r"X.qml already holds the style of X.gpkg .* written as X.geojson.qml"):
+    with pytest.warns(FastUNetWarning, match=r"X.qml already holds the style of X.shp .* written as X.geojson.qml"):
         result = vectorize_raster(water, tmp_path / "X.geojson", VectorizeOptions(workers=1))
-    assert _categories(tmp_path / "X.qml") == ["road", "rail", "path"]  # the GeoPackage keeps its own style
+    assert _categories(tmp_path / "X.qml") == ["road", "rail", "path"]  # the Shapefile keeps its own style
     assert _categories(tmp_path / "X.geojson.qml") == ["lake", "river", "pond"]
     assert tmp_path / "X.geojson.qml" in result.files
-    # --overwrite does not take X.qml from the GeoPackage beside it either
+    # --overwrite does not take X.qml from the Shapefile beside it either
     with pytest.warns(FastUNetWarning, match="written as X.geojson.qml"):
         vectorize_raster(water, tmp_path / "X.geojson", VectorizeOptions(workers=1, overwrite=True))
     assert _categories(tmp_path / "X.qml") == ["road", "rail", "path"]
-    # the GeoJSON rewritten with the GeoPackage's classes: X.qml fits it, the superseded own style goes
+    # the GeoJSON rewritten with the Shapefile's classes: X.qml fits it, the superseded own style goes
     vectorize_raster(roads, tmp_path / "X.geojson", VectorizeOptions(workers=1, overwrite=True))
     assert not (tmp_path / "X.geojson.qml").exists()
 
@@ -73,8 +73,9 @@ def test_same_stem_outputs_with_other_styles_do_not_share_one(tmp_path: Path) ->
 @pytest.mark.parametrize("raster_first", [True, False])
 def test_class_raster_and_polygons_of_one_name_keep_their_styles(tmp_path: Path, make_checkpoint: Any,
                                                                  raster_first: bool) -> None:
-    """predict X.tif and vectorize X.gpkg, in either order: each style stays with its own file."""
+    """predict X.tif and vectorize X.gpkg, in either order: X.qml is the raster's, the GeoPackage's is inside."""
     from fastunet_core.inference.predict import predict_raster
+    from fastunet_core.io.styles import embedded_style
 
     source = tmp_path / "in.tif"
     with rasterio.open(source, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8", crs="EPSG:32633",
@@ -83,22 +84,18 @@ def test_class_raster_and_polygons_of_one_name_keep_their_styles(tmp_path: Path,
     ckpt = make_checkpoint(tile=32, overlap=0)
     classes = tmp_path / "classes.tif"
     predict_raster(source, ckpt, classes)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", FastUNetWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FastUNetWarning)  # nothing to warn about: no style competes for X.qml
         if raster_first:
             predict_raster(source, ckpt, tmp_path / "X.tif")
             vectorize_raster(classes, tmp_path / "X.gpkg", VectorizeOptions(workers=1))
         else:
             vectorize_raster(classes, tmp_path / "X.gpkg", VectorizeOptions(workers=1))
             predict_raster(source, ckpt, tmp_path / "X.tif")
-    first, second = ("X.tif", "X.gpkg") if raster_first else ("X.gpkg", "X.tif")
-    messages = [str(w.message) for w in caught if "already holds" in str(w.message)]
-    assert len(messages) == 1 and f"written as {second}.qml" in messages[0], messages
-    raster_style = tmp_path / ("X.qml" if raster_first else "X.tif.qml")
-    polygon_style = tmp_path / ("X.gpkg.qml" if raster_first else "X.qml")
-    assert ET.parse(raster_style).getroot().find("pipe") is not None  # a raster renderer
-    assert ET.parse(polygon_style).getroot().find("renderer-v2") is not None  # a polygon renderer
-    assert first in messages[0]
+    assert not (tmp_path / "X.tif.qml").exists() and not (tmp_path / "X.gpkg.qml").exists()
+    assert ET.parse(tmp_path / "X.qml").getroot().find("pipe") is not None  # a raster renderer
+    inside = embedded_style(tmp_path / "X.gpkg", "X")
+    assert inside is not None and ET.fromstring(inside).find("renderer-v2") is not None  # a polygon renderer
 
 
 def test_plugin_loads_the_style_that_belongs_to_the_file(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ from fastunet_core.errors import (
     OutputLimitError,
 )
 from fastunet_core.io import vector_output
+from fastunet_core.io.styles import embedded_style
 from fastunet_core.polygons.vectorize import VectorizeOptions, vectorize_raster
 from fastunet_core.runtime.progress import NullProgress
 
@@ -242,11 +243,12 @@ def test_web_mercator_areas_are_true_areas() -> None:
 def test_geojson_is_rfc7946_wgs84(spacenet: tuple[Path, gpd.GeoDataFrame], tmp_path: Path) -> None:
     mask, _ = spacenet
     vectorize_raster(mask, tmp_path / "b.gpkg", VectorizeOptions(window_px=256))
-    style = (tmp_path / "b.qml").read_text()
+    assert not (tmp_path / "b.qml").exists()  # the GeoPackage holds its style inside
     with warnings.catch_warnings():
-        warnings.simplefilter("error", FastUNetWarning)  # the same classes: one style rightly serves both
+        warnings.simplefilter("error", FastUNetWarning)
         result = vectorize_raster(mask, tmp_path / "b.geojson", VectorizeOptions(window_px=256))
-    assert result.files == [tmp_path / "b.geojson"] and (tmp_path / "b.qml").read_text() == style
+    assert result.files == [tmp_path / "b.geojson", tmp_path / "b.qml"]
+    assert (tmp_path / "b.qml").read_text() == embedded_style(tmp_path / "b.gpkg", "b")  # the same classes
     doc = json.loads((tmp_path / "b.geojson").read_text())
     assert doc["type"] == "FeatureCollection" and "crs" not in doc
     assert len(doc["features"]) == result.features == 44
@@ -269,9 +271,12 @@ def test_geopackage_is_version_1_2_with_style(spacenet: tuple[Path, gpd.GeoDataF
     with sqlite3.connect(out) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 10200
         assert db.execute("PRAGMA application_id").fetchone()[0] == 0x47504B47  # 'GPKG'
-    assert pyogrio.list_layers(out).tolist() == [["b", "Polygon"]]
-    assert result.files == [out, out.with_suffix(".qml")]
-    qml = ET.parse(out.with_suffix(".qml")).getroot()
+    # the style inside, in QGIS's own layer_styles table (a non-spatial table, listed as such)
+    assert pyogrio.list_layers(out).tolist() == [["b", "Polygon"], ["layer_styles", None]]
+    assert result.files == [out] and not out.with_suffix(".qml").exists()
+    text = embedded_style(out, "b")
+    assert text is not None
+    qml = ET.fromstring(text)
     renderer = qml.find("renderer-v2")
     assert renderer is not None and renderer.get("type") == "categorizedSymbol" and renderer.get("attr") == "class_id"
     cats = {c.get("value"): (c.get("label"), c.get("symbol")) for c in renderer.iter("category")}
@@ -403,7 +408,7 @@ def test_class_selection(spacenet: tuple[Path, gpd.GeoDataFrame], seams_raster: 
         dst.write_colormap(1, {2: (10, 20, 30, 255)})
     res = vectorize_raster(plain, tmp_path / "d.gpkg", VectorizeOptions(classes=("2",)))
     assert [c.name for c in res.classes] == ["class_2"]
-    assert 'value="10,20,30,255"' in (tmp_path / "d.qml").read_text()
+    assert 'value="10,20,30,255"' in (embedded_style(tmp_path / "d.gpkg", "d") or "")
 
 
 def test_min_area_drops_small_polygons_and_fills_small_holes(tmp_path: Path) -> None:

@@ -5,15 +5,15 @@ Shapefile's sidecars (.shx .dbf .prj .cpg) and the ``.qml`` style included; an e
 only when overwriting is allowed. Formats:
 
 - GeoPackage (default): version 1.2 (``VERSION=1.2``), which older QGIS/GDAL read without a warning. The
-  style is not stored in the file's ``layer_styles`` table: that second table makes every
-  ``geopandas.read_file`` warn about several layers, and QGIS reads the ``.qml`` beside the file anyway.
+  style goes inside, into the ``layer_styles`` table (:func:`fastunet_core.io.styles.embed_style`), not
+  beside: QGIS applies it wherever the file goes, and it never competes with a class raster's ``X.qml``.
 - Shapefile: field names cut to 10 characters (``perimeter_m`` -> ``perim_m``), UTF-8 ``.cpg``; refused,
   with a hint to use a GeoPackage, when a file would pass 2 GB or a class name 254 bytes.
 - GeoJSON: RFC 7946, so reprojected to WGS84 lon/lat, right-hand rule, no ``crs`` member. Batches go to
   GeoJSON-sequence parts that are joined at the end, so memory stays bounded here too.
 
-The style goes to ``X.qml``, where QGIS finds it, unless that holds another output's style: then to
-``X.<ext>.qml`` with a warning (:mod:`fastunet_core.io.styles`).
+A Shapefile's or GeoJSON's style goes to ``X.qml``, where QGIS finds it, unless that holds another output's
+style: then to ``X.<ext>.qml`` with a warning (:mod:`fastunet_core.io.styles`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from fastunet_core.errors import ConfigError, KeptStyleWarning, OutputLimitError
 from fastunet_core.hints import setting
 from fastunet_core.io.arrow_stream import BatchStream, Column
 from fastunet_core.io.atomic import check_writable
-from fastunet_core.io.styles import plan_style
+from fastunet_core.io.styles import embed_style, plan_style
 from fastunet_core.io.targets import Role
 from fastunet_core.io.write_errors import converted, describe, describe_os_error
 from fastunet_core.models.metadata import ClassInfo
@@ -135,6 +135,7 @@ class VectorSink:
         self.folder = Path(tempfile.mkdtemp(prefix=f".{self.target.stem}.", suffix=".tmp", dir=self.target.parent))
         self.features = 0
         self._parts: list[Path] = []
+        self._embedded_style: str | None = None
         self._to_wgs84 = (pyproj.Transformer.from_crs(pyproj.CRS.from_wkt(crs_wkt), "EPSG:4326", always_xy=True)
                           if self.fmt.driver == "GeoJSON" else None)
 
@@ -233,8 +234,11 @@ class VectorSink:
                 f"small polygons ({setting('simplify')}, {setting('min_area')})")
 
     def write_style(self, classes: Sequence[ClassInfo]) -> None:
-        """Write the QML style beside the output, where QGIS finds it when it opens the layer."""
+        """Write the QML style where QGIS finds it when it opens the layer: inside a GeoPackage, else beside."""
         qml = qml_style(classes)
+        if self.fmt.driver == "GPKG":
+            self._embedded_style = qml  # stored when the file is complete (see commit)
+            return
         (self.folder / self.target.with_suffix(".qml").name).write_text(qml, encoding="utf-8")
 
     def _ensure_layer(self) -> None:
@@ -252,6 +256,8 @@ class VectorSink:
         if self.fmt.driver == "GeoJSON":
             _join_geojson_parts(self._parts, self._file, self.layer)
         self._check_complete()
+        if self._embedded_style is not None:
+            embed_style(self._file, self.layer, self._embedded_style)
         written = []
         for path in [*output_paths(self.target)[1:], self.target]:  # the main file last: it is what readers open
             tmp = self.folder / path.name
