@@ -159,3 +159,43 @@ def test_qgis_engine_segment_call_runs_without_torch(tmp_path: Path, rio_data: P
     report = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("@@"))[2:])
     assert report["torch"] == [] and report["features"] > 0
     assert "cached export" in proc.stderr  # the engine line the dock shows
+
+
+# the CLI as a user runs it; at exit it reports which heavy modules it had imported
+_CLI_CHILD = """
+import atexit, json, sys
+HEAVY = ("torch", "onnx", "geopandas", "pandas", "shapely", "pyogrio", "tqdm")
+def report():
+    print("@@" + json.dumps(sorted(m for m in HEAVY if m in sys.modules)), flush=True)
+atexit.register(report)
+sys.argv = ["fastunet-geo", *sys.argv[1:]]
+from fastunet_core.cli import main
+main()
+"""
+
+
+def _cli_modules(args: list[str], cache: Path) -> list[str]:
+    env = {**os.environ, "FASTUNET_CACHE_DIR": str(cache), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", _CLI_CHILD, *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("@@"))[2:])
+
+
+def test_cli_predict_imports_no_torch_nor_vector_libraries(tmp_path: Path, rio_data: Path,
+                                                           varied_checkpoint: Path) -> None:
+    """`fastunet-geo predict` with a cached export loads neither torch nor the vector stack (start-up time).
+
+    geopandas/pandas/shapely/pyogrio cost about a second of imports; they load only when polygons are written.
+    """
+    cache, raster = tmp_path / "cache", rio_data / "RGB.byte.tif"
+    _child_predict(varied_checkpoint, raster, tmp_path / "warm.tif", cache)  # fills the cache
+    base = ["predict", str(raster), "-m", str(varied_checkpoint), "--device", "cpu"]
+    assert _cli_modules([*base, "-o", str(tmp_path / "cli.tif")], cache) == []
+    with rasterio.open(tmp_path / "warm.tif") as a, rasterio.open(tmp_path / "cli.tif") as b:
+        assert np.array_equal(a.read(1), b.read(1))
+    # with polygons the vector stack is loaded (so the check above can see it), torch still is not
+    loaded = _cli_modules([*base, "-o", str(tmp_path / "v.tif"), "--vector", str(tmp_path / "v.gpkg")], cache)
+    assert "pyogrio" in loaded and "shapely" in loaded and "torch" not in loaded
+    # and the batch form (--out-dir) imports no more than the single one
+    assert _cli_modules([*base, "--out-dir", str(tmp_path / "many")], cache) == []

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import click
-from tqdm import tqdm
+
+if TYPE_CHECKING:  # tqdm (and importlib.metadata under it) only when a bar is drawn on a terminal
+    from tqdm import tqdm
 
 
 def parse_int_list(value: str | None, what: str) -> tuple[int, ...] | None:
@@ -96,6 +98,8 @@ class BarProgress:
         if not self.terminal:
             self._plain = _PlainLines(total, label, self.line_seconds, self.stream)
             return
+        from tqdm import tqdm
+
         fmt = None
         if label == "Mpx":
             fmt = "{l_bar}{bar}| {n:.1f}/{total:.1f} Mpx [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
@@ -118,7 +122,7 @@ class BarProgress:
         if not self.enabled:
             return
         if self._bar is not None:
-            tqdm.write(text, file=self.stream)
+            self._bar.write(text, file=self.stream)
         else:
             print(text, file=self.stream, flush=True)
 

@@ -14,7 +14,7 @@ from fastunet_core.cli._common import BarProgress, default_workers, parse_int_li
 if TYPE_CHECKING:  # heavy modules are imported inside the functions, so --help stays instant
     from fastunet_core.inference.predict import PredictOptions
     from fastunet_core.io.sources import RasterSource
-    from fastunet_core.polygons.vectorize import VectorizeOptions
+    from fastunet_core.polygons.options import VectorizeOptions
     from fastunet_core.runtime.distributed import DistContext
 
 EXIT_SOME_FAILED = 4
@@ -101,7 +101,7 @@ def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, outp
     from fastunet_core.inference.batch import expand_inputs
     from fastunet_core.inference.predict import PredictOptions
     from fastunet_core.models.deepness import ModelOverrides
-    from fastunet_core.polygons.vectorize import VectorizeOptions
+    from fastunet_core.polygons.options import VectorizeOptions
     from fastunet_core.runtime import distributed
 
     # before torch is loaded (if at all): its OpenMP threads then sleep between layers instead of spinning,
@@ -141,12 +141,13 @@ def _single_targets(raster: RasterSource, model_path: Path, output: Path, probs_
                     vector_path: Path | None) -> AbstractContextManager[None]:
     """Refuse outputs that are an input or each other; return the locks of every output, for the whole run."""
     from fastunet_core.io.targets import Role, check_distinct, check_raster_suffix, target_locks
-    from fastunet_core.io.vector_output import output_roles
 
     outputs = [Role("output (-o)", output)]
     if probs_path is not None:
         outputs.append(Role("--probs output", probs_path))
     if vector_path is not None:
+        from fastunet_core.io.vector_output import output_roles  # pyogrio: only with polygons
+
         outputs += output_roles(vector_path, "--vector output")
     check_distinct([Role("input raster", raster), Role("model", model_path)], outputs)
     # after the clash check, whose refusal matters more: an input would be destroyed

@@ -24,8 +24,7 @@ from fastunet_core.inference.segment import Stage, segment_raster
 from fastunet_core.io.atomic import atomic_output
 from fastunet_core.io.sources import RasterSource, is_virtual, raster_source
 from fastunet_core.io.targets import Role, check_distinct, make_folder
-from fastunet_core.io.vector_output import output_roles
-from fastunet_core.polygons.vectorize import VectorizeOptions
+from fastunet_core.polygons.options import VectorizeOptions
 from fastunet_core.runtime import distributed
 from fastunet_core.runtime.progress import NullProgress, Progress
 
@@ -160,6 +159,8 @@ def exclude_own_outputs(inputs: Sequence[RasterSource], out_dir: Path, with_prob
         if t.probs is not None:
             roles.append(Role(f"probabilities of {p.name}", t.probs))
         if t.vector is not None:
+            from fastunet_core.io.vector_output import output_roles  # pyogrio: only with polygons
+
             roles += output_roles(t.vector, f"polygons of {p.name}")
     places = {os.path.realpath(r.path) for r in roles}
     kept = []

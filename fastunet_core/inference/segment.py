@@ -23,7 +23,7 @@ from fastunet_core.io.sources import RasterSource, raster_source
 from fastunet_core.io.styles import style_for
 from fastunet_core.io.targets import check_raster_suffix
 from fastunet_core.models.checkpoint_file import LoadedModel
-from fastunet_core.polygons.vectorize import VectorizeOptions, VectorizeResult, vectorize_raster
+from fastunet_core.polygons.options import VectorizeOptions, VectorizeResult
 from fastunet_core.runtime.progress import NullProgress, Progress
 
 Stage = Literal["crop", "predict", "vectorize"]
@@ -99,6 +99,8 @@ def segment_raster(raster: str | os.PathLike[str], model: str | Path | LoadedMod
             written += _written_by(prediction)
             vectorized = None
             if vector_output is not None:
+                from fastunet_core.polygons.vectorize import vectorize_raster  # pyogrio, shapely: only now
+
                 vectorized = vectorize_raster(out, vector_output, vectorize, stage("vectorize"))
         except BaseException:
             for path in written:  # the stages never leave a partial file; drop this call's finished ones too
