@@ -24,7 +24,7 @@ from typing import IO, Any
 
 from . import engine_cache
 from .engine_calls import CALLS
-from .engine_process import PREFIX
+from .engine_host import PREFIX
 
 Request = dict[str, Any]
 

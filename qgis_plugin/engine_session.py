@@ -31,7 +31,8 @@ from typing import IO, Any
 
 from fastunet_core.errors import CancelledError, FastUNetError
 
-from .engine_process import PREFIX, Payload, child_env, child_python, core_error
+from .engine_calls import Payload
+from .engine_host import PREFIX, child_env, child_python, core_error
 from .progress_bridge import ProgressSink
 
 CANCEL_GRACE_S = 60.0  # a cancelled call that has not ended by then: the process is killed

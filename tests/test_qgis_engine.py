@@ -131,3 +131,65 @@ def test_cancelled_predict_stops_its_reader_thread(rio_data: Path, qgis_model: P
     assert "cancelled" in str(caught.value)  # ``caught`` keeps the traceback and its frames alive here
     assert not [t for t in threading.enumerate() if t.name == "fastunet-tile-reader" and t.is_alive()]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_engine_process_deaf_to_cancel_and_exit_is_killed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stuck engine process (tests/engine_deaf_child.py ignores cancel, end of input and SIGTERM) cannot hang
+    a run or QGIS's exit: it is killed a grace period after the cancel, or after shutdown's wait, and reaped."""
+    import signal
+    import threading
+    import time
+
+    from qgis_plugin import engine_session
+
+    monkeypatch.setattr(engine_session, "CANCEL_GRACE_S", 1.0)
+
+    class CancelAtFirstProgress:
+        def __init__(self) -> None:
+            self.percents: list[float] = []
+            self.logs: list[str] = []
+            self.cancel = True
+
+        def set_percent(self, p: float) -> None:
+            self.percents.append(p)
+
+        def is_cancelled(self) -> bool:
+            return self.cancel and bool(self.percents)
+
+        def log(self, text: str) -> None:
+            self.logs.append(text)
+
+    def call_on_a_thread(session: engine_session.EngineSession, sink: CancelAtFirstProgress) -> dict[str, object]:
+        box: dict[str, object] = {}
+
+        def run() -> None:
+            try:
+                session.call("segment", {}, sink)
+            except BaseException as exc:
+                box["error"] = exc
+
+        box["thread"] = thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return box
+
+    sink = CancelAtFirstProgress()
+    session = engine_session.EngineSession(module="engine_deaf_child")
+    box = call_on_a_thread(session, sink)
+    box["thread"].join(timeout=30)  # type: ignore[attr-defined]
+    assert isinstance(box.get("error"), errors.CancelledError), box
+    assert "engine process was stopped" in str(box["error"]) and any("no answer" in s for s in sink.logs)
+    assert session.pid is None and session.starts == 1
+
+    sink = CancelAtFirstProgress()
+    sink.cancel = False  # a run that goes on; the dock closes meanwhile
+    box = call_on_a_thread(session, sink)
+    deadline = time.monotonic() + 30
+    while not sink.percents and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pid = session.pid
+    assert pid is not None and session.starts == 2  # the next call started a new process
+    t0 = time.monotonic()
+    assert session.shutdown(wait_s=0.5) == -signal.SIGKILL
+    assert time.monotonic() - t0 < 10 and not Path(f"/proc/{pid}").exists()  # killed and reaped
+    box["thread"].join(timeout=30)  # type: ignore[attr-defined]
+    assert isinstance(box.get("error"), errors.CancelledError), box  # the run ends as cancelled, never hangs
