@@ -121,3 +121,63 @@ def test_argmax_channels_equals_numpy_with_ties(channels: int) -> None:
     rng = np.random.default_rng(channels)
     sums = rng.integers(0, 4, size=(channels, 37, 53)).astype(np.float32)  # few values: many ties
     assert np.array_equal(argmax_channels(sums), np.argmax(sums, axis=0))
+
+
+def test_row_assembler_writes_each_block_once_in_file_order_holding_about_a_tile_of_rows() -> None:
+    """Cells from the stitcher become blocks written in file order; memory: the block rows being filled."""
+    from fastunet_core.tiling.grid import TileGrid, edges
+    from fastunet_core.tiling.stitching import RowAssembler, StreamingStitcher
+
+    width, height, tile, overlap, block = 1000, 1500, 128, 20, 64  # blocks do not line up with the tiles
+    grid = TileGrid.for_raster(width, height, tile, overlap)
+    yy, xx = np.mgrid[0:height, 0:width]
+    expected = ((yy * 7 + xx * 3) % 250).astype(np.uint8)[None]
+    got = np.full_like(expected, 255)
+    writes: list[tuple[int, int, tuple[int, ...]]] = []
+
+    def write(row0: int, values: np.ndarray, col0: int = 0) -> None:
+        writes.append((row0, col0, values.shape))
+        got[:, row0 : row0 + values.shape[1], col0 : col0 + values.shape[2]] = values
+
+    rows = RowAssembler(edges(grid.rows), edges(grid.cols), 1, np.dtype(np.uint8), block, block, write)
+    peak_rows = 0
+
+    def finish(ly: int, x0: int, sums: np.ndarray, wsum: np.ndarray) -> None:
+        nonlocal peak_rows
+        y0 = grid_edges[ly]
+        h, w = wsum.shape
+        rows.put(ly, x0, expected[:, y0 : y0 + h, x0 : x0 + w])
+        peak_rows = max(peak_rows, len(rows._rows))
+
+    grid_edges = edges(grid.rows)
+    stitcher = StreamingStitcher(grid, 3, "cosine", finish)
+    probs = np.full((3, tile, tile), 1 / 3, dtype=np.float32)
+    for row, col, _ in grid.windows():
+        stitcher.add(row, col, probs, None)
+    stitcher.check_complete()
+    assert np.array_equal(got, expected)
+    blocks = [(r, c, (1, min(block, height - r), min(block, width - c)))
+              for r in range(0, height, block) for c in range(0, width, block)]
+    assert writes == blocks  # every block once, whole, in the file's order
+    assert rows.written_rows == height
+    assert peak_rows * block <= tile + 2 * block  # the block rows of about one tile row, whatever the height
+
+
+def test_read_cache_follows_the_source_blocks_not_the_raster(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """GDAL's block cache while reading tiles: a few MiB for a tiled source, a tile row of strips for a striped one."""
+    from fastunet_core.io.raster_input import GDAL_CACHE_BYTES, READ_CACHE_MIN, read_cache_bytes
+
+    def cache(width: int, tiled: bool) -> int:
+        path = tmp_path / f"{width}_{tiled}.tif"
+        extra = {"tiled": True, "blockxsize": 512, "blockysize": 512} if tiled else {}
+        with rasterio.open(path, "w", driver="GTiff", width=width, height=600, count=3, dtype="uint8",
+                           sparse_ok=True, **extra):
+            pass
+        with rasterio.open(path) as src:
+            return read_cache_bytes(src, 512)
+
+    assert cache(4096, True) == cache(8192, True) == READ_CACHE_MIN  # tiled: the cache does not grow with the width
+    striped = cache(4096, False), cache(8192, False)
+    assert READ_CACHE_MIN < striped[0] < striped[1] <= GDAL_CACHE_BYTES  # striped: every strip of a tile row
+    assert striped[1] >= 8192 * 512 * 3

@@ -61,6 +61,7 @@ from fastunet_core.io.raster_input import (
     inspect_raster,
     open_raster,
     sample_value_range,
+    tile_read_cache,
 )
 from fastunet_core.io.raster_output import (
     RasterRowWriter,
@@ -375,6 +376,7 @@ class Predictor:
             if not plan.resamples:
                 warn_resolution_mismatch(info.path.name, info.resolution_m, meta.resolution_m)
             grid = TileGrid.for_raster(src.width, src.height, tile_px, overlap_px)
+            grid_stack.enter_context(tile_read_cache(source_ds, round(tile_px * source_ds.width / src.width)))
             reader = TileReader(src, bands, meta.input, self.tile, scale)
             warn_out_of_range(info.path.name, reader)
             with contextlib.ExitStack() as stack:
@@ -450,7 +452,7 @@ class Predictor:
         targets = [(path, "classes" if k == 0 else f"classes{k}") for k, path in enumerate(class_paths)]
         targets += [(probs, "probs")] if probs is not None else []
         prints, start_row = self._resume_plan(raster, targets)
-        y_edges, n_x_cells = edges(grid.rows), len(edges(grid.cols)) - 1
+        y_edges, x_edges = edges(grid.rows), edges(grid.cols)
         source = Path(str(raster))
         profiles = [class_profile(src) for _ in class_paths]
         profiles += [probs_profile(src, meta.n_classes)] if probs is not None else []
@@ -466,10 +468,10 @@ class Predictor:
                 describe_class_raster(dst, dataclasses.replace(meta, classes=heads[k].classes), source)
             else:
                 describe_probs_raster(dst, meta)
-            write = _tracked(RasterRowWriter(dst, watch), part)
+            write = _tracked(RasterRowWriter(dst, watch), part, src.width)
             head = _copy_finished(part, start_row, block_rows(profile), write) if start_row else None
-            assemblers.append(RowAssembler(y_edges, n_x_cells, src.width, profile["count"], np.dtype(np.uint8),
-                                           block_rows(profile), write, start_row, head))
+            assemblers.append(RowAssembler(y_edges, x_edges, profile["count"], np.dtype(np.uint8), block_rows(profile),
+                                           int(profile["blockxsize"]), write, start_row, head))
         if self.options.resume:
             stack.push(functools.partial(_flush_when_stopped, assemblers))
         class_rows = assemblers[: len(heads)]
@@ -610,12 +612,16 @@ def _flush_when_stopped(assemblers: list[RowAssembler], exc_type: type[BaseExcep
     return False
 
 
-def _tracked(write: RasterRowWriter, part: PartialOutput) -> RowWriter:
-    """Wrap a row writer so ``part`` knows how many rows are final (rows are written top to bottom)."""
+def _tracked(write: RasterRowWriter, part: PartialOutput, width: int) -> RowWriter:
+    """Wrap a writer so ``part`` knows how many rows are final.
 
-    def tracked(row0: int, values: np.ndarray) -> None:
-        write(row0, values)
-        part.rows_done = row0 + values.shape[1]
+    Blocks are written in file order: the rightmost block of a block row finishes its rows.
+    """
+
+    def tracked(row0: int, values: np.ndarray, col0: int = 0) -> None:
+        write(row0, values, col0)
+        if col0 + values.shape[2] == width:
+            part.rows_done = row0 + values.shape[1]
 
     return tracked
 

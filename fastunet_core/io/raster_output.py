@@ -64,15 +64,15 @@ def probs_profile(src: rasterio.io.DatasetReader, n_classes: int) -> dict[str, A
 
 
 class RasterRowWriter:
-    """Write full-width row chunks into an open dataset (GDAL's errors watched, when a watch is given)."""
+    """Write row chunks or blocks into an open dataset (GDAL's errors watched, when a watch is given)."""
 
     def __init__(self, dst: rasterio.io.DatasetWriter, watch: GdalWatch | None = None) -> None:
         self.dst = dst
         self.watch = watch
 
-    def __call__(self, row0: int, values: np.ndarray) -> None:
-        """Write ``values`` (bands, rows, width) starting at ``row0``."""
-        window = Window(0, row0, values.shape[2], values.shape[1])
+    def __call__(self, row0: int, values: np.ndarray, col0: int = 0) -> None:
+        """Write ``values`` (bands, rows, columns) with its top left corner at ``row0``, ``col0``."""
+        window = Window(col0, row0, values.shape[2], values.shape[1])
         if self.watch is None:
             self.dst.write(values, window=window)
         else:
