@@ -25,6 +25,7 @@ SEGMENT_MODULES: dict[str, str] = {
 TRAIN_MODULES: dict[str, str] = {
     **SEGMENT_MODULES,
     "yaml": "PyYAML",
+    "pydantic": "pydantic",  # the training configuration's checks
     "geopandas": "geopandas",
     "albumentations": "albumentations",
     "matplotlib": "matplotlib",  # the training curves

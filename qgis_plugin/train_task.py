@@ -21,7 +21,7 @@ from typing import Any
 from qgis.core import Qgis, QgsMessageLog, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
-from .deps import install_hint
+from .deps import TRAIN_MODULES, install_hint
 from .train_plan import TrainPlan
 
 LOG_TAG = "fastunet-geo"
@@ -145,8 +145,7 @@ class TrainTask(QgsTask):
         except FastUNetError as exc:
             self.error = str(exc)
         except ImportError as exc:
-            hint = install_hint([exc.name or "the missing package"])
-            self.error = f"the training engine could not be loaded ({exc}). {hint}"
+            self.error = missing_package_sentence(exc)
         except Exception as exc:  # the task boundary: an error must reach the user, not vanish in a thread
             self.error = f"unexpected error: {type(exc).__name__}: {exc} (details in the log panel, {LOG_TAG})"
             QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, Qgis.MessageLevel.Critical)
@@ -159,6 +158,18 @@ class TrainTask(QgsTask):
         self.setDescription(f"fastunet-geo: {self.result_sentence()}")
         if self.on_done is not None:
             self.on_done(self)
+
+
+def missing_package_sentence(exc: ImportError) -> str:
+    """Say which package training lacks and where to install it (the engine venv, or QGIS's Python)."""
+    from .engine_process import engine_python
+
+    package = TRAIN_MODULES.get(exc.name or "", exc.name or "the missing package")
+    python = engine_python()
+    if python is not None:  # the installed engine venv: its installer puts segmentation's packages there
+        return (f"training needs the package {package}, which the engine's Python ({python}) lacks: install it "
+                f"there ({python} -m pip install {package}) and train again")
+    return f"the training engine could not be loaded ({exc}). {install_hint([package])}"
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

@@ -9,7 +9,7 @@ Run by the ``qgis`` executable itself (``--code``), so the engine trains in its 
 (``scripts/package_plugin.py`` then unzip into dist/desktop makes the plugin folder.) Steps, on QGIS's event
 loop: load the plugin; add ``data/samples/spacenet_atlanta_pan.tif`` and its 43 building footprints as the
 label layer; open the dock at its default width on the Train tab; choose UNet Skinny, EPOCHS epochs (default
-6), 128 px tiles, the CPU, a model file in OUT_DIR; press Train; when it ends save ``OUT_DIR/desktop_train.png``
+5), 128 px tiles, the CPU, a model file in OUT_DIR; press Train; when it ends save ``OUT_DIR/desktop_train.png``
 (the window) and ``OUT_DIR/desktop_train_dock.png`` (the dock), write ``OUT_DIR/desktop_train.json`` (what
 happened: curve points, history, messages, the Segment tab's model) and quit.
 """
@@ -22,13 +22,21 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from qgis.core import QgsApplication, QgsFillSymbol, QgsProject, QgsRasterLayer, QgsVectorLayer
+from qgis.core import (
+    QgsApplication,
+    QgsContrastEnhancement,
+    QgsFillSymbol,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRasterMinMaxOrigin,
+    QgsVectorLayer,
+)
 from qgis.PyQt.QtCore import QTimer
 from qgis.utils import iface, loadPlugin, plugins, startPlugin
 
 REPO = Path.cwd()  # run from the repository (QGIS runs this file with exec: no __file__)
 OUT = Path(sys.argv[1])
-EPOCHS = int(sys.argv[2]) if len(sys.argv) > 2 else 6
+EPOCHS = int(sys.argv[2]) if len(sys.argv) > 2 else 5
 report: dict[str, Any] = {"steps": []}
 state: dict[str, Any] = {}
 
@@ -60,6 +68,8 @@ def start() -> None:
     raster = QgsRasterLayer(str(samples / "spacenet_atlanta_pan.tif"), "atlanta_pan")
     labels = QgsVectorLayer(str(samples / "spacenet_atlanta_buildings.geojson"), "buildings", "ogr")
     assert raster.isValid() and labels.isValid()
+    raster.setContrastEnhancement(QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum,
+                                  QgsRasterMinMaxOrigin.Limits.CumulativeCut)  # the 13-bit pan is dark at min/max
     labels.setRenderer(labels.renderer().clone())
     labels.renderer().setSymbol(QgsFillSymbol.createSimple(
         {"color": "255,80,0,60", "outline_color": "255,80,0,255", "outline_width": "0.5"}))
@@ -88,7 +98,7 @@ def train() -> None:
     assert task is not None, "the training did not start"
     state["task"] = task
     state["updates"] = []
-    task.epochs.connect(lambda records: state["updates"].append(len(records)))
+    task.epochs.connect(lambda records: (state["updates"].append(len(records)), note(f"epoch {len(records)} saved")))
     note("Train pressed")
     later(1000, wait)
 
@@ -110,7 +120,8 @@ def wait() -> None:
         "messages": [w.text() for w in iface.messageBar().items()] if hasattr(iface.messageBar(), "items") else [],
     }
     note("training ended")
-    later(1500, shoot)
+    iface.mapCanvas().refreshAllLayers()
+    later(3000, shoot)
 
 
 def shoot() -> None:

@@ -177,6 +177,19 @@ def test_cancel_leaves_no_model_then_train_resumes(dock: object, qgis_iface: obj
     assert [p["epoch"] for p in tab.form.curves.points] == list(range(1, kept + 3))
 
 
+def test_a_package_missing_in_the_engines_python_is_named(dock: object, qgis_iface: object, small_raster: Path,
+                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASTUNET_GEO_PYTHON", "/usr/bin/python3")  # Debian's Python: no pydantic, no torch
+    tab = dock.train_tab  # type: ignore[attr-defined]
+    model = tmp_path / "roofs.safetensors"
+    fill(tab, small_raster, model, epochs=1)
+    assert tab.start_training() is not None  # an engine of its own: its packages are known only when it starts
+    wait_for(lambda: tab.task is None, timeout=60)
+    [error] = messages(qgis_iface, Qgis.MessageLevel.Critical)
+    assert "Training needs the package pydantic, which the engine's Python (/usr/bin/python3) lacks" in error
+    assert not model.exists()
+
+
 def test_bad_choices_are_refused_before_anything_starts(dock: object, qgis_iface: object, small_raster: Path,
                                                         tmp_path: Path) -> None:
     tab = dock.train_tab  # type: ignore[attr-defined]
