@@ -250,6 +250,7 @@ class TrainTab(QScrollArea):
         elif isinstance(active, QgsVectorLayer) and _is_polygon(active):
             f.labels.setLayer(active)
         self._labels_changed(f.labels.currentLayer())
+        self._show_engine_status()
 
     # -- inputs --
     def _labels_changed(self, layer: QgsMapLayer | None) -> None:
@@ -285,18 +286,23 @@ class TrainTab(QScrollArea):
                             device=f.device.currentData(), value_range=f.value_range.text(),
                             start_over=f.start_over.isChecked())
 
+    def _show_engine_status(self) -> str:
+        """Show (and return) what training lacks, or hide the note; finding packages imports nothing."""
+        status = training_engine_status()
+        missing = (f"Training needs Python packages that QGIS's Python does not have: {', '.join(status.missing)}. "
+                   f"{install_hint(status.missing)}") if not status.ok else ""
+        self.form.engine_note.setText(missing)
+        self.form.engine_note.setVisible(not status.ok)
+        return missing
+
     # -- running --
     def start_training(self) -> Any:
         """Check the inputs and start training; return the task, or None after saying what is wrong."""
         if self.task is not None:
             self.notify("A training run is already going.", Qgis.MessageLevel.Warning)
             return None
-        status = training_engine_status()
-        missing = (f"Training needs Python packages that QGIS's Python does not have: {', '.join(status.missing)}. "
-                   f"{install_hint(status.missing)}") if not status.ok else ""
-        self.form.engine_note.setText(missing)
-        self.form.engine_note.setVisible(not status.ok)
-        if not status.ok:
+        missing = self._show_engine_status()
+        if missing:
             self.notify(missing, Qgis.MessageLevel.Warning)
             return None
         from fastunet_core.errors import FastUNetError

@@ -9,9 +9,9 @@ Run by the ``qgis`` executable itself (``--code``), so the engine trains in its 
 (``scripts/package_plugin.py`` then unzip into dist/desktop makes the plugin folder.) Steps, on QGIS's event
 loop: load the plugin; add ``data/samples/spacenet_atlanta_pan.tif`` and its 43 building footprints as the
 label layer; open the dock at its default width on the Train tab; choose UNet Skinny, EPOCHS epochs (default
-5), 128 px tiles, the CPU, a model file in OUT_DIR; press Train; when it ends save ``OUT_DIR/desktop_train.png``
-(the window) and ``OUT_DIR/desktop_train_dock.png`` (the dock), write ``OUT_DIR/desktop_train.json`` (what
-happened: curve points, history, messages, the Segment tab's model) and quit.
+5), 128 px tiles in batches of 2, the CPU, a model file in OUT_DIR; press Train; when it ends save
+``OUT_DIR/desktop_train.png`` (the window) and ``OUT_DIR/desktop_train_dock.png`` (the dock), write
+``OUT_DIR/desktop_train.json`` (what happened: curve points, history, messages, the Segment tab's model) and quit.
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ def start() -> None:
     labels.setRenderer(labels.renderer().clone())
     labels.renderer().setSymbol(QgsFillSymbol.createSimple(
         {"color": "255,80,0,60", "outline_color": "255,80,0,255", "outline_width": "0.5"}))
-    QgsProject.instance().addMapLayers([raster, labels])
+    QgsProject.instance().addMapLayer(raster)
+    QgsProject.instance().addMapLayer(labels)  # above the image
     iface.mapCanvas().setExtent(raster.extent())
     dock = plugins["fastunet_geo"].show_dock(True)
     tab = dock.train_tab
@@ -85,6 +86,7 @@ def start() -> None:
     f.epochs.setValue(EPOCHS)
     f.model_file.setFilePath(str(OUT / "atlanta_buildings.safetensors"))
     f.tile.setValue(128)
+    f.batch.setValue(2)  # more optimiser steps in a few epochs of this small chip
     f.device.setCurrentIndex(f.device.findData("cpu"))
     f.start_over.setChecked(True)
     state.update(dock=dock, tab=tab)

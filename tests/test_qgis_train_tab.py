@@ -190,6 +190,24 @@ def test_a_package_missing_in_the_engines_python_is_named(dock: object, qgis_ifa
     assert not model.exists()
 
 
+def test_missing_training_packages_are_said_when_the_tab_opens(qgis_iface: object, qgis_new_project: QgsProject,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from qgis_plugin import deps
+    from qgis_plugin.dock import SegmentDock
+
+    monkeypatch.setitem(deps.TRAIN_MODULES, "fastunet_no_such_module", "fastunet-no-such-package")
+    monkeypatch.delenv("FASTUNET_GEO_PYTHON", raising=False)
+    qgis_iface.messageBar().clear_messages()  # type: ignore[attr-defined]
+    dock = SegmentDock(qgis_iface)
+    tab = dock.train_tab
+    assert not tab.form.engine_note.isHidden()
+    assert "fastunet-no-such-package" in tab.form.engine_note.text()
+    assert tab.start_training() is None and tab.task is None
+    [warning] = messages(qgis_iface, Qgis.MessageLevel.Warning)
+    assert warning.startswith("fastunet-geo:Training needs Python packages") and "fastunet-no-such-package" in warning
+    dock.deleteLater()
+
+
 def test_bad_choices_are_refused_before_anything_starts(dock: object, qgis_iface: object, small_raster: Path,
                                                         tmp_path: Path) -> None:
     tab = dock.train_tab  # type: ignore[attr-defined]
