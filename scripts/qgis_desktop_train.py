@@ -100,7 +100,11 @@ def train() -> None:
     assert task is not None, "the training did not start"
     state["task"] = task
     state["updates"] = []
-    task.epochs.connect(lambda records: (state["updates"].append(len(records)), note(f"epoch {len(records)} saved")))
+    def saved(records: list[dict[str, float]]) -> None:
+        state["updates"].append(len(records))
+        note(f"epoch {len(records)} saved")
+
+    task.epochs.connect(saved)
     note("Train pressed")
     later(1000, wait)
 
