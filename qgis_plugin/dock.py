@@ -18,7 +18,7 @@ from qgis.PyQt.QtWidgets import QFileDialog, QScrollArea, QTabWidget, QWidget
 
 from .deps import EngineStatus, check_engine
 from .device_probe import DeviceProbe, start_device_probe
-from .dock_form import DockForm, build_form, place_install_button
+from .dock_form import DockForm, build_form, place_install_button, show_progress, show_starting
 from .dock_plan import DockChoices, plan_run
 from .engine_session import EngineSession
 from .model_info import model_summary_html
@@ -274,17 +274,14 @@ class SegmentDock(QgsDockWidget):
         task.progressChanged.connect(self._progress)
         self.task = task
         self._set_running(True)
-        self.form.progress.setValue(0)
-        self.form.progress.setFormat("Starting the engine…")  # until the first tile is done
+        show_starting(self.form.progress)  # until the first tile is done
         self.form.summary.setVisible(False)
         self._log(f"started: {plan.name} -> {plan.job.class_output}")
         QgsApplication.taskManager().addTask(task)
         return task
 
     def _progress(self, percent: float) -> None:
-        if percent > 0:
-            self.form.progress.setFormat("%p%")
-        self.form.progress.setValue(round(percent))
+        show_progress(self.form.progress, percent)
 
     def cancel_run(self) -> None:
         """Ask the running task to stop (it stops before its next batch of tiles)."""

@@ -291,3 +291,16 @@ def _form(parent: QWidget | None = None) -> QFormLayout:
     form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
     form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
     return form
+
+
+def show_starting(bar: QProgressBar) -> None:
+    """Show "Starting the engine…" on ``bar`` until the task reports its first progress."""
+    bar.setValue(0)
+    bar.setFormat("Starting the engine…")
+
+
+def show_progress(bar: QProgressBar, percent: float) -> None:
+    """Show a task's progress on ``bar`` (a percentage once there is some)."""
+    if percent > 0:
+        bar.setFormat("%p%")
+    bar.setValue(round(percent))

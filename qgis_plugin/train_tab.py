@@ -33,7 +33,7 @@ from qgis.PyQt.QtWidgets import (
 from .algorithms.common import ARCHITECTURES, DEVICE_OPTIONS
 from .curve_plot import CurvePlot
 from .deps import TRAIN_MODULES, EngineStatus, check_engine, install_hint
-from .dock_form import _form, _narrow, _spin, _wheel_scrolls_the_dock
+from .dock_form import _form, _narrow, _spin, _wheel_scrolls_the_dock, show_progress, show_starting
 from .train_plan import TrainChoices, class_names_of, describe_classes, plan_training
 
 Notify = Callable[[str, Qgis.MessageLevel], None]
@@ -325,8 +325,7 @@ class TrainTab(QScrollArea):
         self._set_running(True)
         self.form.curves.clear(plan.config["optim"]["epochs"])
         self.form.result.setVisible(False)
-        self.form.progress.setValue(0)
-        self.form.progress.setFormat("Starting the engine…")
+        show_starting(self.form.progress)
         self._log(f"training {self.form.architecture.currentText()} on {plan.name} ({describe_classes(plan.classes)})"
                   f" -> {plan.model}")
         if plan.value_range is not None:
@@ -335,9 +334,7 @@ class TrainTab(QScrollArea):
         return task
 
     def _progress(self, percent: float) -> None:
-        if percent > 0:
-            self.form.progress.setFormat("%p%")
-        self.form.progress.setValue(round(percent))
+        show_progress(self.form.progress, percent)
 
     def cancel_training(self) -> None:
         """Ask the run to stop (after its current optimiser step)."""
