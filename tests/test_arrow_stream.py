@@ -105,3 +105,32 @@ def test_a_malformed_batch_is_reported(tmp_path: Path) -> None:
                                     geometry_type="Polygon", crs=CRS)
         except RuntimeError:  # pyogrio's "Error while accessing batch from stream."
             stream.reraise()
+
+
+@pytest.mark.parametrize("callback", ["_release_array", "_release_schema", "_get_next"])
+def test_ctrl_c_inside_a_gdal_callback_stops_the_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       callback: str) -> None:
+    """A Ctrl-C whose KeyboardInterrupt would land inside a ctypes callback (ctypes prints and drops it there, and
+    the write went on to finish: seen in CI as vectorize exiting 0 after SIGINT) stops the write and leaves nothing."""
+    import signal
+
+    original = getattr(BatchStream, callback)
+    sent = []
+
+    def interrupted_inside(self: BatchStream, *args: object) -> object:
+        if not sent:
+            sent.append(True)
+            signal.raise_signal(signal.SIGINT)  # its Python handler runs before the next line of this callback
+        return original(self, *args)
+
+    monkeypatch.setattr(BatchStream, callback, interrupted_inside)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt), open_sink(tmp_path / "polys.gpkg", CRS, "Polygon") as sink:
+            sink.write_all(iter(feature_batches([30, 30, 30])))
+            sink.commit()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert sent == [True]
+    assert list(tmp_path.iterdir()) == []  # no output, no temporary folder
+    assert signal.getsignal(signal.SIGINT) is previous  # handlers as they were

@@ -175,7 +175,8 @@ class VectorSink:
             try:
                 # the temp file is fsynced once, at the end; GDAL's in-memory R-tree (default cap: 10 % of the
                 # RAM) kept to RTREE_RAM_BYTES, past which GDAL builds it on disk, so memory stays flat
-                with _gdal_config(OGR_SQLITE_SYNCHRONOUS="OFF", OGR_GPKG_MAX_RAM_USAGE_RTREE=str(RTREE_RAM_BYTES)):
+                with (_gdal_config(OGR_SQLITE_SYNCHRONOUS="OFF", OGR_GPKG_MAX_RAM_USAGE_RTREE=str(RTREE_RAM_BYTES)),
+                      stream.signals_deferred()):
                     pyogrio.raw.write_arrow(stream, str(self._file), layer=self.layer, driver=self.fmt.driver,
                                             geometry_name="geom", geometry_type=self.geometry_type, crs=self.crs_wkt,
                                             append=self._file.exists(),
