@@ -81,8 +81,9 @@ class BarProgress:
     """
 
     def __init__(self, enabled: bool = True, *, line_seconds: float = LINE_SECONDS,
-                 stream: TextIO | None = None) -> None:
+                 stream: TextIO | None = None, cancel_after_sigterm: bool = False) -> None:
         self.stream = stream or sys.stderr
+        self.cancel_after_sigterm = cancel_after_sigterm
         self.enabled = enabled
         self.show_progress = enabled and os.environ.get("RANK", "0") in ("", "0")
         self.terminal = _is_terminal(self.stream)
@@ -114,8 +115,11 @@ class BarProgress:
             self._plain.advance(n)
 
     def is_cancelled(self) -> bool:
-        """Never: Ctrl-C raises KeyboardInterrupt instead."""
-        return False
+        """Ctrl-C and SIGTERM raise KeyboardInterrupt instead; True only after a SIGTERM whose exception was lost.
+
+        (Only with ``cancel_after_sigterm``: see :func:`sigterm_received`.)
+        """
+        return self.cancel_after_sigterm and sigterm_received()
 
     def message(self, text: str) -> None:
         """Print a line on its own (above the bar on a terminal)."""
@@ -199,12 +203,26 @@ def default_workers() -> int:
     return min(MAX_DEFAULT_WORKERS, os.cpu_count() or 1)
 
 
+_SIGTERM_RECEIVED: list[int] = []
+"""Non-empty once SIGTERM arrived (see :func:`sigterm_received`)."""
+
+
+def sigterm_received() -> bool:
+    """Return True once SIGTERM arrived after :func:`stop_on_sigterm`.
+
+    Its ``KeyboardInterrupt`` can be lost where Python drops exceptions (a ``__del__``, a generator closed by the
+    garbage collector); a progress with ``cancel_after_sigterm`` then stops at its next cancel check instead.
+    """
+    return bool(_SIGTERM_RECEIVED)
+
+
 def stop_on_sigterm() -> None:
     """Treat SIGTERM (a job scheduler's time limit, ``kill``) like Ctrl-C: stop cleanly, keep finished work."""
     import signal
     import threading
 
     def interrupt(signum: int, frame: object) -> None:
+        _SIGTERM_RECEIVED.append(signum)
         raise KeyboardInterrupt
 
     if threading.current_thread() is threading.main_thread():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fastunet_core.cli._common import BarProgress
+from fastunet_core.cli._common import BarProgress, stop_on_sigterm
 
 
 @click.command()
@@ -33,13 +33,14 @@ def train(ctx: click.Context, config_path: Path | None, overrides: tuple[str, ..
     from fastunet_core.train.config import load_config
     from fastunet_core.train.loop import train as run_training
 
+    stop_on_sigterm()  # a job scheduler's time limit stops it like Ctrl-C: the finished epochs are kept
     extra = list(overrides)
     if output:
         extra.append(f"output={output}")
     if device:
         extra.append(f"device={device}")
     cfg = load_config(config_path, extra)
-    with BarProgress(enabled=not ctx.obj.get("quiet", False)) as bar:
+    with BarProgress(enabled=not ctx.obj.get("quiet", False), cancel_after_sigterm=True) as bar:
         result = run_training(cfg, bar, fresh=fresh)
     if result.history and not ctx.obj.get("quiet", False):
         best = result.history[result.best_epoch - 1] if result.best_epoch else result.history[-1]
@@ -79,6 +80,7 @@ def evaluate(ctx: click.Context, model_path: Path, config_path: Path | None, ove
     from fastunet_core.train.evaluate import evaluate_checkpoint
     from fastunet_core.train.metrics import format_table
 
+    stop_on_sigterm()
     num_workers: int | str = int(workers) if workers.isdigit() else workers
     result = evaluate_checkpoint(model_path, config_path, list(overrides), split, batch_size, device, data_root,
                                  num_workers)

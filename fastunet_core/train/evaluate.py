@@ -25,7 +25,7 @@ from fastunet_core.train.datasets.layouts import recognise_layout
 from fastunet_core.train.loop import dataset_spec
 from fastunet_core.train.loss import JDTLoss
 from fastunet_core.train.metrics import MetricsReport, SegmentationMetrics
-from fastunet_core.train.workers import resolve_workers, unwrap_worker_errors
+from fastunet_core.train.workers import end_quietly_on_sigterm, resolve_workers, unwrap_worker_errors
 
 
 @dataclass
@@ -119,7 +119,8 @@ def evaluate_checkpoint(checkpoint: str | Path, config: str | Path | None, overr
     transform = SampleTransform(meta.input, train=False, divisor=size_divisor(meta.architecture, meta.arch_args))
     samples = cast("Dataset[tuple[np.ndarray, np.ndarray]]", ds)  # every layout's dataset is a torch Dataset
     loader = DataLoader(_Transformed(samples, transform), batch_size=batch_size, shuffle=False,
-                        num_workers=resolve_workers(num_workers), pin_memory=dev.is_cuda)
+                        num_workers=resolve_workers(num_workers), pin_memory=dev.is_cuda,
+                        worker_init_fn=end_quietly_on_sigterm)
     metrics = SegmentationMetrics(meta.n_classes, ignore_index=IGNORE_INDEX, device=dev.device)
     lc, source = loss_settings(meta, cfg.loss)
     loss_fn = JDTLoss(alpha=lc.alpha, beta=lc.beta, gamma=lc.gamma, smooth=lc.smooth, log_loss=lc.log_loss,

@@ -45,6 +45,7 @@ from fastunet_core.models.registry import (
 from fastunet_core.runtime import distributed
 from fastunet_core.runtime.device import DeviceChoice, native_cuda_autocast_dtype, resolve_device
 from fastunet_core.runtime.progress import NullProgress, Progress
+from fastunet_core.runtime.signals import signals_held
 from fastunet_core.train.augment import SampleTransform
 from fastunet_core.train.config import TrainConfig, default_overlap
 from fastunet_core.train.datasets import IGNORE_INDEX, DatasetSpec, SegmentationDataset, open_dataset
@@ -293,11 +294,12 @@ class _Trainer:
                 epoch, train_loss, val_loss, float(report.miou), float(report.paper_miou),
                 self.optimizer.param_groups[0]["lr"], round(seconds, 3), images * self.ctx.world_size / seconds))
             if self.ctx.is_main:
-                self._save(report, improved)
-                self.prog.message(f"epoch {epoch}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
-                                  f"val mIoU {report.miou:.4f} (paper metric {report.paper_miou:.4f})"
-                                  + (" *" if improved else ""))
-                self.prog.message(format_table(report, [c.name for c in self.classes]))
+                with signals_held():  # the epoch's files all saved, or (interrupted before) none of them
+                    self._save(report, improved)
+                    self.prog.message(f"epoch {epoch}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
+                                      f"val mIoU {report.miou:.4f} (paper metric {report.paper_miou:.4f})"
+                                      + (" *" if improved else ""))
+                    self.prog.message(format_table(report, [c.name for c in self.classes]))
         if self.ctx.is_main and stopped_early:
             self.prog.message(f"stopped early: no improvement for {o.early_stop_patience} epochs")
         if self.ctx.is_main and (self.out / BEST_CHECKPOINT).exists():
@@ -511,8 +513,12 @@ def _interrupted(out: Path, trainer: _Trainer | None) -> str:
     if not done:
         return f"interrupted before the first epoch finished; nothing was saved in {out}"
     epochs = "epoch 1 is" if done == 1 else f"epochs 1-{done} are"
-    return (f"interrupted during epoch {done + 1}; {epochs} saved in {out} ({LAST_CHECKPOINT}, {BEST_CHECKPOINT}, "
-            f"{STATE_FILE}): run it again to resume from epoch {done + 1}, or start over with {setting('fresh')}")
+    files = f"{out} ({LAST_CHECKPOINT}, {BEST_CHECKPOINT}, {STATE_FILE})"
+    if trainer is not None and (trainer.loop.finished or done >= trainer.cfg.optim.epochs):
+        return (f"interrupted after the last epoch, while measuring the best model's bf16 agreement; {epochs} "
+                f"saved in {files}")
+    return (f"interrupted during epoch {done + 1}; {epochs} saved in {files}: run it again to resume from epoch "
+            f"{done + 1}, or start over with {setting('fresh')}")
 
 
 # The bf16 agreement runs on the CPU (where bf16 predict runs) after training: at most this many validation

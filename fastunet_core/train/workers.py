@@ -12,6 +12,7 @@ turns into the augmentation seed. The sampler itself lives in the main process, 
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterable, Iterator, Sized
 from typing import Any, TypeVar
 
@@ -68,10 +69,26 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return len(self.inner)
 
 
+def end_quietly_on_sigterm(_worker_id: int) -> None:
+    """Make a DataLoader worker end with exit status 0 on SIGTERM, whoever sends it.
+
+    PyTorch's workers end quietly only on their parent's SIGTERM; one from elsewhere (a job scheduler's time
+    limit reaches every process of the job, ``kill`` of the process group) kills them by the signal, and the
+    training process, itself stopping on that SIGTERM, then dies of PyTorch's "DataLoader worker ... is killed
+    by signal" error instead of saying which epoch is saved. The worker holds nothing to save.
+    """
+    signal.signal(signal.SIGTERM, _exit_now)
+
+
+def _exit_now(_signum: int, _frame: object) -> None:
+    os._exit(0)
+
+
 def make_loader(dataset: Dataset[Any], sampler: EpochSampler, batch_size: int, workers: int,
                 pin_memory: bool) -> DataLoader[Any]:
     """Build a DataLoader whose workers (if any) stay alive between epochs and prefetch ahead."""
-    extra: dict[str, Any] = {"persistent_workers": True, "prefetch_factor": 4} if workers > 0 else {}
+    extra: dict[str, Any] = {"persistent_workers": True, "prefetch_factor": 4,
+                             "worker_init_fn": end_quietly_on_sigterm} if workers > 0 else {}
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin_memory,
                       drop_last=False, **extra)
 
