@@ -51,6 +51,10 @@ class GPUMemoryError(DeviceError, MemoryError):
     """The GPU ran out of memory even at the smallest setting; the message says what to lower."""
 
 
+class HostMemoryError(FastUNetError, MemoryError):
+    """The machine ran out of memory (RAM) for a setting the user chose; the message says what to lower."""
+
+
 class OutputExistsError(FastUNetError, FileExistsError):
     """The output exists and overwriting was not allowed."""
 

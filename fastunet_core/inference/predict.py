@@ -30,9 +30,11 @@ from fastunet_core.errors import (
     ConfigError,
     DtypeMismatchWarning,
     EmptyInputWarning,
+    FastUNetError,
     FastUNetWarning,
     GPUMemoryError,
     GPUMemoryWarning,
+    HostMemoryError,
     InputRangeWarning,
     InputRasterError,
     NonFiniteError,
@@ -49,6 +51,7 @@ from fastunet_core.inference.resolution import (
     plan_resolution,
     scaled_grid,
 )
+from fastunet_core.inference.tile_checks import check_overlap, check_tile_memory, check_tile_size
 from fastunet_core.inference.tile_source import EmptyTile, TileItem, iter_tiles, prefetch
 from fastunet_core.io.atomic import check_writable
 from fastunet_core.io.raster_input import (
@@ -202,12 +205,13 @@ class Predictor:
             raise ConfigError(f"unknown blend mode {opts.blend!r}; choose one of {', '.join(BLEND_MODES)}")
         if opts.batch_size is not None and opts.batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {opts.batch_size}")
+        check_tile_size(opts.tile_size_px)
         self.options = opts
         self.model_path = None if isinstance(model, LoadedModel) else Path(model)
         # from a path: metadata only; the weights (and torch) are loaded only if the engine needs them
         self.loaded = model if isinstance(model, LoadedModel) else open_model(model, opts.model)
         meta = self.loaded.meta
-        self.tile = opts.tile_size_px or meta.tile_size_px
+        self.tile = meta.tile_size_px if opts.tile_size_px is None else opts.tile_size_px
         self.overlap = meta.overlap_px if opts.overlap_px is None else opts.overlap_px
         self.notes: list[str] = [f"assumed {a}" for a in self.loaded.assumed]
         if opts.output_grid not in OUTPUT_GRIDS:
@@ -229,6 +233,8 @@ class Predictor:
                 f"tile size {self.tile} px is not a multiple of {divisor}, which {meta.architecture} needs "
                 f"(one halving per level); use e.g. {setting('tile', max(divisor, self.tile // divisor * divisor))}"
             )
+        check_overlap(self.overlap, self.tile, opts.overlap_px is not None)
+        check_tile_memory(self.tile, meta.input.n_bands, self.n_channels, self.batch_size, meta.tile_size_px)
         shape = (1, meta.input.n_bands, self.tile, self.tile)
         self.precision = choose_precision(opts.precision, meta, self.device)
         if self.precision.precision == "bf16" and opts.precision == "auto" and opts.engine == "onnx":
@@ -266,11 +272,13 @@ class Predictor:
         engine = OnnxFileEngine(spec, self.device, self.tile)
         self.engine, self.engine_name = engine, f"onnxruntime ({engine.provider}, ONNX file)"
         self.margin = engine.margin
+        check_overlap(self.overlap, self.tile, self.options.overlap_px is not None)
         if self.overlap < 2 * self.margin:
             self.notes.append(f"overlap raised from {self.overlap} to {2 * self.margin} px: the model's output "
                               f"is {2 * self.margin} px smaller than its input; the outer {self.margin} px of "
                               "the raster get no prediction")
             self.overlap = 2 * self.margin
+            check_overlap(self.overlap, self.tile, given=False)
         self.device_arrays = None
         if self.options.stitch == "device":
             raise ConfigError(f"{spec.path.name} is an ONNX model: its tiles are blended on the host")
@@ -281,6 +289,7 @@ class Predictor:
                                          spec.seg_thresh if head.kind == "sigmoid" else thresh))
             start += head.n_channels
         self.n_channels = start
+        check_tile_memory(self.tile, self.loaded.meta.input.n_bands, self.n_channels, self.batch_size, self.tile)
         self._weights_digest = hashlib.blake2b(spec.path.read_bytes(), digest_size=16).hexdigest()
 
     def _fingerprint(self, raster: str | os.PathLike[str], kind: str) -> dict[str, object] | None:
@@ -348,6 +357,13 @@ class Predictor:
             raise CancelledError(
                 f"cancelled with {kept[0].rows_done} rows of {out.name} finished; they are kept in "
                 f"{kept[0].path.name}: run the same command again to continue from there") from exc
+        except MemoryError as exc:
+            if isinstance(exc, FastUNetError):  # GPUMemoryError: it says what to lower already
+                raise
+            raise HostMemoryError(
+                f"out of memory with {self.tile} px tiles, {self.run_batch} at a time ({_first_line(exc)}); use a "
+                f"smaller {setting('tile')} (the model's is {self.loaded.meta.tile_size_px} px)"
+                + (hint(" or {}", "batch_size", value=1) if self.run_batch > 1 else "")) from None
 
     def _run(self, raster: str | os.PathLike[str], out: Path, probs: Path | None, prog: Progress, t0: float,
              partials: list[PartialOutput]) -> PredictResult:
@@ -557,7 +573,9 @@ class Predictor:
                 if self.device_arrays is not None:  # probabilities stay on the device for the stitcher
                     return _cat_tensors([self.engine.probs_tensor(c) for c in chunks])  # type: ignore[attr-defined]
                 return np.concatenate([self.engine(c) for c in chunks])
-            except RuntimeError as exc:
+            except Exception as exc:
+                if _host_allocation_failed(exc):  # the engine's own words for it: a MemoryError, for run()
+                    raise MemoryError(_first_line(exc)) from exc
                 torch = sys.modules.get("torch")  # a CUDA run has imported it; an ONNX Runtime run never does
                 if torch is None or not isinstance(exc, torch.OutOfMemoryError):
                     raise
@@ -572,6 +590,17 @@ class Predictor:
                 warnings.warn(f"the GPU ran out of memory with batches of {n} tiles; continuing with "
                               f"{self.run_batch} (use {setting('batch_size', self.run_batch)} to start there)",
                               GPUMemoryWarning, stacklevel=2)
+
+
+# how the engines say that host memory ran out: PyTorch's CPU allocator (a RuntimeError), ONNX Runtime's arena
+HOST_ALLOCATION_FAILED = ("DefaultCPUAllocator: can't allocate memory", "Failed to allocate memory")
+
+
+def _host_allocation_failed(exc: Exception) -> bool:
+    """Return True when an engine's error says that the machine's memory (not a GPU's) ran out."""
+    text = str(exc)
+    return not isinstance(exc, MemoryError) and any(words in text for words in HOST_ALLOCATION_FAILED) \
+        and "CUDA" not in text
 
 
 def _cat_tensors(parts: list[Any]) -> Any:

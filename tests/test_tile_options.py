@@ -1,0 +1,115 @@
+"""predict's --tile and --overlap: refused up front when they cannot run, in the numbers the user typed.
+
+The overlap is counted in the model's pixels, like the tile: when the raster is read resampled (the model's
+0.3 m on a 0.47 m raster), an overlap of the tile size or more is refused as it is with the raster's own
+pixels, not converted and clamped into a stride of one raster pixel (743,044 tiles on a 1024 x 1024 raster).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_helpers import run_cli
+
+from fastunet_core.errors import ConfigError
+from fastunet_core.hints import speaking
+from fastunet_core.inference import predict as predict_module
+from fastunet_core.inference import tile_checks
+from fastunet_core.inference.predict import PredictOptions, Predictor
+from qgis_plugin.words import QGIS
+
+MODEL_M = 0.3  # small_raster (cogeo.tif) has 0.47 m pixels: resolution auto reads it resampled 0.635x
+
+
+def _one_line_error(code: int, out: str, folder: Path, *needles: str) -> str:
+    assert code == 1, out
+    lines = [ln for ln in out.splitlines() if ln.startswith(("error", "internal error", "Traceback"))]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in out, out
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert [p.name for p in folder.iterdir()] == [], "an output was left behind"
+    return lines[0]
+
+
+@pytest.mark.parametrize("overlap", [300, 128, -5])
+def test_overlap_is_checked_against_the_model_tile_also_when_resampled(
+        overlap: int, make_checkpoint: Callable[..., Path], small_raster: Path, tmp_path: Path) -> None:
+    ckpt = make_checkpoint(tile=128, overlap=16, resolution_m=MODEL_M)
+    with pytest.raises(ConfigError, match=rf"smaller than the tile size \(128 px\), got {overlap}$"):
+        Predictor(ckpt, PredictOptions(device="cpu", overlap_px=overlap))
+    with speaking(QGIS), pytest.raises(ConfigError) as err:  # the dock and Processing: the control, no flag
+        Predictor(ckpt, PredictOptions(device="cpu", overlap_px=overlap))
+    assert str(err.value).startswith("'Overlap' must be >= 0") and "--" not in str(err.value)
+    out = tmp_path / "out"
+    out.mkdir()
+    code, text = run_cli("predict", str(small_raster), "-m", str(ckpt), "-o", str(out / "c.tif"),
+                         "--overlap", str(overlap))
+    _one_line_error(code, text, out, f"--overlap must be >= 0 and smaller than the tile size (128 px), got {overlap}")
+
+
+def test_a_valid_overlap_runs_resampled(make_checkpoint: Callable[..., Path], small_raster: Path,
+                                        tmp_path: Path) -> None:
+    ckpt = make_checkpoint(tile=128, overlap=16, resolution_m=MODEL_M)
+    code, text = run_cli("predict", str(small_raster), "-m", str(ckpt), "-o", str(tmp_path / "c.tif"),
+                         "--overlap", "64")
+    assert code == 0, text
+    assert "read resampled (bilinear) 0.635x: 81 px of the raster per 128 px model tile" in text, text
+
+
+def test_the_models_own_overlap_too_large_for_the_tile_says_so(make_checkpoint: Callable[..., Path]) -> None:
+    ckpt = make_checkpoint(tile=128, overlap=64)
+    with pytest.raises(ConfigError, match=r"the model's overlap \(64 px\) is not smaller than the tile size "
+                                          r"\(64 px\); give a smaller --overlap or a larger --tile"):
+        Predictor(ckpt, PredictOptions(device="cpu", tile_size_px=64))
+
+
+def test_tile_zero_is_refused_like_batch_size_zero(make_checkpoint: Callable[..., Path], small_raster: Path,
+                                                   tmp_path: Path) -> None:
+    code, text = run_cli("predict", str(small_raster), "-m", str(make_checkpoint()), "-o", str(tmp_path / "c.tif"),
+                         "--tile", "0")
+    _one_line_error(code, text, tmp_path, "--tile must be at least 1 px, got 0")
+
+
+def test_a_tile_too_large_for_the_memory_is_refused_before_anything_is_allocated(
+        make_checkpoint: Callable[..., Path], small_raster: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tile_checks, "physical_memory", lambda: 2**30)  # a 1 GiB machine
+    code, text = run_cli("predict", str(small_raster), "-m", str(make_checkpoint()), "-o", str(tmp_path / "c.tif"),
+                         "--tile", "8192", "--resolution", "native")
+    # 8192^2 px x (3 bands + 3 classes) x 4 bytes = 1.5 GiB
+    _one_line_error(code, text, tmp_path, "one 8192 px tile needs at least 1.5 GiB", "1 GiB of memory",
+                    "use a smaller --tile (the model's is 128 px)")
+    code, text = run_cli("predict", str(small_raster), "-m", str(make_checkpoint()), "-o", str(tmp_path / "c.tif"),
+                         "--tile", "4096", "--batch-size", "4", "--resolution", "native")
+    _one_line_error(code, text, tmp_path, "a batch of 4 4096 px tiles needs at least 1.5 GiB", "or --batch-size 1")
+
+
+class _OutOfMemory:
+    """An engine whose every call fails the way the engines say that the machine's memory ran out."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        raise self.exc
+
+
+@pytest.mark.parametrize("exc", [
+    MemoryError("Unable to allocate 48.0 GiB for an array with shape (3, 65536, 65536) and data type float32"),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                 "you tried to allocate 17592186044416 bytes. Error code 12 (Cannot allocate memory)"),
+    type("RuntimeException", (Exception,), {})("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status "
+                                               "code returned while running Conv node. Failed to allocate memory "
+                                               "for requested buffer of size 68719476736"),
+], ids=["numpy", "torch", "onnxruntime"])
+def test_running_out_of_memory_is_one_line_naming_the_tile(
+        exc: Exception, make_checkpoint: Callable[..., Path], small_raster: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(predict_module, "make_engine", lambda *a, **k: (_OutOfMemory(exc), "test engine"))
+    code, text = run_cli("predict", str(small_raster), "-m", str(make_checkpoint()), "-o", str(tmp_path / "c.tif"),
+                         "--resolution", "native", "--no-resume", "--batch-size", "2")
+    _one_line_error(code, text, tmp_path, "out of memory with 128 px tiles, 2 at a time",
+                    "use a smaller --tile (the model's is 128 px) or --batch-size 1")
