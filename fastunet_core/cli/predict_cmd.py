@@ -29,8 +29,11 @@ EXIT_SOME_FAILED = 4
               help="Class raster to write (GeoTIFF), for a single input.")
 @click.option("--out-dir", type=click.Path(path_type=Path), default=None,
               help="Folder for many inputs: writes NAME_classes.tif per input and a summary.")
-@click.option("--tile", "tile_size", type=int, default=None, help="Tile size in pixels [default: the model's].")
-@click.option("--overlap", type=int, default=None, help="Overlap between tiles in pixels [default: the model's].")
+@click.option("--tile", "tile_size", type=int, default=None,
+              help="Tile size in the model's pixels [default: the model's].")
+@click.option("--overlap", type=int, default=None,
+              help="Overlap between tiles in the model's pixels, 0 to tile - 1, also when tiles are read resampled "
+              "[default: the model's].")
 @click.option("--batch-size", type=int, default=None, help="Tiles per model call [default: 1 on CPUs, 4 on CUDA].")
 @click.option("--device", default="auto", show_default=True, help="auto, cuda, cuda:N or cpu.")
 @click.option("--blend", type=click.Choice(["cosine", "core"]), default="cosine", show_default=True,
