@@ -103,9 +103,15 @@ class SegmentDock(QgsDockWidget):
         if self.task is not None or self.install_task is not None:
             self.notify("Wait for the running task to end first.", Qgis.MessageLevel.Warning)
             return None
+        from fastunet_core.errors import FastUNetError
+
         from .install_task import InstallTask, install_plan
 
-        plan = install_plan(source)
+        try:
+            plan = install_plan(source)
+        except FastUNetError as exc:  # the plugin's list of packages is missing (a damaged plugin folder)
+            self.notify(str(exc), Qgis.MessageLevel.Critical)
+            return None
         task = InstallTask(plan, self._install_done)
         task.line.connect(self._log)
         task.progressChanged.connect(self._progress)

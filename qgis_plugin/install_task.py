@@ -16,7 +16,6 @@ from qgis.PyQt.QtCore import pyqtSignal
 
 from .engine_process import set_engine_python
 from .installer import (
-    TORCH_CPU,
     TORCH_CPU_INDEX,
     InstallPlan,
     PackageSource,
@@ -52,7 +51,7 @@ def package_source() -> PackageSource:
         find_links=tuple(p.strip() for p in links.split(";") if p.strip()),
         offline=str(s.value(f"{SETTINGS}/pip_offline", "false")).lower() in ("true", "1"),
         torch_index_url=str(s.value(f"{SETTINGS}/torch_index_url", TORCH_CPU_INDEX)),
-        torch_requirement=str(s.value(f"{SETTINGS}/torch_requirement", TORCH_CPU) or TORCH_CPU))
+        torch_requirement=str(s.value(f"{SETTINGS}/torch_requirement", "") or ""))  # "": requirements/engine.txt
 
 
 class InstallTask(QgsTask):

@@ -8,8 +8,10 @@ a child process under that venv's Python (:mod:`.engine_process`), and QGIS's pr
 
 Steps (plain commands, run by :func:`run_plan` with their output streamed): create the venv; install torch
 (the CPU build from PyTorch's CPU index unless an NVIDIA driver is found: then PyPI's CUDA build); install
-the rest. Where packages come from is a :class:`PackageSource` (index URL, find-links folders, offline), read
-from QGIS's settings by the dock. Nothing here imports Qt or QGIS.
+the rest; import what segmentation and training import. What is installed is the project's own list,
+``requirements/engine.txt`` (the one the development set-up installs too; the plugin zip carries it), read
+by :func:`engine_requirements`: no second list here. Where packages come from is a :class:`PackageSource`
+(index URL, find-links folders, offline), read from QGIS's settings by the dock. Nothing here imports Qt or QGIS.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,11 +33,8 @@ from fastunet_core.errors import CancelledError, FastUNetError
 VENV_NAME = "fastunet_geo_engine"
 MARKER = "fastunet_geo_engine.json"  # written last: its presence means the install finished
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-TORCH_CPU = "torch>=2.2,<=2.14.1"
-TORCH_CUDA = "torch==2.14.1"  # PyPI's Linux/Windows wheels are CUDA builds
-# the engine's packages for segmentation, pinned as in requirements/*.txt (a test keeps them in step)
-ENGINE_PACKAGES = ("attrs>=24", "safetensors>=0.4", "rasterio==1.4.4", "shapely==2.2.0", "pyogrio==0.13.0",
-                   "pyproj==3.7.2")
+TORCH_CPU_OLDEST = "2.2"  # the CPU build: any from this one up to the pinned version (what the CPU index has)
+REQUIREMENTS = "engine.txt"  # in requirements/ beside qgis_plugin/ (the repository) or inside it (the zip)
 
 
 class InstallError(FastUNetError):
@@ -50,7 +50,8 @@ class PackageSource:
         find_links: folders or pages of wheels (``--find-links``), searched as well.
         offline: ``--no-index``: only ``find_links``.
         torch_index_url: where the CPU build of torch comes from ("": like the other packages).
-        torch_requirement: which torch to install on a machine without an NVIDIA driver.
+        torch_requirement: which torch to install on a machine without an NVIDIA driver ("": the CPU build up
+            to the version requirements/engine.txt pins).
 
     """
 
@@ -58,7 +59,7 @@ class PackageSource:
     find_links: tuple[str, ...] = ()
     offline: bool = False
     torch_index_url: str = TORCH_CPU_INDEX
-    torch_requirement: str = TORCH_CPU
+    torch_requirement: str = ""
 
     def pip_options(self) -> list[str]:
         """Return pip's source options for the packages other than torch."""
@@ -90,6 +91,44 @@ class InstallPlan:
         """Say in one line what is installed where."""
         torch = "CUDA build of torch (NVIDIA driver found)" if self.gpu else "CPU build of torch"
         return f"a private Python environment in {self.venv} from {self.base_python}, with the {torch}"
+
+
+def requirements_file() -> Path:
+    """Return the engine's requirements file: the repository's ``requirements/engine.txt``, or the zip's copy."""
+    here = Path(__file__).resolve().parent
+    for folder in (here / "requirements", here.parent / "requirements"):
+        if (folder / REQUIREMENTS).is_file():
+            return folder / REQUIREMENTS
+    raise InstallError(f"the plugin's list of engine packages (requirements/{REQUIREMENTS}) is missing; "
+                       "reinstall the plugin")
+
+
+def engine_requirements(path: Path | None = None) -> tuple[str, ...]:
+    """Return the requirement lines of the engine's requirements file (comments and blank lines dropped)."""
+    lines = (ln.split("#", 1)[0].strip() for ln in (path or requirements_file()).read_text("utf-8").splitlines())
+    return tuple(ln for ln in lines if ln and not ln.startswith("-"))
+
+
+def requirement_name(requirement: str) -> str:
+    """Return a requirement's project name as pip compares them (``PyYAML>=6`` -> ``pyyaml``)."""
+    found = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement)
+    if found is None:
+        raise InstallError(f"not a requirement: {requirement!r}")
+    return re.sub(r"[-_.]+", "-", found.group(0)).lower()
+
+
+def split_torch(requirements: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """Return torch's requirement (the CUDA build's pin) and the other requirements."""
+    torch = [r for r in requirements if requirement_name(r) == "torch"]
+    if len(torch) != 1:
+        raise InstallError(f"requirements/{REQUIREMENTS} must name torch once")
+    return torch[0], tuple(r for r in requirements if requirement_name(r) != "torch")
+
+
+def cpu_torch(pinned: str) -> str:
+    """Return the CPU build's requirement: any version from TORCH_CPU_OLDEST up to the pinned one."""
+    found = re.fullmatch(r"torch\s*==\s*([0-9][0-9.]*)", pinned.strip())
+    return f"torch>={TORCH_CPU_OLDEST},<={found.group(1)}" if found else pinned
 
 
 def engine_venv(profile_folder: str | Path) -> Path:
@@ -139,23 +178,29 @@ def plan_install(venv: Path, source: PackageSource, gpu: bool | None = None, pyt
     """Return the commands that make ``venv`` and install the engine into it."""
     base = python or base_python()
     use_gpu = nvidia_driver_found() if gpu is None else gpu
+    from .deps import TRAIN_MODULES
+
+    torch_pin, packages = split_torch(engine_requirements())
     py = str(venv_python(venv))
     pip = (py, "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off")
     if use_gpu:
-        torch_args: tuple[str, ...] = (TORCH_CUDA, *source.pip_options())
-    elif source.torch_index_url and not source.offline:
-        extra = source.index_url or "https://pypi.org/simple"  # torch's own dependencies are not all there
-        torch_args = (source.torch_requirement, "--index-url", source.torch_index_url, "--extra-index-url", extra,
-                      *[a for link in source.find_links for a in ("--find-links", link)])
+        torch_args: tuple[str, ...] = (torch_pin, *source.pip_options())  # PyPI's Linux/Windows wheels: CUDA builds
     else:
-        torch_args = (source.torch_requirement, *source.pip_options())
+        torch_req = source.torch_requirement or cpu_torch(torch_pin)
+        if source.torch_index_url and not source.offline:
+            extra = source.index_url or "https://pypi.org/simple"  # torch's own dependencies are not all there
+            torch_args = (torch_req, "--index-url", source.torch_index_url, "--extra-index-url", extra,
+                          *[a for link in source.find_links for a in ("--find-links", link)])
+        else:
+            torch_args = (torch_req, *source.pip_options())
+    imports = ", ".join(TRAIN_MODULES)  # what segmentation and training import (the packages' own names)
     steps = (
         Step("creating the environment", (base, "-m", "venv", "--system-site-packages", str(venv)), 0.05),
-        Step("installing torch", (*pip, *torch_args), 0.6),
-        Step("installing the geo packages", (*pip, numpy_requirement(), *ENGINE_PACKAGES, *source.pip_options()),
-             0.3),
-        Step("checking the engine", (py, "-c", "import torch, rasterio, shapely, pyogrio, pyproj, safetensors; "
-                                     "print('engine ok: torch', torch.__version__)"), 0.05),
+        Step("installing torch", (*pip, *torch_args), 0.5),
+        Step("installing the geo and training packages", (*pip, numpy_requirement(), *packages,
+                                                          *source.pip_options()), 0.4),
+        Step("checking the engine", (py, "-c", f"import {imports}; print('engine ok: torch', torch.__version__)"),
+             0.05),
     )
     return InstallPlan(venv, base, use_gpu, steps)
 

@@ -1,7 +1,8 @@
 """Build the installable QGIS plugin zip: ``dist/fastunet_geo.zip`` holding the folder ``fastunet_geo/``.
 
 The folder holds the plugin (``qgis_plugin/``), ``metadata.txt`` and a copy of ``fastunet_core`` under
-``_vendor/`` (the plugin puts it on ``sys.path``), so it runs in any QGIS whose Python has the engine's
+``_vendor/`` (the plugin puts it on ``sys.path``) and ``requirements/engine.txt`` (what its engine installer
+installs), so it runs in any QGIS whose Python has the engine's
 packages (torch, rasterio ...). The zip is reproducible: sorted entries, fixed timestamps.
 
 Usage: python scripts/package_plugin.py [-o dist/fastunet_geo.zip]
@@ -39,7 +40,7 @@ def plugin_entries(repo: Path = REPO) -> list[tuple[str, Path]]:
     entries.append((f"{PLUGIN_DIR}/metadata.txt", repo / "metadata.txt"))
     entries += [(f"{PLUGIN_DIR}/_vendor/fastunet_core/{p.relative_to(repo / 'fastunet_core').as_posix()}", p)
                 for p in _files(repo / "fastunet_core")]
-    for extra in ("LICENSE",):
+    for extra in ("LICENSE", "requirements/engine.txt"):  # engine.txt: what the engine installer installs
         if (repo / extra).is_file():
             entries.append((f"{PLUGIN_DIR}/{extra}", repo / extra))
     return entries

@@ -39,7 +39,7 @@ SRC
 fi
 
 stamp="$VENV/.fastunet-setup"
-want="$(cat "$REQ" pyproject.toml | sha1sum | cut -c1-40)"
+want="$(cat "$REQ" requirements/engine.txt pyproject.toml | sha1sum | cut -c1-40)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VENV/bin/python" -c 'import fastunet_core' >/dev/null 2>&1; then
   exit 0
 fi

@@ -15,14 +15,20 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from qgis_plugin.installer import ENGINE_PACKAGES, TORCH_CPU_INDEX, PackageSource, engine_venv, plan_install
+from qgis_plugin.installer import (
+    TORCH_CPU_INDEX,
+    PackageSource,
+    engine_requirements,
+    engine_venv,
+    plan_install,
+    split_torch,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 CHILD = Path(__file__).with_name("qgis_installer_child.py")
@@ -33,7 +39,9 @@ def test_plan_uses_cpu_torch_without_nvidia_and_cuda_with(tmp_path: Path) -> Non
     venv = engine_venv(tmp_path / "profile")
     cpu = plan_install(venv, PackageSource(), gpu=False, python="/usr/bin/python3")
     assert [s.title for s in cpu.steps] == ["creating the environment", "installing torch",
-                                            "installing the geo packages", "checking the engine"]
+                                            "installing the geo and training packages", "checking the engine"]
+    torch_pin, packages = split_torch(engine_requirements())
+    assert torch_pin == "torch==2.14.1"  # requirements/engine.txt: the CUDA build's pin, the CPU build's ceiling
     assert cpu.steps[0].argv == ("/usr/bin/python3", "-m", "venv", "--system-site-packages", str(venv))
     torch = cpu.steps[1].argv
     assert torch[torch.index("--index-url") + 1] == TORCH_CPU_INDEX and "torch>=2.2,<=2.14.1" in torch
@@ -42,19 +50,9 @@ def test_plan_uses_cpu_torch_without_nvidia_and_cuda_with(tmp_path: Path) -> Non
     custom = plan_install(venv, PackageSource(index_url="https://mirror/simple", find_links=("/w",), offline=False,
                                               torch_index_url=""), gpu=False, python="p").steps[2].argv
     assert custom[-4:] == ("--index-url", "https://mirror/simple", "--find-links", "/w")
-    assert all(pin in custom for pin in ENGINE_PACKAGES)
-
-
-def test_engine_pins_match_the_requirements() -> None:
-    lines = [ln.split("#")[0].strip() for ln in (REPO / "requirements" / "bookworm.txt").read_text().splitlines()]
-    pins: dict[str, str] = {}
-    for line in filter(None, lines):
-        found = re.match(r"([A-Za-z0-9_.-]+)(.*)", line)
-        assert found is not None
-        pins[found.group(1)] = found.group(2)
-    for requirement in ENGINE_PACKAGES:
-        name, spec = re.match(r"([A-Za-z0-9_.-]+)(.*)", requirement).groups()  # type: ignore[union-attr]
-        assert pins[name] == spec, f"{name}: installer {spec!r}, requirements {pins[name]!r}"
+    assert all(pin in custom for pin in packages)  # every line of requirements/engine.txt but torch
+    assert "torch==2.13.0" in plan_install(venv, PackageSource(torch_requirement="torch==2.13.0"), gpu=False,
+                                           python="p").steps[1].argv  # QGIS's setting replaces the CPU build's
 
 
 def _pip_find_links() -> list[str]:

@@ -129,8 +129,13 @@ START_SCRIPT = textwrap.dedent("""
     plugin = fastunet_geo.classFactory(iface)
     plugin.initGui()
     import fastunet_core
+    from fastunet_geo.installer import plan_install, requirements_file
+    from fastunet_geo.installer import PackageSource
+    import pathlib
+    plan = plan_install(pathlib.Path(sys.argv[1]) / "venv", PackageSource(), gpu=False, python="python3")
     report = {"before": before, "after": sorted(m for m in HEAVY if m in sys.modules),
-              "core": fastunet_core.__file__,
+              "core": fastunet_core.__file__, "requirements": str(requirements_file()),
+              "installs": list(plan.steps[2].argv),
               "provider": QgsApplication.processingRegistry().providerById("fastunetgeo") is not None}
     plugin.unload()
     del plugin, iface, window
@@ -153,6 +158,11 @@ def test_plugin_start_imports_no_torch(profile_plugins: Path, tmp_path: Path) ->
     assert report["after"] == report["before"]  # the plugin imported none of the engine
     assert report["provider"] is True
     assert Path(report["core"]).is_relative_to(profile_plugins / "fastunet_geo" / "_vendor")
+    # the engine installer reads the zip's own copy of requirements/engine.txt
+    assert Path(report["requirements"]) == profile_plugins / "fastunet_geo" / "requirements" / "engine.txt"
+    from qgis_plugin.installer import engine_requirements, split_torch
+
+    assert set(split_torch(engine_requirements())[1]) <= set(report["installs"])
 
 
 def test_zip_is_ready_for_the_plugin_repository_and_qgis4(plugin_zip: Path) -> None:
