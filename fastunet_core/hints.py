@@ -51,6 +51,14 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "export_format": ("--format", "the export format"),
     "eval_data": ("--data", "the dataset folder"),
     "eval_config": ("--config", "the run configuration"),
+    # training configuration keys: the command line sets them in the YAML file or as overrides (optim.lr=0.01)
+    "optim.lr": ("optim.lr", "the learning rate"),
+    "optim.epochs": ("optim.epochs", "the number of epochs"),
+    "optim.batch_size": ("optim.batch_size", "the batch size"),
+    "optim.micro_batch": ("optim.micro_batch", "the batch size"),
+    "data.tile_size": ("data.tile_size", "the tile size"),
+    "data.val_fraction": ("data.val_fraction", "the validation fraction"),
+    "model.architecture": ("model.architecture", "the architecture"),
 }
 
 

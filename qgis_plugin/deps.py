@@ -21,7 +21,7 @@ SEGMENT_MODULES: dict[str, str] = {
     "pyogrio": "pyogrio",
     "pyproj": "pyproj",
 }
-# ... and for training
+# ... and for training (the installer's check step imports these: installer.plan_install)
 TRAIN_MODULES: dict[str, str] = {
     **SEGMENT_MODULES,
     "yaml": "PyYAML",
@@ -55,21 +55,23 @@ def check_engine(modules: dict[str, str] | None = None) -> EngineStatus:
     """Return which of ``modules`` (import name -> pip name; default: segmentation's) cannot be found."""
     from .engine_process import engine_python
 
-    if engine_python() is not None and (modules is None or set(modules) <= set(SEGMENT_MODULES)):
-        return EngineStatus(())  # the installed engine venv has them (checked when it was installed)
-    # training builds its configuration in QGIS's process: it still needs its packages there
+    if engine_python() is not None:
+        return EngineStatus(())  # the engine's own Python has them (the installer checked: see installer.py)
     wanted = SEGMENT_MODULES if modules is None else modules
     missing = tuple(pip for name, pip in wanted.items() if not _importable(name))
     return EngineStatus(missing)
 
 
+INSTALL_BUTTON = "Install the engine"  # the dock's button while segmentation's packages are missing (on top) ...
+REPAIR_BUTTON = "Repair / reinstall the engine"  # ... and once they are there (in the Engine group)
 README_SECTION = "Installing the engine"  # the README's heading that the manual steps live under, part "By hand"
 
 
-def install_hint(packages: Sequence[str], platform: str | None = None, in_dock: bool = False) -> str:
+def install_hint(packages: Sequence[str], platform: str | None = None, in_dock: bool = False,
+                 button_at: str = "below", button: str = INSTALL_BUTTON) -> str:
     """Return how to install the engine: the dock's button, or by hand into a venv of its own (as the README says).
 
-    ``in_dock``: the text shows in the dock, right above the button.
+    ``in_dock``: the text shows in the dock, where ``button`` is ``button_at`` ("below": right under the text).
     """
     names = " ".join(packages)
     plat = platform or sys.platform
@@ -83,11 +85,23 @@ def install_hint(packages: Sequence[str], platform: str | None = None, in_dock: 
     else:  # Debian 12 / Ubuntu 23.04+ refuse pip into the system Python (externally-managed-environment)
         first = (f"python3 -m venv --system-site-packages ~/.local/share/QGIS/QGIS3/{venv}, then its bin/pip install "
                  f"'numpy<2' {names}; never pip into the system python3")
-    press = "Press 'Install the engine' below" if in_dock else "Press 'Install the engine' in the fastunet-geo dock"
+    press = f"Press '{button}' {button_at}" if in_dock else f"Press '{INSTALL_BUTTON}' in the fastunet-geo dock"
     return (f"{press} (a private Python environment in the QGIS profile, about 1 GB with the CPU build of torch), "
             f"or install by hand as the README's section '{README_SECTION}' shows under 'By hand' ({first}, and "
             "the marker file it names). "
             "For a GPU, install the CUDA build of torch (see pytorch.org). Then restart QGIS.")
+
+
+def train_tab_hint(packages: Sequence[str]) -> str:
+    """Return :func:`install_hint` for the Train tab: the dock's button is on the Segment tab, named as it is there.
+
+    With segmentation's packages present the button reads 'Repair / reinstall the engine' and sits in the
+    Engine group; it installs the engine venv, which has training's packages too.
+    """
+    if check_engine().ok:
+        return install_hint(packages, in_dock=True, button=REPAIR_BUTTON,
+                            button_at="in the Segment tab's Engine group (it installs training's packages too)")
+    return install_hint(packages, in_dock=True, button_at="at the top of the Segment tab")
 
 
 def _importable(name: str) -> bool:

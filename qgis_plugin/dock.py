@@ -16,7 +16,7 @@ from qgis.gui import QgsDockWidget
 from qgis.PyQt.QtCore import QTimer
 from qgis.PyQt.QtWidgets import QFileDialog, QScrollArea, QTabWidget, QWidget
 
-from .deps import EngineStatus, check_engine
+from .deps import INSTALL_BUTTON, REPAIR_BUTTON, EngineStatus, check_engine
 from .device_probe import DeviceProbe, start_device_probe
 from .dock_form import DockForm, build_form, place_install_button, show_progress, show_starting
 from .dock_plan import DockChoices, plan_run
@@ -91,7 +91,7 @@ class SegmentDock(QgsDockWidget):
         f.engine_note.setText(self.engine.message(in_dock=True))
         f.engine_note.setVisible(not self.engine.ok)
         self._enable_run()
-        f.install.setText("Install the engine" if not self.engine.ok else "Repair / reinstall the engine")
+        f.install.setText(INSTALL_BUTTON if not self.engine.ok else REPAIR_BUTTON)
         place_install_button(f, self.engine.ok)
         f.install.setEnabled(self.task is None and self.install_task is None)
         if not self.engine.ok:

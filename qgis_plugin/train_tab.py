@@ -32,7 +32,7 @@ from qgis.PyQt.QtWidgets import (
 
 from .algorithms.common import ARCHITECTURES, DEVICE_OPTIONS
 from .curve_plot import CurvePlot
-from .deps import TRAIN_MODULES, EngineStatus, check_engine, install_hint
+from .deps import TRAIN_MODULES, EngineStatus, check_engine, train_tab_hint
 from .dock_form import _form, _narrow, _spin, _wheel_scrolls_the_dock, show_progress, show_starting
 from .train_plan import TrainChoices, class_names_of, describe_classes, plan_training
 
@@ -290,7 +290,7 @@ class TrainTab(QScrollArea):
         """Show (and return) what training lacks, or hide the note; finding packages imports nothing."""
         status = training_engine_status()
         missing = (f"Training needs Python packages that QGIS's Python does not have: {', '.join(status.missing)}. "
-                   f"{install_hint(status.missing)}") if not status.ok else ""
+                   f"{train_tab_hint(status.missing)}") if not status.ok else ""
         self.form.engine_note.setText(missing)
         self.form.engine_note.setVisible(not status.ok)
         return missing

@@ -21,7 +21,7 @@ from typing import Any
 from qgis.core import Qgis, QgsMessageLog, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
-from .deps import TRAIN_MODULES, install_hint
+from .deps import REPAIR_BUTTON, TRAIN_MODULES, train_tab_hint
 from .train_plan import TrainPlan
 
 LOG_TAG = "fastunet-geo"
@@ -166,10 +166,11 @@ def missing_package_sentence(exc: ImportError) -> str:
 
     package = TRAIN_MODULES.get(exc.name or "", exc.name or "the missing package")
     python = engine_python()
-    if python is not None:  # the installed engine venv: its installer puts segmentation's packages there
-        return (f"training needs the package {package}, which the engine's Python ({python}) lacks: install it "
-                f"there ({python} -m pip install {package}) and train again")
-    return f"the training engine could not be loaded ({exc}). {install_hint([package])}"
+    if python is not None:  # an engine of its own: installed before its installer took training's packages
+        return (f"training needs the package {package}, which the engine's Python ({python}) lacks: press "
+                f"'{REPAIR_BUTTON}' in the Segment tab's Engine group (it installs training's packages too), or "
+                f"install it there by hand ({python} -m pip install {package}), and train again")
+    return f"the training engine could not be loaded ({exc}). {train_tab_hint([package])}"
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

@@ -26,10 +26,19 @@ QGIS = FrontEnd("qgis", {
     "min_area": "'Minimum area'",
     "train_output": "'Run folder'",
     "fresh": "'Start over'",
+    # training: the plugin trains with one batch size (micro-batch = batch, no gradient accumulation), so the
+    # micro-batch is its 'Batch size' and optim.batch_size has no control of its own
+    "optim.lr": "'Learning rate'",
+    "optim.epochs": "'Epochs'",
+    "optim.micro_batch": "'Batch size'",
+    "data.tile_size": "'Tile size'",
+    "data.val_fraction": "'Validation fraction'",
+    "model.architecture": "'Architecture'",
 })
 
 # the dock's Train tab: the run folder is <model file>_training, chosen through the model file
-TRAIN_TAB = FrontEnd("qgis-train-tab", {**QGIS.names, "train_output": "'Model file'"})
+TRAIN_TAB = FrontEnd("qgis-train-tab", {**QGIS.names, "train_output": "'Model file'",
+                                        "data.val_fraction": "'Validation share'"})
 
 T = TypeVar("T")
 

@@ -150,8 +150,8 @@ def test_vectorize_class_raster(provider: object, tmp_path: Path) -> None:
     del layer
 
 
-def test_train_from_raster_and_polygons(provider: object, tmp_path: Path, small_raster: Path) -> None:
-    with rasterio.open(small_raster) as src:
+def _labels(raster: Path) -> QgsVectorLayer:
+    with rasterio.open(raster) as src:
         b = src.bounds
     labels = QgsVectorLayer("Polygon?crs=EPSG:3857&field=kind:string", "labels", "memory")
     feats = []
@@ -162,11 +162,19 @@ def test_train_from_raster_and_polygons(provider: object, tmp_path: Path, small_
         feature["kind"] = kind
         feats.append(feature)
     labels.dataProvider().addFeatures(feats)
+    return labels
+
+
+def _train_params(raster: Path, labels: QgsVectorLayer, folder: Path) -> dict[str, object]:
+    return {"INPUT": str(raster), "LABELS": labels, "CLASS_FIELD": "kind", "CLASS_NAMES": "background,building,road",
+            "ARCHITECTURE": 4, "TILE_SIZE": 64, "EPOCHS": 1, "BATCH_SIZE": 4, "VAL_FRACTION": 0.25, "DEVICE": 2,
+            "OUTPUT_FOLDER": str(folder)}
+
+
+def test_train_from_raster_and_polygons(provider: object, tmp_path: Path, small_raster: Path) -> None:
+    labels = _labels(small_raster)
     folder = tmp_path / "run"
-    result = run("train", {"INPUT": str(small_raster), "LABELS": labels, "CLASS_FIELD": "kind",
-                           "CLASS_NAMES": "background,building,road", "ARCHITECTURE": 4, "TILE_SIZE": 64,
-                           "EPOCHS": 1, "BATCH_SIZE": 4, "VAL_FRACTION": 0.25, "DEVICE": 2,
-                           "OUTPUT_FOLDER": str(folder)})
+    result = run("train", _train_params(small_raster, labels, folder))
     assert set(result) == {"OUTPUT_FOLDER", "CHECKPOINT", "BEST_EPOCH", "VAL_MIOU"}
     assert result["OUTPUT_FOLDER"] == str(folder) and result["BEST_EPOCH"] == 1
     assert result["CHECKPOINT"] == str(folder / "best.safetensors")
@@ -175,6 +183,36 @@ def test_train_from_raster_and_polygons(provider: object, tmp_path: Path, small_
     meta = read_metadata(folder / "best.safetensors")
     assert [c.name for c in meta.classes] == ["background", "building", "road"]
     assert meta.architecture == "unet_tiny" and meta.tile_size_px == 64
+    del labels
+
+
+def test_training_failures_name_the_dialogs_fields(provider: object, tmp_path: Path, small_raster: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of memory and divergence say which field to lower as the dialog names it, never a config key."""
+    import torch
+
+    from fastunet_core.models.unet import UNet
+
+    labels = _labels(small_raster)
+    forward = UNet.forward
+
+    def out_of_memory(self: UNet, x: torch.Tensor) -> torch.Tensor:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB (stand-in)")
+
+    monkeypatch.setattr(UNet, "forward", out_of_memory)
+    with pytest.raises(QgsProcessingException) as oom:
+        run("train", _train_params(small_raster, labels, tmp_path / "oom"))
+    assert "4 at a time" in str(oom.value) and "lower 'Batch size', or 'Tile size'" in str(oom.value), oom.value
+    assert "optim." not in str(oom.value) and "data." not in str(oom.value) and "accumulation" not in str(oom.value)
+
+    def diverging(self: UNet, x: torch.Tensor) -> torch.Tensor:
+        return forward(self, x) * float("nan")
+
+    monkeypatch.setattr(UNet, "forward", diverging)
+    with pytest.raises(QgsProcessingException) as nan:
+        run("train", _train_params(small_raster, labels, tmp_path / "nan"))
+    assert "training diverged" in str(nan.value) and "Lower 'Learning rate' (now 0.001)" in str(nan.value), nan.value
+    assert "optim." not in str(nan.value)
     del labels
 
 

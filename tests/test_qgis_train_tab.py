@@ -201,10 +201,32 @@ def test_missing_training_packages_are_said_when_the_tab_opens(qgis_iface: objec
     dock = SegmentDock(qgis_iface)
     tab = dock.train_tab
     assert not tab.form.engine_note.isHidden()
-    assert "fastunet-no-such-package" in tab.form.engine_note.text()
+    note = tab.form.engine_note.text()
+    assert "fastunet-no-such-package" in note
+    # the note is in the dock: it names the dock's button as the Segment tab shows it, and where it is
+    assert dock.form.install.text() == "Repair / reinstall the engine" and not dock.form.engine_box.isHidden()
+    assert "Press 'Repair / reinstall the engine' in the Segment tab's Engine group" in note, note
+    assert "fastunet-geo dock" not in note
     assert tab.start_training() is None and tab.task is None
     [warning] = messages(qgis_iface, Qgis.MessageLevel.Warning)
     assert warning.startswith("fastunet-geo:Training needs Python packages") and "fastunet-no-such-package" in warning
+    dock.deleteLater()
+
+
+def test_without_the_segmentation_engine_the_note_points_at_the_install_button(
+        qgis_iface: object, qgis_new_project: QgsProject, monkeypatch: pytest.MonkeyPatch) -> None:
+    from qgis_plugin import deps
+    from qgis_plugin.dock import SegmentDock
+
+    monkeypatch.setitem(deps.SEGMENT_MODULES, "fastunet_no_such_module", "fastunet-no-such-package")
+    monkeypatch.setitem(deps.TRAIN_MODULES, "fastunet_no_such_module", "fastunet-no-such-package")
+    monkeypatch.delenv("FASTUNET_GEO_PYTHON", raising=False)
+    dock = SegmentDock(qgis_iface)
+    note = dock.train_tab.form.engine_note.text()
+    assert dock.form.install.text() == "Install the engine"
+    assert dock.form.install.parent() is not dock.form.engine_box  # on top of the Segment tab
+    assert "Press 'Install the engine' at the top of the Segment tab" in note, note
+    assert "fastunet-geo dock" not in note
     dock.deleteLater()
 
 

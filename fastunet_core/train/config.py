@@ -22,6 +22,7 @@ import yaml
 from pydantic import Field, TypeAdapter, ValidationError
 
 from fastunet_core.errors import ConfigError
+from fastunet_core.hints import SETTINGS, setting
 from fastunet_core.train.workers import resolve_workers
 
 
@@ -156,6 +157,7 @@ def _validate(d: Mapping[str, Any]) -> TrainConfig:
         problems = []
         for err in exc.errors()[:3]:
             key = ".".join(str(part) for part in err["loc"])
+            key = setting(key) if key in SETTINGS else key  # QGIS names its control ('Learning rate')
             problems.append(f"{key}: {err['msg'][:1].lower()}{err['msg'][1:]} (got {err['input']!r})")
         raise ConfigError("bad config value: " + "; ".join(problems)) from None
 

@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from fastunet_core.errors import CancelledError, ConfigError, DatasetLayoutError, GPUMemoryError, NonFiniteError
-from fastunet_core.hints import setting
+from fastunet_core.hints import hint, setting
 from fastunet_core.io.targets import check_folder, make_folder
 from fastunet_core.models.checkpoint import check_finite, load_checkpoint, save_checkpoint
 from fastunet_core.models.metadata import DTYPE_RANGES, InputSpec, ModelMeta
@@ -156,8 +156,9 @@ def train(cfg: TrainConfig, progress: Progress | None = None, fresh: bool = Fals
         o, first = cfg.optim, (str(exc).strip().splitlines() or [""])[0][:160]
         raise GPUMemoryError(
             f"the GPU ran out of memory training {cfg.model.architecture} on {cfg.data.get('tile_size', 512)} px "
-            f"tiles with optim.micro_batch={o.micro_batch} ({first}); lower optim.micro_batch (optim.batch_size "
-            "stays the same through gradient accumulation), or data.tile_size") from None
+            f"tiles, {o.micro_batch} at a time ({first}); lower {setting('optim.micro_batch')}"
+            f"{hint(' ({} stays the same through gradient accumulation)', 'optim.batch_size')}, or "
+            f"{setting('data.tile_size')}") from None
     finally:
         distributed.shutdown()
 
@@ -434,7 +435,7 @@ class _Trainer:
         last = self.out / LAST_CHECKPOINT
         kept = (f"the last finite checkpoint, {last} (epoch {self.loop.epoch}), is kept" if self.loop.epoch
                 and last.is_file() else "no checkpoint was written")
-        raise NonFiniteError(f"training diverged at {where}: {what}; {kept}. Lower optim.lr (now "
+        raise NonFiniteError(f"training diverged at {where}: {what}; {kept}. Lower {setting('optim.lr')} (now "
                              f"{self.cfg.optim.lr:g}) and start over with {setting('fresh')}, or check the data for "
                              "extreme values")
 

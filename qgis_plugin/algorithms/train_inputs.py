@@ -8,7 +8,6 @@ from typing import Any
 from qgis.core import QgsProcessingAlgorithm, QgsProcessingContext, QgsProcessingFeedback
 
 from fastunet_core.errors import ConfigError
-from fastunet_core.train.config import config_from_dict
 
 from ..qgis_inputs import check_raster_layer, raster_file_path
 from ..train_plan import parse_value_range, training_config
@@ -17,10 +16,12 @@ from .common import ARCHITECTURES, DEVICE_OPTIONS
 
 def train_config(alg: QgsProcessingAlgorithm, parameters: dict[str, Any], context: QgsProcessingContext,
                  feedback: QgsProcessingFeedback) -> dict[str, Any]:
-    """Return the training configuration (the core's YAML layout, checked) the parameters describe.
+    """Return the training configuration (the core's YAML layout) the parameters describe.
 
-    Labels that are not a GeoPackage, Shapefile or GeoJSON file (memory layers, database tables ...) are
-    first written to a temporary GeoPackage.
+    The engine process checks it (``config_from_dict``) before training: that check imports the core's
+    training modules, which QGIS's own process must not import (torch; see :mod:`..engine_process`). Labels
+    that are not a GeoPackage, Shapefile or GeoJSON file (memory layers, database tables ...) are first
+    written to a temporary GeoPackage.
     """
     layer = check_raster_layer(alg.parameterAsRasterLayer(parameters, "INPUT", context))
     raster = raster_file_path(layer)
@@ -33,7 +34,7 @@ def train_config(alg: QgsProcessingAlgorithm, parameters: dict[str, Any], contex
         raise ConfigError("give at least two class names, e.g. background,building")
     fields = alg.parameterAsStrings(parameters, "CLASS_FIELD", context)
     bounds = parse_value_range(alg.parameterAsString(parameters, "VALUE_RANGE", context))
-    config = training_config(
+    return training_config(
         raster, labels, fields[0] if fields else None, names,
         ARCHITECTURES[alg.parameterAsEnum(parameters, "ARCHITECTURE", context)],
         alg.parameterAsInt(parameters, "TILE_SIZE", context), alg.parameterAsInt(parameters, "EPOCHS", context),
@@ -42,5 +43,3 @@ def train_config(alg: QgsProcessingAlgorithm, parameters: dict[str, Any], contex
         alg.parameterAsDouble(parameters, "VAL_FRACTION", context),
         Path(alg.parameterAsFileOutput(parameters, "OUTPUT_FOLDER", context)),
         DEVICE_OPTIONS[alg.parameterAsEnum(parameters, "DEVICE", context)], bounds)
-    config_from_dict(config)  # check it here, with a plain message, before the engine starts
-    return config
