@@ -36,6 +36,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "output": ("output (-o)", "the class raster"),
     "probs": ("--probs", "the probability raster"),
     "model_resolution": ("--model-resolution", "the model's ground resolution"),
+    "allow_no_crs": ("--allow-no-crs", "segmenting a raster without a CRS"),
     "model_classes": ("--model-classes", "the model's class names"),
     "train_output": ("--output", "the run folder"),
     "fresh": ("--fresh", "starting over"),

@@ -72,6 +72,9 @@ EXIT_SOME_FAILED = 4
 @click.option("--seg-thresh", type=float, default=None,
               help="ONNX models: probability threshold (sigmoid outputs: class where p >= it; softmax: weaker "
               "probabilities ignored) [default: the model's seg_thresh, else 0.5 for sigmoid outputs].")
+@click.option("--allow-no-crs", is_flag=True,
+              help="Segment a raster that has a geotransform but no CRS (refused by default: its class map "
+              "could not be placed on a map; gdal_edit.py -a_srs EPSG:N assigns one).")
 @click.option("--no-prefetch", is_flag=True, help="Do not read tiles ahead on a background thread.")
 @click.option("--cog", is_flag=True,
               help="Write class rasters as Cloud Optimized GeoTIFFs (default: tiled GeoTIFFs with overviews).")
@@ -85,7 +88,7 @@ def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, outp
             blend: str, bands: str | None, probs_path: Path | None, with_probs: bool, summary_path: Path | None,
             skip_existing: bool, vector_path: Path | None, with_vector: bool, simplify: float, min_area: float,
             precision: str, engine: str, resolution: str, output_grid: str, head: int | None, model_classes: str | None,
-            model_resolution: float | None, seg_thresh: float | None, no_prefetch: bool, cog: bool,
+            model_resolution: float | None, seg_thresh: float | None, allow_no_crs: bool, no_prefetch: bool, cog: bool,
             overwrite: bool, no_resume: bool) -> None:
     """Segment RASTERS into georeferenced class maps.
 
@@ -119,7 +122,7 @@ def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, outp
                           device=distributed.rank_device(device, dist_ctx), blend=blend,
                           bands=parse_int_list(bands, "--bands"), probs_path=probs_path, overwrite=overwrite,
                           prefetch=not no_prefetch, precision=precision, engine=engine, resume=not no_resume, cog=cog,
-                          resolution=resolution, output_grid=output_grid,
+                          resolution=resolution, output_grid=output_grid, allow_no_crs=allow_no_crs,
                           model=ModelOverrides(classes=model_classes, resolution_m=model_resolution,
                                                seg_thresh=seg_thresh, head=head))
     vec = VectorizeOptions(simplify_m=simplify, min_area_m2=min_area, overwrite=overwrite, workers=default_workers())

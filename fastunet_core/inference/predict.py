@@ -60,6 +60,7 @@ from fastunet_core.io.raster_input import (
     TileReader,
     alpha_as_data,
     bounded_gdal_cache,
+    check_crs,
     choose_bands,
     inspect_raster,
     open_raster,
@@ -136,6 +137,8 @@ class PredictOptions:
     # where tiles are blended and classes decided: auto (on the GPU when a CUDA PyTorch engine runs the model,
     # else on the host), host, or device (the PyTorch engine's device, also the CPU: the tests compare the two)
     stitch: str = "auto"
+    # segment a raster that has a geotransform but no CRS (its class map has none either); off: refused
+    allow_no_crs: bool = False
 
 
 @dataclass
@@ -372,6 +375,10 @@ class Predictor:
                 contextlib.ExitStack() as grid_stack:
             warnings.simplefilter("always", FastUNetWarning)
             info = inspect_raster(source_ds)
+            check_crs(info, opts.allow_no_crs)
+            if info.crs_wkt is None:
+                warnings.warn(f"{info.path.name} has no CRS: the class map has none either (its coordinates are the "
+                              "raster's, in no known system)", FastUNetWarning, stacklevel=2)
             bands = choose_bands(info, meta.input, opts.bands)
             alpha = alpha_as_data(info, bands)
             if alpha:

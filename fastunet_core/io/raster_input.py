@@ -24,7 +24,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from fastunet_core.errors import InputRasterError
-from fastunet_core.hints import setting
+from fastunet_core.hints import hint, setting
 from fastunet_core.io.sources import network_options, raster_source, unreachable_reason, url_in
 from fastunet_core.models.metadata import InputSpec
 
@@ -134,6 +134,22 @@ def inspect_raster(src: rasterio.io.DatasetReader) -> RasterInfo:
     data_bands = tuple(i for i, ci in enumerate(src.colorinterp, start=1) if ci != ColorInterp.alpha)
     return RasterInfo(name, src.width, src.height, src.count, src.dtypes[0],
                       src.crs.to_wkt() if src.crs else None, data_bands, ground_resolution_m(src))
+
+
+def check_crs(info: RasterInfo, allow_no_crs: bool = False) -> None:
+    """Refuse a raster with a geotransform but no CRS (unless allowed): its class map could not be placed.
+
+    Like a raster without any georeferencing (refused by :func:`inspect_raster`): the map would carry
+    coordinates in no known system, and its ground resolution is unknown, so ``resolution`` auto cannot
+    run the model at its own scale either. Assigning the CRS is one command.
+    """
+    if info.crs_wkt is not None or allow_no_crs:
+        return
+    raise InputRasterError(
+        f"{info.path} has a geotransform but no CRS, so the result could not be placed on a map; assign the "
+        f"CRS it is in first (e.g. gdal_edit.py -a_srs EPSG:32633 {info.path.name}, or QGIS's Assign "
+        f"Projection){hint('; or {} to segment it in its raw coordinates', 'allow_no_crs')}"
+    )
 
 
 def check_real(name: Path, dtype: str) -> None:
