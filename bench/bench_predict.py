@@ -4,7 +4,7 @@
 Run on demand (not a test)::
 
     env -u PROJ_DATA -u PROJ_LIB .venv/bin/python bench/bench_predict.py [--quick] [--full] [--workdir DIR]
-        [--device auto|cpu|cuda] [--repeat N]
+        [--device auto|cpu|cuda] [--repeat N] [--first-tile-only]
 
 Input: a real orthophoto (Deepness's drone test image, ``../shared/data/deepness-testdata``, RGB bands)
 mirror-tiled to 2048 x 2048 and 16384 x 16384 px and georeferenced at 0.1 m (1024 / 4096 with ``--quick``),
@@ -269,6 +269,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"record {SPEED_MODEL}'s bf16 agreement on the orthophoto first (as init --agreement-tiles "
                         "does), so that --precision auto may pick bf16")
     p.add_argument("--full", action="store_true", help=f"also run {SPEED_MODEL} at the large size (slow)")
+    p.add_argument("--first-tile-only", action="store_true",
+                   help="measure only (c), start to first tile (the small raster only; no table)")
     p.add_argument("--repeat", type=int, default=3,
                    help="time (b) this many times, interleaved, and keep the best of each [3]")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -282,6 +284,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run_benchmark(args: argparse.Namespace) -> None:
     """Prepare inputs, run every measurement in child processes, print the figures and the summary."""
     sizes = (1024, 4096) if args.quick else (2048, 16384)
+    generate = sizes[:1] if args.first_tile_only else sizes
     tmp = None if args.workdir else tempfile.mkdtemp(prefix="fastunet_bench_")
     work = Path(args.workdir or tmp or ".").resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -289,11 +292,11 @@ def run_benchmark(args: argparse.Namespace) -> None:
     try:
         rasters = tuple(work / f"ortho_{s}.tif" for s in sizes)
         gens = [run_child("generate", {"path": str(path), "size": size}).result
-                for size, path in zip(sizes, rasters, strict=True)]
+                for size, path in zip(generate, rasters, strict=False)]
         models = run_child("models", {"dir": str(work), "device": args.device, "agreement": args.agreement,
                                       "raster": str(rasters[0])}).result
         print_header(models, args, sizes)
-        for size, path, gen in zip(sizes, rasters, gens, strict=True):
+        for size, path, gen in zip(generate, rasters, gens, strict=False):
             what = "reused" if gen["reused"] else f"generated in {gen['seconds']:.1f} s"
             print(f"input {path.name}: {size}x{size}x3 uint8, deflate, 512 tiles, "
                   f"{gen['bytes'] / 2**20:,.1f} MiB on disk ({what})")
@@ -302,6 +305,8 @@ def run_benchmark(args: argparse.Namespace) -> None:
                   "(recorded)")
         print()
         first = first_tile_section(Path(models["speed_ckpt"]), rasters[0], args.device, args.repeat)
+        if args.first_tile_only:
+            return
         speed = speed_section(Path(models["speed_ckpt"]), rasters[0], args.device, args.repeat)
         mem = memory_section(work, models, (rasters[0], rasters[1]), args.device, args.full)
         print_table(models, mem, speed, first)

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: fp32 on CPUs, bf16 (native) or fp16 autocast on CUDA
 ENGINES = ("auto", "torch", "onnx")
+EXPORTED, CACHED = "exported to the cache", "cached export"  # how the ONNX engine got the checkpoint's export
 
 
 class TorchEngine:
@@ -147,8 +148,10 @@ def _onnx_engine(source: LoadedModel | nn.Module, sample_shape: tuple[int, int, 
             log.warning("cannot write the ONNX cache (%s); exporting in memory", exc)
             entry = None
         if entry is not None:
-            how = "exported to the cache" if entry.exported else "cached export"
-            return OnnxEngine(entry.path, keep_optimized=True), f"onnxruntime (CPU, fp32, {how})"
+            how = EXPORTED if entry.exported else CACHED
+            # built while the caller opens the raster and its outputs (start to first tile)
+            return (OnnxEngine(entry.path, keep_optimized=True, background=True),
+                    f"onnxruntime (CPU, fp32, {how})")
     if not can_export:
         raise ConfigError("the onnx engine needs the onnx package to export the model: pip install onnx")
     from fastunet_core.models.onnx_export import export_onnx_bytes

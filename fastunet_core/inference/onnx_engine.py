@@ -22,6 +22,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -112,36 +113,88 @@ class OnnxEngine:
 
     With ``keep_optimized`` (a model file in the cache), the graph ONNX Runtime optimised for this CPU is
     saved beside the model and loaded as it is next time (saves the optimisation passes at start-up).
+
+    With ``background``, the session is built on a thread of its own and the constructor returns at once:
+    ONNX Runtime releases the GIL while it reads the model and plans it, so the caller opens the raster and
+    creates the outputs meanwhile (start to first tile; see README, "predict at default settings"). The first
+    call waits for it; an error building it is raised there. A damaged optimised form is optimised again.
     """
 
     def __init__(self, model: str | os.PathLike[str] | bytes, threads: int | None = None,
                  arena: bool = True, mem_pattern: bool = False, spinning: bool = False,
-                 keep_optimized: bool = False) -> None:
+                 keep_optimized: bool = False, background: bool = False) -> None:
         if not onnxruntime_available():
             raise ConfigError("the onnx engine needs onnxruntime: pip install onnxruntime")
-        ort = import_onnxruntime()
+        import_onnxruntime()  # here, not on the thread: the import points TMPDIR elsewhere for a moment
+        self._model = model
+        self._options = (threads, arena, mem_pattern, spinning, keep_optimized)
+        self._session: Any = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._input_name: str | None = None
+        if background:
+            self._thread = threading.Thread(target=self._build_on_thread, name="fastunet-onnx-session")
+            self._thread.start()
+        else:
+            self._session = self._build()
 
-        options = session_options(threads, arena, mem_pattern, spinning)
-        source: str | bytes = model if isinstance(model, bytes) else str(Path(model))
-        tmp: Path | None = None
-        if keep_optimized and not isinstance(model, bytes):
-            opt = optimized_path(Path(model))
-            if opt.is_file():
-                source = str(opt)
-                options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-            else:
-                tmp = opt.with_name(f".{opt.name}.{os.getpid()}.tmp")
-                options.optimized_model_filepath = str(tmp)
-                options.log_severity_level = 3  # not the warning that the saved graph is CPU-specific: we know
+    def _build_on_thread(self) -> None:
         try:
-            self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-            if tmp is not None and tmp.is_file() and not isinstance(model, bytes):
-                os.replace(tmp, optimized_path(Path(model)))
-        finally:
-            if tmp is not None:
+            self._session = self._build()
+        except BaseException as exc:  # handed to the first call, on the caller's thread
+            self._error = exc
+
+    def _build(self) -> Any:
+        ort = import_onnxruntime()
+        model = self._model
+        threads, arena, mem_pattern, spinning, keep_optimized = self._options
+        if isinstance(model, bytes) or not keep_optimized:
+            source = model if isinstance(model, bytes) else str(Path(model))
+            return ort.InferenceSession(source, session_options(threads, arena, mem_pattern, spinning),
+                                        providers=["CPUExecutionProvider"])
+        opt = optimized_path(Path(model))
+        if opt.is_file():
+            options = session_options(threads, arena, mem_pattern, spinning)
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            try:
+                return ort.InferenceSession(str(opt), options, providers=["CPUExecutionProvider"])
+            except Exception:  # a damaged optimised form: optimise the model again and replace it
                 with contextlib.suppress(OSError):
-                    tmp.unlink()
-        self.input_name = self.session.get_inputs()[0].name
+                    opt.unlink()
+        options = session_options(threads, arena, mem_pattern, spinning)
+        tmp = opt.with_name(f".{opt.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        options.optimized_model_filepath = str(tmp)
+        options.log_severity_level = 3  # not the warning that the saved graph is CPU-specific: we know
+        try:
+            session = ort.InferenceSession(str(Path(model)), options, providers=["CPUExecutionProvider"])
+            if tmp.is_file():
+                os.replace(tmp, opt)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        return session
+
+    @property
+    def session(self) -> Any:
+        """The ONNX Runtime session (waits for it when it is being built in the background)."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            if isinstance(self._model, bytes):
+                raise self._error
+            what = "; it is a cached export: delete it, the next run exports the model again" \
+                if self._options[-1] else ""
+            raise ConfigError(f"ONNX Runtime cannot load {Path(self._model)} ({type(self._error).__name__}: "
+                              f"{_first_line(self._error)}){what}") from self._error
+        return self._session
+
+    @property
+    def input_name(self) -> str:
+        """The model's input name."""
+        if self._input_name is None:
+            self._input_name = str(self.session.get_inputs()[0].name)
+        return self._input_name
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Map a (N, bands, H, W) float32 batch to (N, classes, H, W) float32 logits."""
@@ -151,3 +204,8 @@ class OnnxEngine:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Map a (N, bands, H, W) float32 batch to (N, classes, H, W) float32 probabilities."""
         return softmax_channels(self.logits(batch))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__

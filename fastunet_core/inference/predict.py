@@ -41,8 +41,9 @@ from fastunet_core.errors import (
     ResolutionMismatchWarning,
 )
 from fastunet_core.hints import hint, setting
-from fastunet_core.inference.engine import make_engine
+from fastunet_core.inference.engine import CACHED, EXPORTED, make_engine
 from fastunet_core.inference.heads import OutputHead
+from fastunet_core.inference.onnx_cache import cached_weights_digest
 from fastunet_core.inference.precision import PrecisionChoice, choose_precision
 from fastunet_core.inference.resolution import (
     OUTPUT_GRIDS,
@@ -87,7 +88,7 @@ from fastunet_core.io.resume import (
     weights_digest,
 )
 from fastunet_core.io.targets import Role, check_distinct, target_locks
-from fastunet_core.models.checkpoint_file import LoadedModel, open_model, weights_file_digest
+from fastunet_core.models.checkpoint_file import LoadedModel, open_model
 from fastunet_core.models.deepness import ModelOverrides
 from fastunet_core.models.metadata import OUTPUT_NODATA
 from fastunet_core.models.registry import size_divisor
@@ -301,15 +302,17 @@ class Predictor:
         if not path.is_file():
             return None
         if self._weights_digest is None:
-            # a checkpoint file is hashed as stored; a model given in memory, as it is now
-            self._weights_digest = (weights_file_digest(self.model_path)
+            # a checkpoint file is hashed as stored (once per file version: the digest is remembered in the
+            # cache, 0.1-0.3 s saved at each start); a model given in memory, as it is now
+            self._weights_digest = (cached_weights_digest(self.model_path)
                                     if self.model_path is not None and self.model_path.is_file()
                                     else weights_digest(self.loaded.torch_model().state_dict()))
         o = self.options
         return {"source": source_fingerprint(path), "weights": self._weights_digest, "output": kind,
                 "classes": [c.name for c in self.loaded.meta.classes], "tile": self.tile, "overlap": self.overlap,
                 "blend": o.blend, "bands": list(o.bands) if o.bands else None, "precision": o.precision,
-                "engine": self.engine_name, "resolution": str(o.resolution), "output_grid": o.output_grid}
+                "engine": self.engine_name.replace(EXPORTED, CACHED),  # the same whether this run wrote the export
+                "resolution": str(o.resolution), "output_grid": o.output_grid}
 
     def _resume_plan(self, raster: str | os.PathLike[str],
                      targets: list[tuple[Path, str]]) -> tuple[list[dict[str, object]], int]:
@@ -667,12 +670,23 @@ def _both_float(a: str, b: str) -> bool:
     return all(np.issubdtype(np.dtype(t), np.floating) for t in (a, b))
 
 
+def _dtype_within(dtype: str, value_range: tuple[float, float]) -> bool:
+    """Return True when every value of the integer type ``dtype`` lies within ``value_range``."""
+    if not np.issubdtype(np.dtype(dtype), np.integer):
+        return False
+    info = np.iinfo(np.dtype(dtype))
+    return value_range[0] <= info.min and info.max <= value_range[1]
+
+
 def warn_out_of_range(name: str, reader: TileReader) -> None:
     """Warn when the raster's values lie largely outside the range the model scales to [0, 1].
 
     A uint16 or float raster fed to a model trained on 0..255 (or reflectance 0..10000 to a 0..1 model) runs
-    without any error and gives garbage; a sample of a few windows shows it before the run.
+    without any error and gives garbage; a sample of a few windows shows it before the run. Integer pixels
+    whose type cannot hold a value outside the range (uint8 for a 0..255 model) are not read for it.
     """
+    if _dtype_within(reader.src.dtypes[reader.bands[0] - 1], reader.spec.value_range):
+        return
     sample = sample_value_range(reader)
     if sample.share_outside <= OUT_OF_RANGE_WARN:
         return
