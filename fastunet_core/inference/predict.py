@@ -91,7 +91,7 @@ from fastunet_core.io.targets import Role, check_distinct, target_locks
 from fastunet_core.models.checkpoint_file import LoadedModel, open_model
 from fastunet_core.models.deepness import ModelOverrides
 from fastunet_core.models.metadata import OUTPUT_NODATA
-from fastunet_core.models.registry import size_divisor
+from fastunet_core.models.registry import check_tile_multiple
 from fastunet_core.runtime.device import DeviceChoice, resolve_device
 from fastunet_core.runtime.progress import NullProgress, Progress
 from fastunet_core.tiling.grid import BLEND_MODES, TileGrid, edges
@@ -231,12 +231,7 @@ class Predictor:
         self.heads = [OutputHead(meta.classes)]
         self.n_channels = meta.n_classes
         self.margin = 0
-        divisor = size_divisor(meta.architecture, meta.arch_args)
-        if self.tile % divisor:
-            raise ConfigError(
-                f"tile size {self.tile} px is not a multiple of {divisor}, which {meta.architecture} needs "
-                f"(one halving per level); use e.g. {setting('tile', max(divisor, self.tile // divisor * divisor))}"
-            )
+        check_tile_multiple(self.tile, meta.architecture, meta.arch_args)
         check_overlap(self.overlap, self.tile, opts.overlap_px is not None)
         check_tile_memory(self.tile, meta.input.n_bands, self.n_channels, self.batch_size, meta.tile_size_px)
         shape = (1, meta.input.n_bands, self.tile, self.tile)

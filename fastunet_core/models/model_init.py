@@ -9,7 +9,7 @@ import torch
 
 from fastunet_core.models.checkpoint import load_weights, match_prefix, read_state_dict, save_checkpoint
 from fastunet_core.models.metadata import DTYPE_RANGES, InputSpec, ModelMeta, parse_class_spec
-from fastunet_core.models.registry import build_model, check_arch_args, get_architecture
+from fastunet_core.models.registry import build_model, check_arch_args, check_tile_multiple, get_architecture
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ def init_checkpoint(req: InitRequest, output: str | Path, overwrite: bool = Fals
     args = check_arch_args({**arch.defaults, **(req.arch_args or {})})
     torch.manual_seed(req.seed)
     model = build_model(arch.name, spec.n_bands, len(classes), args)
+    check_tile_multiple(req.tile_size_px, arch.name, args)  # predict would refuse the model's own tile size
     if req.weights is not None:
         state = match_prefix(set(model.state_dict()), read_state_dict(req.weights))
         load_weights(model, state, source=str(req.weights))

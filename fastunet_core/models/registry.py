@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fastunet_core.errors import ConfigError, UnknownArchitectureError
+from fastunet_core.hints import setting
 from fastunet_core.models.presets import PRESETS
 
 if TYPE_CHECKING:
@@ -85,6 +86,23 @@ def size_divisor(name: str, args: Mapping[str, Any] | None = None) -> int:
     """Return the number the input's height and width must be a multiple of."""
     arch = get_architecture(name)
     return arch.size_divisor({**arch.defaults, **(args or {})})
+
+
+def check_tile_multiple(tile: int, name: str, args: Mapping[str, Any] | None = None, key: str = "tile") -> None:
+    """Refuse a tile side that architecture ``name`` cannot take: one that is not a multiple of its size divisor.
+
+    The one rule for every place a tile size is chosen (predict, init, training), so a model trained or
+    written with a tile size can also run with it. The error names the nearest valid sizes below and above,
+    through the setting ``key`` of :data:`fastunet_core.hints.SETTINGS` (``tile``: predict's and init's
+    ``--tile``; ``data.tile_size``: training's).
+    """
+    divisor = size_divisor(name, args)
+    if tile % divisor == 0:
+        return
+    below = tile // divisor * divisor
+    nearest = " or ".join(str(size) for size in (below, below + divisor) if size > 0)
+    raise ConfigError(f"tile size {tile} px is not a multiple of {divisor}, which {name} needs (one halving per "
+                      f"level); use {setting(key, nearest)}")
 
 
 def _unet_divisor(args: Mapping[str, Any]) -> int:

@@ -21,8 +21,9 @@ from typing import Annotated, Any
 import yaml
 from pydantic import Field, TypeAdapter, ValidationError
 
-from fastunet_core.errors import ConfigError
+from fastunet_core.errors import ConfigError, FastUNetError
 from fastunet_core.hints import SETTINGS, setting
+from fastunet_core.models.registry import check_tile_multiple, size_divisor
 from fastunet_core.train.workers import resolve_workers
 
 
@@ -174,6 +175,24 @@ def _check(cfg: TrainConfig) -> None:
                           f"leave it out for an eighth of the tile ({default_overlap(tile)} px)")
     if o.amp not in ("auto", "none", "bf16", "fp16"):
         raise ConfigError(f"optim.amp must be auto, none, bf16 or fp16, got {o.amp!r}")
+
+
+def check_training_tile(cfg: TrainConfig) -> None:
+    """Refuse a tile size the model to train cannot take (predict would refuse the trained model).
+
+    Not part of every config's check: ``evaluate`` reads the data section and takes the model from the
+    checkpoint, whatever the config's model section says.
+    """
+    tile, m = cfg.data.get("tile_size", 512), cfg.model
+    if not isinstance(tile, int) or isinstance(tile, bool):
+        return  # the dataset refuses a tile size that is not a number
+    try:
+        size_divisor(m.architecture, m.args)
+    except FastUNetError:
+        raise  # an unknown architecture: say so now, before the data is read
+    except (TypeError, KeyError, ValueError):
+        return  # model.args the architecture cannot take: building the model says which
+    check_tile_multiple(tile, m.architecture, m.args, key="data.tile_size")
 
 
 def default_overlap(tile: int) -> int:

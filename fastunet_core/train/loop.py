@@ -47,7 +47,7 @@ from fastunet_core.runtime.device import DeviceChoice, native_cuda_autocast_dtyp
 from fastunet_core.runtime.progress import NullProgress, Progress
 from fastunet_core.runtime.signals import signals_held
 from fastunet_core.train.augment import SampleTransform
-from fastunet_core.train.config import TrainConfig, default_overlap
+from fastunet_core.train.config import TrainConfig, check_training_tile, default_overlap
 from fastunet_core.train.datasets import IGNORE_INDEX, DatasetSpec, SegmentationDataset, open_dataset
 from fastunet_core.train.device_augment import DeviceBatchTransform
 from fastunet_core.train.loss import JDTLoss
@@ -142,7 +142,8 @@ def train(cfg: TrainConfig, progress: Progress | None = None, fresh: bool = Fals
 
     """
     prog = progress or NullProgress()
-    check_folder(cfg.output, "run folder")  # before the data and the model are loaded
+    check_training_tile(cfg)  # before the data and the model are loaded
+    check_folder(cfg.output, "run folder")
     ctx = distributed.context_from_env()
     device = resolve_device(distributed.rank_device(cfg.device, ctx))
     distributed.init(ctx, device.is_cuda)
