@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from cli_helpers import read_polygons
 from click.testing import CliRunner
 
 from fastunet_core.cli import cli
@@ -134,13 +135,12 @@ def test_torchrun_two_processes_equal_one(tmp_path: Path, sheets: Path, make_che
 
 
 def test_predict_with_vector_output(tmp_path: Path, rio_data: Path, make_checkpoint: Callable[..., Path]) -> None:
-    import geopandas as gpd
 
     out, gpkg = tmp_path / "classes.tif", tmp_path / "classes.gpkg"
     r = CliRunner().invoke(cli, ["-q", "predict", str(rio_data / "RGB.byte.tif"), "-m", str(make_checkpoint()),
                                  "-o", str(out), "--vector", str(gpkg), "--min-area", "1e6"])
     assert r.exit_code == 0, r.stderr
-    polygons = gpd.read_file(gpkg)
+    polygons = read_polygons(gpkg)
     with rasterio.open(out) as ds:
         assert polygons.crs == ds.crs
     assert len(polygons) > 0 and polygons["area_m2"].min() >= 1e6

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pyogrio
 import pytest
 import rasterio
+from cli_helpers import polygon_info
 from click.testing import CliRunner
 
 from fastunet_core.cli import cli
@@ -71,7 +71,7 @@ def test_vectorize_from_inside_a_zip(tmp_path: Path, rio_data: Path, make_checkp
     code, err = _invoke("vectorize", f"/vsizip/{tmp_path}/maps.zip/c.tif", "-o", str(tmp_path / "zip.gpkg"))
     assert code == 0, err
     assert _invoke("vectorize", str(classes), "-o", str(tmp_path / "file.gpkg"))[0] == 0
-    assert pyogrio.read_info(tmp_path / "zip.gpkg")["features"] == pyogrio.read_info(tmp_path / "file.gpkg")["features"]
+    assert polygon_info(tmp_path / "zip.gpkg")["features"] == polygon_info(tmp_path / "file.gpkg")["features"]
 
 
 @pytest.mark.parametrize("url", ["https://fastunet-geo.invalid/sheet.tif", "/vsicurl/https://fastunet-geo.invalid/s.tif"])

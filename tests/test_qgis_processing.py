@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from cli_helpers import read_polygons
 from qgis.core import (
     QgsApplication,
     QgsCategorizedSymbolRenderer,
@@ -377,7 +378,6 @@ def test_band_mismatch_is_refused_before_the_engine_and_bands_choose(provider: o
 
 def test_default_minimum_area_drops_single_pixel_speckle(provider: object, small_raster: Path, qgis_model: Path,
                                                          tmp_path: Path) -> None:
-    import geopandas as gpd
 
     from fastunet_core.polygons.measure import Measurer
 
@@ -388,8 +388,8 @@ def test_default_minimum_area_drops_single_pixel_speckle(provider: object, small
                             "OUTPUT_POLYGONS": str(tmp_path / "a.gpkg")})
     default = run("segment", {"INPUT": str(small_raster), "MODEL": str(qgis_model), "DEVICE": 2,
                               "OUTPUT": str(tmp_path / "b.tif"), "OUTPUT_POLYGONS": str(tmp_path / "b.gpkg")})
-    speckle = gpd.read_file(exact["OUTPUT_POLYGONS"])
-    kept = gpd.read_file(default["OUTPUT_POLYGONS"])
+    speckle = read_polygons(exact["OUTPUT_POLYGONS"])
+    kept = read_polygons(default["OUTPUT_POLYGONS"])
     assert (speckle["area_m2"] < 1.5 * pixel_m2).sum() > 0  # without a minimum: single-pixel polygons
     assert len(kept) < len(speckle)
     assert kept["area_m2"].min() >= 2 * pixel_m2 * 0.999  # the default: nothing under two pixels

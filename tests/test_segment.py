@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
 import shapely
 import torch
+from cli_helpers import read_polygons
 from make_test_data import GeneratedRaster
 
 from fastunet_core.errors import CancelledError, FastUNetError
@@ -55,7 +55,7 @@ def test_polygon_area_segmented_and_vectorised(generated_rasters: dict[str, Gene
         expected = loaded.torch_model()(torch.from_numpy(x)[None]).argmax(1)[0].numpy()
     assert np.array_equal(classes != OUTPUT_NODATA, inside)  # the polygon and the raster's own nodata
     assert np.array_equal(classes[inside], expected[inside])
-    polygons = gpd.read_file(gpkg)
+    polygons = read_polygons(gpkg)
     assert set(polygons["class_name"]) == {"background", "building", "water"}
     assert polygons.union_all().difference(triangle.buffer(1.0)).area < 1e-6  # nothing outside the area
 

@@ -21,10 +21,12 @@ import pyproj
 import pytest
 import rasterio
 import shapely
+from cli_helpers import polygon_info
 from click.testing import CliRunner
 from rasterio.features import rasterize
 from rasterio.transform import from_origin
 
+from fastunet_core.cli import cli
 from fastunet_core.cli.vectorize_cmd import vectorize
 from fastunet_core.errors import (
     CancelledError,
@@ -356,7 +358,7 @@ def test_no_overwrite_without_the_flag(spacenet: tuple[Path, gpd.GeoDataFrame], 
         vectorize_raster(mask, out, VectorizeOptions())
     assert out.read_bytes() == b"precious"
     vectorize_raster(mask, out, VectorizeOptions(overwrite=True))
-    assert pyogrio.read_info(out)["features"] == 44
+    assert polygon_info(out)["features"] == 44
 
     stray = tmp_path / "s.dbf"  # one sidecar of a shapefile is enough to refuse
     stray.write_bytes(b"x")
@@ -474,7 +476,7 @@ def test_no_polygon_gives_an_empty_layer_and_a_warning(tmp_path: Path, suffix: s
     with pytest.warns(FastUNetWarning, match="no polygon of the selected classes"):
         result = vectorize_raster(mask, tmp_path / f"out{suffix}", VectorizeOptions(window_px=16))
     assert result.features == 0 and result.classes == ()
-    assert pyogrio.read_info(tmp_path / f"out{suffix}")["features"] == 0
+    assert polygon_info(tmp_path / f"out{suffix}")["features"] == 0
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -503,7 +505,7 @@ def test_cli_vectorize(spacenet: tuple[Path, gpd.GeoDataFrame], tmp_path: Path) 
                                     "--simplify", "0.25", "--workers", "1"])
     assert res.exit_code == 0, res.output
     assert "43 polygons" in res.output and "building: 43 polygons" in res.output
-    assert pyogrio.read_info(out)["features"] == 43
+    assert polygon_info(out)["features"] == 43
 
     from fastunet_core.cli import _Group  # the group turns our errors into one line and exit code 1
 
@@ -528,3 +530,12 @@ def test_a_dead_worker_is_a_core_error() -> None:
     with pytest.raises(WorkerError, match="exit code 3") as info:
         vector_windows._receive(proc)
     assert isinstance(info.value, FastUNetError)  # the CLI prints it as one line; the plugin as a message
+
+
+def test_help_says_where_the_style_goes_and_how_to_read_the_polygons() -> None:
+    text = CliRunner().invoke(vectorize, ["--help"]).output
+    flat = " ".join(text.split())
+    assert "written beside the output" not in flat  # a GeoPackage holds its style inside
+    assert "inside a GeoPackage (its layer_styles table" in flat and "layer='b'" in flat, flat
+    predict_help = " ".join(CliRunner().invoke(cli, ["predict", "--help"]).output.split())
+    assert "read it with layer=" in predict_help and "(layer NAME_classes)" in predict_help

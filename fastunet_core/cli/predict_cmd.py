@@ -46,8 +46,10 @@ EXIT_SOME_FAILED = 4
               help="Many inputs: summary file, .csv or .json [default: OUT_DIR/summary.csv].")
 @click.option("--skip-existing", is_flag=True, help="Many inputs: keep finished outputs (resume a stopped run).")
 @click.option("--vector", "vector_path", type=click.Path(path_type=Path), default=None,
-              help="Single input: also write class polygons (.gpkg, .shp or .geojson).")
-@click.option("--with-vector", is_flag=True, help="Many inputs: also write NAME_classes.gpkg per input.")
+              help="Single input: also write class polygons (.gpkg, .shp or .geojson; a GeoPackage also holds "
+              "its style, so read it with layer=, the file's name without .gpkg).")
+@click.option("--with-vector", is_flag=True,
+              help="Many inputs: also write NAME_classes.gpkg per input (layer NAME_classes).")
 @click.option("--simplify", type=float, default=0.0, show_default=True, help="Polygons: simplify tolerance (m).")
 @click.option("--min-area", type=float, default=0.0, show_default=True, help="Polygons: drop smaller ones (m2).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,

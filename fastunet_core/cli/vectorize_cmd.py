@@ -24,14 +24,16 @@ from fastunet_core.cli._common import MAX_DEFAULT_WORKERS, BarProgress, default_
               help=f"Processes polygonising windows [default: the CPU cores, at most {MAX_DEFAULT_WORKERS}].")
 @click.option("--window", "window_px", type=int, default=2048, show_default=True,
               help="Side in pixels of the windows read and polygonised at a time (memory per process).")
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs (and their .qml style).")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs (and a Shapefile's or GeoJSON's .qml style).")
 @click.pass_context
 def vectorize(ctx: click.Context, mask: str, output: Path, classes: str | None, simplify_m: float,
               min_area_m2: float, dissolve: bool, workers: int | None, window_px: int, overwrite: bool) -> None:
     """Turn the class raster MASK into polygons with class, area (m2) and perimeter (m).
 
     MASK is a one-band class raster such as 'fastunet-geo predict' writes; class names and colours come
-    from it. A QGIS style (.qml) with the class colours is written beside the output.
+    from it. A QGIS style with the class colours goes inside a GeoPackage (its layer_styles table, so
+    read the polygons by their layer, named after the file: geopandas.read_file('b.gpkg', layer='b')),
+    or beside a Shapefile or GeoJSON as a .qml file.
 
     \b
     Example:
