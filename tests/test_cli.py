@@ -66,3 +66,14 @@ def test_predict_reports_device_and_reason(tmp_path: Path, rio_data: Path) -> No
     chosen = resolve_device("auto")
     assert chosen.reason and f"device: {chosen.name} ({chosen.reason})" in r.output + r.stderr  # the device and why
     assert "wrote" in r.stderr
+
+
+def test_precision_and_engine_help_say_what_auto_does() -> None:
+    """--help agrees with precision.choose_precision and make_engine (and the README), not an older rule."""
+    from fastunet_core.inference.precision import MIN_AGREEMENT
+
+    text = " ".join(CliRunner().invoke(cli, ["predict", "--help"]).output.split())
+    assert "auto: fp32 on CPUs" not in text
+    assert "auto: on CPUs bf16 where the CPU has native bf16 (AVX512-BF16 or AMX)" in text, text
+    assert f"class agreement is at least {MIN_AGREEMENT:.1%}".replace("%", " %") in text, text
+    assert "auto: ONNX Runtime for fp32 on CPUs" in text and "(also for bf16, which --precision auto may choose" in text

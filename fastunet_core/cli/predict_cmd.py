@@ -53,11 +53,12 @@ EXIT_SOME_FAILED = 4
 @click.option("--simplify", type=float, default=0.0, show_default=True, help="Polygons: simplify tolerance (m).")
 @click.option("--min-area", type=float, default=0.0, show_default=True, help="Polygons: drop smaller ones (m2).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
-              help="auto: fp32 on CPUs; on CUDA bf16 autocast where the GPU has it natively, else fp16; fp16 is "
-              "for CUDA only; bf16 on CPUs is about 2x faster again "
-              "where the CPU has bf16 instructions, at slightly different results.")
+              help="auto: on CPUs bf16 where the CPU has native bf16 (AVX512-BF16 or AMX) and the model's "
+              "recorded bf16-vs-fp32 class agreement is at least 99.9 %, else fp32; on CUDA autocast, in bf16 "
+              "where the GPU has it natively, else fp16. fp16 is for CUDA only. The run says which and why.")
 @click.option("--engine", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
-              help="auto: ONNX Runtime on CPUs when installed (about 2x PyTorch), else PyTorch.")
+              help="auto: ONNX Runtime for fp32 on CPUs when installed (about 2x PyTorch fp32), else PyTorch "
+              "(also for bf16, which --precision auto may choose, and on CUDA).")
 @click.option("--resolution", default="auto", show_default=True,
               help="Ground resolution to run the model at: auto (the model's own when the raster's differs by "
               "more than 10 %), native (the raster's pixels), or metres, e.g. 0.3. Tiles are read resampled "
