@@ -77,3 +77,24 @@ def test_precision_and_engine_help_say_what_auto_does() -> None:
     assert "auto: on CPUs bf16 where the CPU has native bf16 (AVX512-BF16 or AMX)" in text, text
     assert f"class agreement is at least {MIN_AGREEMENT:.1%}".replace("%", " %") in text, text
     assert "auto: ONNX Runtime for fp32 on CPUs" in text and "(also for bf16, which --precision auto may choose" in text
+
+
+def test_info_writes_strict_json_with_null_for_a_class_absent_from_validation(
+        tmp_path: Path, make_checkpoint: object) -> None:
+    import dataclasses
+    import math
+
+    from fastunet_core.models.checkpoint import load_checkpoint, save_checkpoint
+
+    loaded = load_checkpoint(make_checkpoint())  # type: ignore[operator]
+    metrics = {"val_miou": 0.5, "val_iou_per_class": {"background": 0.7, "building": math.nan, "water": 0.3}}
+    ckpt = save_checkpoint(tmp_path / "nan.safetensors", loaded.torch_model(),
+                           dataclasses.replace(loaded.meta, metrics=metrics))
+    r = CliRunner().invoke(cli, ["info", str(ckpt), "--json"])
+    assert r.exit_code == 0, r.output
+    assert "NaN" not in r.stdout
+    meta = json.loads(r.stdout, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+    assert meta["metrics"]["val_iou_per_class"] == {"background": 0.7, "building": None, "water": 0.3}
+    r = CliRunner().invoke(cli, ["info", str(ckpt)])
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("metrics"))
+    assert json.loads(line.split(":", 1)[1], parse_constant=lambda name: pytest.fail(name))["val_miou"] == 0.5

@@ -3,9 +3,30 @@
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import click
+
+
+def json_text(value: Any, indent: int | None = 2) -> str:
+    """Return ``value`` as strict JSON: a NaN or infinite number (a class absent from validation) is null.
+
+    Python's json writes NaN, which is not JSON: jq and other languages' parsers refuse the whole document.
+    """
+    return json.dumps(_finite(value), indent=indent, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 @click.command()
@@ -26,7 +47,7 @@ def info(checkpoint: Path, as_json: bool) -> None:
         return
     meta = read_metadata(checkpoint)
     if as_json:
-        click.echo(json.dumps(meta.to_dict(), indent=2))
+        click.echo(json_text(meta.to_dict()))
         return
     inp = meta.input
     click.echo(f"architecture : {meta.architecture} {json.dumps(dict(meta.arch_args))}")
@@ -39,7 +60,7 @@ def info(checkpoint: Path, as_json: bool) -> None:
     for c in meta.classes:
         click.echo(f"  {c.id:3d}  #{c.color[0]:02x}{c.color[1]:02x}{c.color[2]:02x}  {c.name}")
     if meta.metrics:
-        click.echo(f"metrics      : {json.dumps(dict(meta.metrics))}")
+        click.echo(f"metrics      : {json_text(dict(meta.metrics), indent=None)}")
     if meta.versions:
         click.echo(f"written by   : {', '.join(f'{k} {v}' for k, v in meta.versions.items())}")
 
@@ -55,7 +76,7 @@ def _onnx_info(path: Path, as_json: bool) -> None:
                      "seg_thresh": spec.seg_thresh, "assumed": list(spec.assumed),
                      "heads": [{"output": h.output_name, "kind": h.kind, "classes": [c.name for c in h.classes]}
                                for h in spec.heads]}
-        click.echo(json.dumps(d, indent=2))
+        click.echo(json_text(d))
         return
     inp = meta.input
     batch = f"fixed batch {spec.fixed_batch}" if spec.fixed_batch else "dynamic batch"
