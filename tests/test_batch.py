@@ -148,3 +148,30 @@ def test_predict_with_vector_output(tmp_path: Path, rio_data: Path, make_checkpo
         background_share = (ds.read(1) == 0).mean()
     assert background_share > 0.2  # the stand-in model gives background to a large part of the image...
     assert set(polygons["class_name"]) == {"building", "water"}  # ... which is left out by default
+
+
+def test_earlier_outputs_in_the_input_folder_are_left_out_with_a_note(
+        tmp_path: Path, rio_data: Path, make_checkpoint: Callable[..., Path]) -> None:
+    sheets = tmp_path / "sheets"
+    sheets.mkdir()
+    for name in QUADRANTS[:2]:
+        shutil.copy(rio_data / name, sheets / name)
+    ckpt = str(make_checkpoint())
+    first = CliRunner().invoke(cli, ["predict", str(sheets), "-m", ckpt, "--out-dir", str(sheets), "--with-probs"])
+    assert first.exit_code == 0, first.stderr
+    shutil.copy(sheets / "rgb1_classes.tif", sheets / "renamed.tif")  # recognised by its tag, not its name
+    out = tmp_path / "other"
+    r = CliRunner().invoke(cli, ["predict", str(sheets), "-m", ckpt, "--out-dir", str(out), "--with-probs"])
+    assert r.exit_code == 0, r.stderr
+    left_out = sorted(Path(ln.split(": ")[0].removeprefix("left out ")).name for ln in r.stderr.splitlines()
+                      if ln.startswith("left out ") and "fastunet-geo wrote it" in ln)
+    assert left_out == ["renamed.tif", "rgb1_classes.tif", "rgb1_probs.tif", "rgb2_classes.tif", "rgb2_probs.tif"]
+    summary = _read_summary(out / "summary.csv")
+    assert sorted(summary) == QUADRANTS[:2] and {row["status"] for row in summary.values()} == {"ok"}
+    for name in ("rgb1_classes.tif", "rgb2_probs.tif"):
+        with rasterio.open(sheets / name) as a, rasterio.open(out / name) as b:
+            assert np.array_equal(a.read(), b.read())
+    only = CliRunner().invoke(cli, ["predict", str(sheets / "rgb1_classes.tif"), str(sheets / "renamed.tif"),
+                                    "-m", ckpt, "--out-dir", str(tmp_path / "third")])
+    assert only.exit_code == 1 and only.stderr.strip().splitlines()[-1].startswith(
+        "error: every input is an output of fastunet-geo"), only.stderr

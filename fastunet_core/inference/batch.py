@@ -147,10 +147,12 @@ def exclude_own_outputs(inputs: Sequence[RasterSource], out_dir: Path, with_prob
                         progress: Progress | None = None) -> list[RasterSource]:
     """Return ``inputs`` without this run's own outputs; refuse an output that would replace an input.
 
-    With ``--out-dir`` equal to the input folder, a rerun finds the class and probability rasters of the
-    first run among its inputs: those (files at an output's place that fastunet-geo wrote) are left out.
-    Any other input at an output's place, or the same file as an output (links), is refused, as are
-    outputs that are the same file as each other or as ``extra`` files (the model, the summary).
+    Class and probability rasters that fastunet-geo wrote (tagged ``SOFTWARE=fastunet-geo``) are left out,
+    with a note: with ``--out-dir`` equal to the input folder a rerun finds the first run's outputs among
+    its inputs, and a folder that holds earlier outputs (``NAME_classes.tif`` beside ``NAME.tif``) is no
+    list of rasters to segment either. Any other input at an output's place, or the same file as an output
+    (links), is refused, as are outputs that are the same file as each other or as ``extra`` files (the
+    model, the summary).
     """
     roles: list[Role] = []
     for p in inputs:
@@ -165,11 +167,16 @@ def exclude_own_outputs(inputs: Sequence[RasterSource], out_dir: Path, with_prob
     places = {os.path.realpath(r.path) for r in roles}
     kept = []
     for p in inputs:
-        if os.path.realpath(p) in places and _written_by_us(p):
-            if progress is not None:
-                progress.message(f"left out {p}: it is an output of this command")
-            continue
-        kept.append(p)
+        if not _written_by_us(p):
+            kept.append(p)
+        elif progress is not None:
+            why = ("it is an output of this command" if os.path.realpath(p) in places else
+                   "fastunet-geo wrote it (a class map or probabilities of an earlier run); give it alone to "
+                   "segment it anyway")
+            progress.message(f"left out {p}: {why}")
+    if inputs and not kept:
+        raise InputRasterError(f"every input is an output of fastunet-geo (e.g. {inputs[0]}), left out; give the "
+                               "rasters to segment")
     check_distinct([*(Role("input raster", p) for p in kept), *extra], roles)
     return kept
 
@@ -275,7 +282,7 @@ def run_batch(inputs: Sequence[RasterSource], model: Path, out_dir: Path, option
     if summary_file.is_dir():  # found now, not after every raster is done
         raise ConfigError(f"summary {summary_file} is a folder: give a file name, e.g. {summary_file / 'summary.csv'}")
     inputs = exclude_own_outputs(inputs, out_dir, with_probs, vectorize is not None,
-                                 [Role("model", model), Role("summary", summary_file)])
+                                 [Role("model", model), Role("summary", summary_file)], prog if ctx.is_main else None)
     predictor = Predictor(model, options)
     distributed.init(ctx, predictor.device.is_cuda)
     try:
