@@ -169,3 +169,20 @@ def test_damaged_raster_fails_mid_run_with_a_clear_line(tmp_path: Path, out_dir:
         f.truncate(damaged.stat().st_size // 2)
     code, err = _run(["predict", str(damaged), "-m", str(make_checkpoint()), "-o", str(out_dir / "o.tif")])
     _assert_clean_failure(code, err, out_dir, "damaged")
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    (["--out-dir", "OUT", "--probs", "OUT/p.tif"], "--out-dir writes NAME_classes.tif (and NAME_probs.tif with "
+     "--with-probs, NAME_classes.gpkg with --with-vector), not --probs; for one input either drop --out-dir"),
+    (["--out-dir", "OUT", "-o", "OUT/c.tif", "--vector", "OUT/v.gpkg"], "not -o/--vector; for one input"),
+    (["SECOND", "-o", "OUT/c.tif"], "with several inputs use --out-dir DIR (with --with-probs, --with-vector) "
+     "instead of -o"),
+])
+def test_output_flags_that_do_not_fit_the_inputs_say_which(extra: list[str], expected: str, out_dir: Path,
+                                                             rio_data: Path,
+                                                             make_checkpoint: Callable[..., Path]) -> None:
+    args = [a.replace("OUT", str(out_dir)).replace("SECOND", str(rio_data / "rgb2.tif")) for a in extra]
+    code, err = _run(["predict", str(rio_data / "rgb1.tif"), "-m", str(make_checkpoint()), *args])
+    assert code == 1
+    _assert_clean_failure(code, err, out_dir, expected)
+    assert "several inputs" not in err or "SECOND" in extra

@@ -135,9 +135,15 @@ def predict(ctx: click.Context, rasters: tuple[str, ...], model_path: Path, outp
         with _single_targets(inputs[0], model_path, output, probs_path, vector_path):
             _segment_one(inputs[0], model_path, output, opts, vector_path, vec, quiet)
         return
-    if output is not None or probs_path is not None or vector_path is not None:
-        raise ConfigError("with several inputs use --out-dir DIR (with --with-probs, --with-vector) instead of "
-                          "-o/--probs/--vector")
+    given = "/".join(flag for flag, value in (("-o", output), ("--probs", probs_path), ("--vector", vector_path))
+                     if value is not None)
+    if given and len(inputs) == 1 and out_dir is not None:
+        raise ConfigError(f"--out-dir writes NAME_classes.tif (and NAME_probs.tif with --with-probs, "
+                          f"NAME_classes.gpkg with --with-vector), not {given}; for one input either drop --out-dir "
+                          f"or use --with-probs/--with-vector instead of --probs/--vector")
+    if given:
+        raise ConfigError(f"with several inputs use --out-dir DIR (with --with-probs, --with-vector) instead of "
+                          f"{given}")
     if out_dir is None:
         raise ConfigError("several inputs need --out-dir DIR")
     code = _predict_batch(inputs, model_path, out_dir, opts, with_probs, summary_path, skip_existing, quiet, dist_ctx,
