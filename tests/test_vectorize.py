@@ -539,3 +539,17 @@ def test_help_says_where_the_style_goes_and_how_to_read_the_polygons() -> None:
     assert "inside a GeoPackage (its layer_styles table" in flat and "layer='b'" in flat, flat
     predict_help = " ".join(CliRunner().invoke(cli, ["predict", "--help"]).output.split())
     assert "read it with layer=" in predict_help and "(layer NAME_classes)" in predict_help
+
+
+def test_preview_draws_the_polygons_of_one_of_our_geopackages(tmp_path: Path) -> None:
+    from fastunet_core.io.preview import render_preview
+
+    data = np.zeros((40, 50), dtype=np.uint8)
+    data[10:30, 5:20], data[5:15, 30:45] = 1, 2
+    mask = write_mask(tmp_path / "m.tif", data, "EPSG:32633", from_origin(400_000, 5_000_000, 1.0, 1.0))
+    with rasterio.open(mask, "r+") as dst:  # the preview paints the classes in the raster's colour table
+        dst.write_colormap(1, {c["id"]: (*c["color"], 255) for c in CLASSES})
+    vectorize_raster(mask, tmp_path / "p.gpkg", VectorizeOptions())
+    assert pyogrio.list_layers(tmp_path / "p.gpkg").tolist() == [["p", "Polygon"], ["layer_styles", None]]
+    png = render_preview(mask, mask, tmp_path / "preview.png", outlines=tmp_path / "p.gpkg")  # no layer warning
+    assert png.stat().st_size > 1000

@@ -69,8 +69,10 @@ def render_preview(image: str | Path, classes: str | Path, png: str | Path, max_
                      label=f"{c.id} {c.name}") for c in info]
     if outlines is not None:
         import geopandas as gpd
+        import pyogrio
 
-        shapes = gpd.read_file(outlines)
+        # the first layer, as geopandas reads by default, named: a GeoPackage we wrote also holds layer_styles
+        shapes = gpd.read_file(outlines, layer=pyogrio.list_layers(outlines)[0][0])
         if crs is not None and shapes.crs is not None:
             shapes = shapes.to_crs(crs)
         for ax in axes:
