@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -34,7 +36,7 @@ from fastunet_core.models.registry import TRAINING_ONLY_ARGS, build_model
 from fastunet_core.models.smp_folder import is_smp_folder, read_smp_folder
 
 __all__ = ["METADATA_KEY", "LoadedModel", "load_checkpoint", "load_weights", "match_prefix", "read_metadata",
-           "read_state_dict", "save_checkpoint", "unwrap_state_dict"]
+           "read_state_dict", "read_torch_file", "save_checkpoint", "unwrap_state_dict"]
 
 
 def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, meta: ModelMeta, overwrite: bool = False) -> Path:
@@ -155,19 +157,35 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if not p.is_file():
         raise CheckpointError(f"weights path is not a file: {p}")
     if looks_like_pickle(p):  # before the safetensors header check: a zip archive would fail that first
-        try:
-            obj = torch.load(str(p), map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises UnpicklingError/RuntimeError for unsafe or broken files
-            raise UnsafeCheckpointError(
-                f"{p} is not a plain weights file: torch refused it in weights-only mode ({type(exc).__name__}); "
-                "it may contain code, so it is not loaded"
-            ) from exc
-        return unwrap_state_dict(obj, str(p))
+        return unwrap_state_dict(read_torch_file(p), str(p))
     check_checkpoint_file(p)
     try:
         return unwrap_state_dict(load_file(str(p), device="cpu"), str(p))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{p} is neither a safetensors file nor a PyTorch weights file ({exc})") from exc
+
+
+def read_torch_file(path: str | os.PathLike[str]) -> object:
+    """Read a ``torch.save`` file weights-only (tensors, numbers, strings, lists, dicts); never run its code.
+
+    A refusal is one line in our words, never PyTorch's paragraphs (which advise ``weights_only=False``):
+    :class:`UnsafeCheckpointError` for a file that holds other objects (it may carry code), CheckpointError
+    for a damaged one (truncated, not a whole PyTorch file). PyTorch's warning about a raw pickle's protocol
+    is not shown: the refusal says what matters.
+    """
+    p = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(str(p), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # the weights-only reader met a global, an opcode or a type it refuses
+        raise UnsafeCheckpointError(f"{p} holds objects other than tensors and plain values, which the weights-only "
+                                    "reader refuses: it may contain code, so it is not loaded") from exc
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {p}: {exc.strerror or exc}") from exc
+    except Exception as exc:  # torch's zip reader (RuntimeError), EOFError, ...: a file cut short or mangled
+        raise CheckpointError(f"{p} is damaged (truncated, or not a whole PyTorch file), so it cannot be read "
+                              f"({type(exc).__name__})") from exc
 
 
 _CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "weights")

@@ -18,6 +18,7 @@ from fastunet_core.hints import setting
 from fastunet_core.io.atomic import atomic_output
 
 STATE_FILE = "last_state.pt"
+STATE_KEYS = ("model", "optimizer", "scheduler", "scaler", "loop", "config_json", "torch_rng")
 HISTORY_FILE = "history.json"
 
 
@@ -65,19 +66,29 @@ def save_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimi
 
 def load_state(path: Path) -> dict[str, Any]:
     """Read a training state (weights-only: nothing but tensors and plain values is accepted)."""
+    from fastunet_core.models.checkpoint import read_torch_file
+
+    fresh = f"start afresh with {setting('fresh')}"
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for damaged or unsafe files
-        raise CheckpointError(f"cannot resume from {path}: {type(exc).__name__}: {exc}; start afresh with "
-                              f"{setting('fresh')}") from exc
-    loop = payload["loop"]
-    payload["loop"] = LoopState(
-        epoch=int(loop["epoch"]), best_val_loss=float(loop["best_val_loss"]), best_epoch=int(loop["best_epoch"]),
-        bad_epochs=int(loop["bad_epochs"]), finished=bool(loop["finished"]),
-        history=[EpochRecord(**h) for h in loop["history"]],
-    )
-    payload["config"] = json.loads(payload.pop("config_json"))
-    return payload
+        payload = read_torch_file(path)
+    except CheckpointError as exc:  # one line: carries code (not loaded), damaged, unreadable
+        raise type(exc)(f"cannot resume: {exc}; {fresh}") from exc
+    not_state = f"cannot resume: {path} is not a fastunet-geo training state"
+    missing = [key for key in STATE_KEYS if key not in payload] if isinstance(payload, dict) else list(STATE_KEYS)
+    if not isinstance(payload, dict) or missing:
+        raise CheckpointError(f"{not_state} (no {', '.join(missing)}); {fresh}")
+    state: dict[str, Any] = payload
+    try:
+        loop = state["loop"]
+        state["loop"] = LoopState(
+            epoch=int(loop["epoch"]), best_val_loss=float(loop["best_val_loss"]), best_epoch=int(loop["best_epoch"]),
+            bad_epochs=int(loop["bad_epochs"]), finished=bool(loop["finished"]),
+            history=[EpochRecord(**h) for h in loop["history"]],
+        )
+        state["config"] = json.loads(state.pop("config_json"))
+    except (KeyError, TypeError, ValueError) as exc:  # written by another version or program
+        raise CheckpointError(f"{not_state} ({type(exc).__name__}: {str(exc)[:80]}); {fresh}") from exc
+    return state
 
 
 def write_history(folder: Path, loop: LoopState) -> None:
