@@ -194,9 +194,15 @@ def resolve_classes(gdf: gpd.GeoDataFrame, vector: Path, class_field: str | None
     if class_field is None:
         names = tuple(class_names or ("background", "foreground"))
         targets = [i for i, n in enumerate(names) if n.lower() != "background"]
-        if len(targets) != 1:
+        if not targets:
             raise ConfigError(f"without class_field every polygon is one class, but class_names {list(names)} "
-                              "has several; name the attribute that holds each polygon's class in class_field")
+                              "names no class for the polygons; give two names, background and the polygons' class "
+                              "(e.g. [background, building]), or name the attribute that holds each polygon's class "
+                              "in class_field")
+        if len(targets) > 1:
+            raise ConfigError(f"without class_field every polygon is one class, but class_names {list(names)} "
+                              f"names {len(targets)} classes besides background; give two names, background and the "
+                              "polygons' class, or name the attribute that holds each polygon's class in class_field")
         channels = np.full(len(gdf), targets[0], dtype=np.int64)
     else:
         if class_field not in gdf.columns:
