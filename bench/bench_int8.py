@@ -24,7 +24,8 @@ model's tile size and at 512 px, median of ``--rounds`` rounds taken round-robin
 change in the machine's load falls on all of them alike. Agreement: share of pixels whose argmax class equals
 fp32's, over all held-out tiles (never the calibration ones). ``--perf`` also samples the int8 run with
 ``perf`` and reports the share of samples in ONNX Runtime's code that lie next to VNNI instructions
-(``vpdpbusd``): the library is stripped, so this is how to see which kernel ran.
+(``vpdpbusd``), and the same for the fp32 run as a control: the library is stripped, so this is how to
+see which kernel ran.
 """
 
 from __future__ import annotations
@@ -108,11 +109,12 @@ def fp32_convs(model: Path, how: str) -> list[str] | None:
     return keep
 
 
-def quantize(fp32: Path, out: Path, calib: list[np.ndarray], variant: str) -> float:
+def quantize(fp32: Path, out: Path, calib: list[np.ndarray], variant: str, exclude: list[str] | None = None,
+             only: list[str] | None = None) -> float:
     """Write the static int8 (QDQ, per-channel) form of ``fp32`` to ``out``; return the seconds it took.
 
     ``variant``: a CalibrationMethod name, with ``:ends`` or ``:top`` to keep some convolutions in fp32
-    (:func:`fp32_convs`).
+    (:func:`fp32_convs`); ``exclude``: more nodes kept in fp32; ``only``: quantise these nodes alone.
     """
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -140,8 +142,49 @@ def quantize(fp32: Path, out: Path, calib: list[np.ndarray], variant: str) -> fl
         quantize_static(str(prep), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=getattr(CalibrationMethod, method),
-                        nodes_to_exclude=fp32_convs(prep, how))
+                        nodes_to_exclude=(fp32_convs(prep, how) or []) + (exclude or []) or None,
+                        nodes_to_quantize=only)
     return time.perf_counter() - t0
+
+
+def sensitivity(name: str, fp32: Path, calib: list[np.ndarray], held: list[np.ndarray], work: Path,
+                method: str, target: float, speed_tiles: list[np.ndarray]) -> dict[str, Any]:
+    """How many layers must stay in fp32 for int8 to reach ``target`` agreement, and what that leaves of the speed.
+
+    Each convolution is quantised alone and its damage (1 - class agreement with fp32) measured on the
+    calibration tiles; then the most damaging ones are kept in fp32, one more at a time, until the
+    agreement on the calibration tiles reaches ``target`` (the choice never looks at the held-out tiles,
+    whose agreement is reported). Speed: int8 against fp32, median CPU time of three round-robin rounds.
+    """
+    import onnx
+
+    from fastunet_core.inference.onnx_engine import OnnxEngine
+
+    ort_fp32 = OnnxEngine(fp32).logits
+    ref_c, ref_h = classes_of(ort_fp32, calib), classes_of(ort_fp32, held)
+    probe = work / f"{name}.probe.onnx"
+    quantize(fp32, probe, calib, method)
+    layers = [n.name for n in onnx.load(str(probe.with_name(probe.stem + ".prep.onnx"))).graph.node
+              if n.op_type in ("Conv", "ConvTranspose")]
+    damage = {}
+    for layer in layers:
+        quantize(fp32, probe, calib, method, only=[layer])
+        damage[layer] = float((classes_of(OnnxEngine(probe).logits, calib) != ref_c).mean())
+    order = sorted(layers, key=lambda n: -damage[n])
+    steps = []
+    for k in range(len(layers)):
+        quantize(fp32, probe, calib, method, exclude=order[:k])
+        run = OnnxEngine(probe).logits
+        agree_c = float((classes_of(run, calib) == ref_c).mean())
+        t = timed_rounds({"fp32": ort_fp32, "int8": run}, speed_tiles, 3)
+        steps.append({"fp32_layers": order[:k], "agreement_calibration": agree_c,
+                      "agreement_heldout": float((classes_of(run, held) == ref_h).mean()),
+                      "speedup_vs_fp32": t["fp32"]["cpu_s_per_tile"] / t["int8"]["cpu_s_per_tile"]})
+        print(f"sensitivity {name}: {k} layers in fp32: calibration {agree_c:.4%}, held out "
+              f"{steps[-1]['agreement_heldout']:.4%}, {steps[-1]['speedup_vs_fp32']:.2f}x fp32", flush=True)
+        if agree_c >= target:
+            break
+    return {"method": method, "layers": len(layers), "damage_alone": damage, "steps": steps}
 
 
 def classes_of(run: Runner, tiles: list[np.ndarray]) -> np.ndarray:
@@ -281,8 +324,13 @@ def bench_case(case: Case, args: argparse.Namespace, tmp: Path) -> dict[str, Any
         "agreement_with_fp32_heldout": agreement, "int8_agreement_on_calibration_tiles": agreement_calib,
         "speed": speed,
     }
+    if args.sensitivity:
+        result["sensitivity"] = sensitivity(case.name, fp32, calib, held, tmp, args.sensitivity, 0.999,
+                                            (big or held)[:args.speed_tiles])
     if args.perf:
-        result["perf_vnni"] = perf_vnni(int8[args.calibration[0]], (big or held)[0], args.perf)
+        sample = (big or held)[0]  # the fp32 run is the control: no VNNI instruction should show there
+        result["perf_vnni"] = {"int8": perf_vnni(int8[args.calibration[0]], sample, args.perf),
+                               "fp32": perf_vnni(fp32, sample, args.perf)}
     print_case(result)
     return result
 
@@ -316,6 +364,8 @@ def main() -> None:
     ap.add_argument("--speed-tiles", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--perf", type=float, default=0.0, help="seconds of perf sampling of the int8 run (0: none)")
+    ap.add_argument("--sensitivity", default="", help="a CalibrationMethod: find the layers int8 must leave in "
+                    "fp32 to reach 99.9 %% agreement on the calibration tiles (see sensitivity())")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--keep", type=Path, default=None, help="write the ONNX files here (default: a temporary folder)")
     args = ap.parse_args()
