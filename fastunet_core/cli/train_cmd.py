@@ -62,13 +62,16 @@ def train(ctx: click.Context, config_path: Path | None, overrides: tuple[str, ..
               help="Dataset folder (LoveDA, LandCover.ai or image/mask pairs; recognised by its layout) instead "
                    "of --config.")
 @click.option("--split", default="val", show_default=True, help="Dataset split: train, val or test.")
-@click.option("--batch-size", default=4, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Images per batch [default: the run's validation batch (its micro-batch), so the JDT loss, "
+                   "which sums over a batch, is the run's validation loss; 4 for a model not trained here]. "
+                   "The IoUs do not depend on it.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--workers", default="auto", show_default=True,
               help="Loader processes reading the samples (auto: usable cores minus one; 0: none).")
 @click.pass_context
 def evaluate(ctx: click.Context, model_path: Path, config_path: Path | None, overrides: tuple[str, ...],
-             data_root: Path | None, split: str, batch_size: int, device: str, workers: str) -> None:
+             data_root: Path | None, split: str, batch_size: int | None, device: str, workers: str) -> None:
     """Print a checkpoint's per-class IoU on a dataset split (dataset-level and the paper's metric).
 
     \b
@@ -85,5 +88,6 @@ def evaluate(ctx: click.Context, model_path: Path, config_path: Path | None, ove
     result = evaluate_checkpoint(model_path, config_path, list(overrides), split, batch_size, device, data_root,
                                  num_workers)
     click.echo(format_table(result.report, result.class_names))
-    click.echo(f"{result.images} images, loss {result.loss:.4f} (JDT loss with {result.loss_settings} settings), "
-               f"device {result.device}")
+    batches = {"the run's": "as in the run's validation", "given": "as given", "default": "the default"}
+    click.echo(f"{result.images} images, loss {result.loss:.4f} (JDT loss with {result.loss_settings} settings, "
+               f"batches of {result.batch_size}, {batches[result.batch_source]}), device {result.device}")

@@ -19,13 +19,16 @@ from fastunet_core.models.metadata import ModelMeta
 from fastunet_core.models.registry import size_divisor
 from fastunet_core.runtime.device import resolve_device
 from fastunet_core.train.augment import SampleTransform
-from fastunet_core.train.config import LossConfig, load_config
+from fastunet_core.train.config import LossConfig, OptimConfig, load_config
 from fastunet_core.train.datasets import IGNORE_INDEX, open_dataset
 from fastunet_core.train.datasets.layouts import recognise_layout
-from fastunet_core.train.loop import dataset_spec
+from fastunet_core.train.loop import dataset_spec, split_batch
 from fastunet_core.train.loss import JDTLoss
 from fastunet_core.train.metrics import MetricsReport, SegmentationMetrics
 from fastunet_core.train.workers import end_quietly_on_sigterm, resolve_workers, unwrap_worker_errors
+
+DEFAULT_BATCH = 4
+"""Images per batch for a model without a run of its own (see :func:`run_batch_size`)."""
 
 
 @dataclass
@@ -42,6 +45,8 @@ class EvaluationResult:
     loss: float
     device: str
     loss_settings: str = "defaults"  # where the JDT loss settings came from: "the run's", "the config's", "defaults"
+    batch_size: int = 4  # images per batch: the batch-reduced JDT loss depends on it (the IoUs do not)
+    batch_source: str = "default"  # "the run's" (its validation batch), "given", "default"
 
 
 def data_section_for(root: Path, meta: ModelMeta) -> dict[str, Any]:
@@ -88,10 +93,31 @@ def loss_settings(meta: ModelMeta, configured: LossConfig) -> tuple[LossConfig, 
     return configured, "defaults"
 
 
+def run_batch_size(meta: ModelMeta) -> int | None:
+    """Return the batch the run validated with (its micro-batch, one process), or None for a model without a run.
+
+    The JDT loss sums its counts over a batch (``loss.reduction: batch``, the default), so a loss is the run's
+    validation loss only with the run's batches: ``evaluate`` uses this one unless told otherwise.
+    """
+    stored = (meta.training or {}).get("config", {})
+    optim = stored.get("optim") if isinstance(stored, dict) else None
+    if not isinstance(optim, dict):
+        return None
+    default = OptimConfig()
+    try:
+        return split_batch(int(optim.get("batch_size", default.batch_size)),
+                           int(optim.get("micro_batch", default.micro_batch)), 1)[0]
+    except (TypeError, ValueError):  # written by something else: no run batch to follow
+        return None
+
+
 def evaluate_checkpoint(checkpoint: str | Path, config: str | Path | None, overrides: list[str], split: str = "val",
-                        batch_size: int = 4, device: str = "auto", data_root: Path | None = None,
+                        batch_size: int | None = None, device: str = "auto", data_root: Path | None = None,
                         num_workers: int | str = "auto") -> EvaluationResult:
     """Run the model over a split and compute the dataset-level and the paper's per-class IoU.
+
+    ``batch_size`` None: the run's own validation batch (:func:`run_batch_size`), so the loss equals the run's
+    validation loss on the same split; DEFAULT_BATCH for a model that was not trained here.
 
     The dataset comes from ``config``'s data section, from ``data.*`` overrides, or from ``data_root``,
     a dataset folder whose layout is recognised (see :func:`data_section_for`). Samples are read by
@@ -117,6 +143,13 @@ def evaluate_checkpoint(checkpoint: str | Path, config: str | Path | None, overr
     if dev.is_cuda:
         model = model.to(memory_format=torch.channels_last)
     transform = SampleTransform(meta.input, train=False, divisor=size_divisor(meta.architecture, meta.arch_args))
+    run_batch = run_batch_size(meta)
+    if batch_size is not None:
+        if batch_size < 1:
+            raise ConfigError(f"the batch size must be at least 1, got {batch_size}")
+        batch_source = "given"
+    else:
+        batch_size, batch_source = (run_batch, "the run's") if run_batch else (DEFAULT_BATCH, "default")
     samples = cast("Dataset[tuple[np.ndarray, np.ndarray]]", ds)  # every layout's dataset is a torch Dataset
     loader = DataLoader(_Transformed(samples, transform), batch_size=batch_size, shuffle=False,
                         num_workers=resolve_workers(num_workers), pin_memory=dev.is_cuda,
@@ -149,4 +182,4 @@ def evaluate_checkpoint(checkpoint: str | Path, config: str | Path | None, overr
         raise DatasetLayoutError(f"every pixel of the {split} split is ignored (unlabelled, nodata or NaN), so there "
                                  "is nothing to measure; check that the masks hold the model's class ids")
     return EvaluationResult(metrics.compute(), [c.name for c in meta.classes], n, float(loss_sum) / max(n, 1),
-                            str(dev.device), source)
+                            str(dev.device), source, batch_size, batch_source)
