@@ -7,6 +7,7 @@ the start and errors of the run are shown in the message bar in plain words; not
 
 from __future__ import annotations
 
+import html
 import logging
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from .dock_form import DockForm, build_form, place_install_button, show_progress
 from .dock_plan import DockChoices, plan_run
 from .engine_session import EngineSession
 from .model_info import model_summary_html
+from .model_reader import ModelReader, start_model_read
 from .qgis_inputs import raster_file_path
 
 TITLE = "fastunet-geo"
@@ -67,6 +69,9 @@ class SegmentDock(QgsDockWidget):
             app.aboutToQuit.connect(self.engine_process.shutdown)
         self._probe = DeviceProbe(self)
         self._probe.answered.connect(self._device_found)
+        self._model_reader = ModelReader(self)  # ONNX files and smp folders are read by the engine, off this thread
+        self._model_reader.answered.connect(self._model_read)
+        self._model_request = 0  # the number of the latest model chosen: older background reads are dropped
         self._connect()
         self._show_engine_status()
         active = iface.activeLayer() if iface is not None else None
@@ -158,9 +163,14 @@ class SegmentDock(QgsDockWidget):
 
     # -- model, layer, device, area --
     def load_model(self, path: str) -> bool:
-        """Read a checkpoint's metadata, show it and take tile size and overlap from it."""
+        """Read a model's metadata, show it and take tile size and overlap from it.
+
+        Return True when the model was read, or is being read in the background (ONNX files and smp folders:
+        :attr:`meta` is set when the answer arrives), False when it cannot be.
+        """
         f = self.form
         self.meta = None  # the previous model's info goes too: nothing stale is shown, or run
+        self._model_request += 1  # an earlier model's background read, if any, is answered to no one
         self._enable_run()
         if f.model_file.filePath() != path:
             f.model_file.blockSignals(True)
@@ -174,18 +184,34 @@ class SegmentDock(QgsDockWidget):
             return False
         from fastunet_core.errors import FastUNetError
 
-        from .model_header import read_model_meta
+        from .model_header import needs_engine, read_model_meta
 
+        if needs_engine(path):  # an ONNX file or smp folder: the engine reads it, on another thread
+            f.model_info.setText("Reading the model…")
+            start_model_read(self._model_reader, self._model_request, path, self.engine_process)
+            return True
         try:
             meta = read_model_meta(path)  # the header alone: no torch on the GUI thread
         except FastUNetError as exc:
-            f.model_info.setText(f'<span style="color:#b00020">{exc}</span>')
+            return self._show_model(str(exc))
+        return self._show_model(meta)
+
+    def _model_read(self, number: int, answer: Any) -> None:
+        """Take a background model read's answer (main thread), unless another model was chosen meanwhile."""
+        if number == self._model_request:
+            self._show_model(answer)
+
+    def _show_model(self, answer: Any) -> bool:
+        """Show the model's metadata (a ModelMeta) or why it cannot be read (a sentence); return True for a model."""
+        f = self.form
+        if isinstance(answer, str):
+            f.model_info.setText(f'<span style="color:#b00020">{html.escape(answer, quote=False)}</span>')
             return False
-        self.meta = meta
+        self.meta = answer
         self._enable_run()
-        f.model_info.setText(model_summary_html(meta))
-        f.tile.setValue(meta.tile_size_px)
-        f.overlap.setValue(meta.overlap_px)
+        f.model_info.setText(model_summary_html(answer))
+        f.tile.setValue(answer.tile_size_px)
+        f.overlap.setValue(answer.overlap_px)
         self._layer_changed(f.layer.currentLayer())
         return True
 

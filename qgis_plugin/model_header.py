@@ -17,14 +17,26 @@ from fastunet_core.errors import CheckpointError
 if TYPE_CHECKING:
     from fastunet_core.models.metadata import ModelMeta
 
+    from .engine_session import EngineSession
+
 MAX_HEADER_BYTES = 100_000_000
 
 
-def read_model_meta(path: str | Path) -> ModelMeta:
-    """Return the metadata of a fastunet-geo checkpoint (or ONNX model); raise CheckpointError in plain words."""
+def needs_engine(path: str | Path) -> bool:
+    """Return True for the models whose metadata only the engine can read (ONNX files, smp folders)."""
     p = Path(path)
-    if p.suffix.lower() == ".onnx" or p.is_dir():
-        return _read_with_engine(p)
+    return p.suffix.lower() == ".onnx" or p.is_dir()
+
+
+def read_model_meta(path: str | Path, session: EngineSession | None = None) -> ModelMeta:
+    """Return the metadata of a fastunet-geo checkpoint (or ONNX model); raise CheckpointError in plain words.
+
+    An ONNX model or an smp folder is read by the engine (``session``: the dock's engine process), which
+    takes a while: never on the GUI thread (the dock uses :mod:`.model_reader`).
+    """
+    p = Path(path)
+    if needs_engine(p):
+        return _read_with_engine(p, session)
     from fastunet_core.models.metadata import ModelMeta
 
     if not p.is_file():
@@ -62,7 +74,7 @@ def _data_length(header: dict[str, object]) -> int:
     return max(ends, default=0)
 
 
-def _read_with_engine(path: Path) -> ModelMeta:
+def _read_with_engine(path: Path, session: EngineSession | None) -> ModelMeta:
     """Read an ONNX file's or an smp folder's metadata with the engine's packages (onnx, safetensors).
 
     Inside the QGIS programs, or with the engine in its own venv, these packages are not (safely) importable
@@ -75,7 +87,7 @@ def _read_with_engine(path: Path) -> ModelMeta:
     from .progress_bridge import QuietSink
 
     if use_subprocess():
-        return ModelMeta.from_dict(run_engine("model_meta", {"path": str(path)}, QuietSink()))
+        return ModelMeta.from_dict(run_engine("model_meta", {"path": str(path)}, QuietSink(), session))
     from fastunet_core.models.checkpoint_file import read_metadata
 
     return read_metadata(path)

@@ -429,8 +429,8 @@ def test_dock_and_processing_defaults_agree() -> None:
     assert alg.parameterDefinition("OUTPUT_POLYGONS").createByDefault() == form.vectorize.isChecked() is True
 
 
-def test_dock_runs_a_deepness_onnx_model_at_its_resolution(dock: object, shared_data: Path, tmp_path: Path) -> None:
-    """An ONNX model from Deepness's tests, told once it works at 3 cm, on Deepness's real 2 cm orthophoto."""
+def _deepness_model(shared_data: Path, tmp_path: Path) -> Path:
+    """An ONNX model from Deepness's tests, told that it works at 3 cm (its metadata needs the engine to read)."""
     from click.testing import CliRunner
 
     from fastunet_core.cli import cli
@@ -440,10 +440,55 @@ def test_dock_runs_a_deepness_onnx_model_at_its_resolution(dock: object, shared_
     result = CliRunner().invoke(cli, ["init", "--from", str(source), "--classes", "soil,red=#ff0000",
                                       "--resolution-m", "0.03", "-o", str(model)])
     assert result.exit_code == 0, result.stderr
+    return model
+
+
+def test_an_onnx_model_is_read_off_the_gui_thread(dock: object, shared_data: Path, tmp_path: Path,
+                                                  qgis_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine reads an ONNX model's metadata on another thread; an answer for a model no longer chosen is
+    dropped."""
+    import threading
+
+    from fastunet_core.models import checkpoint_file
+
+    model = _deepness_model(shared_data, tmp_path)
+    read = checkpoint_file.read_metadata
+    release = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def held_read(path: object) -> object:  # the engine's read, held until the test lets it answer
+        threads.append(threading.current_thread())
+        release.wait(timeout=120)
+        return read(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(checkpoint_file, "read_metadata", held_read)
+    assert dock.load_model(str(model)) is True  # returns while the read is held: the GUI thread goes on
+    assert dock.meta is None and dock.form.model_info.text() == "Reading the model…"
+    assert not dock.form.run.isEnabled()
+    release.set()
+    wait_for(lambda: dock.meta is not None)
+    assert threads and threads[0] is not threading.main_thread()
+    assert [c.name for c in dock.meta.classes] == ["soil", "red"] and "red" in dock.form.model_info.text()
+
+    release.clear()
+    answers: list[int] = []
+    dock._model_reader.answered.connect(lambda number, _answer: answers.append(number))
+    assert dock.load_model(str(model))  # read again, and a checkpoint chosen before the answer comes
+    assert dock.load_model(str(qgis_model)) and dock.meta.architecture != "onnx"
+    chosen = dock.meta
+    release.set()
+    wait_for(lambda: answers != [])  # the ONNX model's answer has reached the GUI thread ...
+    assert dock.meta is chosen and "soil" not in dock.form.model_info.text()  # ... and was dropped
+
+
+def test_dock_runs_a_deepness_onnx_model_at_its_resolution(dock: object, shared_data: Path, tmp_path: Path) -> None:
+    """An ONNX model from Deepness's tests, told once it works at 3 cm, on Deepness's real 2 cm orthophoto."""
+    model = _deepness_model(shared_data, tmp_path)
     layer = add_raster(shared_data / "deepness-testdata" / "dummy_fotomap_small.tif")
     dock.form.layer.setLayer(layer)
     dock.form.model_file.setFilePath(str(model))
-    assert dock.meta is not None and [c.name for c in dock.meta.classes] == ["soil", "red"]
+    wait_for(lambda: dock.meta is not None)  # the engine reads an ONNX model's metadata, off the GUI thread
+    assert [c.name for c in dock.meta.classes] == ["soil", "red"]
     assert "red" in dock.form.model_info.text()
     dock.form.vectorize.setChecked(False)
     dock.form.run_resolution.setCurrentText("auto")
