@@ -14,51 +14,29 @@ exited, ``/proc/<child_pid>`` must be gone.
 
 from __future__ import annotations
 
-import json
 import sys
-import traceback
 from pathlib import Path
-from typing import Any
 
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
-from qgis.PyQt.QtCore import QTimer
-from qgis.utils import iface, loadPlugin, plugins, startPlugin
+from qgis.core import QgsProject, QgsRasterLayer
 
-REPO = Path.cwd()  # run from the repository (QGIS runs this file with exec: no __file__)
+sys.path.insert(0, str(Path.cwd() / "scripts"))  # QGIS runs this file with exec, from the repository
+from qgis_desktop_common import SAMPLES, DesktopRun, open_plugin_dock, plugin_module
+
 MODEL, OUT = Path(sys.argv[1]), Path(sys.argv[2])
-report: dict[str, Any] = {"runs": []}
-state: dict[str, Any] = {}
-
-
-def save() -> None:
-    """Write the report."""
-    (OUT / "engine_desktop.json").write_text(json.dumps(report, indent=1))
-
-
-def later(ms: int, fn: Any) -> None:
-    """Run fn on the event loop after ms milliseconds; an error ends QGIS."""
-    def guarded() -> None:
-        try:
-            fn()
-        except Exception:
-            report["error"] = traceback.format_exc()
-            save()
-            QgsApplication.exit(3)
-
-    QTimer.singleShot(ms, guarded)
+desk = DesktopRun(OUT, "engine_desktop.json", runs=[])
+state = desk.state
 
 
 def start() -> None:
     """Load the plugin and the image, open the dock with the model."""
-    assert loadPlugin("fastunet_geo") and startPlugin("fastunet_geo"), "the plugin did not load"
-    layer = QgsRasterLayer(str(REPO / "data" / "samples" / "cogeo.tif"), "cogeo")
+    dock = open_plugin_dock()
+    layer = QgsRasterLayer(str(SAMPLES / "cogeo.tif"), "cogeo")
     QgsProject.instance().addMapLayer(layer)
-    dock = plugins["fastunet_geo"].show_dock(True)
     state["dock"] = dock
     dock.form.layer.setLayer(layer)
     dock.form.model_file.setFilePath(str(MODEL))
     dock.form.batch.setValue(1)
-    later(2000, run)
+    desk.later(2000, run)
 
 
 def run() -> None:
@@ -66,29 +44,26 @@ def run() -> None:
     task = state["dock"].start_run()
     assert task is not None, "the dock did not start"
     state["task"] = task
-    later(500, wait)
+    desk.later(500, wait)
 
 
 def wait() -> None:
     """Wait for the run; record the engine process; run again or quit."""
     dock = state["dock"]
     if dock.task is not None:
-        later(300, wait)
+        desk.later(300, wait)
         return
-    quiet = sys.modules["fastunet_geo.progress_bridge"].QuietSink()  # the installed plugin's (loaded by now)
+    quiet = plugin_module("progress_bridge").QuietSink()
     task = state["task"]
-    report["runs"].append({"error": task.error, "ok": task.outcome is not None, "pid": dock.engine_process.pid,
-                           "stats": dock.engine_process.call("stats", {}, quiet)})
-    report["log"] = dock.form.log.toPlainText().splitlines()
-    report["child_pid"] = dock.engine_process.pid
-    save()
-    if len(report["runs"]) < 2:
-        later(500, run)
+    desk.report["runs"].append({"error": task.error, "ok": task.outcome is not None, "pid": dock.engine_process.pid,
+                                "stats": dock.engine_process.call("stats", {}, quiet)})
+    desk.report["log"] = dock.form.log.toPlainText().splitlines()
+    desk.report["child_pid"] = dock.engine_process.pid
+    desk.save()
+    if len(desk.report["runs"]) < 2:
+        desk.later(500, run)
         return
-    QgsProject.instance().removeAllMapLayers()  # else QGIS asks about the temporary layers (checkMemoryLayers)
-    QgsProject.instance().setDirty(False)  # no "save the project?" question
-    iface.actionExit().trigger()
+    desk.quit()
 
 
-OUT.mkdir(parents=True, exist_ok=True)
-later(1000, start)
+desk.start(start)

@@ -15,55 +15,31 @@ write ``OUT_DIR/desktop_run.json`` (what happened) and quit. A crash shows as no
 
 from __future__ import annotations
 
-import json
 import sys
-import traceback
 from pathlib import Path
-from typing import Any
 
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
-from qgis.PyQt.QtCore import QTimer
-from qgis.utils import iface, loadPlugin, plugins, startPlugin
+from qgis.core import QgsProject, QgsRasterLayer
+from qgis.utils import iface
 
-REPO = Path.cwd()  # run from the repository (QGIS runs this file with exec: no __file__)
+sys.path.insert(0, str(Path.cwd() / "scripts"))  # QGIS runs this file with exec, from the repository
+from qgis_desktop_common import SAMPLES, DesktopRun, open_plugin_dock
+
 MODEL, OUT = Path(sys.argv[1]), Path(sys.argv[2])
-report: dict[str, Any] = {"steps": []}
-state: dict[str, Any] = {}
-
-
-def note(text: str) -> None:
-    """Record a step."""
-    report["steps"].append(text)
-    (OUT / "desktop_run.json").write_text(json.dumps(report, indent=1))
-
-
-def later(ms: int, fn: Any) -> None:
-    """Run fn on the event loop after ms milliseconds; an error ends QGIS."""
-    def guarded() -> None:
-        try:
-            fn()
-        except Exception:
-            report["error"] = traceback.format_exc()
-            note("error")
-            QgsApplication.exit(3)
-
-    QTimer.singleShot(ms, guarded)
+desk = DesktopRun(OUT, "desktop_run.json")
+state = desk.state
 
 
 def start() -> None:
     """Load the plugin and the image, open the dock."""
-    iface.mainWindow().resize(1600, 1000)
-    assert loadPlugin("fastunet_geo") and startPlugin("fastunet_geo"), "the plugin did not load"
-    plugin = plugins["fastunet_geo"]
-    layer = QgsRasterLayer(str(REPO / "data" / "samples" / "cogeo.tif"), "cogeo")
+    dock = open_plugin_dock()
+    layer = QgsRasterLayer(str(SAMPLES / "cogeo.tif"), "cogeo")
     QgsProject.instance().addMapLayer(layer)
     iface.mapCanvas().setExtent(layer.extent())
-    dock = plugin.show_dock(True)
     state["dock"] = dock
     dock.form.layer.setLayer(layer)
     dock.form.model_file.setFilePath(str(MODEL))
-    note(f"dock opened, width {dock.width()} px; model loaded: {dock.meta is not None}")
-    later(3000, run_dock)
+    desk.note(f"dock opened, width {dock.width()} px; model loaded: {dock.meta is not None}")
+    desk.later(3000, run_dock)
 
 
 def run_dock() -> None:
@@ -72,30 +48,30 @@ def run_dock() -> None:
     task = dock.start_run()
     assert task is not None, "the dock did not start"
     state["task"] = task
-    later(500, wait_dock)
+    desk.later(500, wait_dock)
 
 
 def wait_dock() -> None:
     """Wait for the run and the GPU check."""
     dock = state["dock"]
     if dock.task is not None or dock.gpu is None:
-        later(500, wait_dock)
+        desk.later(500, wait_dock)
         return
     out = state["task"].outcome
-    report["dock"] = {"error": state["task"].error, "tiles": out.tiles if out else None,
+    desk.report["dock"] = {"error": state["task"].error, "tiles": out.tiles if out else None,
                       "features": out.features if out else None, "device_line": dock.form.device_info.text(),
                       "dock_width": dock.width(),
-                      "horizontal_scrollbar": dock.widget().horizontalScrollBar().isVisible(),
+                      "horizontal_scrollbar": dock.tabs.widget(0).horizontalScrollBar().isVisible(),  # the Segment tab
                       "layers": [n.layer().name() for n in QgsProject.instance().layerTreeRoot().findLayers()]}
     iface.mapCanvas().refreshAllLayers()
-    later(2500, shoot_dock)
+    desk.later(2500, shoot_dock)
 
 
 def shoot_dock() -> None:
     """Save the window, then open the Processing dialog."""
     iface.mainWindow().grab().save(str(OUT / "desktop_dock.png"))
     state["dock"].grab().save(str(OUT / "desktop_dock_only.png"))
-    note("dock screenshot saved")
+    desk.note("dock screenshot saved")
     import processing
 
     out = OUT / "processing"
@@ -105,14 +81,14 @@ def shoot_dock() -> None:
     dialog = processing.createAlgorithmDialog("fastunetgeo:segment", params)
     dialog.show()
     state["dialog"] = dialog
-    later(1500, run_dialog)
+    desk.later(1500, run_dialog)
 
 
 def run_dialog() -> None:
     """Press Run."""
     state["dialog"].runAlgorithm()  # what the dialog's Run button does: a task, then the results loaded
-    note("Processing dialog: Run")
-    later(1000, wait_dialog)
+    desk.note("Processing dialog: Run")
+    desk.later(1000, wait_dialog)
 
 
 def wait_dialog() -> None:
@@ -120,10 +96,10 @@ def wait_dialog() -> None:
     names = [n.layer().name() for n in QgsProject.instance().layerTreeRoot().findLayers()]
     if not any("polygons" in n.lower() and "cogeo" not in n.lower() for n in names) and state.get("waits", 0) < 240:
         state["waits"] = state.get("waits", 0) + 1
-        later(500, wait_dialog)
+        desk.later(500, wait_dialog)
         return
-    report["processing"] = {"layers": names, "outputs": sorted(p.name for p in (OUT / "processing").iterdir())}
-    later(2000, shoot_dialog)
+    desk.report["processing"] = {"layers": names, "outputs": sorted(p.name for p in (OUT / "processing").iterdir())}
+    desk.later(2000, shoot_dialog)
 
 
 def shoot_dialog() -> None:
@@ -132,17 +108,15 @@ def shoot_dialog() -> None:
     iface.mainWindow().grab().save(str(OUT / "desktop_after_processing.png"))
     state["dialog"].close()
     state.pop("dialog")  # the dialog and its context go: the moment the old build crashed
-    note("Processing dialog closed")
-    later(3000, finish)
+    desk.note("Processing dialog closed")
+    desk.later(3000, finish)
 
 
 def finish() -> None:
     """Quit QGIS."""
-    report["alive_after_dialog_closed"] = True
-    note("quitting")
-    QgsProject.instance().setDirty(False)  # no "save the project?" question
-    iface.actionExit().trigger()  # the way a user quits (QApplication.quit skips QGIS's own shutdown order)
+    desk.report["alive_after_dialog_closed"] = True
+    desk.note("quitting")
+    desk.quit()
 
 
-OUT.mkdir(parents=True, exist_ok=True)
-later(1000, start)
+desk.start(start)

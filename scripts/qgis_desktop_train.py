@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import json
 import sys
-import traceback
 from pathlib import Path
-from typing import Any
 
 from qgis.core import (
-    QgsApplication,
     QgsContrastEnhancement,
     QgsFillSymbol,
     QgsProject,
@@ -31,42 +28,22 @@ from qgis.core import (
     QgsRasterMinMaxOrigin,
     QgsVectorLayer,
 )
-from qgis.PyQt.QtCore import QTimer
-from qgis.utils import iface, loadPlugin, plugins, startPlugin
+from qgis.utils import iface
 
-REPO = Path.cwd()  # run from the repository (QGIS runs this file with exec: no __file__)
+sys.path.insert(0, str(Path.cwd() / "scripts"))  # QGIS runs this file with exec, from the repository
+from qgis_desktop_common import SAMPLES, DesktopRun, open_plugin_dock
+
 OUT = Path(sys.argv[1])
 EPOCHS = int(sys.argv[2]) if len(sys.argv) > 2 else 5
-report: dict[str, Any] = {"steps": []}
-state: dict[str, Any] = {}
-
-
-def note(text: str) -> None:
-    """Record a step."""
-    report["steps"].append(text)
-    (OUT / "desktop_train.json").write_text(json.dumps(report, indent=1))
-
-
-def later(ms: int, fn: Any) -> None:
-    """Run fn on the event loop after ms milliseconds; an error ends QGIS."""
-    def guarded() -> None:
-        try:
-            fn()
-        except Exception:
-            report["error"] = traceback.format_exc()
-            note("error")
-            QgsApplication.exit(3)
-
-    QTimer.singleShot(ms, guarded)
+desk = DesktopRun(OUT, "desktop_train.json")
+state = desk.state
 
 
 def start() -> None:
     """Load the plugin, the image and the labels; open the dock on its Train tab and fill it in."""
-    iface.mainWindow().resize(1600, 1000)
-    assert loadPlugin("fastunet_geo") and startPlugin("fastunet_geo"), "the plugin did not load"
-    samples = REPO / "data" / "samples"
-    raster = QgsRasterLayer(str(samples / "spacenet_atlanta_pan.tif"), "atlanta_pan")
-    labels = QgsVectorLayer(str(samples / "spacenet_atlanta_buildings.geojson"), "buildings", "ogr")
+    dock = open_plugin_dock()
+    raster = QgsRasterLayer(str(SAMPLES / "spacenet_atlanta_pan.tif"), "atlanta_pan")
+    labels = QgsVectorLayer(str(SAMPLES / "spacenet_atlanta_buildings.geojson"), "buildings", "ogr")
     assert raster.isValid() and labels.isValid()
     raster.setContrastEnhancement(QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum,
                                   QgsRasterMinMaxOrigin.Limits.CumulativeCut)  # the 13-bit pan is dark at min/max
@@ -76,7 +53,6 @@ def start() -> None:
     QgsProject.instance().addMapLayer(raster)
     QgsProject.instance().addMapLayer(labels)  # above the image
     iface.mapCanvas().setExtent(raster.extent())
-    dock = plugins["fastunet_geo"].show_dock(True)
     tab = dock.train_tab
     dock.tabs.setCurrentWidget(tab)
     f = tab.form
@@ -90,8 +66,8 @@ def start() -> None:
     f.device.setCurrentIndex(f.device.findData("cpu"))
     f.start_over.setChecked(True)
     state.update(dock=dock, tab=tab)
-    note(f"dock opened on the Train tab, width {dock.width()} px; classes: {f.classes_info.text()}")
-    later(2000, train)
+    desk.note(f"dock opened on the Train tab, width {dock.width()} px; classes: {f.classes_info.text()}")
+    desk.later(2000, train)
 
 
 def train() -> None:
@@ -102,21 +78,21 @@ def train() -> None:
     state["updates"] = []
     def saved(records: list[dict[str, float]]) -> None:
         state["updates"].append(len(records))
-        note(f"epoch {len(records)} saved")
+        desk.note(f"epoch {len(records)} saved")
 
     task.epochs.connect(saved)
-    note("Train pressed")
-    later(1000, wait)
+    desk.note("Train pressed")
+    desk.later(1000, wait)
 
 
 def wait() -> None:
     """Wait for the run to end."""
     if state["tab"].task is not None:
-        later(1000, wait)
+        desk.later(1000, wait)
         return
     tab, dock, task = state["tab"], state["dock"], state["task"]
     run = task.plan.run_folder
-    report["train"] = {
+    desk.report["train"] = {
         "error": task.error, "cancelled": task.was_cancelled, "result": tab.form.result.text(),
         "curve_points": tab.form.curves.points, "updates": state["updates"],
         "history": json.loads((run / "history.json").read_text()) if (run / "history.json").exists() else None,
@@ -125,25 +101,23 @@ def wait() -> None:
         "horizontal_scrollbar": tab.horizontalScrollBar().isVisible(),
         "messages": [w.text() for w in iface.messageBar().items()] if hasattr(iface.messageBar(), "items") else [],
     }
-    note("training ended")
+    desk.note("training ended")
     iface.mapCanvas().refreshAllLayers()
-    later(3000, shoot)
+    desk.later(3000, shoot)
 
 
 def shoot() -> None:
     """Save the window and the dock, then quit."""
     iface.mainWindow().grab().save(str(OUT / "desktop_train.png"))
     state["dock"].grab().save(str(OUT / "desktop_train_dock.png"))
-    note("screenshots saved")
-    later(500, finish)
+    desk.note("screenshots saved")
+    desk.later(500, finish)
 
 
 def finish() -> None:
     """Quit QGIS."""
-    note("quitting")
-    QgsProject.instance().setDirty(False)  # no "save the project?" question
-    iface.actionExit().trigger()
+    desk.note("quitting")
+    desk.quit()
 
 
-OUT.mkdir(parents=True, exist_ok=True)
-later(1000, start)
+desk.start(start)
