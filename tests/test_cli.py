@@ -98,3 +98,28 @@ def test_info_writes_strict_json_with_null_for_a_class_absent_from_validation(
     r = CliRunner().invoke(cli, ["info", str(ckpt)])
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("metrics"))
     assert json.loads(line.split(":", 1)[1], parse_constant=lambda name: pytest.fail(name))["val_miou"] == 0.5
+
+
+def test_a_sigterm_of_an_earlier_command_does_not_stop_the_next_one(tmp_path: Path, rio_data: Path,
+                                                                     make_checkpoint: object) -> None:
+    """Commands run in one process (tests, a library caller): one stopped by SIGTERM leaves the next unstopped.
+
+    (The flag stayed set: a training run after an in-process predict stopped by SIGTERM said 'interrupted
+    before the first epoch finished' at its first cancel check.)
+    """
+    import signal
+
+    from fastunet_core.cli import _common
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        _common.stop_on_sigterm()
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGTERM)
+        assert _common.sigterm_received()
+        r = CliRunner().invoke(cli, ["-q", "predict", str(rio_data / "RGB.byte.tif"), "-m",
+                                     str(make_checkpoint()), "-o", str(tmp_path / "c.tif")])  # type: ignore[operator]
+        assert r.exit_code == 0, r.output
+        assert not _common.sigterm_received()
+    finally:
+        signal.signal(signal.SIGTERM, previous)

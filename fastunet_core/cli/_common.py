@@ -225,5 +225,6 @@ def stop_on_sigterm() -> None:
         _SIGTERM_RECEIVED.append(signum)
         raise KeyboardInterrupt
 
+    _SIGTERM_RECEIVED.clear()  # a command starts unstopped (several run in one process: tests, library callers)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, interrupt)
