@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 from cli_helpers import run_cli
 
 from fastunet_core.errors import ConfigError
@@ -113,3 +114,23 @@ def test_running_out_of_memory_is_one_line_naming_the_tile(
                          "--resolution", "native", "--no-resume", "--batch-size", "2")
     _one_line_error(code, text, tmp_path, "out of memory with 128 px tiles, 2 at a time",
                     "use a smaller --tile (the model's is 128 px) or --batch-size 1")
+
+
+@pytest.mark.parametrize(("resolution_m", "fit", "how"), [
+    (None, 256, "tiles as they are"),  # 256 x 200 raster: one 256 px tile covers it
+    (MODEL_M, 404, "257 px of the raster per 404 px model tile"),  # 256 px at 0.635x: 404 model px
+])
+def test_a_tile_larger_than_the_raster_needs_is_reduced_to_one_that_covers_it(
+        resolution_m: float | None, fit: int, how: str, make_checkpoint: Callable[..., Path], small_raster: Path,
+        tmp_path: Path) -> None:
+    ckpt = str(make_checkpoint(tile=128, overlap=16, resolution_m=resolution_m))
+    code, text = run_cli("predict", str(small_raster), "-m", ckpt, "-o", str(tmp_path / "big.tif"), "--tile", "4096")
+    assert code == 0, text
+    assert f"note: --tile 4096 is larger than {small_raster.name} needs: ran with {fit} px tiles" in text, text
+    assert how in text and "(0.1 Mpx, 1 tiles" in text, text
+    code, text = run_cli("predict", str(small_raster), "-m", ckpt, "-o", str(tmp_path / "fit.tif"), "--tile", str(fit))
+    assert code == 0 and "note: --tile" not in text, text
+    with rasterio.open(tmp_path / "big.tif") as big, rasterio.open(tmp_path / "fit.tif") as same:
+        assert np.array_equal(big.read(1), same.read(1))
+    code, text = run_cli("predict", str(small_raster), "-m", ckpt, "-o", str(tmp_path / "small.tif"), "--tile", "64")
+    assert code == 0 and "note: --tile" not in text, text  # smaller than the raster: as given
