@@ -179,3 +179,20 @@ def test_a_lost_sigterm_still_stops_training_at_the_next_step(monkeypatch: pytes
     # ... and if that one was swallowed, train's progress says "cancelled" at the next step
     assert _common.BarProgress(enabled=False, cancel_after_sigterm=True).is_cancelled()
     assert not _common.BarProgress(enabled=False).is_cancelled()  # predict's and vectorize's: as before
+
+
+def test_a_sigterm_of_an_earlier_command_does_not_stop_the_next(shared_data: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands run in one process (tests, scripts calling the CLI): each starts without the last one's SIGTERM."""
+    from cli_helpers import run_cli
+
+    from fastunet_core.cli import _common
+
+    monkeypatch.setattr(_common, "_SIGTERM_RECEIVED", [signal.SIGTERM])  # as left by an interrupted predict
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        config, run = _tiny_run(shared_data, tmp_path, workers=0)
+        code, out = run_cli("-q", "train", "-c", str(config), "--output", str(run), "optim.epochs=1")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert code == 0, out

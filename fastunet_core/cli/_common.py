@@ -208,7 +208,7 @@ _SIGTERM_RECEIVED: list[int] = []
 
 
 def sigterm_received() -> bool:
-    """Return True once SIGTERM arrived after :func:`stop_on_sigterm`.
+    """Return True once SIGTERM arrived since the last :func:`stop_on_sigterm` (each command's start).
 
     Its ``KeyboardInterrupt`` can be lost where Python drops exceptions (a ``__del__``, a generator closed by the
     garbage collector); a progress with ``cancel_after_sigterm`` then stops at its next cancel check instead.
