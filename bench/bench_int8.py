@@ -19,6 +19,8 @@ calibration never saw). Paths, all in this process on the same tiles, batch 1 (`
   output channel, uint8 activations calibrated (``--calibration``: MinMax, Percentile, ...) on the
   calibration tiles; run by the same engine class as fp32.
 
+Every path is called as ``predict`` calls its engine: a (1, bands, H, W) float32 tile in, probabilities out.
+
 Speed: megapixels per CPU-second (process CPU time, all threads) over ``--speed-tiles`` held-out tiles at the
 model's tile size and at 512 px, median of ``--rounds`` rounds taken round-robin over the paths, so a
 change in the machine's load falls on all of them alike. Agreement: share of pixels whose argmax class equals
@@ -292,15 +294,15 @@ def bench_case(case: Case, args: argparse.Namespace, tmp: Path) -> dict[str, Any
                                                "auto", choice.precision)
     ort_fp32 = OnnxEngine(fp32)
     bf16 = TorchEngine(loaded.torch_model(), device, precision="bf16")
-    runners: dict[str, Runner] = {"ort_fp32": ort_fp32.logits, "default": default_engine,
-                                  "torch_bf16": bf16}
+    # every path as predict calls its engine: probabilities (the softmax included), batch 1
+    runners: dict[str, Runner] = {"ort_fp32": ort_fp32, "default": default_engine, "torch_bf16": bf16}
     for method, path in int8.items():
-        runners[f"ort_int8_{method}"] = OnnxEngine(path).logits
+        runners[f"ort_int8_{method}"] = OnnxEngine(path)
 
-    ref = classes_of(ort_fp32.logits, held)
+    ref = classes_of(ort_fp32, held)
     agreement = {k: float((classes_of(run, held) == ref).mean()) for k, run in runners.items() if k != "ort_fp32"}
     # the calibration tiles themselves, for contrast (int8 should do no better on tiles it was fitted to)
-    ref_c = classes_of(ort_fp32.logits, calib)
+    ref_c = classes_of(ort_fp32, calib)
     agreement_calib = {k: float((classes_of(run, calib) == ref_c).mean())
                        for k, run in runners.items() if k.startswith("ort_int8")}
     speed: dict[str, Any] = {}
