@@ -489,6 +489,8 @@ def test_dock_runs_a_deepness_onnx_model_at_its_resolution(dock: object, shared_
     dock.form.model_file.setFilePath(str(model))
     wait_for(lambda: dock.meta is not None)  # the engine reads an ONNX model's metadata, off the GUI thread
     assert [c.name for c in dock.meta.classes] == ["soil", "red"]
+    assert dock.meta.classes[1].color == (255, 0, 0)  # the colour given to init --from is kept in the file
+    assert 'background-color:#ff0000">' in dock.form.model_info.text()
     assert "red" in dock.form.model_info.text()
     dock.form.vectorize.setChecked(False)
     dock.form.run_resolution.setCurrentText("auto")

@@ -88,6 +88,7 @@ def _complete_onnx(req: ConvertRequest, overrides: ModelOverrides, out: Path, ov
                           "be stored in them")
     meta = completed_meta(meta, req)
     props = deepness_metadata(meta, spec.seg_thresh if (spec.seg_thresh_given or req.seg_thresh) else None)
+    props["fastunet"] = json.dumps(meta.to_dict())  # colours and ids too: Deepness's class_names are names only
     model = onnx.load(str(req.source))
     old = {p.key: p.value for p in model.metadata_props}
     if len(model.graph.output) > 1:  # keep every head's names; replace the chosen head's
