@@ -78,6 +78,23 @@ def architecture_label(name: str) -> tuple[str, str]:
     return name, description
 
 
+def _tile_follows_architecture(architecture: QComboBox, tile: QSpinBox) -> None:
+    """Step the tile size by what the chosen architecture needs, now and whenever the choice changes.
+
+    The network takes multiples of its size divisor (2 to the power of its halvings); so the arrows only offer those.
+    """
+    from fastunet_core.models.registry import size_divisor  # torch-free at import
+
+    def fit() -> None:
+        divisor = size_divisor(architecture.currentData())
+        tile.setSingleStep(divisor)
+        tile.setMinimum(divisor)
+        tile.setValue(max(divisor, round(tile.value() / divisor) * divisor))
+
+    architecture.currentIndexChanged.connect(fit)
+    fit()
+
+
 def build_train_form(root: QWidget) -> TrainForm:
     """Create the tab's widgets inside ``root`` and lay them out."""
     engine_note = QLabel()
@@ -127,7 +144,6 @@ def build_train_form(root: QWidget) -> TrainForm:
     advanced.setCollapsed(True)
     advanced.setToolTip("Tile size, batch size, learning rate, validation share and device")
     tile, batch = _spin(16, 4096, 256, " px"), _spin(1, 512, 8)
-    tile.setSingleStep(16)
     tile.setToolTip("Side of the square training tiles; also the model's tile size when it segments")
     batch.setToolTip("Tiles per optimiser step: more is smoother and needs more memory")
     lr = QgsDoubleSpinBox()
@@ -155,6 +171,7 @@ def build_train_form(root: QWidget) -> TrainForm:
                            "stored in the model, so it scales other rasters the same way. Empty: the data type's "
                            "range (0-255 for 8-bit), except 16-bit rasters whose values use fewer bits (11-, 12-, "
                            "14-bit sensors): 0 up to that bit depth's largest value")
+    _tile_follows_architecture(architecture, tile)
     aform = _form(advanced)
     aform.addRow("Tile size", tile)
     aform.addRow("Batch size", batch)

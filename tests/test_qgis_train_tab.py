@@ -314,3 +314,22 @@ def test_curve_plot_draws_points(qgis_app: object) -> None:
     low = range(int(image.height() * 0.7), image.height())  # the mIoU panel's lower part: below its legend
     greens = sum(1 for y in low for x in range(image.width()) if QColor(image.pixel(x, y)) == MIOU_COLOUR)
     assert greens > 20  # the mIoU line (0.2 -> 0.5) and its points are drawn
+
+
+def test_tile_size_steps_by_what_each_architecture_takes(dock: object) -> None:
+    """The tile arrows offer only sizes the chosen network can take (training refuses the others up front)."""
+    from fastunet_core.models.registry import check_tile_multiple, size_divisor
+
+    form = dock.train_tab.form  # type: ignore[attr-defined]
+    divisors = {}
+    for index in range(form.architecture.count()):
+        form.architecture.setCurrentIndex(index)
+        name = form.architecture.currentData()
+        divisors[name] = size_divisor(name)
+        check_tile_multiple(form.tile.value(), name)  # the value moved onto the new architecture's grid
+        form.tile.stepUp()
+        check_tile_multiple(form.tile.value(), name)
+        assert form.tile.singleStep() == divisors[name] and form.tile.minimum() == divisors[name]
+        form.tile.stepDown()
+        check_tile_multiple(form.tile.value(), name)
+    assert len(set(divisors.values())) > 1, divisors  # the architectures differ, so the step must follow them
