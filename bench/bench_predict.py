@@ -4,7 +4,7 @@
 Run on demand (not a test)::
 
     env -u PROJ_DATA -u PROJ_LIB .venv/bin/python bench/bench_predict.py [--quick] [--full] [--workdir DIR]
-        [--device auto|cpu|cuda] [--repeat N] [--first-tile-only]
+        [--device auto|cpu|cuda] [--repeat N] [--first-tile-only] [--against OTHER_CHECKOUT]
 
 Input: a real orthophoto (Deepness's drone test image, ``../shared/data/deepness-testdata``, RGB bands)
 mirror-tiled to 2048 x 2048 and 16384 x 16384 px and georeferenced at 0.1 m (1024 / 4096 with ``--quick``),
@@ -25,7 +25,11 @@ first, as any run after the first finds it.
     Deepness's figure (1.82 CPU-s per 512 tile on this CPU, measured in issue #15) is printed beside it.
 (c) Start to first tile: wall time from starting ``fastunet-geo predict`` (the CLI, default settings, in a
     fresh ``python``) to the first tile's probabilities, imports and model loading included (cache warm);
-    median of ``--repeat`` runs, with the time each stage began.
+    median of ``--repeat`` runs after one uncounted run, with the time each stage began and the process's
+    CPU seconds by then. The children keep their bytecode in ``WORKDIR/pycache`` (as an installed package
+    has it compiled, even where ``PYTHONDONTWRITEBYTECODE`` is set). ``--against OTHER_CHECKOUT`` alternates
+    runs of another checkout (e.g. the commit before a change) with this tree's, so both see the same load;
+    ``--first-tile-only`` measures (c) alone.
 
 The parent process only orchestrates and imports nothing heavy: on Linux a child's ``ru_maxrss`` includes
 the RSS of the process it was forked from, so a parent holding torch would inflate every figure. Each
@@ -61,6 +65,7 @@ SMALL_MEMORY_RUNS = 3  # the small run's peak moves by +-5% from run to run; it 
 SPEED_GOAL = 0.95
 FIRST_TILE_GOAL = 2.0
 DEEPNESS_CPU_S_PER_TILE = 1.82  # issue #15: Deepness 0.6.5, same weights and orthophoto, this CPU
+REPO = Path(__file__).resolve().parents[1]
 ORTHO = Path(__file__).resolve().parents[2] / "shared" / "data" / "deepness-testdata" / "dummy_fotomap_small.tif"
 
 Json = dict[str, Any]
@@ -89,11 +94,11 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def run_child(mode: str, params: Json) -> ChildRun:
+def run_child(mode: str, params: Json, env: dict[str, str] | None = None) -> ChildRun:
     """Run this script in ``--child MODE`` in a fresh interpreter; return its result and peak RSS."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--params", json.dumps(params)]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     out = proc.stdout.read()
     proc.stdout.close()
@@ -205,26 +210,59 @@ def speed_section(ckpt: Path, raster: Path, device: str, repeat: int) -> Json:
     return {**r, "ratio": ratio, "vs_deepness": vs_deepness}
 
 
-def first_tile_section(ckpt: Path, raster: Path, device: str, repeat: int) -> Json:
-    """(c): wall seconds from starting ``fastunet-geo predict`` to the first tile's probabilities (median of N)."""
-    times, cpus, reports = [], [], []
-    for _ in range(repeat):
-        t0 = time.time()
-        run = run_child("first_tile", {"raster": str(raster), "ckpt": str(ckpt), "device": device,
-                                       "out": str(raster.with_name(f"first_{raster.stem}.tif"))})
-        times.append(run.result["first_tile_at"] - t0)
-        cpus.append(run.result["first_tile_cpu"])
-        reports.append((t0, run.result))
-    median = statistics.median(times)
-    t0, r = reports[times.index(median)] if median in times else reports[0]
-    stages = ", ".join(f"{name} {at - t0:.2f}" for name, at in r["marks"].items())
-    print(f"(c) start to first tile (`fastunet-geo predict` in a fresh python, defaults, cache warm): median "
-          f"{median:.2f} s of {', '.join(f'{t:.2f}' for t in times)} (goal <= {FIRST_TILE_GOAL} s); CPU seconds of "
-          f"the process by then: median {statistics.median(cpus):.2f} (all threads; moves less with the load)")
-    print(f"  stages of the median run, seconds from the start: {stages}, first tile {r['first_tile_at'] - t0:.2f}; "
-          f"heavy modules imported: {', '.join(r['heavy']) or 'none'}")
+def first_tile_env(work: Path, tree: Path) -> dict[str, str]:
+    """The environment of a start-to-first-tile child: ``tree``'s code, with its bytecode cached.
+
+    An installed package has its modules compiled (pip compiles them; Python caches them at first import).
+    A shell with ``PYTHONDONTWRITEBYTECODE`` set (as some sandboxes and CI images are) would compile the
+    project's modules again in every run (0.16 CPU-s here), so the children keep their bytecode in
+    ``WORKDIR/pycache`` instead (warmed by one run that is not counted).
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+    env["PYTHONPATH"] = str(tree)
+    return env
+
+
+def first_tile_section(ckpt: Path, raster: Path, device: str, repeat: int, work: Path,
+                       against: Path | None = None) -> Json:
+    """(c): wall seconds from starting ``fastunet-geo predict`` to the first tile's probabilities (median of N).
+
+    With ``against`` (another checkout of fastunet-geo), its runs alternate with this tree's, so that both
+    see the same load; the figures of both are printed.
+    """
+    trees = {"this tree": REPO} | ({f"against {against}": against} if against is not None else {})
+    params = {"raster": str(raster), "ckpt": str(ckpt), "device": device,
+              "out": str(raster.with_name(f"first_{raster.stem}.tif"))}
+    runs: dict[str, list[tuple[float, Json]]] = {name: [] for name in trees}
+    loads = []
+    for k in range(repeat + 1):  # the first round warms the bytecode and page caches: not counted
+        for name, tree in trees.items():
+            t0 = time.time()
+            run = run_child("first_tile", params, first_tile_env(work, tree))
+            if k:
+                runs[name].append((t0, run.result))
+        loads.append(load_average())
+    figures: Json = {}
+    busy = [x for x in loads if x is not None]
+    print(f"(c) start to first tile (`fastunet-geo predict` in a fresh python, defaults, cache warm; goal <= "
+          f"{FIRST_TILE_GOAL} s), {repeat} runs" + (" of each tree, alternating" if against else "")
+          + (f"; load average {min(busy):.1f} to {max(busy):.1f}" if busy else ""))
+    for name, results in runs.items():
+        times = [r["first_tile_at"] - t0 for t0, r in results]
+        cpus = [r["first_tile_cpu"] for _, r in results]
+        median = statistics.median(times)
+        t0, r = min(results, key=lambda tr: abs(tr[1]["first_tile_at"] - tr[0] - median))
+        stages = ", ".join(f"{label} {at - t0:.2f}" for label, at in r["marks"].items())
+        print(f"  {name}: median {median:.2f} s wall (all: {', '.join(f'{t:.2f}' for t in times)}; best "
+              f"{min(times):.2f}); CPU seconds of the process by then: median {statistics.median(cpus):.2f} "
+              f"(all threads; moves less with the load)")
+        print(f"    stages of the median run, seconds from the start: {stages}, first tile "
+              f"{r['first_tile_at'] - t0:.2f}; heavy modules imported: {', '.join(r['heavy']) or 'none'}")
+        figures[name] = {"seconds": median, "all": times, "best": min(times), "cpu": statistics.median(cpus),
+                         "torch": r["torch"]}
     print()
-    return {"seconds": median, "all": times, "cpu": statistics.median(cpus), "torch": r["torch"]}
+    return figures["this tree"] | {"trees": figures}
 
 
 def print_table(info: Json, mem: Json, speed: Json, first: Json) -> None:
@@ -271,6 +309,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--full", action="store_true", help=f"also run {SPEED_MODEL} at the large size (slow)")
     p.add_argument("--first-tile-only", action="store_true",
                    help="measure only (c), start to first tile (the small raster only; no table)")
+    p.add_argument("--against", type=Path, default=None,
+                   help="(c) also for this other checkout of fastunet-geo (e.g. the commit before a change), "
+                        "its runs alternating with this tree's")
     p.add_argument("--repeat", type=int, default=3,
                    help="time (b) this many times, interleaved, and keep the best of each [3]")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -304,7 +345,8 @@ def run_benchmark(args: argparse.Namespace) -> None:
             print(f"{SPEED_MODEL}: bf16 class agreement with fp32 on the orthophoto {models['agreement']:.4%} "
                   "(recorded)")
         print()
-        first = first_tile_section(Path(models["speed_ckpt"]), rasters[0], args.device, args.repeat)
+        first = first_tile_section(Path(models["speed_ckpt"]), rasters[0], args.device, args.repeat, work,
+                                   args.against)
         if args.first_tile_only:
             return
         speed = speed_section(Path(models["speed_ckpt"]), rasters[0], args.device, args.repeat)
@@ -475,7 +517,7 @@ def child_first_tile(params: Json) -> Json:
 
     The first tile's progress step prints the result and ends the process there (``os._exit``): the time
     from the parent's start of this process, and when each stage began (CLI imported, predictor built,
-    tiles started), all from the wall clock the parent also reads.
+    ONNX Runtime session ready, tiles started), all from the wall clock the parent also reads.
     """
     marks = {"python up": time.time()}
     import fastunet_core.cli as cli
@@ -488,7 +530,18 @@ def child_first_tile(params: Json) -> Json:
     def timed_init(self: Any, *args: Any, **kwargs: Any) -> None:
         marks["predict command started"] = time.time()
         init(self, *args, **kwargs)
-        marks["model and engine ready"] = time.time()
+        marks["predictor built"] = time.time()  # since 2026-12: the engine's session may still be on its way
+
+    from fastunet_core.inference import onnx_engine
+
+    build = getattr(onnx_engine.OnnxEngine, "_build", None)  # the session built on a thread of its own
+    if build is not None:
+        def timed_build(self: Any) -> Any:
+            session = build(self)
+            marks["ONNX Runtime session ready"] = time.time()
+            return session
+
+        onnx_engine.OnnxEngine._build = timed_build  # type: ignore[method-assign]
 
     def timed_run_tiles(self: Any, *args: Any, **kwargs: Any) -> Any:
         marks["raster opened, outputs created"] = time.time()

@@ -65,9 +65,11 @@ def test_predict_with_a_cached_export_never_imports_torch(tmp_path: Path, rio_da
     assert "exported to the cache" in first["engine"]
     assert first["torch"]  # the first run exports, which needs torch
     entries = sorted(p.name for p in (cache / "onnx").iterdir())
-    # the export, ONNX Runtime's optimised form of it for this CPU, the digest index; no temporary file
-    assert len(entries) == 3 and entries[0] == "digests.json", entries
+    # the export, ONNX Runtime's optimised form of it for this CPU and that form's weights (memory-mapped when
+    # loaded), the digest index; no temporary file
+    assert len(entries) == 4 and entries[0] == "digests.json", entries
     assert entries[1].endswith(".onnx") and entries[2].endswith(".ort.onnx"), entries
+    assert entries[3].startswith(entries[2]) and entries[3].endswith(".data"), entries
     second = _child_predict(ckpt, raster, tmp_path / "second.tif", cache)
     assert second["engine"] == "onnxruntime (CPU, fp32, cached export)"
     assert second["torch"] == [] and not second["onnx"]

@@ -21,6 +21,7 @@ from fastunet_core.inference import onnx_engine
 from fastunet_core.inference.predict import PredictOptions, Predictor, predict_raster
 from fastunet_core.io.resume import partial_path
 from tests.cli_helpers import run_cli
+from tests.conftest import CheckpointFactory
 
 
 def _read(path: Path) -> np.ndarray:
@@ -35,10 +36,27 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "cache" / "onnx"
 
 
+@pytest.fixture(scope="module")
+def varied(tmp_path_factory: pytest.TempPathFactory, make_checkpoint: CheckpointFactory) -> Path:
+    """A unet_tiny checkpoint (weights large enough to go to the optimised form's weights file) whose class map
+    varies across a raster (BatchNorm statistics as after training)."""
+    from fastunet_core.models.checkpoint import load_checkpoint, save_checkpoint
+
+    loaded = load_checkpoint(make_checkpoint("unet_tiny", tile=128, overlap=16))
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for m in loaded.torch_model().modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.05, 0.2)
+                m.weight.uniform_(0.5, 1.5)
+    return save_checkpoint(tmp_path_factory.mktemp("varied") / "varied.safetensors", loaded.torch_model(), loaded.meta)
+
+
 @pytest.fixture()
-def warm(cache: Path, rio_data: Path, tmp_path: Path, make_checkpoint: Callable[..., Path]) -> tuple[Path, Path]:
-    """The stand-in model's export in the cache (with its optimised form) and the class map of that first run."""
-    ckpt, out = make_checkpoint(), tmp_path / "first.tif"
+def warm(cache: Path, rio_data: Path, tmp_path: Path, varied: Path) -> tuple[Path, Path]:
+    """The model's export in the cache (with its optimised form) and the class map of that first run."""
+    ckpt, out = varied, tmp_path / "first.tif"
     predict_raster(rio_data / "cogeo.tif", ckpt, out, PredictOptions(device="cpu"))
     assert len(np.unique(_read(out))) > 1  # a map that varies, so equality below means something
     return ckpt, out
@@ -94,11 +112,16 @@ def test_background_session_gives_the_bytes_of_one_built_in_place(
     assert (tmp_path / "p_bg.tif").read_bytes() == (tmp_path / "p_sync.tif").read_bytes()
 
 
+@pytest.mark.parametrize("damage", ["graph", "weights file gone"])
 def test_damaged_optimised_form_is_optimised_again(warm: tuple[Path, Path], cache: Path, rio_data: Path,
-                                                  tmp_path: Path) -> None:
+                                                  tmp_path: Path, damage: str) -> None:
     ckpt, first = warm
     _, optimised = _entries(cache)
-    optimised.write_bytes(b"not a model")
+    (weights,) = cache.glob(f"{optimised.name}.*.data")  # the optimised form's weights, memory-mapped
+    if damage == "graph":
+        optimised.write_bytes(b"not a model")
+    else:
+        weights.unlink()
     out = tmp_path / "again.tif"
     predict_raster(rio_data / "cogeo.tif", ckpt, out, PredictOptions(device="cpu"))
     assert out.read_bytes() == first.read_bytes()
@@ -106,6 +129,14 @@ def test_damaged_optimised_form_is_optimised_again(warm: tuple[Path, Path], cach
     ort = onnx_engine.import_onnxruntime()
     ort.InferenceSession(str(optimised), providers=["CPUExecutionProvider"])  # and loadable
     assert not [p for p in cache.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_optimised_weights_are_memory_mapped_not_copied(warm: tuple[Path, Path], cache: Path) -> None:
+    """The optimised graph keeps its weights in a file of its own, which ONNX Runtime maps (start-up time)."""
+    _, optimised = _entries(cache)
+    (weights,) = cache.glob(f"{optimised.name}.*.data")
+    assert weights.stat().st_size > optimised.stat().st_size  # the weights left the graph
+    assert weights.name.encode() in optimised.read_bytes()  # and the graph names their file
 
 
 def test_damaged_cached_export_is_a_one_line_error_and_no_output(warm: tuple[Path, Path], cache: Path,
