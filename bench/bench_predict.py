@@ -489,6 +489,7 @@ def child_baseline(params: Json) -> Json:
     import rasterio  # noqa: F401 - imported for its memory, like predict does
 
     p = _predictor(params)
+    getattr(p.engine, "session", None)  # an ONNX Runtime session built on a thread of its own: wait for it
     return {"vmhwm_mib": vmhwm_mib(), "engine": p.engine_name, "torch": _torch_loaded()}
 
 
