@@ -244,6 +244,11 @@ def check_bands(layer: QgsRasterLayer, model_bands: tuple[int, ...], chosen: tup
                               "exist: choose others under Bands")
         return chosen
     data = data_band_count(layer)
+    if count < n:  # the layer lacks bands: only a band given twice would fill the input
+        repeat = ", ".join(str(1 + i % count) for i in range(n))
+        raise ConfigError(f"{layer.name()} has {count} band(s) but the model needs {n} (bands {wanted}); segment "
+                          f"a raster with {n} bands or use a model trained on {count}-band rasters (or repeat a "
+                          f"band under Bands, e.g. {repeat})")
     if data != n or max(model_bands) > count:
         raise ConfigError(f"{layer.name()} has {data} data band(s) but the model reads {n} (bands {wanted})"
                           f"{_alpha_note(layer)}; choose which {n} of the layer's bands to use under Bands (e.g. "

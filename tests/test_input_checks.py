@@ -147,3 +147,16 @@ def test_values_inside_the_range_do_not_warn(tmp_path: Path, make_checkpoint: An
         warnings.simplefilter("always")
         predict_raster(_write(tmp_path / "in.tif", values), make_checkpoint(tile=32, overlap=0), tmp_path / "o.tif")
     assert not [w for w in caught if issubclass(w.category, InputRangeWarning)]
+
+
+def test_a_raster_with_fewer_bands_than_the_model_gets_a_fix_that_can_work(tmp_path: Path,
+                                                                         make_checkpoint: Any) -> None:
+    """A one-band raster for a three-band model: the suggested --bands lists only bands the raster has, and it runs."""
+    raster = _write(tmp_path / "one_band.tif", np.random.default_rng(0).integers(0, 255, (1, 64, 64), dtype=np.uint8))
+    ckpt = make_checkpoint(bands=(1, 2, 3), tile=32, overlap=0)
+    r = CliRunner().invoke(cli, ["predict", str(raster), "-m", str(ckpt), "-o", str(tmp_path / "a.tif")])
+    assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "has 1 band(s) but the model needs 3" in r.stderr and "--bands 1,1,1" in r.stderr, r.stderr
+    r = CliRunner().invoke(cli, ["predict", str(raster), "-m", str(ckpt), "-o", str(tmp_path / "a.tif"),
+                                 "--bands", "1,1,1"])
+    assert r.exit_code == 0, r.stderr

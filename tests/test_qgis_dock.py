@@ -403,7 +403,7 @@ def test_band_mismatch_is_found_before_the_engine_and_bands_can_be_chosen(
     QgsApplication.taskManager().taskAdded.connect(started.append)
     assert dock.start_run() is None and not started  # no task, no engine
     [warning] = messages(qgis_iface, Qgis.MessageLevel.Warning)
-    assert "Red has 1 data band(s) but the model reads 3" in warning and "under Bands" in warning
+    assert "Red has 1 band(s) but the model needs 3" in warning and "under Bands, e.g. 1, 1, 1" in warning
     assert "--" not in warning  # no CLI flag in QGIS
     dock.form.bands.setText("1, 2")
     assert dock.start_run() is None

@@ -206,6 +206,13 @@ def choose_bands(info: RasterInfo, spec: InputSpec, override: Sequence[int] | No
             raise InputRasterError(f"{setting('bands')} lists {len(bands)} bands but the model takes {spec.n_bands}")
     else:
         bands = spec.bands
+        if info.count < spec.n_bands:  # the raster lacks bands: only a band given twice would fill the input
+            repeat = ",".join(str(1 + i % info.count) for i in range(spec.n_bands))
+            raise InputRasterError(
+                f"{info.path.name} has {info.count} band(s) but the model needs {spec.n_bands} (bands "
+                f"{', '.join(map(str, spec.bands))}); segment a raster with {spec.n_bands} bands or use a model "
+                f"trained on {info.count}-band rasters (or repeat a band: {setting('bands', repeat)})"
+            )
         if len(info.data_bands) != spec.n_bands:
             raise InputRasterError(
                 f"{info.path.name} has {len(info.data_bands)} data band(s) but the model takes {spec.n_bands} "
