@@ -134,3 +134,29 @@ def test_a_tile_larger_than_the_raster_needs_is_reduced_to_one_that_covers_it(
         assert np.array_equal(big.read(1), same.read(1))
     code, text = run_cli("predict", str(small_raster), "-m", ckpt, "-o", str(tmp_path / "small.tif"), "--tile", "64")
     assert code == 0 and "note: --tile" not in text, text  # smaller than the raster: as given
+
+
+def test_a_heavy_run_is_announced_before_its_first_tile(make_checkpoint: Callable[..., Path], tmp_path: Path) -> None:
+    """An overlap near the tile size (or a resolution far finer than the raster's) turns seconds into hours: allowed,
+    but said, with the cause, before the tiles run; a usual run says nothing of it."""
+    from rasterio.transform import from_origin
+
+    raster = tmp_path / "r.tif"
+    data = np.random.default_rng(0).integers(0, 255, (3, 128, 128), dtype=np.uint8)
+    with rasterio.open(raster, "w", driver="GTiff", width=128, height=128, count=3, dtype="uint8", crs="EPSG:32633",
+                       transform=from_origin(500000, 6000000, 0.5, 0.5)) as dst:
+        dst.write(data)
+    ckpt = make_checkpoint(tile=32, overlap=0)
+    code, text = run_cli("predict", str(raster), "-m", str(ckpt), "-o", str(tmp_path / "a.tif"), "--overlap", "28",
+                         "--resolution", "native")
+    assert code == 0, text
+    [line] = [ln for ln in text.splitlines() if ln.startswith("heavy run")]
+    assert "625 tiles" in line and "--overlap 28 leaves a step of 4 px between 32 px tiles" in line, line
+    assert text.index("heavy run") < text.index("wrote "), text  # said before the work, not in the summary
+    code, text = run_cli("predict", str(raster), "-m", str(ckpt), "-o", str(tmp_path / "b.tif"), "--overlap", "8",
+                         "--resolution", "native")
+    assert code == 0 and "heavy run" not in text, text
+    finer = tile_checks.heavy_run_note(4096, 256, 32, 1024 * 1024, factor=0.02)
+    assert finer is not None and "read 50x finer than the raster (--resolution)" in finer, finer
+    with speaking(QGIS):
+        assert "'Overlap' 200 leaves" in (tile_checks.heavy_run_note(4096, 256, 200, 1024 * 1024, 1.0) or "")

@@ -53,7 +53,7 @@ from fastunet_core.inference.resolution import (
     plan_resolution,
     scaled_grid,
 )
-from fastunet_core.inference.tile_checks import check_overlap, check_tile_memory, check_tile_size
+from fastunet_core.inference.tile_checks import check_overlap, check_tile_memory, check_tile_size, heavy_run_note
 from fastunet_core.inference.tile_source import EmptyTile, TileItem, iter_tiles, prefetch
 from fastunet_core.io.atomic import check_writable
 from fastunet_core.io.raster_input import (
@@ -400,6 +400,9 @@ class Predictor:
             if not plan.resamples:
                 warn_resolution_mismatch(info.path.name, info.resolution_m, meta.resolution_m)
             grid = TileGrid.for_raster(src.width, src.height, tile_px, overlap_px)
+            heavy = heavy_run_note(grid.n_tiles, tile, overlap, info.width * info.height, plan.factor)
+            if heavy:
+                prog.message(heavy)
             grid_stack.enter_context(tile_read_cache(source_ds, round(tile_px * source_ds.width / src.width)))
             reader = TileReader(src, bands, meta.input, tile, scale)
             warn_out_of_range(info.path.name, reader)

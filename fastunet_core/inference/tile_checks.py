@@ -37,6 +37,30 @@ def check_overlap(overlap: int, tile: int, given: bool) -> None:
                       f"give a smaller {setting('overlap')} or a larger {setting('tile')}")
 
 
+HEAVY_WORK = 16.0  # model pixels computed per raster pixel above which a run is called heavy (defaults: ~1.2)
+HEAVY_MIN_TILES = 64  # fewer tiles finish in seconds, whatever the ratio (a small raster in one large tile)
+
+
+def heavy_run_note(n_tiles: int, tile: int, overlap: int, raster_px: int, factor: float) -> str | None:
+    """Return a line that says a run will compute many times the raster's pixels, and why; None for a usual run.
+
+    ``n_tiles`` tiles of ``tile`` model pixels over a raster of ``raster_px`` pixels, read ``factor`` times
+    coarser (below 1: finer). An overlap near the tile size or a resolution far finer than the raster's turn
+    seconds into hours; both are allowed, so the run goes on, but the user hears it before the first tile.
+    """
+    work = n_tiles * tile * tile / max(1, raster_px)
+    if work <= HEAVY_WORK or n_tiles < HEAVY_MIN_TILES:
+        return None
+    causes = []
+    if 2 * overlap > tile:
+        causes.append(f"{setting('overlap', overlap)} leaves a step of {tile - overlap} px between {tile} px tiles")
+    if factor < 1 / 2:
+        causes.append(f"the tiles are read {1 / factor:.3g}x finer than the raster ({setting('resolution')})")
+    why = "; ".join(causes) or "the tiles are much larger than the raster"
+    return (f"heavy run: {n_tiles:,} tiles, about {work:,.0f} model pixels per raster pixel ({why}); a smaller "
+            "overlap or a coarser resolution runs many times faster")
+
+
 def batch_bytes(tile: int, bands: int, channels: int, batch: int) -> int:
     """Return the bytes one batch of tiles needs at the least: its float32 input and probabilities.
 
