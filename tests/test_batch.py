@@ -175,3 +175,18 @@ def test_earlier_outputs_in_the_input_folder_are_left_out_with_a_note(
                                     "-m", ckpt, "--out-dir", str(tmp_path / "third")])
     assert only.exit_code == 1 and only.stderr.strip().splitlines()[-1].startswith(
         "error: every input is an output of fastunet-geo"), only.stderr
+
+
+def test_a_raster_without_georeferencing_in_a_batch_is_one_summary_line_not_a_rasterio_warning(
+        tmp_path: Path, rio_data: Path, make_checkpoint: Callable[..., Path]) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(rio_data / "rgb1.tif", folder / "rgb1.tif")
+    shutil.copy(rio_data / "389225main_sw_1965_1024.jpg", folder / "plain.jpg")  # no georeferencing at all
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    proc = subprocess.run([sys.executable, "-m", "fastunet_core.cli", "predict", str(folder), "-m",
+                           str(make_checkpoint()), "--out-dir", str(tmp_path / "out"), "--device", "cpu"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == EXIT_SOME_FAILED, proc.stderr
+    assert "NotGeoreferencedWarning" not in proc.stderr and "site-packages" not in proc.stderr, proc.stderr
+    assert _read_summary(tmp_path / "out" / "summary.csv")["plain.jpg"]["status"] == "failed"

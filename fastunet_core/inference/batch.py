@@ -12,11 +12,13 @@ import glob
 import json
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import rasterio
+from rasterio.errors import NotGeoreferencedWarning
 
 from fastunet_core.errors import CancelledError, ConfigError, FastUNetError, InputRasterError
 from fastunet_core.inference.predict import PredictOptions, Predictor
@@ -134,9 +136,20 @@ def batch_targets(raster: RasterSource, out_dir: Path, with_probs: bool, with_ve
                         out.with_suffix(".gpkg") if with_vector else None)
 
 
+def _peek(path: RasterSource) -> rasterio.io.DatasetReader:
+    """Open ``path`` for a look at its size or tags, quietly.
+
+    A raster without georeferencing is refused later, in its own line of the summary, not by rasterio's
+    warning (with its site-packages path) here.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        return rasterio.open(path)
+
+
 def _written_by_us(path: RasterSource) -> bool:
     try:
-        with rasterio.open(path) as ds:
+        with _peek(path) as ds:
             return ds.tags().get("SOFTWARE") == "fastunet-geo"
     except Exception:  # not a raster we can read: certainly not one of our outputs
         return False
@@ -184,7 +197,7 @@ def exclude_own_outputs(inputs: Sequence[RasterSource], out_dir: Path, with_prob
 def pixel_count(path: RasterSource) -> int:
     """Width x height of a raster, or 0 when it cannot be opened (it will fail later, with its reason)."""
     try:
-        with rasterio.open(path) as ds:
+        with _peek(path) as ds:
             return int(ds.width) * int(ds.height)
     except Exception:  # any unreadable input: sharding only needs a weight
         return 0
