@@ -45,6 +45,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "init_dtype": ("--dtype", "the data type"),
     "init_value_range": ("--value-range at init", "the model's input value range"),
     "init_resolution": ("--resolution-m", "the model's ground resolution"),
+    "segment_tool": ("'fastunet-geo predict'", "a segmentation"),
     "init_from": ("'fastunet-geo init --from'", "converting the model once with the command line"),
     "init_weights": ("'fastunet-geo init ARCH --weights FILE'", "wrapping the weights in a model file"),
     "arch_args": ("--arch-args", "the architecture's arguments"),

@@ -26,6 +26,7 @@ QGIS = FrontEnd("qgis", {
     "min_area": "'Minimum area'",
     "train_output": "'Run folder'",
     "fresh": "'Start over'",
+    "segment_tool": "'Segment raster' or the dock's Run",
     # training: the plugin trains with one batch size (micro-batch = batch, no gradient accumulation), so the
     # micro-batch is its 'Batch size' and optim.batch_size has no control of its own
     "optim.lr": "'Learning rate'",

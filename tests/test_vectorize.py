@@ -553,3 +553,18 @@ def test_preview_draws_the_polygons_of_one_of_our_geopackages(tmp_path: Path) ->
     assert pyogrio.list_layers(tmp_path / "p.gpkg").tolist() == [["p", "Polygon"], ["layer_styles", None]]
     png = render_preview(mask, mask, tmp_path / "preview.png", outlines=tmp_path / "p.gpkg")  # no layer warning
     assert png.stat().st_size > 1000
+
+
+def test_a_multiband_raster_given_to_vectorize_says_where_class_rasters_come_from_in_each_front_end(
+        tmp_path: Path, rio_data: Path) -> None:
+    from fastunet_core.errors import InputRasterError
+    from fastunet_core.hints import speaking
+    from fastunet_core.polygons.vectorize import vectorize_raster
+    from qgis_plugin.words import QGIS
+
+    with pytest.raises(InputRasterError, match="the output of 'fastunet-geo predict'"):
+        vectorize_raster(rio_data / "rgb1.tif", tmp_path / "a.gpkg")
+    with speaking(QGIS), pytest.raises(InputRasterError) as err:
+        vectorize_raster(rio_data / "rgb1.tif", tmp_path / "b.gpkg")
+    assert "the output of 'Segment raster' or the dock's Run" in str(err.value) and "fastunet-geo" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []

@@ -130,7 +130,7 @@ def _check_class_raster(src: rasterio.io.DatasetReader) -> str:
     name = Path(src.name).name
     if src.count != 1:
         raise InputRasterError(f"{name} has {src.count} bands; a class raster has one band of class ids "
-                               "(e.g. the output of 'fastunet-geo predict')")
+                               f"(e.g. the output of {setting('segment_tool')})")
     if not np.issubdtype(np.dtype(src.dtypes[0]), np.integer):
         raise InputRasterError(f"{name} holds {src.dtypes[0]} values; a class raster holds integer class ids")
     if src.crs is None:
