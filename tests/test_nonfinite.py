@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -292,6 +295,11 @@ def test_nan_weights_are_refused_naming_the_file(tmp_path: Path, make_checkpoint
     raster = _write(tmp_path / "in.tif", np.random.default_rng(4).integers(0, 255, (3, 64, 64), dtype=np.uint8))
     r = CliRunner().invoke(cli, ["predict", str(raster), "-m", str(bad), "-o", str(tmp_path / "out.tif")])
     assert r.exit_code == 1 and str(bad) in r.stderr and "NaN" in r.stderr, r.output
+    proc = subprocess.run([sys.executable, "-m", "fastunet_core.cli", "predict", str(raster), "-m", str(bad), "-o",
+                           str(tmp_path / "out.tif")], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)))
+    assert proc.returncode == 1 and proc.stderr.count("NaN") == 1, proc.stderr  # said once, not also as a warning
+    assert "1 tensor (e.g. " in proc.stderr and " holds NaN" in proc.stderr, proc.stderr
     assert not (tmp_path / "out.tif").exists()
     weights = tmp_path / "weights.safetensors"
     save_file({k: v for k, v in load_file(bad).items()}, str(weights))

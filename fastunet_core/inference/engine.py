@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from fastunet_core.errors import ConfigError, NonFiniteError
+from fastunet_core.errors import CheckpointError, ConfigError, NonFiniteError
 from fastunet_core.hints import hint
 from fastunet_core.models.checkpoint_file import LoadedModel
 from fastunet_core.runtime.device import DeviceChoice
@@ -123,7 +123,7 @@ def make_engine(source: LoadedModel | nn.Module, device: DeviceChoice, sample_sh
     if engine == "onnx" or (engine == "auto" and cpu_fp32 and onnxruntime_available()):
         try:
             return _onnx_engine(source, sample_shape, onnx_available())
-        except ConfigError:
+        except (ConfigError, CheckpointError):  # a damaged model fails in PyTorch too: said once, as an error
             raise
         except Exception as exc:  # an operator the exporter does not know: PyTorch still works
             if engine == "onnx":

@@ -139,8 +139,9 @@ def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
     """Refuse weights holding NaN or inf, naming the file: such a model predicts garbage without a word."""
     bad = nonfinite_tensors(state)
     if bad:
-        raise CheckpointError(f"{source}: {describe_nonfinite(bad)} hold NaN or infinite values; the weights are "
-                              "damaged (e.g. saved from a diverged training run) and cannot be used")
+        raise CheckpointError(f"{source}: {describe_nonfinite(bad)} {'hold' if len(bad) > 1 else 'holds'} NaN or "
+                              "infinite values; the weights are damaged (e.g. saved from a diverged training run) "
+                              "and cannot be used")
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
