@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from fastunet_core.errors import ConfigError
+from fastunet_core.hints import setting
 from fastunet_core.runtime.progress import Progress
 from fastunet_core.train.datasets._common import SegmentationDataset
 from fastunet_core.train.datasets.cache import with_tile_cache
@@ -79,7 +80,7 @@ class DatasetSpec:
         if self.resolution_m is not None and not self.resolution_m > 0:
             raise ConfigError(f"resolution_m must be a positive number of metres, got {self.resolution_m}")
         if not 0 <= self.val_fraction < 1:
-            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+            raise ConfigError(f"{setting('data.val_fraction')} must be in [0, 1), got {self.val_fraction}")
         if self.loveda_nodata not in NODATA_MODES:
             raise ConfigError(f"loveda_nodata must be one of {', '.join(NODATA_MODES)}, got {self.loveda_nodata!r}")
 
