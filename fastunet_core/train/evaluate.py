@@ -137,7 +137,8 @@ def evaluate_checkpoint(checkpoint: str | Path, config: str | Path | None, overr
     meta = loaded.meta
     if [c.id for c in ds.classes] != [c.id for c in meta.classes]:
         raise ConfigError(f"the dataset's classes {[c.name for c in ds.classes]} differ from the model's "
-                          f"{[c.name for c in meta.classes]}")
+                          f"{[c.name for c in meta.classes]}; evaluate the model on data labelled with its classes "
+                          "(the dataset it was trained on), or give the configuration of the run that made it")
     dev = resolve_device(device)
     model = loaded.torch_model().to(dev.device).eval()
     if dev.is_cuda:
