@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.transform import from_origin
+from run_helpers import children, default_signals
 
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = [{"id": 0, "name": "background", "color": [0, 0, 0]}, {"id": 1, "name": "building", "color": [227, 26, 28]},
@@ -38,17 +39,6 @@ def busy_mask(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _default_signals() -> None:
-    """Give the child a terminal's signal dispositions (a background job inherits SIGINT ignored)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGTERM to the process group"])
@@ -59,14 +49,14 @@ def test_vectorize_stops_cleanly(busy_mask: Path, tmp_path: Path, how: str) -> N
     proc = subprocess.Popen([sys.executable, "-m", "fastunet_core.cli", "-q", "vectorize", str(busy_mask), "-o",
                              str(out_dir / "poly.gpkg"), "--workers", "2", "--window", "512"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                            preexec_fn=_default_signals)
+                            preexec_fn=default_signals)
     end = time.monotonic() + 120
-    while not list(out_dir.glob(".poly.*.tmp")) or len(_children(proc.pid)) < 2:  # writing, workers busy
+    while not list(out_dir.glob(".poly.*.tmp")) or len(children(proc.pid)) < 2:  # writing, workers busy
         assert proc.poll() is None, proc.communicate()[1].decode()
         assert time.monotonic() < end, "vectorize did not start in time"
         time.sleep(0.02)
     time.sleep(0.5)
-    workers = _children(proc.pid)
+    workers = children(proc.pid)
     if how == "SIGTERM to the process group":
         os.killpg(proc.pid, signal.SIGTERM)
     else:

@@ -12,37 +12,18 @@ import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
+from run_helpers import CountingCancel
 
 from fastunet_core.cli import cli
 from fastunet_core.errors import CancelledError
 from fastunet_core.inference.predict import PredictOptions, predict_raster
 from fastunet_core.io.raster_input import TileReader
 from fastunet_core.io.resume import partial_path, state_path
-from fastunet_core.runtime.progress import NullProgress
 from fastunet_core.tiling.grid import TileGrid
 
 # cogeo.tif is 1024 x 1024: with 128 px tiles and 16 px overlap that is 9 x 9 tiles, and the outputs'
 # 512-row blocks make row 512 the first point a run can be continued from
 TILES_PER_ROW = 9
-
-
-class CountingCancel(NullProgress):
-    """Progress that counts the tiles run and cancels after ``limit`` of them."""
-
-    def __init__(self, limit: int | None = None) -> None:
-        self.limit, self.done, self.messages = limit, 0, []
-
-    def start(self, total: float, label: str) -> None:
-        self.total = total
-
-    def advance(self, n: float = 1) -> None:
-        self.done += int(n)
-
-    def is_cancelled(self) -> bool:
-        return self.limit is not None and self.done >= self.limit
-
-    def message(self, text: str) -> None:
-        self.messages.append(text)
 
 
 def _read(path: Path) -> np.ndarray:

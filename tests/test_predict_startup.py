@@ -22,6 +22,7 @@ from fastunet_core.inference.predict import PredictOptions, Predictor, predict_r
 from fastunet_core.io.resume import partial_path
 from tests.cli_helpers import run_cli
 from tests.conftest import CheckpointFactory
+from tests.run_helpers import CountingCancel
 
 
 def _read(path: Path) -> np.ndarray:
@@ -165,29 +166,14 @@ def test_resume_follows_the_checkpoint_file_from_the_first_run_on(cache: Path, r
     """
     from fastunet_core.errors import CancelledError
     from fastunet_core.models.checkpoint import load_checkpoint, save_checkpoint
-    from fastunet_core.runtime.progress import NullProgress
-
-    class CancelAfter(NullProgress):
-        def __init__(self, limit: int | None) -> None:
-            self.limit, self.done = limit, 0
-            self.messages: list[str] = []
-
-        def advance(self, n: float = 1) -> None:
-            self.done += int(n)
-
-        def is_cancelled(self) -> bool:
-            return self.limit is not None and self.done >= self.limit
-
-        def message(self, text: str) -> None:
-            self.messages.append(text)
 
     ckpt = tmp_path / "model.safetensors"
     ckpt.write_bytes(make_checkpoint().read_bytes())
     out, raster = tmp_path / "c.tif", rio_data / "cogeo.tif"
     opts = PredictOptions(device="cpu", resume=True)
     with pytest.raises(CancelledError):
-        predict_raster(raster, ckpt, out, opts, CancelAfter(60))  # exports to the (empty) cache
-    again = CancelAfter(1)
+        predict_raster(raster, ckpt, out, opts, CountingCancel(60))  # exports to the (empty) cache
+    again = CountingCancel(1)
     with pytest.raises(CancelledError):
         predict_raster(raster, ckpt, out, opts, again)  # finds the export
     assert any("resuming" in m for m in again.messages), again.messages
@@ -199,7 +185,7 @@ def test_resume_follows_the_checkpoint_file_from_the_first_run_on(cache: Path, r
     size = ckpt.stat().st_size
     save_checkpoint(ckpt, loaded.torch_model(), loaded.meta, overwrite=True)
     assert ckpt.stat().st_size == size
-    run = CancelAfter(None)
+    run = CountingCancel(None)
     predict_raster(raster, ckpt, out, opts, run)
     assert not any("resuming" in m for m in run.messages), run.messages
     fresh = tmp_path / "fresh.tif"

@@ -18,22 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from run_helpers import children, default_signals
 
 REPO = Path(__file__).resolve().parent.parent
 WAIT_S = 300  # generous: CI is a busy 2-core machine
 
 
-def _default_signals() -> None:
-    """Give the child a terminal's signal dispositions (a background job inherits SIGINT ignored)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
 
 
 def _running(pid: int) -> bool:
@@ -70,12 +60,12 @@ def test_sigterm_stops_training_like_ctrl_c(shared_data: Path, tmp_path: Path, h
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, "-m", "fastunet_core.cli", "-q", "train", "-c", str(config),
                              "--output", str(run)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True, preexec_fn=_default_signals)
+                            start_new_session=True, preexec_fn=default_signals)
     try:
         # epoch 1 saved, and the training and validation loaders' workers (2 each) started
         _wait_for("saved epoch and loader workers",
-                  lambda: (run / "history.json").is_file() and len(_children(proc.pid)) >= 4, proc)
-        workers = _children(proc.pid)
+                  lambda: (run / "history.json").is_file() and len(children(proc.pid)) >= 4, proc)
+        workers = children(proc.pid)
         if how == "SIGTERM to the process group":  # as a scheduler does: the workers get it too
             os.killpg(proc.pid, signal.SIGTERM)
         else:
