@@ -170,7 +170,7 @@ def test_unknown_architecture_lists_the_valid_names() -> None:
     with pytest.raises(UnknownArchitectureError) as info:
         build_model("unet_huge", 3, 2)
     for name in ALL:
-        assert name in str(info.value)
+        assert (name in str(info.value)) == (not name.startswith("test_")), name  # stand-ins for tests unlisted
     with pytest.raises(KeyError):
         summarize("unet_huge")
 
