@@ -23,6 +23,7 @@ from qgis.core import (
     QgsGeometry,
     QgsPointXY,
     QgsProcessingException,
+    QgsProcessingFeedback,
     QgsProject,
     QgsRasterLayer,
     QgsRectangle,
@@ -46,10 +47,27 @@ def provider(qgis_processing: None) -> object:
     QgsApplication.processingRegistry().removeProvider(prov)
 
 
-def run(alg: str, params: dict[str, object]) -> dict[str, object]:
+def run(alg: str, params: dict[str, object], feedback: QgsProcessingFeedback | None = None) -> dict[str, object]:
     import processing
 
-    return processing.run(f"fastunetgeo:{alg}", params)
+    return processing.run(f"fastunetgeo:{alg}", params, feedback=feedback)
+
+
+class RecordingFeedback(QgsProcessingFeedback):
+    """What an algorithm wrote to its log, by kind: plain lines (proportional font) and console lines (fixed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.info: list[str] = []
+        self.console: list[str] = []
+
+    def pushInfo(self, info: str) -> None:  # noqa: N802 (QGIS's name)
+        self.info.append(info)
+        super().pushInfo(info)
+
+    def pushConsoleInfo(self, info: str) -> None:  # noqa: N802 (QGIS's name)
+        self.console.append(info)
+        super().pushConsoleInfo(info)
 
 
 def test_provider_lists_three_algorithms(provider: object) -> None:
@@ -175,8 +193,13 @@ def _train_params(raster: Path, labels: QgsVectorLayer, folder: Path) -> dict[st
 def test_train_from_raster_and_polygons(provider: object, tmp_path: Path, small_raster: Path) -> None:
     labels = _labels(small_raster)
     folder = tmp_path / "run"
-    result = run("train", _train_params(small_raster, labels, folder))
+    feedback = RecordingFeedback()
+    result = run("train", _train_params(small_raster, labels, folder), feedback)
     assert set(result) == {"OUTPUT_FOLDER", "CHECKPOINT", "BEST_EPOCH", "VAL_MIOU"}
+    # the per-class table keeps its columns: its rows go to the log's fixed-width console lines
+    assert any(row.lstrip().startswith("building") for text in feedback.console for row in text.splitlines()), \
+        feedback.console
+    assert not [line for line in feedback.info if "  " in line.strip()], feedback.info
     assert result["OUTPUT_FOLDER"] == str(folder) and result["BEST_EPOCH"] == 1
     assert result["CHECKPOINT"] == str(folder / "best.safetensors")
     from fastunet_core.models.checkpoint import read_metadata
