@@ -72,6 +72,25 @@ def test_jpeg_without_georeferencing(rio_data: Path, out_dir: Path, make_checkpo
     _assert_clean_failure(code, err, out_dir, "no georeferencing")
 
 
+def test_a_crs_without_a_geotransform_is_refused(tmp_path: Path, out_dir: Path,
+                                                 make_checkpoint: Callable[..., Path]) -> None:
+    """A CRS but the identity transform: the class map would sit at the CRS's origin, 1 unit per pixel."""
+    import warnings
+
+    import numpy as np
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    raster = tmp_path / "crs_only.tif"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(raster, "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8",
+                           crs="EPSG:32633") as dst:
+            dst.write(np.zeros((1, 64, 64), np.uint8))
+    code, err = _run(["predict", str(raster), "-m", str(make_checkpoint(bands=(1,))), "-o", str(out_dir / "o.tif")])
+    _assert_clean_failure(code, err, out_dir, "has a CRS but no geotransform", "gdal_edit.py -a_ullr")
+
+
 def test_band_count_mismatch(rio_data: Path, out_dir: Path, make_checkpoint: Callable[..., Path]) -> None:
     code, err = _run(["predict", str(rio_data / "byte.tif"), "-m", str(make_checkpoint()), "-o",
                       str(out_dir / "o.tif")])

@@ -126,6 +126,12 @@ def inspect_raster(src: rasterio.io.DatasetReader) -> RasterInfo:
             f"{name} has no georeferencing (no CRS and no geotransform), so the result could not be placed "
             "on a map; georeference it first (e.g. in QGIS's Georeferencer, or gdal_translate -a_srs -a_ullr)"
         )
+    if src.crs is not None and t.is_identity and not src.gcps[0]:
+        raise InputRasterError(
+            f"{name} has a CRS but no geotransform (its pixels would be placed at 1 unit each from the CRS's origin), "
+            "so the result could not be placed on the map; give it its position and pixel size first (e.g. "
+            f"gdal_edit.py -a_ullr ULX ULY LRX LRY {name.name}, or QGIS's Georeferencer)"
+        )
     if src.crs is None and src.gcps[0]:
         raise InputRasterError(f"{name} is georeferenced by GCPs only; warp it first (gdalwarp {name.name} out.tif)")
     if len(set(src.dtypes)) != 1:
