@@ -138,6 +138,19 @@ def test_pickle_payload_is_refused_unread(tmp_path: Path, rio_data: Path, out_di
     assert not marker.exists(), "the pickle payload was executed"
 
 
+def test_a_runs_resume_state_given_as_a_model_points_at_the_runs_model(tmp_path: Path, out_dir: Path,
+                                                                       make_checkpoint: Callable[..., Path]) -> None:
+    import torch
+
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"epoch": 1}, run / "last_state.pt")
+    (run / "best.safetensors").write_bytes(make_checkpoint().read_bytes())
+    code, err = _run(["info", str(run / "last_state.pt")])
+    _assert_clean_failure(code, err, out_dir, f"The model of this run is {run / 'best.safetensors'}")
+    assert "init" not in err  # not the advice to wrap plain weights
+
+
 def test_unknown_architecture_lists_valid_names(out_dir: Path) -> None:
     code, err = _run(["init", "resnet_magic", "--classes", "2", "-o", str(out_dir / "m.safetensors")])
     _assert_clean_failure(code, err, out_dir, "unknown architecture", "unet_skinny", "unet_tiny")

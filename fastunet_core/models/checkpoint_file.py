@@ -141,9 +141,13 @@ def check_checkpoint_file(p: Path, allow_pickle: bool = False) -> Path:
     if not p.is_file():
         raise CheckpointError(f"checkpoint path is not a file: {p}")
     if not allow_pickle and looks_like_pickle(p):
+        beside = [q for q in (p.parent / "best.safetensors", p.parent / "last.safetensors") if q.is_file()]
         raise UnsafeCheckpointError(
             f"{p} is a PyTorch pickle file, not a fastunet-geo checkpoint; it is refused unread because "
-            "unpickling can run arbitrary code" + hint(". Wrap plain weights with {}", "init_weights")
+            "unpickling can run arbitrary code"
+            # a training run's resume state: its models lie beside it
+            + (f". The model of this run is {beside[0]}" if beside
+               else hint(". Wrap plain weights with {}", "init_weights"))
         )
     with p.open("rb") as f:
         head = f.read(8)
