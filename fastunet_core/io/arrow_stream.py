@@ -12,23 +12,23 @@ exception raised by the iterator (a cancel, a bad window) ends the stream; the w
 
 Signals: an exception raised inside a ctypes callback is printed and dropped by ctypes, so a Ctrl-C whose
 ``KeyboardInterrupt`` lands in one (GDAL calls ``release`` at any time) would be lost and the write would
-finish as if nothing happened. :meth:`BatchStream.signals_deferred` holds SIGINT/SIGTERM while GDAL pulls the
-stream and hands them on at the next batch, where the exception ends the stream like any other.
+finish as if nothing happened. So the writer pulls the stream inside
+:func:`fastunet_core.runtime.signals.signals_held` and gives it the held signals (:meth:`BatchStream.hand_on_signals`):
+they are handed on at the next batch, where the exception ends the stream like any other.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
-import signal
-import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from ctypes import CFUNCTYPE, POINTER, Structure, c_char_p, c_int, c_int64, c_void_p
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from fastunet_core.runtime.signals import HeldSignals
 
 
 class ArrowSchema(Structure):
@@ -91,8 +91,7 @@ class BatchStream:
         self.columns = list(columns)
         self.error: BaseException | None = None
         self._batches = batches
-        self._held_signals: list[int] = []  # signals received while deferred, not yet handed on
-        self._handlers: dict[int, Any] = {}
+        self._signals: HeldSignals | None = None  # run at the next batch: see :meth:`hand_on_signals`
         self._keep: dict[int, list[Any]] = {}  # what each batch handed out holds, until GDAL releases it
         self._next_key = 1
         self._message = ctypes.create_string_buffer(b"")
@@ -117,41 +116,9 @@ class BatchStream:
         if self.error is not None:
             raise self.error
 
-    @contextmanager
-    def signals_deferred(self) -> Iterator[None]:
-        """Hold SIGINT and SIGTERM inside this block; each runs its own handler at the next batch, or on leaving.
-
-        Only the main thread can set handlers; elsewhere (no handler of ours would run there) this does nothing.
-        """
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        self._handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-        for sig in self._handlers:
-            signal.signal(sig, self._hold)
-        try:
-            yield
-        finally:
-            for sig, handler in self._handlers.items():
-                signal.signal(sig, handler)
-            self._handlers = {}
-            self._hand_on_held()  # one that came after the last batch: raised here, outside any callback
-
-    def _hold(self, signum: int, _frame: object) -> None:
-        self._held_signals.append(signum)
-
-    def _hand_on_held(self) -> None:
-        """Run the original handler of each held signal (SIGINT's default raises ``KeyboardInterrupt``)."""
-        while self._held_signals:
-            signum = self._held_signals.pop(0)
-            handler = self._handlers.get(signum) or signal.getsignal(signum)
-            if callable(handler):
-                handler(signum, None)
-            elif handler == signal.SIG_DFL:
-                if signum == signal.SIGINT:
-                    raise KeyboardInterrupt
-                signal.signal(signum, signal.SIG_DFL)
-                signal.raise_signal(signum)
+    def hand_on_signals(self, signals: HeldSignals) -> None:
+        """Hand ``signals`` (held while GDAL pulls the stream) on at each next batch, outside any release callback."""
+        self._signals = signals
 
     # ------------------------------------------------------------------------------- the C callbacks
 
@@ -169,7 +136,8 @@ class BatchStream:
             ctypes.memset(out, 0, ctypes.sizeof(ArrowArray))  # release NULL: the end of the stream
             if self.error is not None:
                 return errno.EIO
-            self._hand_on_held()
+            if self._signals is not None:
+                self._signals.hand_on()  # a held Ctrl-C raises here: it ends the stream like an iterator's error
             batch = next(self._batches, None)
             if batch is None:
                 return 0

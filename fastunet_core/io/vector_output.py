@@ -46,6 +46,7 @@ from fastunet_core.io.styles import embed_style, plan_style
 from fastunet_core.io.targets import Role
 from fastunet_core.io.write_errors import converted, describe, describe_os_error
 from fastunet_core.models.metadata import ClassInfo
+from fastunet_core.runtime.signals import signals_held
 
 SHAPEFILE_MAX_BYTES = 2**31 - 1
 RTREE_RAM_BYTES = 16 << 20  # 1,037,487 polygons: peak 394 MiB instead of 420 MiB, no slower (README, vectorize)
@@ -176,7 +177,8 @@ class VectorSink:
                 # the temp file is fsynced once, at the end; GDAL's in-memory R-tree (default cap: 10 % of the
                 # RAM) kept to RTREE_RAM_BYTES, past which GDAL builds it on disk, so memory stays flat
                 with (_gdal_config(OGR_SQLITE_SYNCHRONOUS="OFF", OGR_GPKG_MAX_RAM_USAGE_RTREE=str(RTREE_RAM_BYTES)),
-                      stream.signals_deferred()):
+                      signals_held() as held):
+                    stream.hand_on_signals(held)
                     pyogrio.raw.write_arrow(stream, str(self._file), layer=self.layer, driver=self.fmt.driver,
                                             geometry_name="geom", geometry_type=self.geometry_type, crs=self.crs_wkt,
                                             append=self._file.exists(),

@@ -23,31 +23,49 @@ from typing import Any
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+class HeldSignals:
+    """The signals recorded inside a :func:`signals_held` block, and the handlers they would have run."""
+
+    def __init__(self, previous: dict[int, Any]) -> None:
+        self.previous = previous
+        self.held: list[int] = []
+
+    def hold(self, signum: int, _frame: object) -> None:
+        """Record the signal (the handler while the block runs)."""
+        self.held.append(signum)
+
+    def hand_on(self) -> None:
+        """Run now the Python handler of each signal held so far (e.g. raise ``KeyboardInterrupt``), inside the block.
+
+        For a code path that can stop at a safe point within the block (the next batch of a stream); a signal
+        whose action is the default one (the process ends) waits for the end of the block.
+        """
+        waiting = [s for s in self.held if not callable(self.previous[s])]
+        ready, self.held = [s for s in self.held if callable(self.previous[s])], waiting
+        for signum in dict.fromkeys(ready):
+            self.previous[signum](signum, None)
+
+
 @contextmanager
-def signals_held() -> Iterator[None]:
+def signals_held() -> Iterator[HeldSignals]:
     """Record SIGINT and SIGTERM inside the block; on leaving it, run the handler each would have run.
 
     Off the main thread (where Python runs no handler of its own) or where a handler was not set from
     Python (it could not be put back), this holds nothing.
     """
-    previous: dict[int, Any] = {sig: signal.getsignal(sig) for sig in SIGNALS}
-    if threading.current_thread() is not threading.main_thread() or None in previous.values():
-        yield
+    held = HeldSignals({sig: signal.getsignal(sig) for sig in SIGNALS})
+    if threading.current_thread() is not threading.main_thread() or None in held.previous.values():
+        yield held
         return
-    held: list[int] = []
-
-    def hold(signum: int, _frame: object) -> None:
-        held.append(signum)
-
     for sig in SIGNALS:
-        signal.signal(sig, hold)
+        signal.signal(sig, held.hold)
     try:
-        yield
+        yield held
     finally:
-        for signum, handler in previous.items():
+        for signum, handler in held.previous.items():
             signal.signal(signum, handler)
-        for signum in dict.fromkeys(held):  # each signal once, in the order they came
-            _hand_on(signum, previous[signum])
+        for signum in dict.fromkeys(held.held):  # each signal once, in the order they came
+            _hand_on(signum, held.previous[signum])
 
 
 def _hand_on(signum: int, handler: Any) -> None:
