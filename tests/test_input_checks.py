@@ -141,6 +141,29 @@ def test_values_far_outside_the_models_range_warn_with_the_share(tmp_path: Path,
     assert message in result.warnings
 
 
+def test_pixels_whose_type_fits_the_range_are_not_sampled(tmp_path: Path, make_checkpoint: Any,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """uint8 pixels into a 0..255 model cannot lie outside it: no sample windows are read (start-up time)."""
+    from fastunet_core.inference import predict
+
+    sampled: list[str] = []
+    real = predict.sample_value_range
+
+    def counted(reader: Any) -> Any:
+        sampled.append(reader.src.dtypes[0])
+        return real(reader)
+
+    monkeypatch.setattr(predict, "sample_value_range", counted)
+    values = np.random.default_rng(4).integers(0, 256, (3, 300, 300), dtype=np.uint8)
+    ckpt = make_checkpoint(tile=32, overlap=0)
+    predict_raster(_write(tmp_path / "u8.tif", values), ckpt, tmp_path / "o8.tif")
+    assert sampled == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # int16 into a uint8 model: its type warning is not the point here
+        predict_raster(_write(tmp_path / "i16.tif", values.astype(np.int16)), ckpt, tmp_path / "o16.tif")
+    assert sampled == ["int16"]  # a type that can hold values outside 0..255 is still sampled
+
+
 def test_values_inside_the_range_do_not_warn(tmp_path: Path, make_checkpoint: Any) -> None:
     values = np.random.default_rng(4).integers(0, 256, (3, 300, 300), dtype=np.uint8)
     with warnings.catch_warnings(record=True) as caught:

@@ -693,12 +693,23 @@ def _both_float(a: str, b: str) -> bool:
     return all(np.issubdtype(np.dtype(t), np.floating) for t in (a, b))
 
 
+def _dtype_within(dtype: str, value_range: tuple[float, float]) -> bool:
+    """Return True when every value of the integer type ``dtype`` lies within ``value_range``."""
+    if not np.issubdtype(np.dtype(dtype), np.integer):
+        return False
+    info = np.iinfo(np.dtype(dtype))
+    return value_range[0] <= info.min and info.max <= value_range[1]
+
+
 def warn_out_of_range(name: str, reader: TileReader) -> None:
     """Warn when the raster's values lie largely outside the range the model scales to [0, 1].
 
     A uint16 or float raster fed to a model trained on 0..255 (or reflectance 0..10000 to a 0..1 model) runs
-    without any error and gives garbage; a sample of a few windows shows it before the run.
+    without any error and gives garbage; a sample of a few windows shows it before the run. Integer pixels
+    whose type cannot hold a value outside the range (uint8 for a 0..255 model) are not read for it.
     """
+    if _dtype_within(reader.src.dtypes[reader.bands[0] - 1], reader.spec.value_range):
+        return
     sample = sample_value_range(reader)
     if sample.share_outside <= OUT_OF_RANGE_WARN:
         return
