@@ -21,6 +21,7 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 
 from fastunet_core.errors import CancelledError, ConfigError, FastUNetError, InputRasterError
+from fastunet_core.hints import setting
 from fastunet_core.inference.predict import PredictOptions, Predictor
 from fastunet_core.inference.segment import Stage, segment_raster
 from fastunet_core.io.atomic import atomic_output
@@ -184,8 +185,8 @@ def exclude_own_outputs(inputs: Sequence[RasterSource], out_dir: Path, with_prob
             kept.append(p)
         elif progress is not None:
             why = ("it is an output of this command" if os.path.realpath(p) in places else
-                   "fastunet-geo wrote it (a class map or probabilities of an earlier run); give it alone to "
-                   "segment it anyway")
+                   "fastunet-geo wrote it (a class map or probabilities of an earlier run); give it alone, with "
+                   f"{setting('output')} instead of an output folder, to segment it anyway")
             progress.message(f"left out {p}: {why}")
     if inputs and not kept:
         raise InputRasterError(f"every input is an output of fastunet-geo (e.g. {inputs[0]}), left out; give the "
