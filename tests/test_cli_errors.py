@@ -91,6 +91,40 @@ def test_a_crs_without_a_geotransform_is_refused(tmp_path: Path, out_dir: Path,
     _assert_clean_failure(code, err, out_dir, "has a CRS but no geotransform", "gdal_edit.py -a_ullr")
 
 
+def test_an_engineering_crs_with_the_identity_transform_is_segmented(tmp_path: Path,
+                                                                      make_checkpoint: Callable[..., Path]) -> None:
+    """A local (pixel) CRS: one unit per pixel from the origin is its real georeferencing, not a missing one.
+
+    The class map keeps the CRS and the grid; rasterio's warning about the identity matrix is not shown.
+    """
+    import warnings
+
+    import numpy as np
+    import rasterio
+    from rasterio.crs import CRS
+    from rasterio.errors import NotGeoreferencedWarning
+
+    raster, out = tmp_path / "lab.tif", tmp_path / "classes.tif"
+    local = CRS.from_wkt('LOCAL_CS["pixels",UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]')
+    pixels = np.random.default_rng(3).integers(0, 255, (1, 90, 130), dtype=np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(raster, "w", driver="GTiff", width=130, height=90, count=1, dtype="uint8",
+                           crs=local) as dst:
+            dst.write(pixels)
+    run = subprocess.run([sys.executable, "-m", "fastunet_core.cli", "predict", str(raster), "-m",
+                          str(make_checkpoint(bands=(1,))), "-o", str(out)], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert "Warning" not in run.stderr and "site-packages" not in run.stderr, run.stderr
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(out) as got:
+            assert got.crs == local and got.transform.is_identity and got.shape == (90, 130)
+            classes = got.read(1)
+    assert len(np.unique(classes)) > 1
+
+
 def test_band_count_mismatch(rio_data: Path, out_dir: Path, make_checkpoint: Callable[..., Path]) -> None:
     code, err = _run(["predict", str(rio_data / "byte.tif"), "-m", str(make_checkpoint()), "-o",
                       str(out_dir / "o.tif")])

@@ -126,7 +126,7 @@ def inspect_raster(src: rasterio.io.DatasetReader) -> RasterInfo:
             f"{name} has no georeferencing (no CRS and no geotransform), so the result could not be placed "
             "on a map; georeference it first (e.g. in QGIS's Georeferencer, or gdal_translate -a_srs -a_ullr)"
         )
-    if src.crs is not None and t.is_identity and not src.gcps[0]:
+    if src.crs is not None and t.is_identity and not src.gcps[0] and not is_engineering(src.crs.to_wkt()):
         raise InputRasterError(
             f"{name} has a CRS but no geotransform (its pixels would be placed at 1 unit each from the CRS's origin), "
             "so the result could not be placed on the map; give it its position and pixel size first (e.g. "
@@ -140,6 +140,21 @@ def inspect_raster(src: rasterio.io.DatasetReader) -> RasterInfo:
     data_bands = tuple(i for i, ci in enumerate(src.colorinterp, start=1) if ci != ColorInterp.alpha)
     return RasterInfo(name, src.width, src.height, src.count, src.dtypes[0],
                       src.crs.to_wkt() if src.crs else None, data_bands, ground_resolution_m(src))
+
+
+def is_engineering(crs_wkt: str) -> bool:
+    """Return whether ``crs_wkt`` is a local engineering CRS (e.g. a pixel or lab frame, no place on Earth).
+
+    In such a CRS the identity geotransform (one unit per pixel from the origin) is a real georeferencing,
+    not GDAL's stand-in for a missing one.
+    """
+    import pyproj
+    from pyproj.exceptions import CRSError
+
+    try:
+        return bool(pyproj.CRS.from_wkt(crs_wkt).is_engineering)
+    except CRSError:
+        return False
 
 
 def check_crs(info: RasterInfo, allow_no_crs: bool = False) -> None:

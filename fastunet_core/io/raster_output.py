@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from fastunet_core.errors import KeptStyleWarning, OutputWriteError
@@ -79,6 +80,18 @@ class RasterRowWriter:
             self.watch.call(lambda: self.dst.write(values, window=window))
 
 
+def open_quietly(path: Path, mode: str, **profile: Any) -> Any:
+    """Open ``path`` with rasterio, without its warning that the identity geotransform may not be kept.
+
+    A raster in a local engineering CRS (a pixel frame) is georeferenced by the identity transform; GDAL
+    keeps it (the CRS is written, the transform is the default), and the warning would print rasterio's
+    own source path to the user.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        return rasterio.open(path, mode, **profile)
+
+
 @contextlib.contextmanager
 def open_output(path: Path, target: Path, mode: str, **profile: Any) -> Iterator[tuple[Any, GdalWatch]]:
     """Open ``path`` (written in place of ``target``) with every GDAL call on it watched; close it checked.
@@ -88,7 +101,7 @@ def open_output(path: Path, target: Path, mode: str, **profile: Any) -> Iterator
     incomplete file would otherwise be taken for a finished one.
     """
     watch = GdalWatch(target)
-    dst = watch.call(lambda: rasterio.open(path, mode, **profile))
+    dst = watch.call(lambda: open_quietly(path, mode, **profile))
     try:
         yield dst, watch
     except BaseException as exc:
@@ -149,7 +162,7 @@ def add_overviews(path: Path, target: Path | None = None) -> None:
     from rasterio.enums import Resampling
 
     def build() -> None:
-        with rasterio.open(path, "r+") as dst:
+        with open_quietly(path, "r+") as dst:
             factors = overview_factors(dst.width, dst.height)
             if factors:
                 dst.build_overviews(factors, Resampling.mode)
