@@ -7,9 +7,11 @@ instant and keeps torch out of QGIS's start-up.
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 # import name -> pip name, for segmentation (predict + vectorize)
 SEGMENT_MODULES: dict[str, str] = {
@@ -30,21 +32,31 @@ TRAIN_MODULES: dict[str, str] = {
     "albumentations": "albumentations",
     "matplotlib": "matplotlib",  # the training curves
 }
+# ... and for segmentation_models_pytorch models (unetplusplus, deeplabv3plus, smp.NAME): the installed engine has
+# them; QGIS's own Python is not asked for them (the dock trains UNets, and most models are ours)
+SMP_MODULES: dict[str, str] = {"segmentation_models_pytorch": "segmentation-models-pytorch"}
 
 
 @dataclass(frozen=True)
 class EngineStatus:
-    """The engine packages that QGIS's Python lacks (empty when everything is there)."""
+    """The engine packages that QGIS's Python or the installed engine lacks (empty when everything is there)."""
 
-    missing: tuple[str, ...]  # pip names
+    missing: tuple[str, ...]  # pip names segmentation cannot run without
+    lacking: tuple[str, ...] = ()  # pip names the installed engine venv lacks (an earlier plugin's list): Repair
 
     @property
     def ok(self) -> bool:
-        """True when nothing is missing."""
+        """True when segmentation's packages are there (``lacking`` may still name others: Repair adds them)."""
         return not self.missing
 
     def message(self, in_dock: bool = False) -> str:
         """Say, in plain words, what is missing and how to install it (empty when nothing is)."""
+        if self.lacking:  # the engine's own venv: the button repairs it (it reads REPAIR_BUTTON then)
+            where = ("below" if self.missing else "in the Engine group below") if in_dock else \
+                "in the fastunet-geo dock"
+            effect = "segmentation cannot run" if self.missing else "models that need them cannot run"
+            return (f"The installed engine lacks {', '.join(self.lacking)}, which this version of the plugin uses "
+                    f"({effect}): press '{REPAIR_BUTTON}' {where} to add them.")
         if self.ok:
             return ""
         return (f"The segmentation engine needs Python packages that QGIS's Python does not have: "
@@ -52,11 +64,22 @@ class EngineStatus:
 
 
 def check_engine(modules: dict[str, str] | None = None) -> EngineStatus:
-    """Return which of ``modules`` (import name -> pip name; default: segmentation's) cannot be found."""
-    from .engine_process import engine_python
+    """Return which of ``modules`` (import name -> pip name; default: segmentation's) cannot be found.
 
-    if engine_python() is not None:
-        return EngineStatus(())  # the engine's own Python has them (the installer checked: see installer.py)
+    With the installed engine (the venv the dock's button makes), what that venv lacks of the plugin's
+    list (``requirements/engine.txt``): an engine installed by an earlier version of the plugin.
+    """
+    from .engine_process import engine_python
+    from .installer import MARKER, engine_lacks
+
+    python = engine_python()
+    if python is not None:
+        venv = Path(python).parent.parent
+        if not (venv / MARKER).is_file():  # FASTUNET_GEO_PYTHON: a Python the user chose and keeps up themselves
+            return EngineStatus(())
+        lacking = engine_lacks(venv)
+        needed = {_pip_name(pip) for pip in (modules or SEGMENT_MODULES).values()}
+        return EngineStatus(tuple(n for n in lacking if n in needed), lacking)
     wanted = SEGMENT_MODULES if modules is None else modules
     missing = tuple(pip for name, pip in wanted.items() if not _importable(name))
     return EngineStatus(missing)
@@ -104,6 +127,18 @@ def train_tab_hint(packages: Sequence[str]) -> str:
     return install_hint(packages, in_dock=True, button_at="at the top of the Segment tab")
 
 
+def engine_import_error(exc: ImportError) -> str:
+    """Say which package a segmentation lacked and how to add it: Repair for the installed engine, else install."""
+    from .engine_process import engine_python
+
+    name = (exc.name or "").split(".")[0]
+    package = {**TRAIN_MODULES, **SMP_MODULES}.get(name, name or "the missing package")
+    if engine_python() is not None:
+        return (f"the engine lacks the package {package} ({exc}): press '{REPAIR_BUTTON}' in the Engine group "
+                "below to add it, then run again")
+    return f"the segmentation engine could not be loaded ({exc}). {install_hint([package])}"
+
+
 def _importable(name: str) -> bool:
     if name in sys.modules:
         return True
@@ -111,3 +146,7 @@ def _importable(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):  # a broken package (e.g. __spec__ is None) counts as missing
         return False
+
+
+def _pip_name(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()

@@ -94,9 +94,9 @@ class SegmentDock(QgsDockWidget):
     def _show_engine_status(self) -> None:
         f = self.form
         f.engine_note.setText(self.engine.message(in_dock=True))
-        f.engine_note.setVisible(not self.engine.ok)
+        f.engine_note.setVisible(not self.engine.ok or bool(self.engine.lacking))
         self._enable_run()
-        f.install.setText(INSTALL_BUTTON if not self.engine.ok else REPAIR_BUTTON)
+        f.install.setText(INSTALL_BUTTON if not self.engine.ok and not self.engine.lacking else REPAIR_BUTTON)
         place_install_button(f, self.engine.ok)
         f.install.setEnabled(self.task is None and self.install_task is None)
         if not self.engine.ok:

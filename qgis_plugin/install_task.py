@@ -104,4 +104,5 @@ class InstallTask(QgsTask):
 
 def install_plan(source: PackageSource | None = None) -> InstallPlan:
     """Return the plan for this profile, from the settings unless a source is given."""
-    return plan_install(engine_venv(profile_folder()), source or package_source())
+    smp = str(QgsSettings().value(f"{SETTINGS}/smp_models", "true")).lower() in ("true", "1")
+    return plan_install(engine_venv(profile_folder()), source or package_source(), smp_models=smp)

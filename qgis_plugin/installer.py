@@ -35,6 +35,9 @@ MARKER = "fastunet_geo_engine.json"  # written last: its presence means the inst
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 TORCH_CPU_OLDEST = "2.2"  # the CPU build: any from this one up to the pinned version (what the CPU index has)
 REQUIREMENTS = "engine.txt"  # in requirements/ beside qgis_plugin/ (the repository) or inside it (the zip)
+# smp models' packages: torchvision must be the build for the torch installed (the CPU one from the CPU index),
+# so a machine that cannot reach one may install the engine without them (QGIS setting fastunet_geo/smp_models)
+SMP_PACKAGES = ("torchvision", "segmentation-models-pytorch", "timm")
 
 
 class InstallError(FastUNetError):
@@ -86,6 +89,7 @@ class InstallPlan:
     base_python: str
     gpu: bool
     steps: tuple[Step, ...] = field(default_factory=tuple)
+    left_out: tuple[str, ...] = ()  # packages of requirements/engine.txt deliberately not installed (smp's)
 
     def describe(self) -> str:
         """Say in one line what is installed where."""
@@ -117,18 +121,38 @@ def requirement_name(requirement: str) -> str:
     return re.sub(r"[-_.]+", "-", found.group(0)).lower()
 
 
+TORCH_FAMILY = ("torch", "torchvision")  # built for each other: installed in one step, from one source
+
+
 def split_torch(requirements: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
-    """Return torch's requirement (the CUDA build's pin) and the other requirements."""
+    """Return torch's requirement (the CUDA build's pin) and the other requirements (torchvision's included)."""
     torch = [r for r in requirements if requirement_name(r) == "torch"]
     if len(torch) != 1:
         raise InstallError(f"requirements/{REQUIREMENTS} must name torch once")
     return torch[0], tuple(r for r in requirements if requirement_name(r) != "torch")
 
 
+def torch_family(requirements: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Return the requirements of torch and the packages built against it (torchvision), and the others.
+
+    They are installed together from one source: PyPI's torchvision is built for PyPI's (CUDA) torch and
+    fails to load its operators beside the CPU build, and the other way round.
+    """
+    split_torch(requirements)  # torch named once
+    family = tuple(r for r in requirements if requirement_name(r) in TORCH_FAMILY)
+    return family, tuple(r for r in requirements if requirement_name(r) not in TORCH_FAMILY)
+
+
 def cpu_torch(pinned: str) -> str:
-    """Return the CPU build's requirement: any version from TORCH_CPU_OLDEST up to the pinned one."""
-    found = re.fullmatch(r"torch\s*==\s*([0-9][0-9.]*)", pinned.strip())
-    return f"torch>={TORCH_CPU_OLDEST},<={found.group(1)}" if found else pinned
+    """Return the CPU build's requirement: any version from TORCH_CPU_OLDEST up to the pinned one.
+
+    torchvision: any version up to the pinned one (pip takes the one built for the torch it installs).
+    """
+    found = re.fullmatch(r"(torch|torchvision)\s*==\s*([0-9][0-9.]*)", pinned.strip())
+    if not found:
+        return pinned
+    oldest = f">={TORCH_CPU_OLDEST}," if found.group(1) == "torch" else ""
+    return f"{found.group(1)}{oldest}<={found.group(2)}"
 
 
 def engine_venv(profile_folder: str | Path) -> Path:
@@ -146,6 +170,56 @@ def installed_engine_python(profile_folder: str | Path) -> Path | None:
     venv = engine_venv(profile_folder)
     python = venv_python(venv)
     return python if (venv / MARKER).is_file() and python.is_file() else None
+
+
+def engine_lacks(venv: Path, requirements: tuple[str, ...] | None = None,
+                 system_folders: tuple[Path, ...] | None = None) -> tuple[str, ...]:
+    """Return the engine's packages (project names) that an installed engine venv does not have.
+
+    An engine installed by an earlier version of the plugin lacks what was added to
+    ``requirements/engine.txt`` since (training's packages, smp): Repair installs them. Looked up by the
+    installed projects' metadata folders (``NAME-VERSION.dist-info``, ``.egg-info``) in the venv and, when it
+    sees them (``--system-site-packages``), in ``system_folders`` (default: the site folders of the Python it
+    was made from, this one): a directory listing, no import, so the dock can ask at every start.
+    """
+    wanted = requirements if requirements is not None else engine_requirements()
+    left_out = _marker(venv).get("left_out")  # left out on purpose (smp's): not for Repair to add
+    skipped = {str(n) for n in left_out} if isinstance(left_out, list) else set()
+    wanted = tuple(r for r in wanted if requirement_name(r) not in skipped)
+    folders = list(venv.glob("lib/python3*/site-packages")) + list(venv.glob("Lib/site-packages"))
+    if _sees_system_packages(venv):
+        folders += list(system_folders if system_folders is not None else _system_site_folders())
+    have: set[str] = set()
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(folder):
+                stem, dot, kind = entry.name.rpartition(".")
+                if dot and kind in ("dist-info", "egg-info"):
+                    have.add(requirement_name(stem.split("-", 1)[0]))
+    return tuple(dict.fromkeys(n for n in map(requirement_name, wanted) if n not in have))
+
+
+def _marker(venv: Path) -> dict[str, object]:
+    try:
+        found = json.loads((venv / MARKER).read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _sees_system_packages(venv: Path) -> bool:
+    try:
+        text = (venv / "pyvenv.cfg").read_text("utf-8")
+    except OSError:
+        return True
+    found = re.search(r"^\s*include-system-site-packages\s*=\s*(\w+)", text, re.MULTILINE)
+    return found is None or found.group(1).lower() == "true"
+
+
+def _system_site_folders() -> tuple[Path, ...]:
+    import site
+
+    return tuple(Path(p) for p in site.getsitepackages([sys.base_prefix]))
 
 
 def base_python() -> str:
@@ -174,26 +248,31 @@ def numpy_requirement() -> str:
     return "numpy>=1.24,<2" if major < 2 else "numpy>=2"
 
 
-def plan_install(venv: Path, source: PackageSource, gpu: bool | None = None, python: str | None = None) -> InstallPlan:
-    """Return the commands that make ``venv`` and install the engine into it."""
+def plan_install(venv: Path, source: PackageSource, gpu: bool | None = None, python: str | None = None,
+                 smp_models: bool = True) -> InstallPlan:
+    """Return the commands that make ``venv`` and install the engine into it (without smp's if not ``smp_models``)."""
     base = python or base_python()
     use_gpu = nvidia_driver_found() if gpu is None else gpu
-    from .deps import TRAIN_MODULES
+    from .deps import SMP_MODULES, TRAIN_MODULES
 
-    torch_pin, packages = split_torch(engine_requirements())
+    wanted = engine_requirements()
+    left_out = () if smp_models else tuple(requirement_name(r) for r in wanted if requirement_name(r) in SMP_PACKAGES)
+    family, packages = torch_family(tuple(r for r in wanted if requirement_name(r) not in left_out))
     py = str(venv_python(venv))
     pip = (py, "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off")
     if use_gpu:
-        torch_args: tuple[str, ...] = (torch_pin, *source.pip_options())  # PyPI's Linux/Windows wheels: CUDA builds
+        torch_args: tuple[str, ...] = (*family, *source.pip_options())  # PyPI's Linux/Windows wheels: CUDA builds
     else:
-        torch_req = source.torch_requirement or cpu_torch(torch_pin)
+        torch_reqs = tuple(source.torch_requirement if source.torch_requirement and requirement_name(r) == "torch"
+                           else cpu_torch(r) for r in family)
         if source.torch_index_url and not source.offline:
             extra = source.index_url or "https://pypi.org/simple"  # torch's own dependencies are not all there
-            torch_args = (torch_req, "--index-url", source.torch_index_url, "--extra-index-url", extra,
+            torch_args = (*torch_reqs, "--index-url", source.torch_index_url, "--extra-index-url", extra,
                           *[a for link in source.find_links for a in ("--find-links", link)])
         else:
-            torch_args = (torch_req, *source.pip_options())
-    imports = ", ".join(TRAIN_MODULES)  # what segmentation and training import (the packages' own names)
+            torch_args = (*torch_reqs, *source.pip_options())
+    # what segmentation and training import, and smp (whose import loads torchvision: a mismatched build fails here)
+    imports = ", ".join([*TRAIN_MODULES, *(SMP_MODULES if smp_models else ())])
     steps = (
         Step("creating the environment", (base, "-m", "venv", "--system-site-packages", str(venv)), 0.05),
         Step("installing torch", (*pip, *torch_args), 0.5),
@@ -202,7 +281,7 @@ def plan_install(venv: Path, source: PackageSource, gpu: bool | None = None, pyt
         Step("checking the engine", (py, "-c", f"import {imports}; print('engine ok: torch', torch.__version__)"),
              0.05),
     )
-    return InstallPlan(venv, base, use_gpu, steps)
+    return InstallPlan(venv, base, use_gpu, steps, left_out)
 
 
 def run_plan(plan: InstallPlan, on_line: Callable[[str], None], is_cancelled: Callable[[], bool],
@@ -227,7 +306,8 @@ def run_plan(plan: InstallPlan, on_line: Callable[[str], None], is_cancelled: Ca
             if on_percent is not None:
                 on_percent(100 * done)
         (plan.venv / MARKER).write_text(json.dumps({"python": str(venv_python(plan.venv)), "gpu": plan.gpu,
-                                                    "installed": time.strftime("%Y-%m-%d %H:%M:%S")}))
+                                                    "installed": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                                    "left_out": list(plan.left_out)}))
     except BaseException:
         shutil.rmtree(plan.venv, ignore_errors=True)
         raise

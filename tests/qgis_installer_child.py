@@ -36,6 +36,7 @@ def main() -> None:
     settings.setValue("fastunet_geo/pip_find_links", find_links)
     settings.setValue("fastunet_geo/torch_index_url", "")
     settings.setValue("fastunet_geo/torch_requirement", torch_req)
+    settings.setValue("fastunet_geo/smp_models", "false")  # no CPU torchvision wheel here (see the test)
     from qgis_plugin.dock import SegmentDock
 
     dock = SegmentDock(None)
@@ -48,7 +49,8 @@ def main() -> None:
     finished = wait(lambda: dock.install_task is None, 1200)
     report["install"] = {"finished": finished, "python": str(task.python) if task.python else None,
                          "error": task.error, "log_tail": lines[-3:], "engine_ok": dock.engine.ok,
-                         "button": dock.form.install.text()}
+                         "button": dock.form.install.text(), "lacking": list(dock.engine.lacking),
+                         "note": dock.form.engine_note.text()}
     layer = QgsRasterLayer(raster, "ortho")
     QgsProject.instance().addMapLayer(layer)
     dock.form.layer.setLayer(layer)

@@ -26,11 +26,7 @@ from qgis_plugin.installer import PackageSource, engine_requirements, plan_insta
 REPO = Path(__file__).resolve().parent.parent
 ENTRY = "qgis_plugin.engine_child"
 # imported by the engine but deliberately not installed by the one-click installer, and why
-NOT_INSTALLED = {
-    # smp architectures only: neither the dock nor Processing trains them, and a model of this kind needs
-    # torchvision built for the same torch (a download of its own); the engine says which package is missing
-    "segmentation_models_pytorch": "smp models",
-}
+NOT_INSTALLED: dict[str, str] = {}  # none now: smp (with torchvision beside torch) is installed too
 # functions that QGIS calls and the engine process never does (the package's __init__ runs there too)
 QGIS_ONLY = {("qgis_plugin", "classFactory")}
 PIP_OPTIONS_WITH_VALUE = {"--index-url", "--extra-index-url", "--find-links", "--progress-bar"}

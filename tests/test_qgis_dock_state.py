@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,3 +61,55 @@ def test_the_engine_button_leaves_the_top_of_a_working_dock(dock: object) -> Non
     dock.engine = EngineStatus(())  # type: ignore[attr-defined]
     dock._show_engine_status()  # type: ignore[attr-defined]
     assert form.install.parent() is form.engine_box and not form.engine_box.isHidden()
+
+
+def _engine_venv(folder: Path, leave_out: set[str]) -> Path:
+    """An engine venv as the installer leaves it (its marker, the packages' metadata), without ``leave_out``."""
+    import importlib.metadata as md
+    import shutil
+    import sys
+    import venv
+
+    from qgis_plugin.installer import MARKER, engine_requirements, requirement_name, venv_python
+
+    venv.create(folder, system_site_packages=True, with_pip=False, symlinks=True)
+    site = folder / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    for name in {requirement_name(r) for r in engine_requirements()} - leave_out:
+        info = Path(str(md.distribution(name)._path))  # type: ignore[attr-defined]  # this venv's installed copy
+        shutil.copytree(info, site / info.name)
+    (folder / MARKER).write_text(json.dumps({"python": str(venv_python(folder))}))
+    return venv_python(folder)
+
+
+def test_an_engine_installed_before_smp_was_added_asks_for_repair(dock: object, qgis_model: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine venv made by an earlier plugin (no smp, no timm): one line in the dock says Repair, Run still works."""
+    from qgis_plugin import engine_host
+    from qgis_plugin.deps import check_engine
+
+    form = dock.form  # type: ignore[attr-defined]
+    form.model_file.setFilePath(str(qgis_model))
+    python = _engine_venv(tmp_path / "engine", {"segmentation-models-pytorch", "timm"})
+    monkeypatch.setattr(engine_host, "_engine_python", str(python))
+    dock.engine = check_engine()  # type: ignore[attr-defined]  # as when the dock opens or Run is pressed
+    dock._show_engine_status()  # type: ignore[attr-defined]
+    note = form.engine_note.text()
+    assert dock.engine.ok and dock.engine.lacking == ("segmentation-models-pytorch", "timm")  # type: ignore[attr-defined]
+    assert form.engine_note.isVisibleTo(dock) and "\n" not in note
+    assert "segmentation-models-pytorch, timm" in note and "'Repair / reinstall the engine'" in note, note
+    assert form.install.text() == "Repair / reinstall the engine" and form.install.parent() is form.engine_box
+    assert form.run.isEnabled()  # a UNet still runs
+    from qgis_plugin.deps import engine_import_error
+
+    said = engine_import_error(ModuleNotFoundError("No module named 'segmentation_models_pytorch'",
+                                                   name="segmentation_models_pytorch"))  # a UNet++ model's run
+    assert "lacks the package segmentation-models-pytorch" in said and "'Repair / reinstall the engine'" in said
+    repaired = _engine_venv(tmp_path / "repaired", set())
+    monkeypatch.setattr(engine_host, "_engine_python", str(repaired))
+    dock.engine = check_engine()  # type: ignore[attr-defined]
+    dock._show_engine_status()  # type: ignore[attr-defined]
+    assert dock.engine.lacking == () and not form.engine_note.isVisibleTo(dock)  # type: ignore[attr-defined]
+    marker = python.parent.parent / "fastunet_geo_engine.json"  # installed with smp's packages left out on purpose
+    marker.write_text(json.dumps({"left_out": ["torchvision", "segmentation-models-pytorch", "timm"]}))
+    monkeypatch.setattr(engine_host, "_engine_python", str(python))
+    assert check_engine().lacking == ()

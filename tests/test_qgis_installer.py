@@ -8,7 +8,11 @@ pip takes packages from this machine's configuration: PyPI is reachable, and pip
 wheel folders (``find-links``, including a CPU build of torch) and local indexes. The test points the installer
 at the local CPU torch wheel through the installer's own settings (find-links and the torch requirement),
 because the default source of CPU torch (download.pytorch.org) cannot be reached here: that default and the
-CUDA branch (an NVIDIA driver found) are exercised only as planned commands, not as downloads.
+CUDA branch (an NVIDIA driver found) are exercised only as planned commands, not as downloads. For the same
+reason the install leaves out smp models' packages (QGIS setting ``fastunet_geo/smp_models`` false): the
+torchvision built for a CPU torch comes from that index too (PyPI's is built for the CUDA torch and fails to
+load its operators beside the CPU one: "operator torchvision::nms does not exist", seen here), so the marker
+records them as left out and the dock does not ask for a Repair.
 """
 
 from __future__ import annotations
@@ -43,16 +47,24 @@ def test_plan_uses_cpu_torch_without_nvidia_and_cuda_with(tmp_path: Path) -> Non
     torch_pin, packages = split_torch(engine_requirements())
     assert torch_pin == "torch==2.14.1"  # requirements/engine.txt: the CUDA build's pin, the CPU build's ceiling
     assert cpu.steps[0].argv == ("/usr/bin/python3", "-m", "venv", "--system-site-packages", str(venv))
-    torch = cpu.steps[1].argv
+    torch = cpu.steps[1].argv  # torchvision with it, from the same index: the CPU build for the CPU torch
     assert torch[torch.index("--index-url") + 1] == TORCH_CPU_INDEX and "torch>=2.2,<=2.14.1" in torch
+    assert "torchvision<=0.29.1" in torch
     gpu = plan_install(venv, PackageSource(), gpu=True, python="/usr/bin/python3").steps[1].argv
-    assert "torch==2.14.1" in gpu and "--index-url" not in gpu  # PyPI's CUDA build
+    assert {"torch==2.14.1", "torchvision==0.29.1"} <= set(gpu) and "--index-url" not in gpu  # PyPI's CUDA builds
     custom = plan_install(venv, PackageSource(index_url="https://mirror/simple", find_links=("/w",), offline=False,
                                               torch_index_url=""), gpu=False, python="p").steps[2].argv
     assert custom[-4:] == ("--index-url", "https://mirror/simple", "--find-links", "/w")
-    assert all(pin in custom for pin in packages)  # every line of requirements/engine.txt but torch
-    assert "torch==2.13.0" in plan_install(venv, PackageSource(torch_requirement="torch==2.13.0"), gpu=False,
-                                           python="p").steps[1].argv  # QGIS's setting replaces the CPU build's
+    rest = [pin for pin in packages if not pin.startswith("torchvision")]
+    assert all(pin in custom for pin in rest)  # every other line of requirements/engine.txt (smp and timm too)
+    assert "segmentation-models-pytorch==0.6.0" in rest and not any(a.startswith("torch") for a in custom)
+    assert "segmentation_models_pytorch" in cpu.steps[3].argv[-1]  # a torchvision not built for torch fails here
+    older = plan_install(venv, PackageSource(torch_requirement="torch==2.13.0"), gpu=False, python="p").steps[1].argv
+    assert "torch==2.13.0" in older and "torchvision<=0.29.1" in older  # QGIS's setting replaces the CPU build's
+    bare = plan_install(venv, PackageSource(), gpu=False, python="p", smp_models=False)  # no CPU torchvision reachable
+    assert bare.left_out == ("torchvision", "segmentation-models-pytorch", "timm")
+    assert not any(a.startswith(("torchvision", "segmentation", "timm")) for s in bare.steps for a in s.argv)
+    assert "segmentation_models_pytorch" not in bare.steps[3].argv[-1]
 
 
 def _pip_find_links() -> list[str]:
@@ -96,6 +108,9 @@ def test_install_on_a_fresh_profile_then_segment(qgis_model: Path, small_raster:
     assert settings_dir.is_relative_to(profile)  # the fresh profile, not the user's
     assert install["python"] == str(engine_venv(settings_dir) / "bin" / "python")
     assert install["engine_ok"] is True and install["button"] == "Repair / reinstall the engine"
+    assert install["lacking"] == [] and install["note"] == ""  # smp's packages left out on purpose, not lacking
+    marker = json.loads((engine_venv(settings_dir) / "fastunet_geo_engine.json").read_text())
+    assert marker["left_out"] == ["torchvision", "segmentation-models-pytorch", "timm"]
     assert any(f"engine ok: torch {version}" in ln for ln in install["log_tail"])
     assert report["model_loaded"] is True
     segment = report["segment"]
