@@ -60,7 +60,8 @@ class InstallTask(QgsTask):
     line = pyqtSignal(str)  # pip's output, line by line (queued to the dock's log)
 
     def __init__(self, plan: InstallPlan, on_done: Callable[[InstallTask], None] | None = None) -> None:
-        super().__init__("fastunet-geo: installing the engine", QgsTask.Flag.CanCancel)
+        super().__init__("fastunet-geo: installing the engine",
+                         QgsTask.Flag.CanCancel | QgsTask.Flag.Silent)  # the dock says how it ended
         self.plan = plan
         self.on_done = on_done
         self.python: Path | None = None

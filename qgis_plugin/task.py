@@ -15,7 +15,7 @@ from collections.abc import Callable
 from qgis.core import Qgis, QgsFeedback, QgsMessageLog, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
-from .deps import install_hint
+from .deps import engine_import_error
 from .engine_process import run_segment
 from .engine_session import EngineSession
 from .jobs import SegmentJob, SegmentOutcome
@@ -31,7 +31,8 @@ class SegmentTask(QgsTask):
 
     def __init__(self, job: SegmentJob, export: ExportPlan | None, name: str,
                  on_done: Callable[[SegmentTask], None] | None = None, session: EngineSession | None = None) -> None:
-        super().__init__(f"fastunet-geo: segmenting {name}", QgsTask.Flag.CanCancel)
+        super().__init__(f"fastunet-geo: segmenting {name}",
+                         QgsTask.Flag.CanCancel | QgsTask.Flag.Silent)  # the dock says how it ended
         self.name = name  # of the source layer; the result layers are named after it
         self.job = job
         self.export = export
@@ -86,8 +87,7 @@ class SegmentTask(QgsTask):
         except FastUNetError as exc:
             self.error = str(exc)
         except ImportError as exc:
-            hint = install_hint([exc.name or "the missing package"])
-            self.error = f"the segmentation engine could not be loaded ({exc}). {hint}"
+            self.error = engine_import_error(exc)
         except Exception as exc:  # the task boundary: an error must reach the user, not vanish in a thread
             self.error = f"unexpected error: {type(exc).__name__}: {exc} (details in the log panel, {LOG_TAG})"
             QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, Qgis.MessageLevel.Critical)
@@ -96,8 +96,8 @@ class SegmentTask(QgsTask):
     def finished(self, result: bool) -> None:
         """Say how it ended in the task's description, then hand over to the callback (main thread).
 
-        QGIS's "Task complete" / "Task failed" notifications show the description: it is set here, before
-        they go out, to the plugin's own sentence.
+        The task is Silent: QGIS's own "Task complete" / "Task failed" announcement (a desktop notification,
+        or a second line in the message bar where the desktop has none) would repeat the dock's message.
         """
         if not result and self.isCanceled():
             self.was_cancelled = True

@@ -66,7 +66,8 @@ class TrainTask(QgsTask):
     epochs = pyqtSignal(list)  # every finished epoch's figures (see read_history), each time one more is saved
 
     def __init__(self, plan: TrainPlan, on_done: Callable[[TrainTask], None] | None = None) -> None:
-        super().__init__(f"fastunet-geo: training on {plan.name}", QgsTask.Flag.CanCancel)
+        super().__init__(f"fastunet-geo: training on {plan.name}",
+                         QgsTask.Flag.CanCancel | QgsTask.Flag.Silent)  # the dock says how it ended
         self.plan = plan
         self.on_done = on_done
         self.outcome: TrainOutcome | None = None
