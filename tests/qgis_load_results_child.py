@@ -89,6 +89,10 @@ def main() -> None:
             "OUTPUT_POLYGONS": str(out / "polygons.gpkg")}),
         "vectorize": run_as_dialog("vectorize", {
             "INPUT": str(out / "classes.tif"), "OUTPUT": str(out / "again.gpkg")}),
+        # outputs to temporary files, the dialog's default: named after the input raster, not "Class raster"
+        "segment_temporary": run_as_dialog("segment", {
+            "INPUT": raster, "MODEL": model, "DEVICE": 2, "OUTPUT": "TEMPORARY_OUTPUT",
+            "OUTPUT_POLYGONS": "TEMPORARY_OUTPUT"}),
     }
     labels = labels_layer(raster)
     report["train"] = run_as_dialog("train", {

@@ -42,6 +42,8 @@ def test_every_algorithm_loads_its_results_like_the_dialog(small_raster: Path, q
     assert by_source["polygons.gpkg"]["renderer"] == "categorizedSymbol"
     [again] = report["vectorize"]["layers"]
     assert Path(again["source"]).name == "again.gpkg" and again["renderer"] == "categorizedSymbol"
+    stem = small_raster.stem  # two runs' layers are told apart by their input, as the dock names its layers
+    assert [f["name"] for f in report["segment_temporary"]["layers"]] == [f"{stem} polygons", f"{stem} classes"]
     assert report["train"]["results"]["CHECKPOINT"] == str(tmp_path / "run" / "best.safetensors")
     assert (tmp_path / "run" / "best.safetensors").is_file()
 

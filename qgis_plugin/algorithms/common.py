@@ -100,15 +100,23 @@ class ClassStyle(QgsProcessingLayerPostProcessorInterface):
                 _lift_above(layer, self.below, context)
 
     @classmethod
-    def attach(cls, context: QgsProcessingContext, output: str, sort_key: int = 0, above: str | None = None) -> None:
+    def attach(cls, context: QgsProcessingContext, output: str, sort_key: int = 0, above: str | None = None,
+               name: tuple[str, str] | None = None) -> None:
         """Style ``output`` if Processing is going to load it; keep it above the layer of ``above`` if given.
 
         The sort key orders the outputs when no layer is selected (the last inserted lands on top); with a
         layer selected, QGIS's dialog inserts each output above that layer in turn, which reverses the order:
         the post-processor then moves the polygons above the raster (:func:`_lift_above`).
+        ``name``: (the output's description, the layer's name): a layer Processing would name after the
+        output's description ("Class raster", the same on every run) is named after the input instead, as the
+        dock names its layers ("ortho classes"). A name the user gave, and QGIS's setting that names layers
+        after their files, are kept (Processing applies them when it loads the layer).
         """
         if context.willLoadLayerOnCompletion(output):
-            context.layerToLoadOnCompletionDetails(output).layerSortKey = sort_key
+            details = context.layerToLoadOnCompletionDetails(output)
+            details.layerSortKey = sort_key
+            if name is not None and details.name in ("", name[0]):
+                details.name = name[1]
             cls._alive = [p for p in cls._alive if not sip.isdeleted(p)]
             processor = cls(above)
             cls._alive.append(processor)

@@ -116,9 +116,12 @@ class SegmentAlgorithm(FastUNetAlgorithm):
             job, export = segment_job(self, parameters, context)
             with exported_input(job, export, feedback) as ready:
                 outcome = run_segment(ready, FeedbackSink(feedback))
-        ClassStyle.attach(context, str(outcome.class_raster), sort_key=1)
+        source = self.parameterAsRasterLayer(parameters, self.INPUT, context).name()
+        ClassStyle.attach(context, str(outcome.class_raster), sort_key=1,
+                          name=(self.parameterDefinition(self.OUTPUT).description(), f"{source} classes"))
         if outcome.polygons is not None:
-            ClassStyle.attach(context, str(outcome.polygons), sort_key=2, above=str(outcome.class_raster))
+            ClassStyle.attach(context, str(outcome.polygons), sort_key=2, above=str(outcome.class_raster),
+                              name=(self.parameterDefinition(self.OUTPUT_POLYGONS).description(), f"{source} polygons"))
         return {self.OUTPUT: str(outcome.class_raster),
                 self.OUTPUT_POLYGONS: str(outcome.polygons) if outcome.polygons is not None else None,
                 "DEVICE": outcome.device, "TILES": outcome.tiles, "FEATURES": outcome.features}

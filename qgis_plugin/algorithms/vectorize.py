@@ -79,5 +79,7 @@ class VectorizeAlgorithm(FastUNetAlgorithm):
                 "dissolve": self.parameterAsBool(parameters, self.DISSOLVE, context)}, FeedbackSink(feedback))
         for warning in result["warnings"]:
             feedback.pushWarning(warning)
-        ClassStyle.attach(context, str(out))
+        source = layer.name().removesuffix(" classes")  # the dock's and Segment raster's class raster: "ortho classes"
+        ClassStyle.attach(context, str(out), name=(self.parameterDefinition(self.OUTPUT).description(),
+                                                   f"{source} polygons"))
         return {self.OUTPUT: result["output"], "FEATURES": result["features"]}
