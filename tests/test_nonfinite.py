@@ -308,6 +308,38 @@ def test_nan_weights_are_refused_naming_the_file(tmp_path: Path, make_checkpoint
     assert r.exit_code == 1 and str(weights) in r.stderr and "NaN" in r.stderr, r.output
 
 
+def test_info_says_that_nan_weights_are_damaged(tmp_path: Path, make_checkpoint: Any) -> None:
+    """info shows the metadata (where the model came from), then one error line and exit 1, like load does."""
+    from safetensors import safe_open
+
+    ckpt = make_checkpoint("unet_tiny", bands=(1, 2, 3), tile=64, overlap=0)
+    r = CliRunner().invoke(cli, ["info", str(ckpt)])
+    assert r.exit_code == 0 and "architecture : unet_tiny" in r.stdout and not r.stderr, r.output
+    bad = _poisoned(ckpt, tmp_path / "nan.safetensors", nan=True)
+    r = CliRunner().invoke(cli, ["info", str(bad)])
+    assert r.exit_code == 1 and "architecture : unet_tiny" in r.stdout, r.output
+    [line] = r.stderr.strip().splitlines()
+    assert line.startswith(f"error: {bad}: 1 tensor (e.g. ") and "holds NaN or infinite values" in line
+    assert "damaged" in line
+    r = CliRunner().invoke(cli, ["info", "--json", str(bad)])
+    assert r.exit_code == 1 and json.loads(r.stdout)["architecture"] == "unet_tiny"
+    with safe_open(str(ckpt), framework="pt") as f:
+        metadata = f.metadata()
+    # half-precision weights too: +inf in a bfloat16 tensor and NaN in a float16 one; the largest finite values pass
+    tensors = load_file(ckpt)
+    names = sorted(k for k, v in tensors.items() if v.is_floating_point())
+    tensors[names[0]] = torch.full((3,), torch.finfo(torch.bfloat16).max, dtype=torch.bfloat16)
+    tensors[names[1]] = torch.full((3,), torch.finfo(torch.float16).max, dtype=torch.float16)
+    tensors[names[2]] = torch.full((3,), torch.finfo(torch.float32).max)
+    save_file(tensors, str(tmp_path / "half.safetensors"), metadata=metadata)
+    assert CliRunner().invoke(cli, ["info", str(tmp_path / "half.safetensors")]).exit_code == 0
+    tensors[names[0]][1] = float("inf")
+    tensors[names[1]][2] = float("nan")
+    save_file(tensors, str(tmp_path / "half_bad.safetensors"), metadata=metadata)
+    r = CliRunner().invoke(cli, ["info", str(tmp_path / "half_bad.safetensors")])
+    assert r.exit_code == 1 and "2 tensors (e.g. " in r.stderr and " hold NaN" in r.stderr, r.output
+
+
 @pytest.mark.parametrize("engine", ["torch", "onnx"])
 def test_predict_refuses_non_finite_model_outputs(tmp_path: Path, make_checkpoint: Any, engine: str) -> None:
     """Finite weights that overflow (x 5e36, below float32's 3.4e38): bright pixels' logits become inf, softmax NaN;

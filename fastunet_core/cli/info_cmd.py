@@ -6,9 +6,12 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from fastunet_core.models.metadata import ModelMeta
 
 
 def json_text(value: Any, indent: int | None = 2) -> str:
@@ -48,7 +51,23 @@ def info(checkpoint: Path, as_json: bool) -> None:
     meta = read_metadata(checkpoint)
     if as_json:
         click.echo(json_text(meta.to_dict()))
-        return
+    else:
+        _describe(meta)
+    _check_weights(checkpoint)
+
+
+def _check_weights(checkpoint: Path) -> None:
+    """Fail (after the metadata, which may say where the model came from) when its weights hold NaN or inf."""
+    from fastunet_core.errors import CheckpointError
+    from fastunet_core.models.checkpoint_file import damaged_weights_message, nonfinite_weights
+
+    if checkpoint.is_file():  # an smp folder's weights are checked when it is loaded
+        bad = nonfinite_weights(checkpoint)
+        if bad:
+            raise CheckpointError(damaged_weights_message(str(checkpoint), bad))
+
+
+def _describe(meta: ModelMeta) -> None:
     inp = meta.input
     click.echo(f"architecture : {meta.architecture} {json.dumps(dict(meta.arch_args))}")
     click.echo(f"input        : bands {','.join(map(str, inp.bands))}, {inp.dtype}, range {inp.value_range}, "

@@ -27,6 +27,8 @@ from fastunet_core.models.checkpoint_file import (
     METADATA_KEY,
     LoadedModel,
     check_checkpoint_file,
+    damaged_weights_message,
+    describe_nonfinite,
     looks_like_pickle,
     read_metadata,
 )
@@ -43,7 +45,8 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, meta: ModelM
     """Write ``model``'s weights and ``meta`` to ``path`` (atomically: temp file, then rename)."""
     bad = nonfinite_tensors(model.state_dict())
     if bad:
-        raise NonFiniteError(f"not writing {path}: {describe_nonfinite(bad)} of the model hold NaN or inf values")
+        raise NonFiniteError(f"not writing {path}: {describe_nonfinite(bad)} of the model "
+                             f"{'hold' if len(bad) > 1 else 'holds'} NaN or inf values")
     meta_dict = meta.to_dict()
     meta_dict["versions"] = {**meta_dict.get("versions", {}), "fastunet_geo": __version__,
                              "torch": torch.__version__.split("+")[0]}
@@ -130,18 +133,11 @@ def nonfinite_tensors(state: dict[str, torch.Tensor], limit: int | None = None) 
     return bad[:limit] if limit else bad
 
 
-def describe_nonfinite(names: list[str]) -> str:
-    """Say which tensors are affected, e.g. ``3 tensors (e.g. enc.0.weight)``."""
-    return f"{len(names)} tensor{'s' if len(names) != 1 else ''} (e.g. {names[0]})"
-
-
 def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
     """Refuse weights holding NaN or inf, naming the file: such a model predicts garbage without a word."""
     bad = nonfinite_tensors(state)
     if bad:
-        raise CheckpointError(f"{source}: {describe_nonfinite(bad)} {'hold' if len(bad) > 1 else 'holds'} NaN or "
-                              "infinite values; the weights are damaged (e.g. saved from a diverged training run) "
-                              "and cannot be used")
+        raise CheckpointError(damaged_weights_message(source, bad))
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:

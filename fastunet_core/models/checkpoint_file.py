@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from fastunet_core.errors import CheckpointError, ConfigError, UnsafeCheckpointError
@@ -119,6 +120,53 @@ def weights_file_digest(path: str | os.PathLike[str]) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+# a float is NaN or infinite when all its exponent bits are set: the mask of those bits per safetensors dtype
+_EXPONENT_BITS = {"F64": (np.uint64, 0x7FF0000000000000), "F32": (np.uint32, 0x7F800000),
+                  "F16": (np.uint16, 0x7C00), "BF16": (np.uint16, 0x7F80)}
+
+
+def nonfinite_weights(path: str | os.PathLike[str]) -> list[str]:
+    """Return the names of a checkpoint's floating-point tensors holding NaN or inf, in file order (no torch).
+
+    Read from the file as it is (memory-mapped, the exponent bits of each value tested), so ``info`` can
+    say that a model is damaged without loading it.
+    """
+    p = check_checkpoint_file(Path(path))
+    with p.open("rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{p} is not a fastunet-geo checkpoint (bad safetensors header: {exc})") from exc
+    header.pop("__metadata__", None)
+    size = p.stat().st_size - 8 - n
+    if size <= 0:
+        return []
+    data = np.memmap(p, dtype=np.uint8, mode="r", offset=8 + n, shape=(size,))
+    bad = []
+    for name, entry in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
+        kind = _EXPONENT_BITS.get(entry["dtype"])
+        start, end = entry["data_offsets"]
+        if kind is None or end <= start:
+            continue
+        dtype, mask = kind
+        bits = data[start:end].view(dtype)
+        if bool(((bits & dtype(mask)) == dtype(mask)).any()):
+            bad.append(name)
+    return bad
+
+
+def describe_nonfinite(names: list[str]) -> str:
+    """Say which tensors are affected, e.g. ``3 tensors (e.g. enc.0.weight)``."""
+    return f"{len(names)} tensor{'s' if len(names) != 1 else ''} (e.g. {names[0]})"
+
+
+def damaged_weights_message(source: str, bad: list[str]) -> str:
+    """Say that ``source``'s tensors ``bad`` hold NaN or inf: the model cannot be used."""
+    return (f"{source}: {describe_nonfinite(bad)} {'hold' if len(bad) > 1 else 'holds'} NaN or infinite values; "
+            "the weights are damaged (e.g. saved from a diverged training run) and cannot be used")
 
 
 def looks_like_pickle(p: Path) -> bool:
