@@ -13,28 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-# import name -> pip name, for segmentation (predict + vectorize)
-SEGMENT_MODULES: dict[str, str] = {
-    "numpy": "numpy",
-    "torch": "torch",
-    "safetensors": "safetensors",
-    "rasterio": "rasterio",
-    "shapely": "shapely",
-    "pyogrio": "pyogrio",
-    "pyproj": "pyproj",
-}
-# ... and for training (the installer's check step imports these: installer.plan_install)
-TRAIN_MODULES: dict[str, str] = {
-    **SEGMENT_MODULES,
-    "yaml": "PyYAML",
-    "pydantic": "pydantic",  # the training configuration's checks
-    "geopandas": "geopandas",
-    "albumentations": "albumentations",
-    "matplotlib": "matplotlib",  # the training curves
-}
-# ... and for segmentation_models_pytorch models (unetplusplus, deeplabv3plus, smp.NAME): the installed engine has
-# them; QGIS's own Python is not asked for them (the dock trains UNets, and most models are ours)
-SMP_MODULES: dict[str, str] = {"segmentation_models_pytorch": "segmentation-models-pytorch"}
+from .engine_modules import SEGMENT_MODULES, SMP_MODULES, TRAIN_MODULES
+
+__all__ = ["INSTALL_BUTTON", "README_SECTION", "REPAIR_BUTTON", "SEGMENT_MODULES", "SMP_MODULES", "TRAIN_MODULES",
+           "EngineStatus", "check_engine", "engine_import_error", "install_hint", "train_tab_hint"]
 
 
 @dataclass(frozen=True)

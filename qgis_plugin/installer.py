@@ -30,6 +30,8 @@ from pathlib import Path
 
 from fastunet_core.errors import CancelledError, FastUNetError
 
+from .engine_modules import SMP_MODULES, TRAIN_MODULES
+
 VENV_NAME = "fastunet_geo_engine"
 MARKER = "fastunet_geo_engine.json"  # written last: its presence means the install finished
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -253,7 +255,6 @@ def plan_install(venv: Path, source: PackageSource, gpu: bool | None = None, pyt
     """Return the commands that make ``venv`` and install the engine into it (without smp's if not ``smp_models``)."""
     base = python or base_python()
     use_gpu = nvidia_driver_found() if gpu is None else gpu
-    from .deps import SMP_MODULES, TRAIN_MODULES
 
     wanted = engine_requirements()
     left_out = () if smp_models else tuple(requirement_name(r) for r in wanted if requirement_name(r) in SMP_PACKAGES)
