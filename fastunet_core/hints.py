@@ -71,6 +71,9 @@ class FrontEnd:
     name: str
     names: Mapping[str, str]
     with_value: str = "{name} {value}"  # a setting and its value: ``--tile 448``
+    # whether its text shows in a fixed-width font that keeps runs of spaces (a terminal), so that tables can
+    # align columns with spaces; QGIS's logs are HTML or proportional: a table there is one line per row
+    aligned_tables: bool = True
 
     def says(self, key: str) -> bool:
         """Return True when this front end has the setting ``key``."""

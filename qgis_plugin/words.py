@@ -35,11 +35,11 @@ QGIS = FrontEnd("qgis", {
     "data.tile_size": "'Tile size'",
     "data.val_fraction": "'Validation fraction'",
     "model.architecture": "'Architecture'",
-})
+}, aligned_tables=False)  # the Processing log is HTML (spaces collapse), the dock's log a proportional font
 
 # the dock's Train tab: the run folder is <model file>_training, chosen through the model file
 TRAIN_TAB = FrontEnd("qgis-train-tab", {**QGIS.names, "train_output": "'Model file'",
-                                        "data.val_fraction": "'Validation share'"})
+                                        "data.val_fraction": "'Validation share'"}, aligned_tables=False)
 
 T = TypeVar("T")
 

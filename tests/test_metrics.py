@@ -163,3 +163,17 @@ def test_format_table_is_aligned_with_means() -> None:
     assert format_table(report, ["a", "b", "c"]).splitlines()[2].startswith("a ")
     with pytest.raises(ConfigError, match="2 class names for 3 classes"):
         format_table(report, ["a", "b"])
+
+
+def test_format_table_is_one_line_per_class_where_spaces_do_not_align() -> None:
+    """QGIS's logs (HTML, proportional fonts) collapse runs of spaces: there each class gets its own line."""
+    from fastunet_core.hints import speaking
+    from qgis_plugin.words import QGIS
+
+    report = MetricsReport(per_class_iou=(0.5, 1.0, math.nan), miou=0.75, paper_per_class_iou=(0.875, 1.0, math.nan),
+                           paper_miou=0.9375, pixel_accuracy=0.875)
+    with speaking(QGIS):
+        lines = format_table(report, ["background", "building", "water"]).splitlines()
+    assert lines == ["background: IoU 50.00 %, paper IoU 87.50 %", "building: IoU 100.00 %, paper IoU 100.00 %",
+                     "water: IoU -, paper IoU -", "mIoU 75.00 %, paper mIoU 93.75 %, pixel accuracy 87.50 %"]
+    assert format_table(report, ["a", "b", "c"]).splitlines()[0].split() == ["class", "IoU", "%", "paper", "IoU", "%"]

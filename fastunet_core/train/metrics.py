@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from fastunet_core.errors import ConfigError
+from fastunet_core.hints import current
 
 __all__ = ["MetricsReport", "SegmentationMetrics", "format_table"]
 
@@ -231,12 +232,17 @@ def _percent(value: float) -> str:
     return "-" if math.isnan(value) else f"{100 * value:.2f}"
 
 
-def format_table(report: MetricsReport, class_names: list[str] | tuple[str, ...] | None = None) -> str:
+def format_table(report: MetricsReport, class_names: list[str] | tuple[str, ...] | None = None,
+                 aligned: bool | None = None) -> str:
     """Return an aligned per-class table (class, IoU %, paper IoU %) with the means and pixel accuracy.
+
+    Where the front end's text is not fixed-width (QGIS's logs: :attr:`FrontEnd.aligned_tables`), spaces
+    cannot align columns: the table is then one line per class, ``background: IoU 97.14 %, paper IoU 97.14 %``.
 
     Args:
         report: What :meth:`SegmentationMetrics.compute` returned.
         class_names: One name per class; ``class 0``, ``class 1``... when None.
+        aligned: Columns aligned with spaces, or one line per class; None: as the current front end shows text.
 
     Raises:
         ConfigError: The number of names differs from the number of classes.
@@ -248,6 +254,13 @@ def format_table(report: MetricsReport, class_names: list[str] | tuple[str, ...]
         raise ConfigError(f"{len(names)} class names for {n} classes")
     rows = [(name, _percent(iou), _percent(paper))
             for name, iou, paper in zip(names, report.per_class_iou, report.paper_per_class_iou, strict=True)]
+    if not (current().aligned_tables if aligned is None else aligned):
+        def unit(value: str) -> str:
+            return value if value == "-" else f"{value} %"
+
+        return "\n".join([*(f"{name}: IoU {unit(iou)}, paper IoU {unit(paper)}" for name, iou, paper in rows),
+                          f"mIoU {unit(_percent(report.miou))}, paper mIoU {unit(_percent(report.paper_miou))}, "
+                          f"pixel accuracy {unit(_percent(report.pixel_accuracy))}"])
     header = ("class", "IoU %", "paper IoU %")
     footer = [("mIoU", _percent(report.miou), _percent(report.paper_miou)),
               ("pixel accuracy", _percent(report.pixel_accuracy), "")]

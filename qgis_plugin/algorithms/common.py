@@ -41,12 +41,8 @@ class FeedbackSink:
         return self.feedback is not None and self.feedback.isCanceled()
 
     def log(self, text: str) -> None:
-        """Write a line to the algorithm's log; a table's row (columns aligned by spaces) in a fixed-width font."""
-        if self.feedback is None:
-            return
-        if "  " in text.strip():  # the per-class table, epoch rows: the log's HTML would collapse the spaces
-            self.feedback.pushConsoleInfo(text)
-        else:
+        """Write a line to the algorithm's log (HTML: runs of spaces collapse, so tables come one line per row)."""
+        if self.feedback is not None:
             self.feedback.pushInfo(text)
 
 
