@@ -124,3 +124,9 @@ def hint(template: str, *keys: str, value: object = None) -> str:
     if value is not None and len(keys) != 1:
         raise ValueError("a hint's value goes with exactly one setting")
     return template.format(*(front.render(k, value) for k in keys))
+
+
+def counted(n: int, noun: str, thousands: bool = False) -> str:
+    """Return ``n`` and ``noun`` in the right number: ``1 tile``, ``25 tiles`` (``1,024 tiles`` with ``thousands``)."""
+    number = f"{n:,}" if thousands else str(n)
+    return f"{number} {noun if n == 1 else noun + 's'}"

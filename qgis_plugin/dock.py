@@ -17,6 +17,8 @@ from qgis.gui import QgsDockWidget
 from qgis.PyQt.QtCore import QTimer
 from qgis.PyQt.QtWidgets import QFileDialog, QScrollArea, QTabWidget, QWidget
 
+from fastunet_core.hints import counted
+
 from .deps import INSTALL_BUTTON, REPAIR_BUTTON, EngineStatus, check_engine
 from .device_probe import DeviceProbe, start_device_probe
 from .dock_form import DockForm, build_form, place_install_button, show_progress, show_starting
@@ -366,9 +368,9 @@ class SegmentDock(QgsDockWidget):
                 table = class_area_html(out.class_areas, out.classes)
                 self.form.summary.setText(f"<b>{task.name}</b>: area by class{table}")
                 self.form.summary.setVisible(True)
-            summary = f"{task.name}: {out.tiles} tiles in {out.seconds:.1f} s on {out.device}"
+            summary = f"{task.name}: {counted(out.tiles, 'tile')} in {out.seconds:.1f} s on {out.device}"
             if out.polygons is not None:
-                summary += f", {out.features} polygons"
+                summary += f", {counted(out.features, 'polygon')}"
             self._log(f"done: {summary}")
             self.notify(f"Segmented {summary}.", Qgis.MessageLevel.Success)
             for text in out.warnings:

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from qgis.core import Qgis, QgsFeedback, QgsMessageLog, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
+from fastunet_core.hints import counted
+
 from .deps import engine_import_error
 from .engine_process import run_segment
 from .engine_session import EngineSession
@@ -47,8 +49,8 @@ class SegmentTask(QgsTask):
         """Say in one sentence how the run ended."""
         out = self.outcome
         if out is not None:
-            polygons = f", {out.features} polygons" if out.polygons is not None else ""
-            return f"segmented {self.name} ({out.tiles} tiles{polygons}, {out.seconds:.0f} s)"
+            polygons = f", {counted(out.features, 'polygon')}" if out.polygons is not None else ""
+            return f"segmented {self.name} ({counted(out.tiles, 'tile')}{polygons}, {out.seconds:.0f} s)"
         if self.was_cancelled:
             return f"segmentation of {self.name} cancelled; nothing was written"
         return f"segmentation of {self.name} failed: {self.error or 'unknown error'}"

@@ -79,3 +79,10 @@ def test_cli_still_names_its_flags(shared_data: Path, tmp_path: Path) -> None:
     assert code == 0, out
     assert "give it with --model-resolution" in out
     assert out.count("resolution: ") == 1
+
+
+def test_counts_take_the_noun_in_the_right_number() -> None:
+    from fastunet_core.hints import counted
+
+    assert [counted(n, "tile") for n in (0, 1, 2)] == ["0 tiles", "1 tile", "2 tiles"]
+    assert counted(1234, "polygon", thousands=True) == "1,234 polygons" and counted(1, "polygon", True) == "1 polygon"

@@ -127,7 +127,7 @@ def test_a_tile_larger_than_the_raster_needs_is_reduced_to_one_that_covers_it(
     code, text = run_cli("predict", str(small_raster), "-m", ckpt, "-o", str(tmp_path / "big.tif"), "--tile", "4096")
     assert code == 0, text
     assert f"note: --tile 4096 is larger than {small_raster.name} needs: ran with {fit} px tiles" in text, text
-    assert how in text and "(0.1 Mpx, 1 tiles" in text, text
+    assert how in text and "(0.1 Mpx, 1 tile, 0 without data)" in text, text  # one tile, not "1 tiles"
     code, text = run_cli("predict", str(small_raster), "-m", ckpt, "-o", str(tmp_path / "fit.tif"), "--tile", str(fit))
     assert code == 0 and "note: --tile" not in text, text
     with rasterio.open(tmp_path / "big.tif") as big, rasterio.open(tmp_path / "fit.tif") as same:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from fastunet_core.cli._common import BarProgress, default_workers, parse_int_list, stop_on_sigterm
+from fastunet_core.hints import counted
 
 if TYPE_CHECKING:  # heavy modules are imported inside the functions, so --help stays instant
     from fastunet_core.inference.predict import PredictOptions
@@ -185,12 +186,12 @@ def _segment_one(raster: RasterSource, model_path: Path, output: Path, opts: Pre
             click.echo(f"note: {note}", err=True)
         names = ", ".join(str(p) for p in result.outputs) if len(result.outputs) > 1 else str(result.output)
         click.echo(
-            f"wrote {names} ({result.megapixels:.1f} Mpx, {result.tiles_total} tiles, "
+            f"wrote {names} ({result.megapixels:.1f} Mpx, {counted(result.tiles_total, 'tile')}, "
             f"{result.tiles_skipped} without data) in {result.seconds:.1f} s on {result.device.name}",
             err=True,
         )
         if done.vectorized is not None:
-            click.echo(f"wrote {done.vectorized.output} ({done.vectorized.polygons} polygons)", err=True)
+            click.echo(f"wrote {done.vectorized.output} ({counted(done.vectorized.polygons, 'polygon')})", err=True)
     for w in done.warnings:
         click.echo(f"warning: {w}", err=True)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from fastunet_core.cli._common import MAX_DEFAULT_WORKERS, BarProgress, default_workers, stop_on_sigterm
+from fastunet_core.hints import counted
 
 
 @click.command()
@@ -51,8 +52,9 @@ def vectorize(ctx: click.Context, mask: str, output: Path, classes: str | None, 
     with BarProgress(enabled=not quiet) as bar:
         result = vectorize_raster(raster_source(mask), output, opts, bar)
     if not quiet:
-        click.echo(f"wrote {result.output} ({result.features:,} features, {result.polygons:,} polygons) in "
-                   f"{result.seconds:.1f} s; areas {result.area_method}", err=True)
+        click.echo(f"wrote {result.output} ({counted(result.features, 'feature', True)}, "
+                   f"{counted(result.polygons, 'polygon', True)}) in {result.seconds:.1f} s; areas "
+                   f"{result.area_method}", err=True)
         if result.classes:
             click.echo(class_summary_text(result.classes), err=True)
     for w in result.warnings:

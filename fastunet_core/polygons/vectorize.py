@@ -26,7 +26,7 @@ import numpy as np
 import rasterio
 
 from fastunet_core.errors import CancelledError, ConfigError, EmptyPolygonsWarning, FastUNetWarning, InputRasterError
-from fastunet_core.hints import setting
+from fastunet_core.hints import counted, setting
 from fastunet_core.io.raster_input import open_raster
 from fastunet_core.io.targets import Role, check_distinct, target_locks
 from fastunet_core.io.vector_output import (
@@ -262,4 +262,4 @@ class _DissolvedClass:
 
 def class_summary_text(classes: Sequence[ClassSummary]) -> str:
     """Describe per-class results in one line, e.g. ``building: 43 polygons, 8,460 m2``."""
-    return "; ".join(f"{c.name}: {c.polygons:,} polygons, {c.area_m2:,.0f} m2" for c in classes)
+    return "; ".join(f"{c.name}: {counted(c.polygons, 'polygon', True)}, {c.area_m2:,.0f} m2" for c in classes)
