@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Static int8 (ONNX Runtime, QDQ, calibrated) against fp32 and the default path, on trained models and real tiles.
+"""Faster-than-fp32 CPU paths (static int8, bf16, bf16 with fp32 layers) against fp32, on trained models and real tiles.
 
     env -u PROJ_DATA -u PROJ_LIB .venv/bin/python bench/bench_int8.py \\
         --case demo=out/demo/run/best.safetensors@data/samples/spacenet_atlanta_pan.tif \\
@@ -15,6 +15,12 @@ calibration never saw). Paths, all in this process on the same tiles, batch 1 (`
 - the default path: what ``predict --precision auto`` builds for this checkpoint on this CPU
   (:func:`choose_precision` and :func:`make_engine`; bf16 PyTorch where the recorded agreement allows it);
 - PyTorch bf16 (BatchNorm folded, channels_last), whatever auto chose;
+- PyTorch bf16 with a few layers in fp32: the plan :func:`plan_bf16` chooses on the calibration tiles (what
+  training and ``init --agreement-tiles`` record), run by the engine ``predict`` builds for it; the default
+  path is built from a copy of the checkpoint with this plan recorded, so it shows what ``auto`` then runs;
+- PyTorch fp32 (folded, channels_last), and the same with oneDNN's implicit bf16 for fp32 convolutions
+  (``torch.backends.mkldnn.conv.fp32_precision = "bf16"``: fp32 tensors, bf16 products); ``fpmath_probe``
+  asks oneDNN (``ONEDNN_VERBOSE``) which kernel a convolution then runs and measures its error;
 - ONNX Runtime static int8: ``quant_pre_process``, then ``quantize_static`` in QDQ format, int8 weights per
   output channel, uint8 activations calibrated (``--calibration``: MinMax, Percentile, ...) on the
   calibration tiles; run by the same engine class as fp32.
@@ -24,7 +30,8 @@ Every path is called as ``predict`` calls its engine: a (1, bands, H, W) float32
 Speed: megapixels per CPU-second (process CPU time, all threads) over ``--speed-tiles`` held-out tiles at the
 model's tile size and at 512 px, median of ``--rounds`` rounds taken round-robin over the paths, so a
 change in the machine's load falls on all of them alike. Agreement: share of pixels whose argmax class equals
-fp32's, over all held-out tiles (never the calibration ones). ``--perf`` also samples the int8 run with
+fp32's, over all held-out tiles (never the calibration ones); for the bf16 paths also fp32's top-2 logit
+margin at the pixels that change class, against all pixels. ``--perf`` also samples the int8 run with
 ``perf`` and reports the share of samples in ONNX Runtime's code that lie next to VNNI instructions
 (``vpdpbusd``), and the same for the fp32 run as a control: the library is stripped, so this is how to
 see which kernel ran.
@@ -260,12 +267,95 @@ def perf_vnni(model: Path, tile: np.ndarray, seconds: float) -> dict[str, Any]:
             "percent_of_samples_next_to_vpdpbusd": round(vnni_share, 1)}
 
 
+class TorchRunner:
+    """PyTorch fp32 (BatchNorm folded, channels_last) as ``predict`` calls an engine: probabilities out.
+
+    ``fpmath``: oneDNN's math mode for fp32 convolutions and matrix products during the call (``"bf16"``:
+    implicit bf16 products, fp32 tensors), restored afterwards.
+    """
+
+    def __init__(self, model: Any, fpmath: str = "none") -> None:
+        from fastunet_core.inference.optimize import optimize_for_cpu
+
+        self.model, self.fpmath = optimize_for_cpu(model.cpu().eval()), fpmath
+
+    def logits(self, x: np.ndarray) -> Any:
+        import torch
+
+        mk = torch.backends.mkldnn
+        saved = mk.conv.fp32_precision, mk.matmul.fp32_precision
+        mk.conv.fp32_precision = mk.matmul.fp32_precision = self.fpmath
+        try:
+            with torch.inference_mode():
+                return self.model(torch.from_numpy(x).contiguous(memory_format=torch.channels_last))
+        finally:
+            mk.conv.fp32_precision, mk.matmul.fp32_precision = saved
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return torch.softmax(self.logits(x), dim=1).numpy()  # type: ignore[no-any-return]
+
+
+def fpmath_probe() -> dict[str, Any]:
+    """Ask oneDNN which kernel runs a 3x3 fp32 convolution under ``fp32_precision = "bf16"``, and its error.
+
+    A child process runs one convolution with ``ONEDNN_VERBOSE=1`` in each mode; the verbose line names the
+    implementation and shows ``attr-fpmath:bf16`` when the mode reached oneDNN; the largest error against a
+    float64 convolution tells whether products were rounded to bf16 (about 1e-2 here) or not (about 1e-6).
+    """
+    child = ("import sys, torch\nmode = sys.argv[1]\ntorch.backends.mkldnn.conv.fp32_precision = mode\n"
+             "torch.manual_seed(0)\nm = torch.nn.Conv2d(32, 32, 3, padding=1).eval()\n"
+             "m = m.to(memory_format=torch.channels_last)\n"
+             "x = torch.randn(1, 32, 64, 64).contiguous(memory_format=torch.channels_last)\n"
+             "with torch.inference_mode():\n    y = m(x)\n"
+             "    r = torch.nn.functional.conv2d(x.double(), m.weight.double(), m.bias.double(), padding=1)\n"
+             "print('maxerr', float((y.double() - r).abs().max()), flush=True)\n")
+    out: dict[str, Any] = {}
+    for mode in ("none", "bf16"):
+        proc = subprocess.run([sys.executable, "-c", child, mode], capture_output=True, text=True,
+                              env={**os.environ, "ONEDNN_VERBOSE": "1"}, timeout=300)
+        conv = next((ln for ln in proc.stdout.splitlines() if ",exec,cpu,convolution," in ln), "")
+        err = next((ln.split()[1] for ln in proc.stdout.splitlines() if ln.startswith("maxerr")), "nan")
+        out[mode] = {"implementation": conv.split(",")[6] if conv else None,
+                     "attr_fpmath_bf16": "attr-fpmath:bf16" in conv, "max_abs_error": float(err)}
+    return out
+
+
+def margins(ref: Any, runners: dict[str, Any], tiles: list[np.ndarray]) -> dict[str, Any]:
+    """fp32's top-2 logit margin at the pixels whose class ``runners`` change, against all pixels (context)."""
+    import torch
+
+    every, moved = [], {k: [] for k in runners}  # type: ignore[var-annotated]
+    with torch.inference_mode():
+        for t in tiles:
+            z = ref.logits(t).float()
+            top = z.topk(2, dim=1).values
+            margin = (top[:, 0] - top[:, 1]).ravel()
+            every.append(margin)
+            for k, run in runners.items():
+                moved[k].append(margin[torch.from_numpy(run(t).argmax(1) != z.argmax(1).numpy()).ravel()])
+    allm = torch.cat(every)
+
+    def stats(m: Any) -> dict[str, float]:
+        return {"pixels": int(m.numel()), "median": float(m.median()) if m.numel() else float("nan"),
+                "max": float(m.max()) if m.numel() else float("nan")}
+
+    out: dict[str, Any] = {"all": {**stats(allm), "share_below_0.05": float((allm < 0.05).float().mean())}}
+    for k, parts in moved.items():
+        m = torch.cat(parts)
+        out[k] = {**stats(m), "share_of_all_pixels_below_its_max": float((allm <= m.max()).float().mean())
+                  if m.numel() else 0.0}
+    return out
+
+
 def bench_case(case: Case, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     """Quantise one model, time the paths and measure the agreements; return the figures."""
     from fastunet_core.inference.engine import TorchEngine, make_engine
     from fastunet_core.inference.onnx_engine import OnnxEngine
-    from fastunet_core.inference.precision import choose_precision, recorded_agreement
-    from fastunet_core.models.checkpoint import load_checkpoint
+    from fastunet_core.inference.precision import choose_precision, plan_bf16, recorded_agreement, with_plan
+    from fastunet_core.models.checkpoint import load_checkpoint, save_checkpoint
     from fastunet_core.models.checkpoint_file import open_model
     from fastunet_core.models.onnx_export import export_checkpoint_onnx
     from fastunet_core.runtime.device import resolve_device
@@ -289,13 +379,23 @@ def bench_case(case: Case, args: argparse.Namespace, tmp: Path) -> dict[str, Any
         int8[variant] = tmp / f"{case.name}.int8-{variant.replace(':', '-')}.onnx"
         quant_s[variant] = quantize(fp32, int8[variant], calib, variant)
     device = resolve_device("cpu")
-    choice = choose_precision("auto", meta, device)
-    default_engine, default_name = make_engine(open_model(case.checkpoint), device, (1, meta.input.n_bands, tile, tile),
-                                               "auto", choice.precision)
+    # the plan training or init --agreement-tiles would record, chosen on the calibration tiles only
+    t0 = time.perf_counter()
+    plan = plan_bf16(loaded.torch_model(), calib)
+    plan_s = time.perf_counter() - t0
+    planned = tmp / f"{case.name}.planned.safetensors"
+    save_checkpoint(planned, loaded.torch_model(), with_plan(meta, plan, "bench calibration tiles"), overwrite=True)
+    choice = choose_precision("auto", load_checkpoint(planned).meta, device)
+    default_engine, default_name = make_engine(open_model(planned), device, (1, meta.input.n_bands, tile, tile),
+                                               "auto", choice.precision, choice.fp32_layers)
     ort_fp32 = OnnxEngine(fp32)
     bf16 = TorchEngine(loaded.torch_model(), device, precision="bf16")
+    bf16_plan = TorchEngine(loaded.torch_model(), device, precision="bf16", fp32_layers=plan.fp32_layers)
+    torch_fp32, fpmath = TorchRunner(loaded.torch_model()), TorchRunner(loaded.torch_model(), "bf16")
     # every path as predict calls its engine: probabilities (the softmax included), batch 1
-    runners: dict[str, Runner] = {"ort_fp32": ort_fp32, "default": default_engine, "torch_bf16": bf16}
+    runners: dict[str, Runner] = {"ort_fp32": ort_fp32, "default": default_engine, "torch_bf16": bf16,
+                                  "torch_bf16_plan": bf16_plan, "torch_fp32": torch_fp32,
+                                  "torch_fp32_fpmath_bf16": fpmath}
     for method, path in int8.items():
         runners[f"ort_int8_{method}"] = OnnxEngine(path)
 
@@ -304,7 +404,8 @@ def bench_case(case: Case, args: argparse.Namespace, tmp: Path) -> dict[str, Any
     # the calibration tiles themselves, for contrast (int8 should do no better on tiles it was fitted to)
     ref_c = classes_of(ort_fp32, calib)
     agreement_calib = {k: float((classes_of(run, calib) == ref_c).mean())
-                       for k, run in runners.items() if k.startswith("ort_int8")}
+                       for k, run in runners.items() if k.startswith("ort_int8") or k.startswith("torch_bf16")}
+    fpmath_logits = max(float((fpmath.logits(t) - torch_fp32.logits(t)).abs().max()) for t in held[:4])
     speed: dict[str, Any] = {}
     for size, tiles in ((tile, held), (512, big)):
         if not tiles:
@@ -318,9 +419,13 @@ def bench_case(case: Case, args: argparse.Namespace, tmp: Path) -> dict[str, Any
         "tile": tile, "classes": meta.n_classes, "bands": meta.input.n_bands,
         "rasters": [str(p) for p in case.rasters], "extra_heldout": [str(p) for p in case.extra_heldout],
         "calibration_tiles": len(calib), "heldout_tiles": len(held), "heldout_pixels": int(ref.size),
-        "recorded_bf16_agreement": recorded_agreement(meta), "default": {"precision": choice.precision,
-                                                                        "reason": choice.reason,
-                                                                        "engine": default_name},
+        "recorded_bf16_agreement": recorded_agreement(meta),
+        "bf16_plan": {"fp32_layers": list(plan.fp32_layers), "agreement_calibration": plan.agreement,
+                      "bf16_only_calibration": plan.bf16_only, "tiles": plan.tiles, "seconds": plan_s},
+        "default": {"precision": choice.precision, "reason": choice.reason, "engine": default_name,
+                    "fp32_layers": list(choice.fp32_layers)},
+        "fpmath_bf16_max_logit_change": fpmath_logits,
+        "margins": margins(torch_fp32, {"torch_bf16": bf16, "torch_bf16_plan": bf16_plan}, held),
         "quantise_seconds": quant_s, "int8_file_bytes": {m: p.stat().st_size for m, p in int8.items()},
         "fp32_file_bytes": fp32.stat().st_size,
         "agreement_with_fp32_heldout": agreement, "int8_agreement_on_calibration_tiles": agreement_calib,
@@ -348,7 +453,10 @@ def print_case(r: dict[str, Any]) -> None:
             agree = r["agreement_with_fp32_heldout"].get(k, 1.0)
             print(f"| {k} | {v['cpu_s_per_tile']:.4f} | {v['mpx_per_cpu_s']:.3f} | {v['mpx_per_cpu_s'] / base:.2f}x "
                   f"| {agree:.4%} |")
-    print("int8 agreement on its own calibration tiles: "
+    print(f"bf16 plan: {r['bf16_plan']}; fpmath bf16 changes the logits by at most "
+          f"{r['fpmath_bf16_max_logit_change']:.2e}")
+    print(f"fp32 top-2 logit margins (context): {r['margins']}")
+    print("agreement on the calibration tiles: "
           + ", ".join(f"{k} {v:.4%}" for k, v in r["int8_agreement_on_calibration_tiles"].items()))
     if "perf_vnni" in r:
         print(f"perf: {r['perf_vnni']}")
@@ -358,10 +466,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--case", action="append", type=parse_case, required=True,
                     help="NAME=CHECKPOINT@RASTER[,RASTER...][+HELDOUT_RASTER[,...]]")
-    ap.add_argument("--calibration", default="MinMax", type=lambda s: s.split(","),
+    ap.add_argument("--calibration", default="MinMax", type=lambda s: [m for m in s.split(",") if m],
                     help="comma-separated CalibrationMethod names (MinMax, Percentile, Entropy, Distribution); "
                          "NAME:ends keeps the first and last convolutions in fp32, NAME:top also the last "
-                         "decoder stage")
+                         "decoder stage; '' for none")
     ap.add_argument("--max-calibration", type=int, default=16)
     ap.add_argument("--speed-tiles", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=5)
@@ -377,6 +485,7 @@ def main() -> None:
     from fastunet_core.runtime.cpu import physical_cores
 
     env = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu_flags(), "threads": physical_cores(),
+           "onednn_fpmath_probe": fpmath_probe(),
            "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
            "load_before": os.getloadavg(), "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}
     print(json.dumps(env))

@@ -34,8 +34,9 @@ from fastunet_core.cli._common import parse_arch_args, parse_float_list, parse_i
               help="Constructor arguments of the architecture: key=value items or a JSON object, e.g. "
               "encoder_name=resnet18 or '{\"widths\": [16, 32, 64]}' (repeatable).")
 @click.option("--agreement-tiles", "agreement_tiles", multiple=True, type=click.Path(path_type=Path),
-              help="Rasters to measure the model's bf16-vs-fp32 class agreement on (recorded in the checkpoint; "
-                   "--precision auto runs bf16 only when it is at least 99.9 %). Repeatable.")
+              help="Rasters to measure the model's bf16-vs-fp32 class agreement on, keeping up to 3 layers "
+                   "in fp32 where all-bf16 falls short (recorded in the checkpoint; --precision auto runs "
+                   "bf16 only when it is at least 99.9 %). Repeatable.")
 @click.option("--seed", default=0, show_default=True, help="Seed for the random initial weights.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Model file to write.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing file.")
@@ -96,7 +97,7 @@ def _record_agreement(path: Path, rasters: tuple[Path, ...]) -> None:
         raise click.UsageError("--agreement-tiles records into a fastunet-geo checkpoint (.safetensors)")
     from fastunet_core.inference.precision import MIN_AGREEMENT, record_agreement_from_rasters
 
-    value = record_agreement_from_rasters(path, rasters)
-    verdict = "runs bf16" if value >= MIN_AGREEMENT else "stays fp32"
-    click.echo(f"bf16 class agreement with fp32: {value:.3%}; --precision auto {verdict} on CPUs with native bf16",
-               err=True)
+    plan = record_agreement_from_rasters(path, rasters)
+    verdict = "runs bf16" if plan.agreement >= MIN_AGREEMENT else "stays fp32"
+    click.echo(f"bf16 class agreement with fp32: {plan.describe()}; --precision auto {verdict} on CPUs with "
+               "native bf16", err=True)

@@ -56,7 +56,8 @@ EXIT_SOME_FAILED = 4
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
               help="auto: on CPUs bf16 where the CPU has native bf16 (AVX512-BF16 or AMX) and the model's "
               "recorded bf16-vs-fp32 class agreement is at least 99.9 %, else fp32; on CUDA autocast, in bf16 "
-              "where the GPU has it natively, else fp16. fp16 is for CUDA only. The run says which and why.")
+              "where the GPU has it natively, else fp16. fp16 is for CUDA only. CPU bf16 keeps in fp32 the "
+              "few layers the agreement measurement chose (recorded with it). The run says which and why.")
 @click.option("--engine", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
               help="auto: ONNX Runtime for fp32 on CPUs when installed (about 2x PyTorch fp32), else PyTorch "
               "(also for bf16, which --precision auto may choose, and on CUDA).")

@@ -2,7 +2,8 @@
 
 One engine interface, whatever runs the model, so tiling and stitching have a single code path. The
 PyTorch engine uses ``torch.inference_mode``; on CUDA it adds autocast (bf16 where supported, else fp16)
-and channels_last memory format; on CPUs it folds BatchNorm into the convolutions and uses channels_last.
+and channels_last memory format; on CPUs it folds BatchNorm into the convolutions and uses channels_last, and
+in bf16 keeps in fp32 the layers the checkpoint's measured plan names (:func:`.optimize.bf16_model`).
 The ONNX Runtime engine (the default on CPUs) runs the checkpoint's cached ONNX export without torch.
 
 This module imports torch only when a PyTorch engine is built or a model has to be exported.
@@ -41,10 +42,11 @@ class TorchEngine:
 
     checks_finite = True
 
-    def __init__(self, model: nn.Module, device: DeviceChoice, fast_cpu: bool = True, precision: str = "auto") -> None:
+    def __init__(self, model: nn.Module, device: DeviceChoice, fast_cpu: bool = True, precision: str = "auto",
+                 fp32_layers: tuple[str, ...] = ()) -> None:
         import torch
 
-        from fastunet_core.inference.optimize import optimize_for_cpu
+        from fastunet_core.inference.optimize import bf16_model, optimize_for_cpu
 
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
@@ -55,16 +57,20 @@ class TorchEngine:
         self.channels_last = device.is_cuda or fast_cpu
         self.autocast: torch.dtype | None = None
         self.cpu_dtype = torch.float32
+        self.kind = "float32"  # for the run's log line
         if device.is_cuda:
             self.model = self.model.to(memory_format=torch.channels_last)
             if precision != "fp32":
                 self.autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, device.autocast_dtype)
-        else:
-            if fast_cpu:  # BatchNorm folded into the convolutions, channels_last (see optimize.py)
-                self.model = optimize_for_cpu(self.model)
-            if precision == "bf16":  # opt-in: bf16 weights and activations, logits back in float32
-                self.cpu_dtype = torch.bfloat16
-                self.model = self.model.to(torch.bfloat16)
+                self.kind = "autocast"
+        elif fast_cpu and precision == "bf16":  # folded, channels_last, bf16 but the plan's fp32 layers
+            self.model = bf16_model(self.model, fp32_layers)  # float32 in: each layer casts its input
+            self.kind = "bfloat16" + (f", {len(fp32_layers)} layers in fp32" if fp32_layers else "")
+        elif fast_cpu:  # BatchNorm folded into the convolutions, channels_last (see optimize.py)
+            self.model = optimize_for_cpu(self.model)
+        elif precision == "bf16":  # the eager model in bf16 (a reference for tests)
+            self.cpu_dtype, self.kind = torch.bfloat16, "bfloat16"
+            self.model = self.model.to(torch.bfloat16)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Map a (N, bands, H, W) float32 batch to (N, classes, H, W) float32 probabilities."""
@@ -101,12 +107,14 @@ class Engine(Protocol):
 
 
 def make_engine(source: LoadedModel | nn.Module, device: DeviceChoice, sample_shape: tuple[int, int, int, int],
-                engine: str = "auto", precision: str = "auto") -> tuple[Engine, str]:
+                engine: str = "auto", precision: str = "auto", fp32_layers: tuple[str, ...] = ()
+                ) -> tuple[Engine, str]:
     """Pick the engine; return it and a one-line description.
 
     ``auto``: ONNX Runtime on CPUs at fp32 when onnxruntime is installed (about 2x eager), else PyTorch
-    (BatchNorm folded, channels_last; autocast on CUDA). A checkpoint whose weights are not loaded yet
-    (:func:`~fastunet_core.models.checkpoint_file.open_model`) runs its export from the cache
+    (BatchNorm folded, channels_last; autocast on CUDA; on CPUs in bf16 with ``fp32_layers`` kept in fp32, the
+    checkpoint's recorded plan: :attr:`.precision.PrecisionChoice.fp32_layers`). A checkpoint whose weights are
+    not loaded yet (:func:`~fastunet_core.models.checkpoint_file.open_model`) runs its export from the cache
     (:mod:`.onnx_cache`), written there on first use; a loaded model is exported in memory. An export
     that fails falls back to PyTorch (or is an error with ``engine="onnx"``).
     """
@@ -130,9 +138,8 @@ def make_engine(source: LoadedModel | nn.Module, device: DeviceChoice, sample_sh
                 raise ConfigError(f"exporting the model to ONNX failed ({type(exc).__name__}: {exc})") from exc
             log.warning("ONNX export failed (%s: %s); running PyTorch instead", type(exc).__name__, exc)
     module = source.torch_model() if isinstance(source, LoadedModel) else source
-    torch_engine = TorchEngine(module, device, precision=precision)
-    kind = "autocast" if torch_engine.autocast is not None else str(torch_engine.cpu_dtype).replace("torch.", "")
-    return torch_engine, f"pytorch ({kind})"
+    torch_engine = TorchEngine(module, device, precision=precision, fp32_layers=fp32_layers)
+    return torch_engine, f"pytorch ({torch_engine.kind})"
 
 
 def _onnx_engine(source: LoadedModel | nn.Module, sample_shape: tuple[int, int, int, int],

@@ -241,7 +241,7 @@ class Predictor:
             self.precision = PrecisionChoice("fp32", "the onnx engine runs fp32"
                                              + hint(" (bf16 runs with {})", "engine", value="torch"))
         self.engine, self.engine_name = make_engine(self.loaded, self.device, shape, opts.engine,
-                                                    self.precision.precision)
+                                                    self.precision.precision, self.precision.fp32_layers)
         self._weights_digest: str | None = None
         self.device_arrays = self._device_arrays()
 

@@ -310,17 +310,16 @@ class _Trainer:
                            self.loop.best_epoch, stopped_early, self.device)
 
     def _record_bf16_agreement(self, path: Path) -> None:
-        """Measure the best model's bf16-vs-fp32 class agreement on validation tiles; record it in its metadata."""
-        from fastunet_core.inference.precision import bf16_agreement, with_agreement
+        """Measure the best model's bf16 plan and class agreement on validation tiles; record them in its metadata."""
+        from fastunet_core.inference.precision import plan_bf16, with_plan
 
         loaded = load_checkpoint(path)
         loader = self._loader("val", self.loop.epoch)
         inputs = (self._to_device(batch)[0].float().cpu()  # the model's input, as validation feeds it
                   for batch in unwrap_worker_errors(iter(loader)))
-        value, tiles = bf16_agreement(loaded.torch_model(), agreement_batches(inputs))
-        save_checkpoint(path, loaded.torch_model(), with_agreement(loaded.meta, value, tiles, "validation tiles"),
-                        overwrite=True)
-        self.prog.message(f"bf16 class agreement with fp32 on {tiles} validation tiles: {value:.3%}")
+        plan = plan_bf16(loaded.torch_model(), list(agreement_batches(inputs)))
+        save_checkpoint(path, loaded.torch_model(), with_plan(loaded.meta, plan, "validation tiles"), overwrite=True)
+        self.prog.message(f"bf16 class agreement with fp32 on {plan.tiles} validation tiles: {plan.describe()}")
 
     def _loader(self, which: str, epoch: int) -> DataLoader:
         """Return the train or val loader for ``epoch``; built once, its workers live for the whole run."""
