@@ -65,7 +65,8 @@ class TorchEngine:
                 self.kind = "autocast"
         elif fast_cpu and precision == "bf16":  # folded, channels_last, bf16 but the plan's fp32 layers
             self.model = bf16_model(self.model, fp32_layers)  # float32 in: each layer casts its input
-            self.kind = "bfloat16" + (f", {len(fp32_layers)} layers in fp32" if fp32_layers else "")
+            n = len(fp32_layers)
+            self.kind = "bfloat16" + (f", {n} layer{'s' if n > 1 else ''} in fp32" if n else "")
         elif fast_cpu:  # BatchNorm folded into the convolutions, channels_last (see optimize.py)
             self.model = optimize_for_cpu(self.model)
         elif precision == "bf16":  # the eager model in bf16 (a reference for tests)
