@@ -95,6 +95,7 @@ def test_resolution_can_be_given_in_the_config(tmp_path: Path, shared_data: Path
     # the bf16 agreement is measured on the validation tiles and recorded for --precision auto
     record = meta.metrics["bf16_agreement"]
     assert record["source"] == "validation tiles" and record["tiles"] > 0 and 0.5 < record["value"] <= 1.0
+    assert isinstance(record["fp32_layers"], list) and record["bf16_only"] <= record["value"]  # the plan measured
     with pytest.raises(ConfigError, match="resolution_m"):
         train(config_from_dict(_config(tmp_path / "bad", {**data, "resolution_m": -1}, epochs=1)))
 
