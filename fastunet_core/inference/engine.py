@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from fastunet_core.errors import CheckpointError, ConfigError, NonFiniteError
-from fastunet_core.hints import hint
+from fastunet_core.hints import counted, hint
 from fastunet_core.models.checkpoint_file import LoadedModel
 from fastunet_core.runtime.device import DeviceChoice
 
@@ -65,8 +65,7 @@ class TorchEngine:
                 self.kind = "autocast"
         elif fast_cpu and precision == "bf16":  # folded, channels_last, bf16 but the plan's fp32 layers
             self.model = bf16_model(self.model, fp32_layers)  # float32 in: each layer casts its input
-            n = len(fp32_layers)
-            self.kind = "bfloat16" + (f", {n} layer{'s' if n > 1 else ''} in fp32" if n else "")
+            self.kind = "bfloat16" + (f", {counted(len(fp32_layers), 'layer')} in fp32" if fp32_layers else "")
         elif fast_cpu:  # BatchNorm folded into the convolutions, channels_last (see optimize.py)
             self.model = optimize_for_cpu(self.model)
         elif precision == "bf16":  # the eager model in bf16 (a reference for tests)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fastunet_core.hints import hint
+from fastunet_core.hints import counted, hint
 from fastunet_core.models.metadata import ModelMeta
 from fastunet_core.runtime.cpu import bf16_support
 from fastunet_core.runtime.device import DeviceChoice
@@ -73,8 +73,7 @@ class Bf16Plan:
 
 def plan_words(fp32_layers: Sequence[str]) -> str:
     """Return ``with N layers kept in fp32 (a, b)``, or an empty string for all-bf16."""
-    n = len(fp32_layers)
-    return f"with {n} layer{'s' if n > 1 else ''} kept in fp32 ({', '.join(fp32_layers)})" if n else ""
+    return f"with {counted(len(fp32_layers), 'layer')} kept in fp32 ({', '.join(fp32_layers)})" if fp32_layers else ""
 
 
 def recorded_agreement(meta: ModelMeta) -> float | None:
