@@ -404,7 +404,7 @@ def child_models(params: Json) -> Json:
 
             agreed = work / f"{arch}_c{N_CLASSES}_agreed.safetensors"
             shutil.copyfile(path, agreed)
-            agreement = record_agreement_from_rasters(agreed, [params["raster"]])
+            agreement = record_agreement_from_rasters(agreed, [params["raster"]]).agreement
             path = agreed
         paths[arch] = str(path)
         Predictor(path, PredictOptions(device=params["device"]))  # the export goes to the cache, as on a first run
