@@ -56,7 +56,7 @@ def labels_layer(raster: str) -> QgsVectorLayer:
     return labels
 
 
-def run_as_dialog(alg: str, params: dict[str, object]) -> dict[str, object]:
+def run_as_dialog(alg: str, params: dict[str, object], keep: bool = False) -> dict[str, object]:
     """Run and load the results in a context that is destroyed afterwards; return the results and layers."""
     import processing
 
@@ -68,7 +68,8 @@ def run_as_dialog(alg: str, params: dict[str, object]) -> dict[str, object]:
     gc.collect()
     QgsApplication.processEvents()
     facts = layer_facts()
-    QgsProject.instance().removeAllMapLayers()
+    if not keep:  # keep: the next run finds this one's layers in the project
+        QgsProject.instance().removeAllMapLayers()
     return {"results": {k: str(v) for k, v in results.items()}, "layers": facts}
 
 
@@ -89,11 +90,13 @@ def main() -> None:
             "OUTPUT_POLYGONS": str(out / "polygons.gpkg")}),
         "vectorize": run_as_dialog("vectorize", {
             "INPUT": str(out / "classes.tif"), "OUTPUT": str(out / "again.gpkg")}),
-        # outputs to temporary files, the dialog's default: named after the input raster, not "Class raster"
-        "segment_temporary": run_as_dialog("segment", {
-            "INPUT": raster, "MODEL": model, "DEVICE": 2, "OUTPUT": "TEMPORARY_OUTPUT",
-            "OUTPUT_POLYGONS": "TEMPORARY_OUTPUT"}),
     }
+    # outputs to temporary files, the dialog's default: named after the input raster, not "Class raster", and a
+    # second run's layers get names of their own
+    temporary = {"INPUT": raster, "MODEL": model, "DEVICE": 2, "OUTPUT": "TEMPORARY_OUTPUT",
+                 "OUTPUT_POLYGONS": "TEMPORARY_OUTPUT"}
+    report["segment_temporary"] = run_as_dialog("segment", temporary, keep=True)
+    report["segment_again"] = run_as_dialog("segment", temporary)
     labels = labels_layer(raster)
     report["train"] = run_as_dialog("train", {
         "INPUT": raster, "LABELS": labels, "CLASS_FIELD": "kind", "CLASS_NAMES": "background,building,road",

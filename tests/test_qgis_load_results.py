@@ -44,6 +44,8 @@ def test_every_algorithm_loads_its_results_like_the_dialog(small_raster: Path, q
     assert Path(again["source"]).name == "again.gpkg" and again["renderer"] == "categorizedSymbol"
     stem = small_raster.stem  # two runs' layers are told apart by their input, as the dock names its layers
     assert [f["name"] for f in report["segment_temporary"]["layers"]] == [f"{stem} polygons", f"{stem} classes"]
+    assert sorted(f["name"] for f in report["segment_again"]["layers"]) == sorted(
+        [f"{stem} polygons", f"{stem} classes", f"{stem} polygons (2)", f"{stem} classes (2)"])
     assert report["train"]["results"]["CHECKPOINT"] == str(tmp_path / "run" / "best.safetensors")
     assert (tmp_path / "run" / "best.safetensors").is_file()
 

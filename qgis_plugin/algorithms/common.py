@@ -105,14 +105,17 @@ class ClassStyle(QgsProcessingLayerPostProcessorInterface):
         the post-processor then moves the polygons above the raster (:func:`_lift_above`).
         ``name``: (the output's description, the layer's name): a layer Processing would name after the
         output's description ("Class raster", the same on every run) is named after the input instead, as the
-        dock names its layers ("ortho classes"). A name the user gave, and QGIS's setting that names layers
-        after their files, are kept (Processing applies them when it loads the layer).
+        dock names its layers ("ortho classes", "ortho classes (2)" for a second run). A name the user gave,
+        and QGIS's setting that names layers after their files, are kept (Processing applies them when it
+        loads the layer).
         """
         if context.willLoadLayerOnCompletion(output):
             details = context.layerToLoadOnCompletionDetails(output)
             details.layerSortKey = sort_key
             if name is not None and details.name in ("", name[0]):
-                details.name = name[1]
+                from ..results import unique_layer_name
+
+                details.name = unique_layer_name(name[1], details.project or context.project())
             cls._alive = [p for p in cls._alive if not sip.isdeleted(p)]
             processor = cls(above)
             cls._alive.append(processor)
