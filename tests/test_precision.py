@@ -152,7 +152,7 @@ def test_a_plan_naming_a_layer_the_model_lacks_is_refused() -> None:
     from fastunet_core.inference.optimize import bf16_model
     from fastunet_core.models.registry import build_model
 
-    with pytest.raises(CheckpointError, match=r"encoder\.9\.nothing.*init --agreement-tiles"):
+    with pytest.raises(CheckpointError, match=r"encoder\.9\.nothing.*measure it again"):
         bf16_model(build_model("unet_tiny", 3, 2), ("encoder.9.nothing",))
 
 

@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from fastunet_core.errors import CheckpointError
+from fastunet_core.hints import hint
 
 
 def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
@@ -75,7 +76,7 @@ def bf16_model(model: nn.Module, fp32_layers: Iterable[str] = ()) -> nn.Module:
     keep = set(fp32_layers)
     if unknown := sorted(keep - set(names)):
         raise CheckpointError(f"the recorded bf16 plan keeps layers in fp32 that the model does not have "
-                              f"({', '.join(unknown)}); measure it again (fastunet-geo init --agreement-tiles)")
+                              f"({', '.join(unknown)}); measure it again" + hint(" ({})", "agreement_tiles"))
     modules = dict(fast.named_modules())
     for name in names:
         module = modules[name]
