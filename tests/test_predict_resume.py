@@ -155,3 +155,91 @@ def test_cli_sigterm_keeps_rows_and_the_same_command_finishes(tmp_path: Path, so
     assert CliRunner().invoke(cli, [*args[:-2], str(reference_map), "--no-prefetch"]).exit_code == 0
     assert out.read_bytes() == reference_map.read_bytes()
     assert not partial_path(out).exists() and not state_path(out).exists()
+
+
+def _halves(source: Path, folder: Path) -> tuple[Path, Path]:
+    """Write the top and bottom halves of ``source`` as two GeoTIFFs (a mosaic's sheets)."""
+    from rasterio.windows import Window
+
+    paths = folder / "top.tif", folder / "bottom.tif"
+    with rasterio.open(source) as src:
+        half = src.height // 2
+        for path, row in zip(paths, (0, half), strict=True):
+            window = Window(0, row, src.width, half)
+            profile = {"driver": "GTiff", "width": src.width, "height": half, "count": src.count,
+                       "dtype": src.dtypes[0], "crs": src.crs, "transform": src.window_transform(window)}
+            with rasterio.open(path, "w", **profile) as dst:
+                dst.write(src.read(window=window))
+    return paths
+
+
+def _changed(path: Path, edit: Callable[[np.ndarray], np.ndarray]) -> None:
+    """Rewrite ``path``'s pixels in place (same size), as an editor saving a corrected sheet does."""
+    before = path.stat().st_mtime_ns
+    with rasterio.open(path, "r+") as ds:
+        ds.write(edit(ds.read()))
+    if path.stat().st_mtime_ns == before:  # a file system with coarse times: make the change visible
+        os.utime(path, ns=(before + 10**9, before + 10**9))
+
+
+def test_vrt_whose_sheet_changed_starts_over(tmp_path: Path, source: Path,
+                                             make_checkpoint: Callable[..., Path]) -> None:
+    """FINDINGS4 H2: a mosaic's .vrt stays the same when one of its sheets changes; the rows computed from
+    the old pixels must not be kept."""
+    import shutil
+    import subprocess
+
+    gdalbuildvrt = shutil.which("gdalbuildvrt")
+    assert gdalbuildvrt, "gdalbuildvrt comes with Debian's gdal-bin (installed with QGIS by scripts/setup.sh)"
+    top, bottom = _halves(source, tmp_path)
+    vrt = tmp_path / "mosaic.vrt"
+    subprocess.run([gdalbuildvrt, "-q", str(vrt), str(top), str(bottom)], check=True,
+                   env={k: v for k, v in os.environ.items() if k not in ("PROJ_DATA", "PROJ_LIB")})
+    out, fresh = tmp_path / "c.tif", tmp_path / "fresh.tif"
+    opts = PredictOptions(resume=True)
+    with pytest.raises(CancelledError):
+        predict_raster(vrt, make_checkpoint(), out, opts, CountingCancel(limit=6 * TILES_PER_ROW))
+    assert json.loads(state_path(out).read_text())["rows_done"] > 512  # the kept rows reach into the top sheet
+    vrt_bytes = vrt.read_bytes()
+    _changed(top, lambda a: 255 - a)
+    assert vrt.read_bytes() == vrt_bytes
+    run = CountingCancel()
+    predict_raster(vrt, make_checkpoint(), out, opts, run)
+    assert run.done == run.total == TILES_PER_ROW**2 and not any("resuming" in m for m in run.messages)
+    predict_raster(vrt, make_checkpoint(), fresh, PredictOptions())
+    new = _read(fresh)
+    assert np.array_equal(_read(out), new)
+    # the change matters: the old pixels' map differs from the new one in the top sheet's rows
+    old = tmp_path / "old.tif"
+    _changed(top, lambda a: 255 - a)
+    predict_raster(vrt, make_checkpoint(), old, PredictOptions())
+    assert (_read(old)[:, :512] != new[:, :512]).mean() > 0.2
+    # unchanged sheets: an interrupted run over the mosaic is still continued
+    out.unlink()
+    with pytest.raises(CancelledError):
+        predict_raster(vrt, make_checkpoint(), out, opts, CountingCancel(limit=6 * TILES_PER_ROW))
+    again = CountingCancel()
+    predict_raster(vrt, make_checkpoint(), out, opts, again)
+    assert any("resuming" in m for m in again.messages) and again.done < TILES_PER_ROW**2
+    assert out.read_bytes() == old.read_bytes()
+
+
+def test_tiff_whose_mask_file_changed_starts_over(tmp_path: Path, rio_data: Path,
+                                                  make_checkpoint: Callable[..., Path]) -> None:
+    """A sidecar GDAL reads (here the external .msk) is part of the source: changing it starts over."""
+    import shutil
+
+    tif = Path(shutil.copy(rio_data / "RGB2.byte.tif", tmp_path / "sheet.tif"))
+    mask = Path(shutil.copy(rio_data / "RGB2.byte.tif.msk", tmp_path / "sheet.tif.msk"))
+    out, fresh = tmp_path / "c.tif", tmp_path / "fresh.tif"
+    opts = PredictOptions(resume=True)
+    with pytest.raises(CancelledError):
+        predict_raster(tif, make_checkpoint(), out, opts, CountingCancel(limit=30))
+    assert state_path(out).exists()
+    _changed(mask, lambda a: np.where(np.arange(a.shape[1])[None, :, None] < 300, 0, a).astype(a.dtype))
+    run = CountingCancel()
+    predict_raster(tif, make_checkpoint(), out, opts, run)
+    assert run.done == run.total and not any("resuming" in m for m in run.messages)
+    predict_raster(tif, make_checkpoint(), fresh, PredictOptions())
+    assert np.array_equal(_read(out), _read(fresh))
+    assert (_read(fresh)[0, :300] == 255).all()  # the new mask's nodata rows

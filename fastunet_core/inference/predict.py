@@ -82,6 +82,7 @@ from fastunet_core.io.raster_output import (
 )
 from fastunet_core.io.resume import (
     PartialOutput,
+    dataset_files,
     discard_partial,
     find_resume_rows,
     resumable_output,
@@ -292,10 +293,13 @@ class Predictor:
         check_tile_memory(self.tile, self.loaded.meta.input.n_bands, self.n_channels, self.batch_size, self.tile)
         self._weights_digest = hashlib.blake2b(spec.path.read_bytes(), digest_size=16).hexdigest()
 
-    def _fingerprint(self, raster: str | os.PathLike[str], kind: str) -> dict[str, object] | None:
-        """Return what must match for a partial output to be continued (None: the source is not a file)."""
-        path = Path(raster)
-        if not path.is_file():
+    def _fingerprint(self, files: list[str], kind: str) -> dict[str, object] | None:
+        """Return what must match for a partial output to be continued (None: the source is not local files).
+
+        ``files``: every file the source dataset reads (see :func:`dataset_files`).
+        """
+        source = source_fingerprint(files)
+        if source is None:
             return None
         if self._weights_digest is None:
             # a checkpoint file is hashed as stored (once per file version: the digest is remembered in the
@@ -304,16 +308,16 @@ class Predictor:
                                     if self.model_path is not None and self.model_path.is_file()
                                     else weights_digest(self.loaded.torch_model().state_dict()))
         o = self.options
-        return {"source": source_fingerprint(path), "weights": self._weights_digest, "output": kind,
+        return {"source": source, "weights": self._weights_digest, "output": kind,
                 "classes": [c.name for c in self.loaded.meta.classes], "tile": self.tile, "overlap": self.overlap,
                 "blend": o.blend, "bands": list(o.bands) if o.bands else None, "precision": o.precision,
                 "engine": self.engine_name.replace(EXPORTED, CACHED),  # the same whether this run wrote the export
                 "resolution": str(o.resolution), "output_grid": o.output_grid}
 
-    def _resume_plan(self, raster: str | os.PathLike[str],
+    def _resume_plan(self, source_files: list[str],
                      targets: list[tuple[Path, str]]) -> tuple[list[dict[str, object]], int]:
         """Return each output's fingerprint and the rows all of them finished in an earlier run."""
-        found = [self._fingerprint(raster, kind) if self.options.resume else None for _, kind in targets]
+        found = [self._fingerprint(source_files, kind) if self.options.resume else None for _, kind in targets]
         prints = [p for p in found if p is not None]
         if len(prints) < len(found):
             for target, _ in targets:
@@ -407,7 +411,8 @@ class Predictor:
             reader = TileReader(src, bands, meta.input, tile, scale)
             warn_out_of_range(info.path.name, reader)
             with contextlib.ExitStack() as stack:
-                stitcher = self._open_outputs(stack, src, raster, grid, out, probs, partials)
+                files = dataset_files(source_ds) if opts.resume else []
+                stitcher = self._open_outputs(stack, src, raster, files, grid, out, probs, partials)
                 if stitcher.start_row:
                     prog.message(f"resuming {out.name}: {stitcher.start_row} of {src.height} rows were finished "
                                  "by an earlier run")
@@ -489,9 +494,12 @@ class Predictor:
         return [out.with_name(f"{out.stem}_head{k}{out.suffix}") for k in range(len(self.heads))]
 
     def _open_outputs(self, stack: contextlib.ExitStack, src: rasterio.io.DatasetReader,
-                      raster: str | os.PathLike[str], grid: TileGrid, out: Path, probs: Path | None,
-                      partials: list[PartialOutput]) -> StreamingStitcher:
-        """Open the output rasters (partial files until the stack closes cleanly) and the stitcher."""
+                      raster: str | os.PathLike[str], source_files: list[str], grid: TileGrid, out: Path,
+                      probs: Path | None, partials: list[PartialOutput]) -> StreamingStitcher:
+        """Open the output rasters (partial files until the stack closes cleanly) and the stitcher.
+
+        ``source_files``: every file the source dataset reads, for the resume fingerprint.
+        """
         meta, overwrite = self.loaded.meta, self.options.overwrite
         if probs is not None and len(self.heads) > 1:
             raise ConfigError(f"the model has several output heads: choose one with {setting('head')} to write "
@@ -500,7 +508,7 @@ class Predictor:
         class_paths = self.class_outputs(out)
         targets = [(path, "classes" if k == 0 else f"classes{k}") for k, path in enumerate(class_paths)]
         targets += [(probs, "probs")] if probs is not None else []
-        prints, start_row = self._resume_plan(raster, targets)
+        prints, start_row = self._resume_plan(source_files, targets)
         y_edges, x_edges = edges(grid.rows), edges(grid.cols)
         source = Path(str(raster))
         profiles = [class_profile(src) for _ in class_paths]

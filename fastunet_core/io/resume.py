@@ -4,9 +4,10 @@ Output rows are written top to bottom as they complete (see :mod:`fastunet_core.
 is going, the output is a hidden partial file beside the target. When the run completes, the partial
 file is renamed to the target. When it is interrupted (Ctrl-C, SIGTERM, cancel, an error), the partial
 file is closed cleanly and a small JSON state file records how many rows are final and what produced
-them (source file, model weights, tiling options). A later run with the same inputs opens the partial
-file for update and starts from the first tile row that reaches below the finished rows; anything else
-(another model, changed source, other options) starts over.
+them (every file the source dataset reads: a VRT's sources, masks, overviews; model weights, tiling
+options). A later run with the same inputs opens the partial file for update and starts from the first
+tile row that reaches below the finished rows; anything else (another model, a changed source file,
+other options) starts over.
 
 The state file is removed before a resumed run writes anything and written again only after the raster
 was closed, so a state file always describes a readable partial raster; a run killed outright
@@ -24,11 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import rasterio
+import rasterio.errors
+
 from fastunet_core.errors import OutputWriteError
 from fastunet_core.io.atomic import check_writable
 from fastunet_core.io.write_errors import describe_os_error
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the source is fingerprinted by every file GDAL reads for it (1: the named file only)
 
 
 def partial_path(target: Path) -> Path:
@@ -46,10 +50,45 @@ def state_path(target: Path) -> Path:
     return target.parent / f".{target.name}.partial.json"
 
 
-def source_fingerprint(path: Path) -> dict[str, Any]:
-    """Identify a source file's version cheaply (resolved path, size, modification time)."""
-    st = path.stat()
-    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+def dataset_files(ds: Any) -> list[str]:
+    """Return every file GDAL reads for the open dataset ``ds``, nested VRTs' sources included.
+
+    GDAL's file list names the dataset's own file and its sidecars (.msk, .ovr, .aux.xml, world file) and,
+    for a VRT, its source files; a source that is itself a VRT is opened for its own list.
+    """
+    files: list[str] = []
+    todo, seen = list(ds.files), set()
+    while todo:
+        name = todo.pop(0)
+        key = os.path.abspath(name) if not name.startswith("/vsi") else name
+        if key in seen:
+            continue
+        seen.add(key)
+        files.append(name)
+        if name.lower().endswith(".vrt") and files[0] != name:
+            try:
+                with rasterio.open(name) as nested:
+                    todo.extend(nested.files)
+            except (rasterio.errors.RasterioError, OSError):
+                pass  # a missing source makes the fingerprint None below (not resumable)
+    return files
+
+
+def source_fingerprint(files: list[str]) -> list[dict[str, Any]] | None:
+    """Identify the version of every file a source dataset reads (resolved path, size, modification time).
+
+    A VRT mosaic is read from its source files: a changed tile must start a resumed run over as a changed
+    .vrt does (the .vrt file itself stays the same). None when a file is not a local file (a URL, /vsizip/
+    ...): such a source cannot be checked cheaply, so its outputs are never continued.
+    """
+    prints = []
+    for name in files:
+        path = Path(name)
+        if not path.is_file():
+            return None
+        st = path.stat()
+        prints.append({"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    return prints or None
 
 
 def weights_digest(state_dict: dict[str, Any]) -> str:
