@@ -6,7 +6,9 @@
 - bf16 (:func:`bf16_model`): weights and activations in bfloat16, except the layers a measured plan keeps in
   fp32 (see :mod:`.precision`); measuring and predicting both build the model with that one function.
 
-The rewrite works on a copy; the original model (and its checkpoint weights) stay untouched.
+The rewrite works on a copy; the original model (and its checkpoint weights) stay untouched, unless the
+caller hands the model over (``copy=False``: a model loaded for the engine alone, whose fp32 weights would
+otherwise stay in memory beside the rewritten ones; each layer's old tensors are freed as it is rewritten).
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ from fastunet_core.errors import CheckpointError
 from fastunet_core.hints import hint
 
 
-def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
-    """Return an eval-mode copy with every Conv2d -> BatchNorm2d pair inside a Sequential fused; and the count."""
-    folded = copy.deepcopy(model).eval()
+def fold_batchnorm(model: nn.Module, copy_model: bool = True) -> tuple[nn.Module, int]:
+    """Return an eval-mode copy with every Conv2d -> BatchNorm2d pair inside a Sequential fused; and the count.
+
+    ``copy_model=False``: fold ``model`` itself (no copy of its weights is made).
+    """
+    folded = (copy.deepcopy(model) if copy_model else model).eval()
     count = 0
     for module in folded.modules():
         if not isinstance(module, nn.Sequential):
@@ -41,9 +46,9 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
     return folded, count
 
 
-def optimize_for_cpu(model: nn.Module) -> nn.Module:
-    """Fold BatchNorm and switch to channels_last: the default CPU inference path."""
-    folded, _ = fold_batchnorm(model)
+def optimize_for_cpu(model: nn.Module, copy_model: bool = True) -> nn.Module:
+    """Fold BatchNorm and switch to channels_last: the default CPU inference path (``copy_model``: as above)."""
+    folded, _ = fold_batchnorm(model, copy_model)
     return folded.to(memory_format=torch.channels_last)
 
 
@@ -62,16 +67,17 @@ def _output_to_bf16(_module: nn.Module, _args: tuple[object, ...], out: torch.Te
     return out.to(torch.bfloat16)
 
 
-def bf16_model(model: nn.Module, fp32_layers: Iterable[str] = ()) -> nn.Module:
+def bf16_model(model: nn.Module, fp32_layers: Iterable[str] = (), copy_model: bool = True) -> nn.Module:
     """Return the CPU bf16 path of ``model``: :func:`optimize_for_cpu`, then every layer in bf16 but ``fp32_layers``.
 
     Each layer with weights gets its input cast to its own dtype, so the model takes float32 input; a layer
     kept in fp32 reads the fp32 input or the bf16 activations, computes in fp32 and hands its output on in
     bf16 (pools and skip concatenations stay in bf16, as fast as the all-bf16 model), except the model's last
     layer, whose fp32 output is the logits. ``fp32_layers``: names from :func:`weighted_layers` (the
-    checkpoint's recorded plan); one the model does not have is a :class:`CheckpointError`.
+    checkpoint's recorded plan); one the model does not have is a :class:`CheckpointError`. ``copy_model=False``:
+    rewrite ``model`` itself (handed over: no fp32 copy of the bf16 layers' weights is left).
     """
-    fast = optimize_for_cpu(model)
+    fast = optimize_for_cpu(model, copy_model)
     names = weighted_layers(fast)
     keep = set(fp32_layers)
     if unknown := sorted(keep - set(names)):

@@ -303,9 +303,10 @@ class Predictor:
             return None
         if self._weights_digest is None:
             # a checkpoint file is hashed as stored (once per file version: the digest is remembered in the
-            # cache, 0.1-0.3 s saved at each start); a model given in memory, as it is now
-            self._weights_digest = (cached_weights_digest(self.model_path)
-                                    if self.model_path is not None and self.model_path.is_file()
+            # cache, 0.1-0.3 s saved at each start); a model given in memory, as it is now (one whose weights
+            # were not loaded is its file: the engine loaded them for itself and let the fp32 copy go)
+            stored = self.model_path or (self.loaded.path if self.loaded.model is None else None)
+            self._weights_digest = (cached_weights_digest(stored) if stored is not None and stored.is_file()
                                     else weights_digest(self.loaded.torch_model().state_dict()))
         o = self.options
         return {"source": source, "weights": self._weights_digest, "output": kind,
