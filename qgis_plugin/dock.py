@@ -7,6 +7,7 @@ the start and errors of the run are shown in the message bar in plain words; not
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 from pathlib import Path
@@ -69,6 +70,8 @@ class SegmentDock(QgsDockWidget):
         app = QgsApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self.engine_process.shutdown)
+        # closing the project (or opening, or starting, another) cancels a run: its layers belong to that project
+        QgsProject.instance().aboutToBeCleared.connect(self._project_closing)
         self._probe = DeviceProbe(self)
         self._probe.answered.connect(self._device_found)
         self._model_reader = ModelReader(self)  # ONNX files and smp folders are read by the engine, off this thread
@@ -157,11 +160,25 @@ class SegmentDock(QgsDockWidget):
             QTimer.singleShot(0, self.refresh_device_info)
 
     def closeEvent(self, event: Any) -> None:
-        """Let the engine process go when the dock is closed (after the running task); the next Run starts one."""
+        """Let the engine process go when the dock is closed (after the running task); the next Run starts one.
+
+        A running segmentation goes on: closing a panel in QGIS hides it and stops nothing (QGIS's own task bar
+        still shows the task, with its cancel button), so the dock says so, and adds the layers when the run ends.
+        """
         super().closeEvent(event)
         self._closed = True
         if self.task is None:
             self.engine_process.shutdown()
+        else:
+            self.notify(f"The segmentation of {self.task.name} goes on in the background; its layers are added when "
+                        "it ends (cancel it in QGIS's task bar, or by opening the dock again).", Qgis.MessageLevel.Info)
+
+    def _project_closing(self) -> None:
+        """Cancel the run when the project it was started in is closed or replaced (main thread)."""
+        if self.task is not None:
+            self.task.project_closed = True
+            self._log("the project was closed: cancelling…")
+            self.task.cancel()
 
     # -- model, layer, device, area --
     def load_model(self, path: str) -> bool:
@@ -340,6 +357,8 @@ class SegmentDock(QgsDockWidget):
             self.task.on_done = None
             self.task.cancel()
             self.task = None
+        with contextlib.suppress(TypeError):  # already disconnected (a second shutdown)
+            QgsProject.instance().aboutToBeCleared.disconnect(self._project_closing)
         self.engine_process.shutdown()
 
     def _task_done(self, task: Any) -> None:
@@ -349,7 +368,11 @@ class SegmentDock(QgsDockWidget):
         self.form.progress.setFormat("%p%")
         if self._closed:  # the dock was closed during the run
             self.engine_process.shutdown()
-        if task.outcome is not None:
+        if task.outcome is not None and task.project_closed:  # it ended before the cancel reached it
+            self._log(f"done after its project was closed: {task.outcome.class_raster}")
+            self.notify(f"The project was closed before the segmentation of {task.name} ended; its results were not "
+                        f"added to this project ({task.outcome.class_raster}).", Qgis.MessageLevel.Info)
+        elif task.outcome is not None:
             from fastunet_core.errors import FastUNetError
 
             from .results import add_result_layers, class_area_html
@@ -378,7 +401,8 @@ class SegmentDock(QgsDockWidget):
         elif task.was_cancelled:
             self.form.progress.setValue(0)
             self._log("cancelled; nothing was written")
-            self.notify("Segmentation cancelled; nothing was written.", Qgis.MessageLevel.Info)
+            why = "The project was closed: segmentation" if task.project_closed else "Segmentation"
+            self.notify(f"{why} cancelled; nothing was written.", Qgis.MessageLevel.Info)
         else:
             self.form.progress.setValue(0)
             self._log(f"failed: {task.error}")

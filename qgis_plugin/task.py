@@ -43,6 +43,7 @@ class SegmentTask(QgsTask):
         self.outcome: SegmentOutcome | None = None
         self.error: str | None = None
         self.was_cancelled = False
+        self.project_closed = False  # set by the dock when the project the run started in is closed
         self._feedback = QgsFeedback()  # lets a cancel stop a web layer's export too
 
     def result_sentence(self) -> str:

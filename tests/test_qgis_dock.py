@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -232,6 +233,68 @@ def test_cancelled_run_leaves_no_layer_and_no_file(dock: object, qgis_iface: obj
     said = [m for m in messages(qgis_iface, Qgis.MessageLevel.Info) if "cancelled" in m] + announced
     assert len(said) == 1 and said[0].endswith("Segmentation cancelled; nothing was written."), said  # the dock's
     assert not messages(qgis_iface, Qgis.MessageLevel.Critical)
+
+
+@pytest.mark.parametrize("how", ["close", "open another"])
+def test_closing_the_project_cancels_the_run(dock: object, qgis_iface: object, qgis_model: Path, rio_data: Path,
+                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """A run whose project is closed (or replaced by another) stops; no layer lands in the next project."""
+    other = QgsProject.instance()
+    if how == "open another":
+        other.write(str(tmp_path / "other.qgz"))  # an empty project to open mid-run
+    layer = add_raster(rio_data / "cogeo.tif", "cogeo")
+    dock.form.layer.setLayer(layer)
+    dock.load_model(str(qgis_model))
+    dock.form.batch.setValue(1)
+    out = tmp_path / "out"
+    out.mkdir()
+    dock.form.class_output.setFilePath(str(out / "classes.tif"))
+    from qgis_plugin.task import SegmentTask
+
+    closed = threading.Event()  # the worker waits after its first tiles until the project is gone: no race
+    report = SegmentTask.set_percent
+
+    def held_report(self: SegmentTask, percent: float) -> None:
+        report(self, percent)
+        if percent > 5:
+            closed.wait(timeout=120)
+
+    monkeypatch.setattr(SegmentTask, "set_percent", held_report)
+    task = dock.start_run()
+    assert task is not None
+
+    def close_project(percent: float) -> None:
+        if percent > 5 and not closed.is_set():
+            if how == "close":
+                QgsProject.instance().clear()
+            else:
+                assert QgsProject.instance().read(str(tmp_path / "other.qgz"))
+            closed.set()
+
+    task.progressChanged.connect(close_project)
+    wait_for(lambda: dock.task is None)
+    assert task.project_closed and task.was_cancelled and task.outcome is None, task.error
+    assert QgsProject.instance().mapLayers() == {}
+    assert list(out.iterdir()) == []
+    said = [m for m in messages(qgis_iface, Qgis.MessageLevel.Info) if "cancelled" in m]
+    assert len(said) == 1 and said[0].endswith(":The project was closed: segmentation cancelled; nothing was written.")
+    assert "the project was closed: cancelling" in dock.form.log.toPlainText()
+
+
+def test_closing_the_dock_says_the_run_goes_on(dock: object, qgis_iface: object, qgis_model: Path,
+                                               small_raster: Path) -> None:
+    """Closing the panel hides it (as any QGIS panel): the run goes on, and the dock says so."""
+    dock.form.layer.setLayer(add_raster(small_raster))
+    dock.load_model(str(qgis_model))
+    dock.show()
+    task = dock.start_run()
+    assert task is not None
+    dock.close()
+    [note] = [m for m in messages(qgis_iface, Qgis.MessageLevel.Info) if "background" in m]
+    assert ":The segmentation of ortho goes on in the background" in note
+    wait_for(lambda: dock.task is None)
+    assert task.outcome is not None, task.error
+    assert {"ortho classes", "ortho polygons"} <= {lyr.name() for lyr in QgsProject.instance().mapLayers().values()}
 
 
 def test_missing_engine_packages_are_named_not_raised(qgis_iface: object, qgis_new_project: QgsProject,
