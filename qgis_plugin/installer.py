@@ -66,6 +66,16 @@ class PackageSource:
     torch_index_url: str = TORCH_CPU_INDEX
     torch_requirement: str = ""
 
+    def where(self) -> str:
+        """Say where the packages other than the CPU build of torch come from."""
+        if self.offline:
+            return f"the wheel folders {'; '.join(self.find_links)}" if self.find_links else "no source (offline)"
+        return self.index_url or "PyPI (or the index in pip's configuration)"
+
+    def setting(self) -> str:
+        """Return the QGIS setting that changes where the packages other than the CPU build of torch come from."""
+        return "pip_find_links" if self.offline else "pip_index_url"
+
     def pip_options(self) -> list[str]:
         """Return pip's source options for the packages other than torch."""
         options = ["--no-index"] if self.offline else (["--index-url", self.index_url] if self.index_url else [])
@@ -81,6 +91,8 @@ class Step:
     title: str
     argv: tuple[str, ...]
     weight: float  # share of the whole, for the progress bar
+    index: str = ""  # where pip takes this step's packages from, in words ("": not a pip step)
+    setting: str = "pip_index_url"  # the QGIS setting that changes it
 
 
 @dataclass(frozen=True)
@@ -261,24 +273,29 @@ def plan_install(venv: Path, source: PackageSource, gpu: bool | None = None, pyt
     family, packages = torch_family(tuple(r for r in wanted if requirement_name(r) not in left_out))
     py = str(venv_python(venv))
     pip = (py, "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off")
+    torch_index = source.where()
     if use_gpu:
         torch_args: tuple[str, ...] = (*family, *source.pip_options())  # PyPI's Linux/Windows wheels: CUDA builds
     else:
         torch_reqs = tuple(source.torch_requirement if source.torch_requirement and requirement_name(r) == "torch"
                            else cpu_torch(r) for r in family)
         if source.torch_index_url and not source.offline:
-            extra = source.index_url or "https://pypi.org/simple"  # torch's own dependencies are not all there
-            torch_args = (*torch_reqs, "--index-url", source.torch_index_url, "--extra-index-url", extra,
+            # from that index alone (with torch's dependencies, which PyTorch's index carries too): with a second
+            # index, pip falls back to PyPI's torch, the CUDA build (several GB), whenever the first is unreachable
+            torch_args = (*torch_reqs, "--index-url", source.torch_index_url,
                           *[a for link in source.find_links for a in ("--find-links", link)])
+            torch_index = source.torch_index_url
         else:
             torch_args = (*torch_reqs, *source.pip_options())
     # what segmentation and training import, and smp (whose import loads torchvision: a mismatched build fails here)
     imports = ", ".join([*TRAIN_MODULES, *(SMP_MODULES if smp_models else ())])
     steps = (
         Step("creating the environment", (base, "-m", "venv", "--system-site-packages", str(venv)), 0.05),
-        Step("installing torch", (*pip, *torch_args), 0.5),
+        Step("installing torch", (*pip, *torch_args), 0.5, torch_index,
+             "torch_index_url" if torch_index == source.torch_index_url else source.setting()),
         Step("installing the geo and training packages", (*pip, numpy_requirement(), *packages,
-                                                          *source.pip_options()), 0.4),
+                                                          *source.pip_options()), 0.4, source.where(),
+             source.setting()),
         Step("checking the engine", (py, "-c", f"import {imports}; print('engine ok: torch', torch.__version__)"),
              0.05),
     )
@@ -319,12 +336,12 @@ def _run_step(step: Step, on_line: Callable[[str], None], is_cancelled: Callable
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     proc = subprocess.Popen(step.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             encoding="utf-8", errors="replace", env=env)
-    tail: list[str] = []
+    seen: list[str] = []  # the output, for :func:`failure_sentence` (the dock's log has every line already)
     assert proc.stdout is not None
     with proc.stdout:
         for line in proc.stdout:  # pip prints a line per package; a cancel waits for the next line at most
             text = line.rstrip()
-            tail = [*tail, text][-8:]
+            seen = [*seen[-199:], text]
             on_line(text)
             if is_cancelled():
                 with contextlib.suppress(OSError):
@@ -335,5 +352,37 @@ def _run_step(step: Step, on_line: Callable[[str], None], is_cancelled: Callable
     if is_cancelled():
         raise CancelledError("engine installation cancelled; nothing was kept")
     if code != 0:
-        last = " | ".join(t for t in tail if t.strip())[-600:]
-        raise InstallError(f"{step.title} failed (exit code {code}): {last}")
+        raise InstallError(failure_sentence(step, seen, code))
+
+
+SETTINGS_PLACE = "Settings > Options > Advanced > fastunet_geo"  # where QGIS shows the package-source settings
+_NO_NETWORK = re.compile(r"NewConnectionError|Failed to establish a new connection|name resolution|"
+                         r"Name or service not known|nodename nor servname|ConnectTimeoutError|Network is unreachable|"
+                         r"No route to host|ProxyError|Connection refused|ReadTimeoutError|SSLError")
+_NOT_FOUND = re.compile(r"No matching distribution found for (\S+)")
+_DISK_FULL = re.compile(r"No space left on device|\[Errno 28\]")
+
+
+def failure_sentence(step: Step, output: list[str], code: int) -> str:
+    """Say in one sentence why a step failed and what to change: no network, a package not found, a full disk.
+
+    pip's output itself stays in the dock's log; this is what the message bar shows.
+    """
+    text = "\n".join(output)
+    log = "pip's output is in the dock's log"
+    if _DISK_FULL.search(text):
+        return (f"{step.title} failed: the disk is full; free some space (the engine takes about 1 GB with the CPU "
+                "build of torch) and install again")
+    missing = _NOT_FOUND.search(text)
+    change = f"set another source in {SETTINGS_PLACE}/{step.setting}"
+    if step.setting == "torch_index_url":
+        change += " (or a folder with the CPU wheel in pip_find_links and its version in torch_requirement)"
+    if missing and _NO_NETWORK.search(text):
+        return f"{step.title} failed: {step.index} cannot be reached (no network, or a proxy in the way); {change}"
+    if missing:
+        name = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", missing.group(1))
+        return f"{step.title} failed: {name.group(0) if name else missing.group(1)} was not found in {step.index}; " \
+            f"{change}"
+    errors = [ln.removeprefix("ERROR: ").strip() for ln in output if ln.startswith("ERROR:")]
+    last = (errors or [ln.strip() for ln in output if ln.strip()] or ["no output"])[-1]
+    return f"{step.title} failed (exit code {code}: {last[:200]}); {log}"

@@ -27,9 +27,13 @@ import pytest
 
 from qgis_plugin.installer import (
     TORCH_CPU_INDEX,
+    InstallError,
     PackageSource,
+    Step,
+    _run_step,
     engine_requirements,
     engine_venv,
+    failure_sentence,
     plan_install,
     split_torch,
 )
@@ -49,6 +53,7 @@ def test_plan_uses_cpu_torch_without_nvidia_and_cuda_with(tmp_path: Path) -> Non
     assert cpu.steps[0].argv == ("/usr/bin/python3", "-m", "venv", "--system-site-packages", str(venv))
     torch = cpu.steps[1].argv  # torchvision with it, from the same index: the CPU build for the CPU torch
     assert torch[torch.index("--index-url") + 1] == TORCH_CPU_INDEX and "torch>=2.2,<=2.14.1" in torch
+    assert "--extra-index-url" not in torch  # the CPU index alone: no fallback to PyPI's CUDA build
     assert "torchvision<=0.29.1" in torch
     gpu = plan_install(venv, PackageSource(), gpu=True, python="/usr/bin/python3").steps[1].argv
     assert {"torch==2.14.1", "torchvision==0.29.1"} <= set(gpu) and "--index-url" not in gpu  # PyPI's CUDA builds
@@ -65,6 +70,75 @@ def test_plan_uses_cpu_torch_without_nvidia_and_cuda_with(tmp_path: Path) -> Non
     assert bare.left_out == ("torchvision", "segmentation-models-pytorch", "timm")
     assert not any(a.startswith(("torchvision", "segmentation", "timm")) for s in bare.steps for a in s.argv)
     assert "segmentation_models_pytorch" not in bare.steps[3].argv[-1]
+
+
+def _fake_wheel_index(root: Path, name: str, version: str) -> str:
+    """A PEP 503 index (file://) holding one empty wheel ``name-version``: a stand-in for PyPI's CUDA torch."""
+    import zipfile
+
+    wheel = root / "files" / f"{name}-{version}-py3-none-any.whl"
+    wheel.parent.mkdir(parents=True)
+    info = f"{name}-{version}.dist-info"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(f"{info}/RECORD", "")
+    page = root / "simple" / name / "index.html"
+    page.parent.mkdir(parents=True)
+    page.write_text(f'<html><body><a href="{wheel.as_uri()}">{wheel.name}</a></body></html>')
+    return (root / "simple").as_uri()
+
+
+def _dry_run(step: Step, monkeypatch: pytest.MonkeyPatch) -> Step:
+    """The planned pip step as a dry run in this Python, with none of this machine's pip configuration."""
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # this machine's pip config adds local indexes holding torch
+    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    monkeypatch.setenv("PIP_RETRIES", "1")  # an unreachable index fails at once (pip says why on its retry)
+    argv = (sys.executable, *step.argv[1:], "--dry-run", "--ignore-installed")
+    return Step(step.title, argv, step.weight, step.index, step.setting)
+
+
+def test_cpu_torch_cannot_fall_back_to_another_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """download.pytorch.org unreachable (here: a closed local port) and a mirror holding 'torch 2.14.1' (PyPI's CUDA
+    build in real life): the CPU step stops with one sentence instead of taking the mirror's torch."""
+    mirror = _fake_wheel_index(tmp_path / "mirror", "torch", "2.14.1")
+    source = PackageSource(index_url=mirror, torch_index_url="http://127.0.0.1:9/whl/cpu")
+    plan = plan_install(engine_venv(tmp_path / "profile"), source, gpu=False, python="p", smp_models=False)
+    lines: list[str] = []
+    with pytest.raises(InstallError) as raised:
+        _run_step(_dry_run(plan.steps[1], monkeypatch), lines.append, lambda: False)
+    said = str(raised.value)
+    assert said.startswith("installing torch failed: http://127.0.0.1:9/whl/cpu cannot be reached"), said
+    assert "Settings > Options > Advanced > fastunet_geo/torch_index_url" in said
+    assert "|" not in said and "\n" not in said and len(said) < 300  # one sentence; pip's output went to the log
+    assert any("No matching distribution found for torch" in ln for ln in lines)
+    assert not any("Would install" in ln for ln in lines)
+    # the mirror is what it claims: the geo step (which uses it) would take that torch
+    geo = Step("installing the geo and training packages", ("p", "-m", "pip", "install", "torch<=2.14.1",
+                                                             *source.pip_options()), 0.4, source.where())
+    _run_step(_dry_run(geo, monkeypatch), lines.append, lambda: False)
+    assert any("Would install torch-2.14.1" in ln for ln in lines)
+
+
+def test_install_failures_are_one_sentence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    offline = PackageSource(find_links=(str(wheels),), offline=True)
+    plan = plan_install(engine_venv(tmp_path / "profile"), offline, gpu=False, python="p", smp_models=False)
+    with pytest.raises(InstallError) as raised:  # a real pip run: nothing in the wheel folder
+        _run_step(_dry_run(plan.steps[2], monkeypatch), lambda _line: None, lambda: False)
+    assert str(raised.value) == (f"installing the geo and training packages failed: numpy was not found in the wheel "
+                                 f"folders {wheels}; set another source in Settings > Options > Advanced > "
+                                 "fastunet_geo/pip_find_links")
+    full = ["Collecting torch", "ERROR: Could not install packages due to an OSError: [Errno 28] No space left on "
+            "device"]  # pip's words when the disk fills
+    assert failure_sentence(plan.steps[1], full, 1) == (
+        "installing torch failed: the disk is full; free some space (the engine takes about 1 GB with the CPU "
+        "build of torch) and install again")
+    broken = ["Traceback (most recent call last):", "ImportError: libtorch_cpu.so: cannot open shared object file"]
+    assert failure_sentence(plan.steps[3], broken, 1) == (
+        "checking the engine failed (exit code 1: ImportError: libtorch_cpu.so: cannot open shared object file); "
+        "pip's output is in the dock's log")
 
 
 def _pip_find_links() -> list[str]:
