@@ -379,7 +379,12 @@ class SegmentDock(QgsDockWidget):
 
             out = task.outcome
             try:
-                layers = add_result_layers(out.class_raster, out.polygons, task.name, out.classes)
+                if out.more_heads:  # a model with several output heads: a raster (and polygons) per head
+                    layers = add_result_layers(out.class_raster, out.polygons, f"{task.name} head0", out.classes)
+                    for k, (raster, polys) in enumerate(out.more_heads, start=1):
+                        layers += add_result_layers(raster, polys, f"{task.name} head{k}")
+                else:
+                    layers = add_result_layers(out.class_raster, out.polygons, task.name, out.classes)
             except FastUNetError as exc:
                 self.notify(_sentence(str(exc)), Qgis.MessageLevel.Critical)
                 return

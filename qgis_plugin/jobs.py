@@ -8,6 +8,7 @@ module touches QGIS, so it runs on a worker thread. Heavy imports happen inside 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -80,13 +81,17 @@ class SegmentOutcome:
     seconds: float
     warnings: list[str] = field(default_factory=list)
     class_areas: tuple[ClassAreaRow, ...] = ()  # per class in the class raster, largest first
+    # a model with several output heads (Deepness ONNX): the other heads' class rasters and polygons, as the
+    # core names them (``class_raster`` and ``polygons`` are head 0's, ``X_head0.tif``, ``X_head0.gpkg``)
+    more_heads: tuple[tuple[Path, Path | None], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
         return {"class_raster": str(self.class_raster), "polygons": str(self.polygons) if self.polygons else None,
                 "files": [str(f) for f in self.files], "classes": [list(c) for c in self.classes],
                 "device": self.device, "tiles": self.tiles, "features": self.features, "seconds": self.seconds,
-                "warnings": list(self.warnings), "class_areas": [list(c) for c in self.class_areas]}
+                "warnings": list(self.warnings), "class_areas": [list(c) for c in self.class_areas],
+                "more_heads": [[str(r), str(p) if p else None] for r, p in self.more_heads]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SegmentOutcome:
@@ -95,7 +100,8 @@ class SegmentOutcome:
         return cls(Path(d["class_raster"]), Path(d["polygons"]) if d["polygons"] else None,
                    [Path(f) for f in d["files"]], classes, d["device"], int(d["tiles"]), int(d["features"]),
                    float(d["seconds"]), list(d["warnings"]),
-                   tuple((int(c[0]), str(c[1]), int(c[2]), float(c[3]), float(c[4])) for c in d.get("class_areas", ())))
+                   tuple((int(c[0]), str(c[1]), int(c[2]), float(c[3]), float(c[4])) for c in d.get("class_areas", ())),
+                   tuple((Path(r), Path(p) if p else None) for r, p in d.get("more_heads", ())))
 
 
 def run_segment_job(job: SegmentJob, sink: ProgressSink, predictors: PredictorCache | None = None) -> SegmentOutcome:
@@ -134,11 +140,19 @@ def run_segment_job(job: SegmentJob, sink: ProgressSink, predictors: PredictorCa
     for text in done.warnings:
         sink.log(f"warning: {text}")
     classes = tuple((c.id, c.name, c.color) for c in meta.classes)
-    areas = tuple((c.id, c.name, c.pixels, c.area_m2, c.share) for c in class_areas(job.class_output))
-    return SegmentOutcome(job.class_output, job.polygons_output, done.files, classes,
+    rasters = done.prediction.outputs or [done.prediction.output]  # one per output head
+    polygons: list[Path | None] = [v.output for v in done.vectorized_heads] or [None] * len(rasters)
+    try:
+        areas = tuple((c.id, c.name, c.pixels, c.area_m2, c.share) for c in class_areas(rasters[0]))
+    except BaseException:
+        for path in done.files:  # nothing of a failed run is left behind
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
+    return SegmentOutcome(rasters[0], polygons[0], done.files, classes,
                           done.prediction.device.describe(), done.prediction.tiles_total,
-                          done.vectorized.features if done.vectorized else 0, time.perf_counter() - t0,
-                          done.warnings, areas)
+                          sum(v.features for v in done.vectorized_heads), time.perf_counter() - t0,
+                          done.warnings, areas, tuple(zip(rasters[1:], polygons[1:], strict=True)))
 
 
 def resolve_polygon_options(job: SegmentJob, raster: Path) -> tuple[float, float]:

@@ -97,6 +97,12 @@ def main() -> None:
                  "OUTPUT_POLYGONS": "TEMPORARY_OUTPUT"}
     report["segment_temporary"] = run_as_dialog("segment", temporary, keep=True)
     report["segment_again"] = run_as_dialog("segment", temporary)
+    # a Deepness ONNX with two output heads: a class raster and polygons per head, as Deepness gives a layer per head
+    deepness = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "deepness-testdata"
+    report["segment_two_heads"] = run_as_dialog("segment", {
+        "INPUT": str(deepness / "dummy_fotomap_small.tif"),
+        "MODEL": str(deepness / "models" / "two_outputs_softmax_bsx2x512x512.onnx"), "DEVICE": 2,
+        "OUTPUT": str(out / "two.tif"), "OUTPUT_POLYGONS": str(out / "two.gpkg")})
     labels = labels_layer(raster)
     report["train"] = run_as_dialog("train", {
         "INPUT": raster, "LABELS": labels, "CLASS_FIELD": "kind", "CLASS_NAMES": "background,building,road",

@@ -231,3 +231,72 @@ def test_batch_writes_every_head_and_skips_finished_ones(tmp_path: Path) -> None
     assert code == 0, err
     with open(tmp_path / "out" / "summary.csv", newline="") as f:
         assert [row["status"] for row in csv.DictReader(f)] == ["skipped", "skipped"]
+
+
+TWO_HEADS = MODELS / "two_outputs_softmax_bsx2x512x512.onnx"
+
+
+def _polygon_classes(path: Path) -> list[str]:
+    from cli_helpers import read_polygons
+
+    return sorted(set(read_polygons(path)["class_name"]))
+
+
+def test_two_heads_with_polygons_write_polygons_per_head(tmp_path: Path) -> None:
+    """FINDINGS4 H1: ``--vector`` with a two-head model failed with "input raster not found: two.tif" and
+    deleted the head rasters; as in Deepness (a layer per head), each head's class raster is vectorised."""
+    code, err = _cli("predict", str(FOTOMAP), "-m", str(TWO_HEADS), "-o", str(tmp_path / "two.tif"),
+                     "--vector", str(tmp_path / "two.gpkg"))
+    assert code == 0, err
+    assert "wrote " + str(tmp_path / "two_head1.gpkg") in err
+    assert _polygon_classes(tmp_path / "two_head0.gpkg") == ["Tea"]  # the model marks class 1 everywhere
+    assert _polygon_classes(tmp_path / "two_head1.gpkg") == ["Beer"]
+    assert not (tmp_path / "two.tif").exists() and not (tmp_path / "two.gpkg").exists()
+
+
+def test_two_heads_through_segment_raster_and_the_plugins_job(tmp_path: Path) -> None:
+    """The dock and Processing vectorise by default: the core returns every head's outputs, the job loads them."""
+    from fastunet_core.inference.segment import segment_raster
+    from fastunet_core.polygons.vectorize import vectorize_raster
+    from qgis_plugin.jobs import SegmentJob, SegmentOutcome, run_segment_job
+
+    spatial = _spatial_two_head_model(tmp_path / "heads.onnx")
+    done = segment_raster(FOTOMAP, spatial, tmp_path / "s.tif", vector_output=tmp_path / "s.gpkg")
+    assert [v.output for v in done.vectorized_heads] == [tmp_path / "s_head0.gpkg", tmp_path / "s_head1.gpkg"]
+    assert done.vectorized is done.vectorized_heads[0]
+    for k, names in enumerate((["green", "red"], ["blue"])):  # background is not vectorised
+        assert _polygon_classes(tmp_path / f"s_head{k}.gpkg") == names
+        alone = vectorize_raster(tmp_path / f"s_head{k}.tif", tmp_path / f"alone{k}.gpkg")
+        assert alone.features == done.vectorized_heads[k].features > 10  # the head's own map, polygon for polygon
+    assert set(done.files) >= {tmp_path / "s_head1.tif", tmp_path / "s_head1.gpkg"}
+    assert all(p.exists() for p in done.files)
+
+    class Sink:
+        def set_percent(self, percent: float) -> None: ...
+
+        def is_cancelled(self) -> bool:
+            return False
+
+        def log(self, text: str) -> None: ...
+
+    (tmp_path / "dock").mkdir()
+    for polygons in (tmp_path / "dock" / "p.gpkg", None):  # the dock's default, and polygons off
+        out = run_segment_job(SegmentJob(FOTOMAP, TWO_HEADS, tmp_path / "dock" / "c.tif", polygons), Sink())
+        out = SegmentOutcome.from_dict(json.loads(json.dumps(out.to_dict())))  # as the engine process sends it
+        assert out.class_raster == tmp_path / "dock" / "c_head0.tif" and out.class_raster.exists()
+        assert out.more_heads == ((tmp_path / "dock" / "c_head1.tif",
+                                   tmp_path / "dock" / "p_head1.gpkg" if polygons else None),)
+        assert out.polygons == (tmp_path / "dock" / "p_head0.gpkg" if polygons else None)
+        assert out.class_areas[0][1] == "Tea" and out.class_areas[0][4] == 1.0  # head 0: Tea everywhere
+
+
+def test_two_heads_failing_late_leave_nothing_behind(tmp_path: Path) -> None:
+    """The second head's polygons cannot be written: neither head's raster nor the first polygons are kept."""
+    from fastunet_core.errors import OutputExistsError
+    from fastunet_core.inference.segment import segment_raster
+
+    (tmp_path / "two_head1.gpkg").write_bytes(b"someone else's file")
+    with pytest.raises(OutputExistsError):
+        segment_raster(FOTOMAP, TWO_HEADS, tmp_path / "two.tif", vector_output=tmp_path / "two.gpkg")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["two_head1.gpkg"]
+    assert (tmp_path / "two_head1.gpkg").read_bytes() == b"someone else's file"

@@ -605,3 +605,20 @@ def test_the_wheel_over_the_dock_changes_no_setting_until_clicked(dock: object) 
     if spin.hasFocus():  # offscreen platforms may not give focus; the guard is what this test is about
         wheel(spin)
         assert spin.value() != before[1]
+
+
+def test_dock_adds_a_layer_per_head_of_a_two_head_model(dock: object, shared_data: Path) -> None:
+    """FINDINGS4 H1: vectorising is on by default; a two-head Deepness model failed with "input raster not found"."""
+    layer = add_raster(shared_data / "deepness-testdata" / "dummy_fotomap_small.tif", "fotomap")
+    dock.form.layer.setLayer(layer)
+    dock.form.model_file.setFilePath(str(shared_data / "deepness-testdata" / "models" /
+                                         "two_outputs_softmax_bsx2x512x512.onnx"))
+    wait_for(lambda: dock.meta is not None)
+    assert dock.form.vectorize.isChecked()
+    task, _ = run_to_end(dock)
+    assert task.outcome is not None, task.error
+    names = sorted(lyr.name() for lyr in QgsProject.instance().mapLayers().values() if lyr.id() != layer.id())
+    assert names == ["fotomap head0 classes", "fotomap head0 polygons", "fotomap head1 classes",
+                     "fotomap head1 polygons"]
+    heads = [lyr for lyr in QgsProject.instance().mapLayers().values() if lyr.name().endswith("classes")]
+    assert all(lyr.isValid() and lyr.renderer().type() == "paletted" for lyr in heads)

@@ -46,6 +46,13 @@ def test_every_algorithm_loads_its_results_like_the_dialog(small_raster: Path, q
     assert [f["name"] for f in report["segment_temporary"]["layers"]] == [f"{stem} polygons", f"{stem} classes"]
     assert sorted(f["name"] for f in report["segment_again"]["layers"]) == sorted(
         [f"{stem} polygons", f"{stem} classes", f"{stem} polygons (2)", f"{stem} classes (2)"])
+    two = report["segment_two_heads"]  # FINDINGS4 H1: this failed with "input raster not found: two.tif"
+    assert two["results"]["OUTPUT"] == str(tmp_path / "two_head0.tif")
+    assert sorted((f["name"], Path(f["source"]).name, f["renderer"]) for f in two["layers"]) == [
+        ("dummy_fotomap_small head0 classes", "two_head0.tif", "paletted"),
+        ("dummy_fotomap_small head0 polygons", "two_head0.gpkg", "categorizedSymbol"),
+        ("dummy_fotomap_small head1 classes", "two_head1.tif", "paletted"),
+        ("dummy_fotomap_small head1 polygons", "two_head1.gpkg", "categorizedSymbol")]
     assert report["train"]["results"]["CHECKPOINT"] == str(tmp_path / "run" / "best.safetensors")
     assert (tmp_path / "run" / "best.safetensors").is_file()
 

@@ -69,7 +69,7 @@ EXIT_SOME_FAILED = 4
               help="Grid of the class map when resampling: the source raster's, or the one the model ran on.")
 @click.option("--head", type=int, default=None,
               help="ONNX models with several outputs: run only this one (0-based) [default: all, one class "
-              "raster OUT_headK.tif each].")
+              "raster OUT_headK.tif each, and polygons VECTOR_headK.gpkg with --vector].")
 @click.option("--model-classes", default=None,
               help="Class names for a model file without them (ONNX), e.g. background,tree=#00ff00.")
 @click.option("--model-resolution", type=float, default=None,
@@ -191,8 +191,8 @@ def _segment_one(raster: RasterSource, model_path: Path, output: Path, opts: Pre
             f"{result.tiles_skipped} without data) in {result.seconds:.1f} s on {result.device.name}",
             err=True,
         )
-        if done.vectorized is not None:
-            click.echo(f"wrote {done.vectorized.output} ({counted(done.vectorized.polygons, 'polygon')})", err=True)
+        for vectorized in done.vectorized_heads:
+            click.echo(f"wrote {vectorized.output} ({counted(vectorized.polygons, 'polygon')})", err=True)
     for w in done.warnings:
         click.echo(f"warning: {w}", err=True)
 

@@ -492,7 +492,7 @@ class Predictor:
         """Return the class raster written per output head: ``out`` itself, or ``OUT_headK.tif`` for several."""
         if len(self.heads) == 1:
             return [out]
-        return [out.with_name(f"{out.stem}_head{k}{out.suffix}") for k in range(len(self.heads))]
+        return [head_path(out, k) for k in range(len(self.heads))]
 
     def _open_outputs(self, stack: contextlib.ExitStack, src: rasterio.io.DatasetReader,
                       raster: str | os.PathLike[str], source_files: list[str], grid: TileGrid, out: Path,
@@ -632,6 +632,11 @@ class Predictor:
                 warnings.warn(f"the GPU ran out of memory with batches of {n} tiles; continuing with "
                               f"{self.run_batch} (use {setting('batch_size', self.run_batch)} to start there)",
                               GPUMemoryWarning, stacklevel=2)
+
+
+def head_path(path: Path, k: int) -> Path:
+    """Return the output of head ``k`` of a model with several output heads: ``X_headK.ext`` beside ``X.ext``."""
+    return path.with_name(f"{path.stem}_head{k}{path.suffix}")
 
 
 # how the engines say that host memory ran out: PyTorch's CPU allocator (a RuntimeError), ONNX Runtime's arena

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from fastunet_core.hints import setting
-from fastunet_core.inference.predict import PredictOptions, Predictor, PredictResult
+from fastunet_core.inference.predict import PredictOptions, Predictor, PredictResult, head_path
 from fastunet_core.io.area import AreaSpec, crop_to_area
 from fastunet_core.io.sources import RasterSource, raster_source
 from fastunet_core.io.styles import style_for
@@ -36,7 +36,9 @@ class SegmentResult:
 
     Attributes:
         prediction: the class raster(s) (and probabilities) written, device, tiles, seconds, warnings.
-        vectorized: the polygons written, or None without a vector output.
+        vectorized: the polygons written, or None without a vector output (of the first head's class raster).
+        vectorized_heads: with several output heads, the polygons of each head's class raster (``vectorized``
+            first; ``OUT_headK`` beside the vector output, as the class rasters are named); else ``[vectorized]``.
         files: every file written, class raster(s) and their side files (``.qml``, ``.aux.xml``) first.
         warnings: the prediction's and the vectorisation's warnings, in that order.
 
@@ -46,6 +48,7 @@ class SegmentResult:
     vectorized: VectorizeResult | None
     files: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    vectorized_heads: list[VectorizeResult] = field(default_factory=list)
 
 
 def segment_raster(raster: str | os.PathLike[str], model: str | Path | LoadedModel | Predictor, output: str | Path,
@@ -63,7 +66,9 @@ def segment_raster(raster: str | os.PathLike[str], model: str | Path | LoadedMod
         options: prediction settings (tile size, overlap, bands, device, engine, precision ...).
         probs_output: per-class probabilities to write (GeoTIFF, uint8 percent, one band per class), or None
             for ``options.probs_path``.
-        vector_output: the polygons to write (.gpkg, .shp or .geojson), or None for none.
+        vector_output: the polygons to write (.gpkg, .shp or .geojson), or None for none. A model with several
+            output heads (a Deepness ONNX) writes a class raster per head, ``OUT_headK.tif``, and polygons per
+            head, ``VECTOR_headK.gpkg``, as Deepness gives a layer per head.
         vectorize: polygon settings (simplify tolerance in m, minimum area in m², classes ...).
         area: the part of the raster to process, in its CRS (default: all of it). A part is first copied to
             a temporary GeoTIFF on the same pixel grid, pixels outside the polygons masked, so the outputs
@@ -97,19 +102,23 @@ def segment_raster(raster: str | os.PathLike[str], model: str | Path | LoadedMod
             probs = probs_output if probs_output is not None else predictor.options.probs_path
             prediction = predictor.run(source, out, probs, stage("predict"))
             written += _written_by(prediction)
-            vectorized = None
+            heads: list[VectorizeResult] = []
             if vector_output is not None:
                 from fastunet_core.polygons.vectorize import vectorize_raster  # pyogrio, shapely: only now
 
-                vectorized = vectorize_raster(out, vector_output, vectorize, stage("vectorize"))
+                rasters = prediction.outputs or [prediction.output]
+                targets = [Path(vector_output)] if len(rasters) == 1 else \
+                    [head_path(Path(vector_output), k) for k in range(len(rasters))]
+                for class_raster, target in zip(rasters, targets, strict=True):
+                    heads.append(vectorize_raster(class_raster, target, vectorize, stage("vectorize")))
+                    written += heads[-1].files
         except BaseException:
             for path in written:  # the stages never leave a partial file; drop this call's finished ones too
                 with contextlib.suppress(OSError):
                     path.unlink()
             raise
-    files = [*written, *(vectorized.files if vectorized else [])]
-    return SegmentResult(prediction, vectorized, files,
-                         [*prediction.warnings, *(vectorized.warnings if vectorized else [])])
+    return SegmentResult(prediction, heads[0] if heads else None, written,
+                         [*prediction.warnings, *(w for v in heads for w in v.warnings)], heads)
 
 
 def _written_by(prediction: PredictResult) -> list[Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from qgis.core import (
@@ -117,11 +118,36 @@ class SegmentAlgorithm(FastUNetAlgorithm):
             with exported_input(job, export, feedback) as ready:
                 outcome = run_segment(ready, FeedbackSink(feedback))
         source = self.parameterAsRasterLayer(parameters, self.INPUT, context).name()
-        ClassStyle.attach(context, str(outcome.class_raster), sort_key=1,
-                          name=(self.parameterDefinition(self.OUTPUT).description(), f"{source} classes"))
-        if outcome.polygons is not None:
-            ClassStyle.attach(context, str(outcome.polygons), sort_key=2, above=str(outcome.class_raster),
-                              name=(self.parameterDefinition(self.OUTPUT_POLYGONS).description(), f"{source} polygons"))
+        heads = [(outcome.class_raster, outcome.polygons), *outcome.more_heads]
+        if len(heads) > 1:  # a model with several output heads: its outputs are named X_headK, not X
+            _load_instead(context, job.class_output, [raster for raster, _ in heads])
+            if job.polygons_output is not None:
+                _load_instead(context, job.polygons_output, [p for _, p in heads if p is not None])
+        for k, (raster, polygons) in enumerate(heads):
+            label = f"{source} head{k}" if len(heads) > 1 else source
+            ClassStyle.attach(context, str(raster), sort_key=1,
+                              name=(self.parameterDefinition(self.OUTPUT).description(), f"{label} classes"))
+            if polygons is not None:
+                ClassStyle.attach(context, str(polygons), sort_key=2, above=str(raster),
+                                  name=(self.parameterDefinition(self.OUTPUT_POLYGONS).description(),
+                                        f"{label} polygons"))
         return {self.OUTPUT: str(outcome.class_raster),
                 self.OUTPUT_POLYGONS: str(outcome.polygons) if outcome.polygons is not None else None,
                 "DEVICE": outcome.device, "TILES": outcome.tiles, "FEATURES": outcome.features}
+
+
+def _load_instead(context: QgsProcessingContext, declared: Path, written: list[Path]) -> None:
+    """Load the files ``written`` (each head's ``X_headK.tif``) where Processing would load ``declared`` (``X.tif``).
+
+    A model with several output heads writes no ``declared`` file: each head's file is loaded in its place,
+    with the same details (the layer name is then set per head by :meth:`ClassStyle.attach`).
+    """
+    loads = context.layersToLoadOnCompletion()
+    details = loads.pop(str(declared), None)
+    if details is None:
+        return
+    for path in written:
+        copy = QgsProcessingContext.LayerDetails(details.name, details.project, details.outputName)
+        copy.layerTypeHint = details.layerTypeHint
+        loads[str(path)] = copy
+    context.setLayersToLoadOnCompletion(loads)
