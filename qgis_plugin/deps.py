@@ -76,25 +76,47 @@ def install_hint(packages: Sequence[str], platform: str | None = None, in_dock: 
                  button_at: str = "below", button: str = INSTALL_BUTTON) -> str:
     """Return how to install the engine: the dock's button, or by hand into a venv of its own (as the README says).
 
-    ``in_dock``: the text shows in the dock, where ``button`` is ``button_at`` ("below": right under the text).
+    ``in_dock``: the text shows in the dock, where ``button`` is ``button_at`` ("below": right under the text);
+    it is short there (the button does the work), with the real folder of this QGIS profile. Elsewhere (Processing,
+    messages) the manual steps are named too.
     """
     names = " ".join(packages)
     plat = platform or sys.platform
-    venv = "profiles/default/python/fastunet_geo_engine"
-    if plat.startswith("win"):
-        first = ("in the OSGeo4W Shell, python -m venv --system-site-packages %APPDATA%\\QGIS\\QGIS3\\"
-                 f"{venv.replace('/', chr(92))}, then its Scripts\\pip install 'numpy<2' {names}")
-    elif plat == "darwin":
-        first = ("/Applications/QGIS.app/Contents/MacOS/bin/python3 -m venv --system-site-packages "
-                 f"~/Library/Application Support/QGIS/QGIS3/{venv}, then its bin/pip install 'numpy<2' {names}")
-    else:  # Debian 12 / Ubuntu 23.04+ refuse pip into the system Python (externally-managed-environment)
-        first = (f"python3 -m venv --system-site-packages ~/.local/share/QGIS/QGIS3/{venv}, then its bin/pip install "
-                 f"'numpy<2' {names}; never pip into the system python3")
+    venv = _engine_folder()
     press = f"Press '{button}' {button_at}" if in_dock else f"Press '{INSTALL_BUTTON}' in the fastunet-geo dock"
-    return (f"{press} (a private Python environment in the QGIS profile, about 1 GB with the CPU build of torch), "
+    where = f"a private Python environment in {venv}" if venv else "a private Python environment in the QGIS profile"
+    if in_dock:
+        return (f"{press}: it makes {where}, about 1 GB with the CPU build of torch. To install by hand instead, "
+                f"see the README's section '{README_SECTION}'.")
+    default = "profiles/default/python/fastunet_geo_engine"
+    if plat.startswith("win"):
+        folder = venv or f"%APPDATA%\\QGIS\\QGIS3\\{default.replace('/', chr(92))}"
+        first = (f"in the OSGeo4W Shell, python -m venv --system-site-packages {folder}, then its Scripts\\pip "
+                 f"install 'numpy<2' {names}")
+    elif plat == "darwin":
+        folder = venv or f"~/Library/Application Support/QGIS/QGIS3/{default}"
+        first = (f"/Applications/QGIS.app/Contents/MacOS/bin/python3 -m venv --system-site-packages {folder}, then "
+                 f"its bin/pip install 'numpy<2' {names}")
+    else:  # Debian 12 / Ubuntu 23.04+ refuse pip into the system Python (externally-managed-environment)
+        folder = venv or f"~/.local/share/QGIS/QGIS3/{default}"
+        first = (f"python3 -m venv --system-site-packages {folder}, then its bin/pip install 'numpy<2' {names}; "
+                 "never pip into the system python3")
+    return (f"{press} ({where}, about 1 GB with the CPU build of torch), "
             f"or install by hand as the README's section '{README_SECTION}' shows under 'By hand' ({first}, and "
-            "the marker file it names). "
-            "For a GPU, install the CUDA build of torch (see pytorch.org). Then restart QGIS.")
+            "the marker file it names). Then restart QGIS.")
+
+
+def _engine_folder() -> str:
+    """Return the engine venv's folder in the active QGIS profile ("" outside QGIS)."""
+    try:
+        from qgis.core import QgsApplication
+
+        from .installer import engine_venv
+
+        folder = QgsApplication.qgisSettingsDirPath()
+    except ImportError:
+        return ""
+    return str(engine_venv(folder)) if folder else ""
 
 
 def train_tab_hint(packages: Sequence[str]) -> str:

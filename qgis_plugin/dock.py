@@ -22,7 +22,7 @@ from fastunet_core.hints import counted
 
 from .deps import INSTALL_BUTTON, REPAIR_BUTTON, EngineStatus, check_engine
 from .device_probe import DeviceProbe, start_device_probe
-from .dock_form import DockForm, build_form, place_install_button, show_progress, show_starting
+from .dock_form import DockForm, bring_into_view, build_form, place_install_button, show_progress, show_starting
 from .dock_plan import DockChoices, plan_run
 from .engine_session import EngineSession
 from .model_info import model_summary_html
@@ -45,6 +45,7 @@ class SegmentDock(QgsDockWidget):
         root = QWidget()
         self.form: DockForm = build_form(root)
         scroll.setWidget(root)
+        self.scroll = scroll
         from .train_tab import TrainTab
 
         self.train_tab = TrainTab(iface, self.notify)  # the Train tab; a trained model becomes this tab's model
@@ -132,6 +133,8 @@ class SegmentDock(QgsDockWidget):
         self.form.cancel.setEnabled(True)
         self._show_engine_status()
         QgsApplication.taskManager().addTask(task)
+        # the button is at the top of the dock, the progress bar, Cancel and the log at the bottom: show them
+        bring_into_view(self.scroll, (self.form.log, self.form.progress, self.form.cancel))
         return task
 
     def _install_done(self, task: Any) -> None:
@@ -150,6 +153,7 @@ class SegmentDock(QgsDockWidget):
             self.notify("Engine installation cancelled; nothing was kept.", Qgis.MessageLevel.Info)
         else:
             self.form.progress.setValue(0)
+            self._log(f"failed: {task.error}")  # pip's own output is above it
             self.notify(_sentence(task.error or "the engine installation failed"), Qgis.MessageLevel.Critical)
 
     def showEvent(self, event: Any) -> None:

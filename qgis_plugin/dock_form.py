@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from qgis.core import QgsMapLayerProxyModel
 from qgis.gui import QgsCollapsibleGroupBox, QgsDoubleSpinBox, QgsFileWidget, QgsMapLayerComboBox
-from qgis.PyQt.QtCore import QEvent, QObject, Qt
+from qgis.PyQt.QtCore import QEvent, QObject, QPoint, Qt
 from qgis.PyQt.QtWidgets import (
     QAbstractSpinBox,
     QCheckBox,
@@ -19,6 +19,7 @@ from qgis.PyQt.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -291,6 +292,19 @@ def _form(parent: QWidget | None = None) -> QFormLayout:
     form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
     form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
     return form
+
+
+def bring_into_view(scroll: QScrollArea, widgets: tuple[QWidget, ...]) -> None:
+    """Scroll so that each of ``widgets`` shows whole (the last one wins where they cannot all show).
+
+    Not ``ensureWidgetVisible``: for a text box it shows only the text cursor's line.
+    """
+    inner = scroll.widget()
+    inner.layout().activate()  # text and buttons may just have changed: place the widgets first
+    for widget in widgets:
+        top = widget.mapTo(inner, QPoint(0, 0))
+        half = widget.height() // 2
+        scroll.ensureVisible(top.x(), top.y() + half, 0, half)
 
 
 def show_starting(bar: QProgressBar) -> None:

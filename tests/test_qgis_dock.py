@@ -306,7 +306,12 @@ def test_missing_engine_packages_are_named_not_raised(qgis_iface: object, qgis_n
     qgis_iface.messageBar().clear_messages()  # type: ignore[attr-defined]
     widget = dock_module.SegmentDock(qgis_iface)
     note = widget.form.engine_note
-    assert not note.isHidden() and "fastunet-no-such-package" in note.text() and "pip install" in note.text()
+    assert not note.isHidden() and "fastunet-no-such-package" in note.text()
+    # short, and the folder is this profile's (QGIS_CUSTOM_CONFIG_PATH, --profile), not a guessed default one
+    from qgis_plugin.installer import engine_venv
+
+    assert f"a private Python environment in {engine_venv(QgsApplication.qgisSettingsDirPath())}," in note.text()
+    assert "~/" not in note.text() and "pip install" not in note.text() and len(note.text()) < 400, note.text()
     assert not widget.form.run.isEnabled()
     assert widget.load_model(str(qgis_model)) is False
     assert widget.start_run() is None

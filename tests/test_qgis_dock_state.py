@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from qgis.core import QgsApplication, QgsProject
+from qgis_helpers import wait_for
 
 pytestmark = pytest.mark.qgis
 
@@ -113,3 +114,37 @@ def test_an_engine_installed_before_smp_was_added_asks_for_repair(dock: object, 
     marker.write_text(json.dumps({"left_out": ["torchvision", "segmentation-models-pytorch", "timm"]}))
     monkeypatch.setattr(engine_host, "_engine_python", str(python))
     assert check_engine().lacking == ()
+
+
+def test_installing_brings_progress_cancel_and_log_into_view(dock: object, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a fresh profile the Install button is at the top; what shows the install's progress is at the bottom."""
+    import sys
+
+    from qgis_plugin import install_task
+    from qgis_plugin.deps import EngineStatus
+    from qgis_plugin.installer import InstallPlan, Step
+
+    lines = "import time\nfor i in range(3000):\n    print(i, flush=True)\n    time.sleep(0.02)"
+    plan = InstallPlan(tmp_path / "venv", sys.executable, False, (Step("counting", (sys.executable, "-c", lines), 1),))
+    monkeypatch.setattr(install_task, "install_plan", lambda _source=None: plan)  # a harmless step, cancelled below
+    dock.engine = EngineStatus(("torch",))  # type: ignore[attr-defined]  # as on a fresh profile
+    dock._show_engine_status()  # type: ignore[attr-defined]
+    dock.resize(300, 500)  # type: ignore[attr-defined]
+    dock.show()  # type: ignore[attr-defined]
+    QgsApplication.processEvents()
+    form, viewport = dock.form, dock.scroll.viewport()  # type: ignore[attr-defined]
+
+    def in_view(widget: object) -> bool:
+        top = widget.mapTo(viewport, widget.rect().topLeft()).y()  # type: ignore[attr-defined]
+        return top >= 0 and top + widget.height() <= viewport.height()  # type: ignore[attr-defined]
+
+    assert in_view(form.install) and not in_view(form.log)
+    task = dock.start_install()  # type: ignore[attr-defined]
+    assert task is not None
+    QgsApplication.processEvents()
+    assert in_view(form.progress) and in_view(form.cancel) and in_view(form.log)
+    dock.cancel_run()  # type: ignore[attr-defined]
+    wait_for(lambda: dock.install_task is None)  # type: ignore[attr-defined]
+    assert task.was_cancelled and not (tmp_path / "venv").exists()
+    dock.hide()  # type: ignore[attr-defined]

@@ -139,8 +139,9 @@ def test_the_install_text_cites_what_the_readme_has() -> None:
     assert len(section) == 2, f"README has no heading '### {README_SECTION}'"
     assert "\n**By hand**" in section[1].split("\n### ", 1)[0]
     in_dock = EngineStatus(("torch",)).message(in_dock=True)
-    assert f"README's section '{README_SECTION}' shows under 'By hand'" in in_dock
+    assert f"see the README's section '{README_SECTION}'" in in_dock
     assert "Press 'Install the engine' below" in in_dock and "fastunet-geo dock" not in in_dock
+    assert f"README's section '{README_SECTION}' shows under 'By hand'" in EngineStatus(("torch",)).message()
     from qgis_plugin.installer import MARKER
 
     marker = re.search(r"> \S+/(\S+\.json)", section[1])  # the file the manual steps write last
