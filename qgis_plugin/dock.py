@@ -192,6 +192,10 @@ class SegmentDock(QgsDockWidget):
         :attr:`meta` is set when the answer arrives), False when it cannot be.
         """
         f = self.form
+        from fastunet_core.models.bare_weights import smp_folder_of
+
+        folder = smp_folder_of(path)  # the file picker picks files: an smp folder's model.safetensors means the folder
+        path = str(folder) if folder is not None else path
         self.meta = None  # the previous model's info goes too: nothing stale is shown, or run
         self._model_request += 1  # an earlier model's background read, if any, is answered to no one
         self._enable_run()

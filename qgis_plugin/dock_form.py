@@ -136,10 +136,11 @@ def build_form(root: QWidget) -> DockForm:
                        "in this QGIS profile (QGIS's own Python is left as it is); again later to repair it")
 
     model_file = QgsFileWidget()
-    model_file.setFilter("Models (*.safetensors *.onnx);;All files (*)")
+    model_file.setFilter("Models (*.safetensors *.onnx config.json);;All files (*)")
     model_file.setDialogTitle("Choose a fastunet-geo model")
-    model_file.setToolTip("A fastunet-geo model file (.safetensors): its classes, bands and tile size are shown "
-                          "below once it is read")
+    model_file.setToolTip("A fastunet-geo model file (.safetensors), a Deepness-format .onnx, or an smp "
+                          "save_pretrained folder (choose its model.safetensors or config.json): its classes, bands "
+                          "and tile size are shown below once it is read")
     model_info = QLabel("No model chosen.")
     model_info.setWordWrap(True)
 

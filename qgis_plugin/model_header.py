@@ -60,8 +60,13 @@ def read_model_meta(path: str | Path, session: EngineSession | None = None) -> M
         raise CheckpointError(f"{p} is damaged or was not copied whole ({found:,} bytes, its header describes "
                               f"{expected:,}); copy the model file again")
     if raw is None:
-        raise CheckpointError(f"{p} is a safetensors file without fastunet-geo metadata; wrap its weights into a "
-                              "checkpoint with fastunet-geo init")
+        from fastunet_core.hints import speaking
+        from fastunet_core.models.bare_weights import bare_weights_message
+
+        from .words import QGIS
+
+        with speaking(QGIS):  # no command-line tool named in QGIS
+            raise CheckpointError(bare_weights_message(p))
     try:
         return ModelMeta.from_dict(json.loads(raw))
     except json.JSONDecodeError as exc:

@@ -148,3 +148,29 @@ def test_installing_brings_progress_cancel_and_log_into_view(dock: object, tmp_p
     wait_for(lambda: dock.install_task is None)  # type: ignore[attr-defined]
     assert task.was_cancelled and not (tmp_path / "venv").exists()
     dock.hide()  # type: ignore[attr-defined]
+
+
+def test_an_smp_folder_is_chosen_through_its_files(dock: object, tmp_path: Path) -> None:
+    """The Model '...' picks files: an smp folder's model.safetensors or config.json stands for the folder."""
+    smp = pytest.importorskip("segmentation_models_pytorch")
+    import torch
+
+    torch.manual_seed(0)
+    folder = tmp_path / "smp dir"
+    smp.Unet(encoder_name="resnet18", encoder_depth=3, decoder_channels=(16, 8, 4), encoder_weights=None,
+             classes=2).save_pretrained(str(folder))
+    form = dock.form  # type: ignore[attr-defined]
+    for picked in ("model.safetensors", "config.json"):
+        form.model_file.setFilePath("")
+        form.model_file.setFilePath(str(folder / picked))  # what the file dialog hands over
+        wait_for(lambda: dock.meta is not None)  # type: ignore[attr-defined]  # the engine reads the folder
+        assert form.model_file.filePath() == str(folder)
+        assert dock.meta.architecture == "smp.Unet" and len(dock.meta.classes) == 2  # type: ignore[attr-defined]
+        assert form.run.isEnabled() or not form.layer.currentLayer()
+    loose = tmp_path / "weights.safetensors"  # the weights alone, away from their folder
+    loose.write_bytes((folder / "model.safetensors").read_bytes())
+    form.model_file.setFilePath(str(loose))
+    text = form.model_info.text()
+    assert "without fastunet-geo metadata" in text and "smp save_pretrained folder" in text
+    assert "fastunet-geo init" not in text and "ARCH" not in text and "--" not in text  # no command line in QGIS
+    assert dock.meta is None  # type: ignore[attr-defined]

@@ -160,3 +160,19 @@ def test_init_from_onnx_completes_its_metadata(tmp_path: Path) -> None:
 
     props = ort.InferenceSession(str(tmp_path / "red.onnx")).get_modelmeta().custom_metadata_map
     assert json.loads(props["class_names"]) == {"0": "soil", "1": "red"} and json.loads(props["resolution"]) == 3
+
+
+def test_the_weights_file_of_a_folder_says_give_the_folder(tmp_path: Path) -> None:
+    """The tester picked 'smp dir/model.safetensors': the answer names the folder, not a conversion."""
+    torch.manual_seed(0)
+    smp.Unet(encoder_name="resnet18", encoder_depth=3, decoder_channels=(16, 8, 4), encoder_weights=None,
+             classes=2).save_pretrained(str(tmp_path / "smp dir"))
+    weights = tmp_path / "smp dir" / "model.safetensors"
+    code, err = _cli("info", str(weights))
+    assert code == 1
+    assert f"{weights} holds only the weights of the smp model in the folder {tmp_path / 'smp dir'}: give the " \
+        "folder instead" in err
+    loose = tmp_path / "weights.safetensors"  # the same weights alone: no folder to give
+    loose.write_bytes(weights.read_bytes())
+    code, err = _cli("info", str(loose))
+    assert code == 1 and "init ARCH --weights FILE" in err and "smp save_pretrained folder" in err

@@ -20,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 
 from fastunet_core.errors import CheckpointError, ConfigError, UnsafeCheckpointError
 from fastunet_core.hints import hint
+from fastunet_core.models.bare_weights import bare_weights_message
 from fastunet_core.models.deepness import ModelOverrides, OnnxModelSpec, is_onnx_path, read_onnx_model
 from fastunet_core.models.metadata import ModelMeta
 from fastunet_core.models.smp_folder import is_smp_folder, read_smp_folder
@@ -91,10 +92,7 @@ def read_metadata(path: str | os.PathLike[str], overrides: ModelOverrides | None
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{p} is not a fastunet-geo checkpoint (not a readable safetensors file: {exc})") from exc
     if raw is None:
-        raise CheckpointError(
-            f"{p} is a safetensors file without fastunet-geo metadata; wrap its weights into a checkpoint"
-            + hint(" with {}", "init_weights")
-        )
+        raise CheckpointError(bare_weights_message(p))
     try:
         return ModelMeta.from_dict(json.loads(raw))
     except json.JSONDecodeError as exc:
