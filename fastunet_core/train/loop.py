@@ -47,6 +47,7 @@ from fastunet_core.runtime.device import DeviceChoice, native_cuda_autocast_dtyp
 from fastunet_core.runtime.progress import NullProgress, Progress
 from fastunet_core.runtime.signals import signals_held
 from fastunet_core.train.augment import SampleTransform
+from fastunet_core.train.batch_norm import check_single_value_batches, running_stats_for_single_values
 from fastunet_core.train.config import TrainConfig, check_training_tile, default_overlap
 from fastunet_core.train.datasets import IGNORE_INDEX, DatasetSpec, SegmentationDataset, open_dataset
 from fastunet_core.train.device_augment import DeviceBatchTransform
@@ -202,6 +203,9 @@ class _Trainer:
             self.net = DistributedDataParallel(self.model, device_ids=[device.device.index] if device.is_cuda else None)
         o = cfg.optim
         self.micro, self.accum = split_batch(o.batch_size, o.micro_batch, ctx.world_size)
+        divisor = size_divisor(cfg.model.architecture, self.arch_args)
+        check_single_value_batches(self.model, cfg.model.architecture, self.tile, divisor, self.micro)
+        running_stats_for_single_values(self.model)  # a last batch of one tile at a 1 x 1 px bottleneck
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="min",
                                                                     patience=o.plateau_patience,
@@ -211,7 +215,6 @@ class _Trainer:
         lc = cfg.loss
         self.loss_fn = JDTLoss(alpha=lc.alpha, beta=lc.beta, gamma=lc.gamma, smooth=lc.smooth, log_loss=lc.log_loss,
                                reduction=lc.reduction, class_weights=lc.class_weights, ignore_index=IGNORE_INDEX)
-        divisor = size_divisor(cfg.model.architecture, self.arch_args)
         on_device = cfg.augment.on_device
         self.device_aug = DeviceBatchTransform(self.input) if (device.is_cuda if on_device is None else on_device) \
             else None
