@@ -332,6 +332,7 @@ class SegmentDock(QgsDockWidget):
         task.logged.connect(self._log)
         task.progressChanged.connect(self._progress)
         self.task = task
+        task.chosen = (self.form.layer.currentLayer(), self.form.polygon_layer.currentLayer())
         self._set_running(True)
         show_starting(self.form.progress)  # until the first tile is done
         self.form.summary.setVisible(False)
@@ -396,6 +397,7 @@ class SegmentDock(QgsDockWidget):
             except FastUNetError as exc:
                 self.notify(_sentence(str(exc)), Qgis.MessageLevel.Critical)
                 return
+            self._keep_choices(task.chosen, layers)
             polygons = [lyr for lyr in layers if isinstance(lyr, QgsVectorLayer)]
             self.last_polygons = polygons[0] if polygons else None
             self.form.export.setEnabled(self.last_polygons is not None)
@@ -420,6 +422,19 @@ class SegmentDock(QgsDockWidget):
             self.form.progress.setValue(0)
             self._log(f"failed: {task.error}")
             self.notify(_sentence(task.error or "the segmentation failed"), Qgis.MessageLevel.Critical)
+
+    def _keep_choices(self, chosen: tuple[Any, Any], added: list[QgsMapLayer]) -> None:
+        """Keep the Raster and Area polygons boxes on the user's layers, never on the run's new ones.
+
+        A box that was empty, or whose layer went during the run, would otherwise take a new layer of its kind
+        (a second Run would then segment the class map).
+        """
+        ids = {lyr.id() for lyr in added}
+        for box, before in zip((self.form.layer, self.form.polygon_layer), chosen, strict=True):
+            now = box.currentLayer()
+            if now is not None and now.id() in ids:
+                alive = before is not None and QgsProject.instance().mapLayer(_layer_id(before)) is not None
+                box.setLayer(before if alive else None)
 
     def _enable_run(self) -> None:
         """Run is offered only with the engine installed, a model read, and nothing running."""
@@ -472,6 +487,14 @@ class SegmentDock(QgsDockWidget):
 
     def _log(self, text: str) -> None:
         self.form.log.appendPlainText(text)
+
+
+def _layer_id(layer: QgsMapLayer) -> str:
+    """Return the layer's id, or "" once QGIS has deleted it."""
+    try:
+        return str(layer.id())
+    except RuntimeError:
+        return ""
 
 
 def _sentence(text: str) -> str:

@@ -109,7 +109,7 @@ def _area(c: DockChoices, layer: QgsMapLayer, project: QgsProject) -> AreaSpec:
     if c.area == "extent":
         if c.map_extent is None or c.map_crs is None:
             raise ConfigError("the current map extent is not known")
-        return extent_area(c.map_extent, c.map_crs, crs, project.transformContext())
+        return extent_area(c.map_extent, c.map_crs, crs, project.transformContext(), "the current map extent")
     if c.area == "polygons":
         poly = c.polygon_layer
         if not isinstance(poly, QgsVectorLayer) or not poly.isValid():
@@ -126,7 +126,8 @@ def _export_resolution(c: DockChoices, layer: QgsMapLayer, area: AreaSpec) -> tu
         return pixel_size_in_layer_units(layer.crs(), c.model_resolution_m, bounds)
     if c.map_width_px <= 0 or c.map_extent is None or c.map_crs is None:
         raise ConfigError("the model does not record its ground resolution and the map's is unknown")
-    shown = extent_area(c.map_extent, c.map_crs, layer.crs(), QgsProject.instance().transformContext())
+    shown = extent_area(c.map_extent, c.map_crs, layer.crs(), QgsProject.instance().transformContext(),
+                        "the current map extent")
     xmin, _ymin, xmax, _ymax = shown.bounds or (0.0, 0.0, 0.0, 0.0)
     size = (xmax - xmin) / c.map_width_px
     return size, size

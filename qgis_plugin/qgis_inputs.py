@@ -17,6 +17,7 @@ from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsCoordinateTransformContext,
+    QgsCsException,
     QgsFeature,
     QgsFeedback,
     QgsGeometry,
@@ -64,11 +65,17 @@ def check_raster_layer(layer: object) -> QgsRasterLayer:
 
 
 def extent_area(extent: QgsRectangle, extent_crs: QgsCoordinateReferenceSystem,
-                raster_crs: QgsCoordinateReferenceSystem, context: QgsCoordinateTransformContext) -> AreaSpec:
-    """Return the area inside ``extent`` (given in ``extent_crs``), in the raster's CRS."""
+                raster_crs: QgsCoordinateReferenceSystem, context: QgsCoordinateTransformContext,
+                what: str = "the extent") -> AreaSpec:
+    """Return the area inside ``extent`` (given in ``extent_crs``), in the raster's CRS (``what``: its name)."""
     rect = QgsRectangle(extent)
     if extent_crs.isValid() and raster_crs.isValid() and extent_crs != raster_crs:
-        rect = QgsCoordinateTransform(extent_crs, raster_crs, context).transformBoundingBox(rect)
+        try:
+            rect = QgsCoordinateTransform(extent_crs, raster_crs, context).transformBoundingBox(rect)
+        except QgsCsException as exc:  # e.g. projected numbers in a degrees CRS: no such place on Earth
+            raise ConfigError(f"{what} cannot be transformed from {extent_crs.authid()} to the raster's CRS "
+                              f"{raster_crs.authid()} ({exc}); zoom to the raster, or choose polygons as the "
+                              "area") from exc
     if rect.isEmpty() or not math.isfinite(rect.width()):
         raise ConfigError("the processed extent is empty")
     return AreaSpec("extent", (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()))
@@ -87,7 +94,11 @@ def polygon_area(features: Iterable[QgsFeature], source_crs: QgsCoordinateRefere
         if geom.isNull() or geom.isEmpty() or geom.type() != Qgis.GeometryType.Polygon:
             continue
         if xform is not None:
-            geom.transform(xform)
+            try:
+                geom.transform(xform)
+            except QgsCsException as exc:
+                raise ConfigError(f"{source_name} cannot be transformed from {source_crs.authid()} to the raster's "
+                                  f"CRS {raster_crs.authid()} ({exc}); check the layer's CRS") from exc
         wkbs.append(bytes(geom.asWkb()))
     if not wkbs:
         raise ConfigError(f"{source_name} holds no polygon to process (or none is selected)")

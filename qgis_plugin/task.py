@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 from qgis.core import Qgis, QgsFeedback, QgsMessageLog, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
@@ -44,6 +45,7 @@ class SegmentTask(QgsTask):
         self.error: str | None = None
         self.was_cancelled = False
         self.project_closed = False  # set by the dock when the project the run started in is closed
+        self.chosen: tuple[Any, Any] = (None, None)  # the dock's Raster and Area polygons layers at the start
         self._feedback = QgsFeedback()  # lets a cancel stop a web layer's export too
 
     def result_sentence(self) -> str:

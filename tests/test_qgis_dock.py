@@ -297,6 +297,47 @@ def test_closing_the_dock_says_the_run_goes_on(dock: object, qgis_iface: object,
     assert {"ortho classes", "ortho polygons"} <= {lyr.name() for lyr in QgsProject.instance().mapLayers().values()}
 
 
+def test_a_run_leaves_the_boxes_as_the_user_chose(dock: object, qgis_model: Path, small_raster: Path) -> None:
+    """The new layers never become the Raster or the Area polygons: a second Run must not segment the class map."""
+    layer = add_raster(small_raster)
+    dock.form.layer.setLayer(layer)
+    dock.load_model(str(qgis_model))
+    assert dock.form.polygon_layer.currentLayer() is None  # no polygon layer in the project yet
+    first, _ = run_to_end(dock)
+    assert first.outcome is not None, first.error
+    assert dock.form.layer.currentLayer() is layer
+    assert dock.form.polygon_layer.currentLayer() is None  # not the run's polygons
+
+    QgsProject.instance().removeAllMapLayers()
+    layer = add_raster(small_raster)
+    dock.form.layer.setLayer(layer)
+    task = dock.start_run()  # the input layer is removed during this run: the Raster box is left empty
+    assert task is not None
+    input_id = layer.id()
+    task.progressChanged.connect(lambda p: QgsProject.instance().removeMapLayer(input_id)
+                                 if p > 0 and QgsProject.instance().mapLayer(input_id) else None)
+    wait_for(lambda: dock.task is None)
+    assert task.outcome is not None, task.error
+    assert {lyr.name() for lyr in QgsProject.instance().mapLayers().values()} == {"ortho classes", "ortho polygons"}
+    assert dock.form.layer.currentLayer() is None  # not the class raster
+    assert dock.form.polygon_layer.currentLayer() is None
+
+
+def test_a_map_extent_that_cannot_be_transformed_is_one_line(dock: object, qgis_iface: object, qgis_model: Path,
+                                                              small_raster: Path) -> None:
+    """Projected numbers as a map extent in EPSG:4326 (no such place): a sentence, not a QgsCsException."""
+    dock.form.layer.setLayer(add_raster(small_raster))  # EPSG:3857
+    dock.load_model(str(qgis_model))
+    canvas = qgis_iface.mapCanvas()  # type: ignore[attr-defined]
+    canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:4326"))
+    canvas.setExtent(QgsRectangle(300000, 5000000, 310000, 5010000))
+    dock.form.area.setCurrentIndex(1)  # current map extent
+    assert dock.start_run() is None
+    [warning] = messages(qgis_iface, Qgis.MessageLevel.Warning)
+    assert "The current map extent cannot be transformed from EPSG:4326 to the raster's CRS EPSG:3857" in warning
+    assert warning.endswith("zoom to the raster, or choose polygons as the area") and "\n" not in warning
+
+
 def test_missing_engine_packages_are_named_not_raised(qgis_iface: object, qgis_new_project: QgsProject,
                                                       monkeypatch: pytest.MonkeyPatch, qgis_model: Path) -> None:
     from qgis_plugin import deps
