@@ -176,3 +176,41 @@ def test_the_weights_file_of_a_folder_says_give_the_folder(tmp_path: Path) -> No
     loose.write_bytes(weights.read_bytes())
     code, err = _cli("info", str(loose))
     assert code == 1 and "init ARCH --weights FILE" in err and "smp save_pretrained folder" in err
+
+
+def test_init_from_an_exported_folder_keeps_its_scaling_and_tiles(tmp_path: Path, raster: Path) -> None:
+    """FINDINGS4 M6: ``init --from`` a folder written by ``export --format smp`` replaced the scaling and tiles
+    its fastunet.json records with smp's ImageNet defaults, silently: the converted model saw other input."""
+    from fastunet_core.models.checkpoint import read_metadata
+
+    torch.save(_smp_model(raster).state_dict(), tmp_path / "w.pth")
+    code, err = _cli("init", "smp.Unet", "--arch-args", "encoder_name=resnet18", "--classes", "a,b,c", "--mean",
+                     "0,0,0", "--std", "1,1,1", "--tile", "256", "--overlap", "32", "--weights",
+                     str(tmp_path / "w.pth"), "-o", str(tmp_path / "orig.safetensors"))
+    assert code == 0, err
+    code, err = _cli("export", str(tmp_path / "orig.safetensors"), "--format", "smp", "-o", str(tmp_path / "smp dir"))
+    assert code == 0, err
+    code, err = _cli("init", "--from", str(tmp_path / "smp dir"), "--classes", "soil,maize,red", "-o",
+                     str(tmp_path / "conv.safetensors"))
+    assert code == 0 and "assumed" not in err, err
+    meta = read_metadata(tmp_path / "conv.safetensors")
+    assert meta.input.mean == (0, 0, 0) and meta.input.std == (1, 1, 1)
+    assert (meta.tile_size_px, meta.overlap_px) == (256, 32)
+    assert [c.name for c in meta.classes] == ["soil", "maize", "red"]
+    for name in ("orig", "conv"):
+        code, err = _cli("predict", str(raster), "-m", str(tmp_path / f"{name}.safetensors"), "-o",
+                         str(tmp_path / f"{name}.tif"))
+        assert code == 0, err
+    maps = _read(tmp_path / "orig.tif"), _read(tmp_path / "conv.tif")
+    assert np.array_equal(*maps) and np.bincount(maps[0].ravel()).min() > 0.05 * maps[0].size  # the same map, varied
+    # a plain save_pretrained folder records none of it: each default is named
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (plain / name).write_bytes((tmp_path / "smp dir" / name).read_bytes())
+    code, err = _cli("init", "--from", str(plain), "--classes", "a,b,c", "--tile", "256", "-o",
+                     str(tmp_path / "p.safetensors"))
+    assert code == 0, err
+    assert "note: assumed RGB uint8 /255 with ImageNet mean/std" in err
+    assert "note: assumed tiles 512 px, overlap 64 px (smp records none)" in err  # --overlap was not given
+    assert "note: assumed no model resolution (give it with --resolution-m)" in err

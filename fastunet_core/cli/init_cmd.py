@@ -70,7 +70,11 @@ def init(architecture: str | None, source: Path | None, classes: str | None, ban
                              value_range=value_pair, mean=parse_float_list(mean, "--mean"),
                              std=parse_float_list(std, "--std"), tile_size_px=tile_size, overlap_px=overlap,
                              resolution_m=resolution_m, seg_thresh=seg_thresh, head=head)
-        click.echo(f"wrote {convert_model(req, output, overwrite=overwrite)}", err=True)
+        notes: list[str] = []
+        written = convert_model(req, output, overwrite=overwrite, notes=notes)
+        for note in notes:
+            click.echo(f"note: {note}", err=True)
+        click.echo(f"wrote {written}", err=True)
         _record_agreement(output, agreement_tiles)
         return
     if architecture is None or classes is None:

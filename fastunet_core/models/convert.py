@@ -19,6 +19,7 @@ from fastunet_core.io.atomic import atomic_output
 from fastunet_core.models.checkpoint import load_checkpoint, save_checkpoint
 from fastunet_core.models.deepness import ModelOverrides, deepness_metadata, is_onnx_path, read_onnx_model
 from fastunet_core.models.metadata import DTYPE_RANGES, InputSpec, ModelMeta, parse_class_spec
+from fastunet_core.models.smp_folder import TILES_ASSUMED
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,13 @@ def completed_meta(meta: ModelMeta, req: ConvertRequest) -> ModelMeta:
         training={**meta.training, "converted_from": req.source.name})
 
 
-def convert_model(req: ConvertRequest, output: str | Path, overwrite: bool = False) -> Path:
-    """Write the completed model to ``output`` (atomically); return its path."""
+def convert_model(req: ConvertRequest, output: str | Path, overwrite: bool = False,
+                  notes: list[str] | None = None) -> Path:
+    """Write the completed model to ``output`` (atomically); return its path.
+
+    ``notes`` receives what the written model holds by assumption (the source did not record it and the
+    request did not give it), e.g. an smp folder's ImageNet scaling, for the user to check.
+    """
     out = Path(output)
     overrides = ModelOverrides(classes=req.classes, resolution_m=req.resolution_m, seg_thresh=req.seg_thresh,
                                head=req.head)
@@ -75,7 +81,25 @@ def convert_model(req: ConvertRequest, output: str | Path, overwrite: bool = Fal
         raise ConfigError("to write an ONNX file from a PyTorch model use 'fastunet-geo export MODEL -o NAME.onnx'")
     loaded = load_checkpoint(req.source, overrides)
     meta = completed_meta(loaded.meta, req)
+    if notes is not None:
+        notes += [f"assumed {_for_init(a)}" for a in loaded.assumed if not _given(a, req)]
     return save_checkpoint(out, loaded.torch_model(), meta, overwrite=overwrite)
+
+
+def _given(assumption: str, req: ConvertRequest) -> bool:
+    """Return True when the request gives what ``assumption`` (an smp folder's, see smp_folder) stood for."""
+    if assumption.startswith(("RGB uint8", "bands 1..")):
+        return req.mean is not None and req.std is not None
+    if assumption.startswith(TILES_ASSUMED):
+        return req.tile_size_px is not None and req.overlap_px is not None
+    return False  # class names and resolution were given to the loader already (not assumed then)
+
+
+def _for_init(assumption: str) -> str:
+    """Return ``assumption`` naming init's setting where it names predict's."""
+    if assumption.startswith("no model resolution"):
+        return f"no model resolution (give it with {setting('init_resolution')})"
+    return assumption
 
 
 def _complete_onnx(req: ConvertRequest, overrides: ModelOverrides, out: Path, overwrite: bool) -> Path:
