@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from qgis.core import (
+    QgsField,
     QgsMapLayer,
     QgsPalettedRasterRenderer,
     QgsProject,
@@ -26,6 +27,7 @@ from qgis.PyQt.QtXml import QDomDocument
 
 from fastunet_core.errors import ConfigError, OutputWriteError
 from fastunet_core.io.class_tag import TAG, classes_from_tags, is_background
+from fastunet_core.io.vector_fields import FIELDS, field_names
 
 ClassEntry = tuple[int, str, tuple[int, int, int]]  # id, name, RGB
 
@@ -166,6 +168,15 @@ def export_polygons(layer: QgsVectorLayer, path: str | Path) -> Path:
     options.driverName = driver
     options.fileEncoding = "UTF-8"
     options.layerName = out.stem
+    # the fields the core writes, named as it names them in this format (a Shapefile's perim_m), no source fid
+    names = layer.fields().names()
+    keep = [name for name in FIELDS if name in names]
+    options.attributes = [names.index(name) for name in keep]
+    renamed = dict(zip(FIELDS, field_names(driver == "ESRI Shapefile"), strict=True))
+    options.attributesExportNames = [renamed.get(name, name) for name in names]  # by the layer's field index
+    converter = _ShapefileInt32()  # kept alive until the write is done
+    if driver == "ESRI Shapefile":
+        options.fieldValueConverter = converter
     error, message, _new_file, _new_layer = QgsVectorFileWriter.writeAsVectorFormatV3(
         layer, str(out), QgsProject.instance().transformContext(), options)
     if error != QgsVectorFileWriter.WriterError.NoError:
@@ -184,6 +195,26 @@ def export_polygons(layer: QgsVectorLayer, path: str | Path) -> Path:
     else:
         layer.saveNamedStyle(str(out.with_suffix(".qml")))
     return out
+
+
+class _ShapefileInt32(QgsVectorFileWriter.FieldValueConverter):
+    """Write the class id as the core does in a Shapefile: 9 digits, which GDAL reads back as a 32-bit integer."""
+
+    def fieldDefinition(self, field: QgsField) -> QgsField:
+        """Return the field as it goes into the file."""
+        if field.name() != "class_id":
+            return field
+        narrow = QgsField(field)
+        narrow.setLength(9)
+        return narrow
+
+    def convert(self, index: int, value: object) -> object:
+        """Return the value unchanged."""
+        return value
+
+    def clone(self) -> _ShapefileInt32:
+        """Return a copy (QGIS may ask for one)."""
+        return _ShapefileInt32()
 
 
 def format_area(m2: float) -> str:

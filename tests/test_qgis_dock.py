@@ -9,8 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pyogrio
 import pytest
 import rasterio
+from cli_helpers import run_cli
 from pyproj import Transformer
 from qgis.core import (
     Qgis,
@@ -124,6 +126,16 @@ def test_dock_runs_task_and_adds_styled_layers(dock: object, qgis_iface: object,
     copy = QgsVectorLayer(str(exported), "copy", "ogr")
     assert copy.featureCount() == polygons.featureCount() and (tmp_path / "export.qml").is_file()
     del copy
+    # the same fields (names and types) as the core writes for the same format: the CLI's vectorize
+    for suffix, perimeter in ((".shp", "perim_m"), (".gpkg", "perimeter_m")):
+        mine = dock.export_polygons(str(tmp_path / f"mine{suffix}"))
+        assert mine is not None
+        code, err = run_cli("vectorize", str(task.outcome.class_raster), "-o", str(tmp_path / f"core{suffix}"))
+        assert code == 0, err
+        ours = pyogrio.read_info(str(mine), layer="mine")
+        core = pyogrio.read_info(str(tmp_path / f"core{suffix}"), layer="core")
+        assert list(ours["fields"]) == list(core["fields"]) == ["class_id", "class_name", "area_m2", perimeter]
+        assert list(ours["dtypes"]) == list(core["dtypes"])
 
 
 def test_dock_processes_map_extent_into_chosen_files(dock: object, qgis_iface: object, qgis_model: Path,

@@ -44,6 +44,7 @@ from fastunet_core.io.arrow_stream import BatchStream, Column
 from fastunet_core.io.atomic import check_writable
 from fastunet_core.io.styles import embed_style, plan_style
 from fastunet_core.io.targets import Role
+from fastunet_core.io.vector_fields import field_names
 from fastunet_core.io.write_errors import converted, describe, describe_os_error
 from fastunet_core.models.metadata import ClassInfo
 from fastunet_core.runtime.signals import signals_held
@@ -120,8 +121,7 @@ class FeatureBatch:
 
     def fields(self, shapefile: bool) -> tuple[list[str], list[np.ndarray]]:
         """Return field names and columns (Shapefile names fit its 10 characters)."""
-        names = ["class_id", "class_name", "area_m2", "perim_m" if shapefile else "perimeter_m"]
-        return names, [self.class_id.astype(np.int32), self.class_name.astype(object),
+        return field_names(shapefile), [self.class_id.astype(np.int32), self.class_name.astype(object),
                        self.area_m2.astype(np.float64), self.perimeter_m.astype(np.float64)]
 
 

@@ -1,0 +1,15 @@
+"""The polygon outputs' attribute fields, per format (plain Python: the QGIS plugin's export uses them too).
+
+Every polygon output has the same fields, in this order; a Shapefile's dBASE table holds names of at most 10
+characters, so ``perimeter_m`` is ``perim_m`` there (and nowhere else).
+"""
+
+from __future__ import annotations
+
+FIELDS = ("class_id", "class_name", "area_m2", "perimeter_m")
+SHAPEFILE_NAMES = {"perimeter_m": "perim_m"}  # fits the 10 characters of a dBASE field name
+
+
+def field_names(shapefile: bool) -> list[str]:
+    """Return the output fields' names as written to a Shapefile (``shapefile``) or any other format."""
+    return [SHAPEFILE_NAMES.get(name, name) if shapefile else name for name in FIELDS]
