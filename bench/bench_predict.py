@@ -4,7 +4,7 @@
 Run on demand (not a test)::
 
     env -u PROJ_DATA -u PROJ_LIB .venv/bin/python bench/bench_predict.py [--quick] [--full] [--workdir DIR]
-        [--device auto|cpu|cuda] [--repeat N] [--first-tile-only] [--against OTHER_CHECKOUT]
+        [--device auto|cpu|cuda] [--repeat N] [--first-tile-only] [--against OTHER_CHECKOUT] [--agreement]
 
 Input: a real orthophoto (Deepness's drone test image, ``../shared/data/deepness-testdata``, RGB bands)
 mirror-tiled to 2048 x 2048 and 16384 x 16384 px and georeferenced at 0.1 m (1024 / 4096 with ``--quick``),
@@ -30,6 +30,10 @@ first, as any run after the first finds it.
     has it compiled, even where ``PYTHONDONTWRITEBYTECODE`` is set). ``--against OTHER_CHECKOUT`` alternates
     runs of another checkout (e.g. the commit before a change) with this tree's, so both see the same load;
     ``--first-tile-only`` measures (c) alone.
+
+``--agreement`` first records both models' bf16 plan and agreement on the orthophoto (as a trained model has
+them), so that every figure is of the path ``--precision auto`` then takes on a CPU with native bf16: the
+PyTorch bf16 engine (torch imported).
 
 The parent process only orchestrates and imports nothing heavy: on Linux a child's ``ru_maxrss`` includes
 the RSS of the process it was forked from, so a parent holding torch would inflate every figure. Each
@@ -304,8 +308,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="device to run the models on")
     p.add_argument("--agreement", action="store_true",
-                   help=f"record {SPEED_MODEL}'s bf16 agreement on the orthophoto first (as init --agreement-tiles "
-                        "does), so that --precision auto may pick bf16")
+                   help=f"record {SPEED_MODEL}'s and {MEMORY_MODEL}'s bf16 plan and agreement on the orthophoto "
+                        "first (as init --agreement-tiles does), so that --precision auto may pick bf16")
     p.add_argument("--full", action="store_true", help=f"also run {SPEED_MODEL} at the large size (slow)")
     p.add_argument("--first-tile-only", action="store_true",
                    help="measure only (c), start to first tile (the small raster only; no table)")
@@ -341,9 +345,8 @@ def run_benchmark(args: argparse.Namespace) -> None:
             what = "reused" if gen["reused"] else f"generated in {gen['seconds']:.1f} s"
             print(f"input {path.name}: {size}x{size}x3 uint8, deflate, 512 tiles, "
                   f"{gen['bytes'] / 2**20:,.1f} MiB on disk ({what})")
-        if models["agreement"] is not None:
-            print(f"{SPEED_MODEL}: bf16 class agreement with fp32 on the orthophoto {models['agreement']:.4%} "
-                  "(recorded)")
+        for arch, plan in models["agreement"].items():
+            print(f"{arch}: bf16 class agreement with fp32 on the orthophoto {plan} (recorded)")
         print()
         first = first_tile_section(Path(models["speed_ckpt"]), rasters[0], args.device, args.repeat, work,
                                    args.against)
@@ -385,7 +388,7 @@ def child_models(params: Json) -> Json:
     from fastunet_core.runtime.device import resolve_device
 
     work = Path(params["dir"])
-    paths, agreement = {}, None
+    paths, agreement = {}, {}
     for arch in (MEMORY_MODEL, SPEED_MODEL):
         path = work / f"{arch}_c{N_CLASSES}.safetensors"
         if not path.exists():
@@ -399,12 +402,12 @@ def child_models(params: Json) -> Json:
                         m.running_mean.uniform_(-0.5, 0.5)
                         m.running_var.uniform_(0.5, 2.0)
             save_checkpoint(path, loaded.torch_model(), loaded.meta, overwrite=True)
-        if arch == SPEED_MODEL and params["agreement"]:
+        if params["agreement"]:  # both models: the growth with the raster is then measured on the bf16 path too
             from fastunet_core.inference.precision import record_agreement_from_rasters
 
             agreed = work / f"{arch}_c{N_CLASSES}_agreed.safetensors"
             shutil.copyfile(path, agreed)
-            agreement = record_agreement_from_rasters(agreed, [params["raster"]]).agreement
+            agreement[arch] = record_agreement_from_rasters(agreed, [params["raster"]]).describe()
             path = agreed
         paths[arch] = str(path)
         Predictor(path, PredictOptions(device=params["device"]))  # the export goes to the cache, as on a first run
