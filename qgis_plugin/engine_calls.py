@@ -33,9 +33,14 @@ def vectorize(payload: Payload, sink: ProgressSink) -> Payload:
     """Vectorise ``raster`` into ``output`` with the given options."""
     from fastunet_core.polygons.vectorize import VectorizeOptions, vectorize_raster
 
+    from .jobs import resolve_polygon_options
+
     classes = payload.get("classes")
-    options = VectorizeOptions(classes=tuple(classes) if classes else None, simplify_m=payload["simplify_m"],
-                               min_area_m2=payload["min_area_m2"], dissolve=payload["dissolve"], overwrite=True)
+    simplify_m, min_area_m2 = resolve_polygon_options(payload["simplify_m"], payload["min_area_m2"],
+                                                      Path(payload["raster"]))  # AUTO: one / two pixels
+    sink.log(f"polygons: simplify {simplify_m:.3g} m, minimum area {min_area_m2:.3g} m²")
+    options = VectorizeOptions(classes=tuple(classes) if classes else None, simplify_m=simplify_m,
+                               min_area_m2=min_area_m2, dissolve=payload["dissolve"], overwrite=True)
     result = vectorize_raster(payload["raster"], payload["output"], options, StageProgress(sink, 0, 100))
     return {"output": str(result.output), "files": [str(f) for f in result.files], "features": result.features,
             "warnings": list(result.warnings)}

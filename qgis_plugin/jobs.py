@@ -125,7 +125,8 @@ def run_segment_job(job: SegmentJob, sink: ProgressSink, predictors: PredictorCa
     sink.log(f"processing {job.area.describe()} of {job.raster.name}")
     vopts = None
     if vectorize:
-        simplify_m, min_area_m2 = resolve_polygon_options(job, job.raster)  # the class raster keeps its pixels
+        # the class raster keeps the raster's pixels
+        simplify_m, min_area_m2 = resolve_polygon_options(job.simplify_m, job.min_area_m2, job.raster)
         sink.log(f"polygons: simplify {simplify_m:.3g} m, minimum area {min_area_m2:.3g} m²")
         vopts = VectorizeOptions(simplify_m=simplify_m, min_area_m2=min_area_m2, overwrite=job.overwrite)
     options = PredictOptions(tile_size_px=job.tile_size_px, overlap_px=job.overlap_px, batch_size=job.batch_size,
@@ -155,10 +156,13 @@ def run_segment_job(job: SegmentJob, sink: ProgressSink, predictors: PredictorCa
                           done.warnings, areas, tuple(zip(rasters[1:], polygons[1:], strict=True)))
 
 
-def resolve_polygon_options(job: SegmentJob, raster: Path) -> tuple[float, float]:
-    """Return the simplify tolerance (m) and minimum area (m²), turning AUTO into multiples of ``raster``'s pixel."""
-    if job.simplify_m >= 0 and job.min_area_m2 >= 0:
-        return job.simplify_m, job.min_area_m2
+def resolve_polygon_options(simplify_m: float, min_area_m2: float, raster: Path) -> tuple[float, float]:
+    """Return the simplify tolerance (m) and minimum area (m²), turning AUTO into multiples of ``raster``'s pixel.
+
+    The one place the automatic values are made: the dock, Segment raster and Vectorize class raster all use it.
+    """
+    if simplify_m >= 0 and min_area_m2 >= 0:
+        return simplify_m, min_area_m2
     from fastunet_core.io.raster_input import open_raster
     from fastunet_core.polygons.measure import Measurer
 
@@ -166,6 +170,6 @@ def resolve_polygon_options(job: SegmentJob, raster: Path) -> tuple[float, float
         wkt = src.crs.to_wkt() if src.crs else ""
         pixel = Measurer.for_raster(wkt, src.transform, src.width, src.height).pixel_size_m if wkt \
             else abs(src.transform.determinant) ** 0.5
-    simplify = job.simplify_m if job.simplify_m >= 0 else SIMPLIFY_PIXELS * pixel
-    min_area = job.min_area_m2 if job.min_area_m2 >= 0 else MIN_AREA_PIXELS * pixel * pixel
+    simplify = simplify_m if simplify_m >= 0 else SIMPLIFY_PIXELS * pixel
+    min_area = min_area_m2 if min_area_m2 >= 0 else MIN_AREA_PIXELS * pixel * pixel
     return simplify, min_area

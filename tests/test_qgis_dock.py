@@ -564,6 +564,12 @@ def test_dock_and_processing_defaults_agree() -> None:
     assert alg.parameterDefinition("MIN_AREA").defaultValue() == form.min_area.value() == -1  # two pixels
     assert form.simplify.text() == "one pixel" and form.min_area.text() == "two pixels"
     assert alg.parameterDefinition("OUTPUT_POLYGONS").createByDefault() == form.vectorize.isChecked() is True
+    from qgis_plugin.algorithms.vectorize import VectorizeAlgorithm
+
+    vectorize = VectorizeAlgorithm()
+    vectorize.initAlgorithm()
+    for name in ("SIMPLIFY", "MIN_AREA"):  # Vectorize class raster too (README: defaults agree)
+        assert vectorize.parameterDefinition(name).defaultValue() == alg.parameterDefinition(name).defaultValue()
 
 
 def _deepness_model(shared_data: Path, tmp_path: Path) -> Path:

@@ -183,6 +183,26 @@ def test_vectorize_class_raster(provider: object, tmp_path: Path) -> None:
     del layer
 
 
+def test_vectorize_defaults_are_the_docks(provider: object, tmp_path: Path) -> None:
+    """Vectorize class raster, left at its defaults, drops single-pixel speckle as the dock and Segment raster do."""
+    from fastunet_core.polygons.vectorize import VectorizeOptions, vectorize_raster
+
+    raster = _class_raster(tmp_path / "classes.tif")
+    with rasterio.open(raster, "r+") as dst:
+        values = dst.read(1)
+        values[22, 60] = 1  # one pixel (1 m²) of building on its own
+        dst.write(values, 1)
+    out = tmp_path / "defaults.gpkg"
+    result = run("vectorize", {"INPUT": str(raster), "CLASSES": "building", "OUTPUT": str(out)})
+    assert result["FEATURES"] == 2  # the two buildings (150 m², 40 m²), not the lone pixel
+    core = vectorize_raster(raster, tmp_path / "core.gpkg", VectorizeOptions(classes=("building",), simplify_m=1.0,
+                                                                             min_area_m2=2.0))  # one / two pixels
+    ours, theirs = read_polygons(out), read_polygons(tmp_path / "core.gpkg")
+    assert sorted(ours["area_m2"]) == pytest.approx(sorted(theirs["area_m2"])) == [40, 150]
+    assert sorted(g.wkt for g in ours.geometry) == sorted(g.wkt for g in theirs.geometry)
+    assert core.features == 2
+
+
 def _labels(raster: Path) -> QgsVectorLayer:
     with rasterio.open(raster) as src:
         b = src.bounds

@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from qgis.core import (
+    Qgis,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingParameterNumber,
     QgsProject,
     QgsRasterLayer,
     QgsVectorLayer,
@@ -158,3 +160,17 @@ def output_path(value: str) -> Path:
     if not value or value.startswith(("memory:", "ogr:", "postgres:", "postgis:", "spatialite:")):
         raise QgsProcessingException(f"the output must be a file (.tif, .gpkg, .shp or .geojson), got {value!r}")
     return Path(value)
+
+
+def polygon_option_parameters(simplify: str, min_area: str, prefix: str = "") -> list[QgsProcessingParameterNumber]:
+    """Return the simplify and minimum-area parameters, with the dock's defaults (AUTO: one pixel, two pixels).
+
+    Segment raster and Vectorize class raster both declare them here, so their defaults cannot drift apart.
+    """
+    from ..jobs import AUTO
+
+    double = Qgis.ProcessingNumberParameterType.Double
+    return [QgsProcessingParameterNumber(simplify, f"{prefix}simplify tolerance (m, -1: one pixel)", double, AUTO,
+                                         minValue=AUTO),
+            QgsProcessingParameterNumber(min_area, f"{prefix}minimum area (m², -1: two pixels)", double, AUTO,
+                                         minValue=AUTO)]

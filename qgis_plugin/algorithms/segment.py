@@ -26,8 +26,15 @@ from qgis.core import (
 )
 
 from ..deps import SEGMENT_MODULES
-from ..jobs import AUTO
-from .common import DEVICE_OPTIONS, ClassStyle, FastUNetAlgorithm, FeedbackSink, engine_errors, require_engine
+from .common import (
+    DEVICE_OPTIONS,
+    ClassStyle,
+    FastUNetAlgorithm,
+    FeedbackSink,
+    engine_errors,
+    polygon_option_parameters,
+    require_engine,
+)
 
 
 class SegmentAlgorithm(FastUNetAlgorithm):
@@ -91,12 +98,8 @@ class SegmentAlgorithm(FastUNetAlgorithm):
         self.addParameter(QgsProcessingParameterBand(
             self.BANDS, "Bands, in the model's order (none: the model's)", parentLayerParameterName=self.INPUT,
             optional=True, allowMultiple=True))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.SIMPLIFY, "Polygons: simplify tolerance (m, -1: one pixel)", Qgis.ProcessingNumberParameterType.Double,
-            AUTO, minValue=AUTO))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.MIN_AREA, "Polygons: minimum area (m², -1: two pixels)", Qgis.ProcessingNumberParameterType.Double,
-            AUTO, minValue=AUTO))
+        for param in polygon_option_parameters(self.SIMPLIFY, self.MIN_AREA, "Polygons: "):
+            self.addParameter(param)
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Class raster"))
         self.addParameter(QgsProcessingParameterVectorDestination(
             self.OUTPUT_POLYGONS, "Class polygons", QgsProcessing.SourceType.TypeVectorPolygon, optional=True,

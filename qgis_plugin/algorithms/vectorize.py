@@ -5,21 +5,27 @@ from __future__ import annotations
 from typing import Any
 
 from qgis.core import (
-    Qgis,
     QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
     QgsProcessingParameterVectorDestination,
 )
 
 from ..deps import SEGMENT_MODULES
-from .common import ClassStyle, FastUNetAlgorithm, FeedbackSink, engine_errors, output_path, require_engine
+from .common import (
+    ClassStyle,
+    FastUNetAlgorithm,
+    FeedbackSink,
+    engine_errors,
+    output_path,
+    polygon_option_parameters,
+    require_engine,
+)
 
 
 class VectorizeAlgorithm(FastUNetAlgorithm):
@@ -48,10 +54,9 @@ class VectorizeAlgorithm(FastUNetAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Class raster"))
         self.addParameter(QgsProcessingParameterString(self.CLASSES, "Classes to keep (names or ids)",
                                                        optional=True))
-        self.addParameter(QgsProcessingParameterNumber(self.SIMPLIFY, "Simplify tolerance (m)",
-                                                       Qgis.ProcessingNumberParameterType.Double, 0.0, minValue=0.0))
-        self.addParameter(QgsProcessingParameterNumber(self.MIN_AREA, "Minimum area (m²)",
-                                                       Qgis.ProcessingNumberParameterType.Double, 0.0, minValue=0.0))
+        for param in polygon_option_parameters(self.SIMPLIFY, self.MIN_AREA):
+            param.setDescription(param.description()[:1].upper() + param.description()[1:])
+            self.addParameter(param)
         self.addParameter(QgsProcessingParameterBoolean(self.DISSOLVE, "One multipolygon per class", False))
         self.addParameter(QgsProcessingParameterVectorDestination(self.OUTPUT, "Class polygons",
                                                                   QgsProcessing.SourceType.TypeVectorPolygon))
