@@ -253,3 +253,22 @@ def test_output_flags_that_do_not_fit_the_inputs_say_which(extra: list[str], exp
     assert code == 1
     _assert_clean_failure(code, err, out_dir, expected)
     assert "several inputs" not in err or "SECOND" in extra
+
+
+@pytest.mark.parametrize("command", ["info", "models"])
+def test_output_to_a_closed_pipe_ends_quietly(command: str, make_checkpoint: Callable[..., Path]) -> None:
+    """FINDINGS4 L1: ``fastunet-geo info m.safetensors | head -2`` said "internal error: BrokenPipeError", exit 3.
+
+    The pipe's reading end is closed before the command starts, so every write meets a broken pipe (no race
+    with a reader that stops early).
+    """
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    args = [str(make_checkpoint())] if command == "info" else []
+    env = {k: v for k, v in os.environ.items() if k not in ("PROJ_DATA", "PROJ_LIB")}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "fastunet_core.cli", command, *args], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, env=env, timeout=300)
+    finally:
+        os.close(write_end)
+    assert proc.stderr == "" and proc.returncode == 1  # like a Unix tool stopped by SIGPIPE: no message

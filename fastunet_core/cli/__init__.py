@@ -6,6 +6,7 @@ Heavy libraries (torch, rasterio) are imported inside the commands, so ``--help`
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 import warnings
@@ -35,6 +36,8 @@ class _Group(click.Group):
             ctx.exit(130)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:
+            raise  # the reader of our output is gone (``| head``): click's main ends quietly
         except OSError as exc:
             if exc.errno not in CAUSES:
                 self._internal(ctx, exc)
@@ -88,5 +91,17 @@ cli.add_command(export_cmd.export)
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="fastunet-geo")
+    """Console-script entry point.
+
+    Output read by a program that stops early (``fastunet-geo models | head -3``) ends the command quietly,
+    as Unix tools end on SIGPIPE: also when the pipe breaks only as the buffered output is flushed at exit.
+    """
+    try:
+        try:
+            cli(prog_name="fastunet-geo")
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's own flush at exit fails no more
+        sys.exit(1)
