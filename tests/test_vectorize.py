@@ -402,6 +402,11 @@ def test_class_selection(spacenet: tuple[Path, gpd.GeoDataFrame], seams_raster: 
     assert [c.id for c in with_bg.classes] == [0]
     with pytest.raises(ConfigError, match=r"unknown class 'roads'.*background \(0\), building \(1\)"):
         vectorize_raster(seams_raster, tmp_path / "c.gpkg", VectorizeOptions(classes=("roads",)))
+    # FINDINGS4 L4: an id the raster does not name wrote an empty file with exit 0; refused as a name is
+    for unknown in ("7", "255", "-1"):
+        with pytest.raises(ConfigError, match=rf"unknown class id {unknown};.*background \(0\), building \(1\)"):
+            vectorize_raster(seams_raster, tmp_path / "c.gpkg", VectorizeOptions(classes=("1", unknown)))
+    assert not (tmp_path / "c.gpkg").exists()
     # no CLASSES tag: names come from the id, colours from the colour table
     with rasterio.open(seams_raster) as src:
         data, profile = src.read(1), src.profile

@@ -90,7 +90,7 @@ def select_classes(legend: Legend, requested: Sequence[str | int] | None) -> Sel
     """Turn class names or ids into a selection; by default every class but one named "background".
 
     Raises:
-        ConfigError: a name is not one of the raster's classes.
+        ConfigError: a name or id is not one of the raster's classes (any id 0..254 where it names none).
 
     """
     if not requested:
@@ -101,6 +101,8 @@ def select_classes(legend: Legend, requested: Sequence[str | int] | None) -> Sel
     for item in requested:
         text = str(item).strip()
         if text.lstrip("-").isdigit():
+            if (legend.classes and int(text) not in legend.classes) or not 0 <= int(text) < 255:
+                raise ConfigError(f"unknown class id {text}; the raster's classes are: {legend.describe()}")
             ids.add(int(text))
         elif text.lower() in by_name:
             ids.add(by_name[text.lower()])
