@@ -300,3 +300,16 @@ def test_two_heads_failing_late_leave_nothing_behind(tmp_path: Path) -> None:
         segment_raster(FOTOMAP, TWO_HEADS, tmp_path / "two.tif", vector_output=tmp_path / "two.gpkg")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["two_head1.gpkg"]
     assert (tmp_path / "two_head1.gpkg").read_bytes() == b"someone else's file"
+
+
+@pytest.mark.parametrize("model", ["checkpoint", "one_output_sigmoid_bsx1x512x512.onnx"])
+def test_a_head_the_model_lacks_is_refused(tmp_path: Path, model: str,
+                                           make_checkpoint: object) -> None:
+    """FINDINGS4 L5: ``--head 1`` on a checkpoint (one head) was silently ignored."""
+    path = make_checkpoint() if model == "checkpoint" else MODELS / model  # type: ignore[operator]
+    out = tmp_path / "c.tif"
+    code, err = _cli("predict", str(FOTOMAP), "-m", str(path), "-o", str(out), "--head", "1")
+    assert code == 1 and err.strip().splitlines()[-1].startswith("error: --head 1: "), err
+    assert not out.exists()
+    code, err = _cli("-q", "predict", str(FOTOMAP), "-m", str(path), "-o", str(out), "--head", "0")
+    assert code == 0, err  # the one head there is

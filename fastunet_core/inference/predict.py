@@ -217,6 +217,9 @@ class Predictor:
         # from a path: metadata only; the weights (and torch) are loaded only if the engine needs them
         self.loaded = model if isinstance(model, LoadedModel) else open_model(model, opts.model)
         meta = self.loaded.meta
+        if self.loaded.onnx is None and opts.model.head not in (None, 0):  # an ONNX file checks its own heads
+            raise ConfigError(f"{setting('head', opts.model.head)}: {self.loaded.path.name} has one output head "
+                              "(0); choosing a head is for ONNX models with several outputs")
         self.tile = meta.tile_size_px if opts.tile_size_px is None else opts.tile_size_px
         self.overlap = meta.overlap_px if opts.overlap_px is None else opts.overlap_px
         self.notes: list[str] = [f"assumed {a}" for a in self.loaded.assumed]
