@@ -44,6 +44,8 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "init_bands": ("--bands", "the bands"),
     "init_dtype": ("--dtype", "the data type"),
     "init_value_range": ("--value-range at init", "the model's input value range"),
+    "train_value_range": ("input.value_range in training", "the training's input value range"),
+    "rescale": ("gdal_translate -scale", "a rescaled copy of the raster"),
     "init_resolution": ("--resolution-m", "the model's ground resolution"),
     "segment_tool": ("'fastunet-geo predict'", "a segmentation"),
     "init_from": ("'fastunet-geo init --from'", "converting the model once with the command line"),

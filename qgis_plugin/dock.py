@@ -28,6 +28,7 @@ from .engine_session import EngineSession
 from .model_info import model_summary_html
 from .model_reader import ModelReader, start_model_read
 from .qgis_inputs import raster_file_path
+from .words import sentence
 
 TITLE = "fastunet-geo"
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ class SegmentDock(QgsDockWidget):
         else:
             self.form.progress.setValue(0)
             self._log(f"failed: {task.error}")  # pip's own output is above it
-            self.notify(_sentence(task.error or "the engine installation failed"), Qgis.MessageLevel.Critical)
+            self.notify(sentence(task.error or "the engine installation failed"), Qgis.MessageLevel.Critical)
 
     def showEvent(self, event: Any) -> None:
         """On first show, start looking for a GPU in the background (the answer fills in the device line)."""
@@ -325,7 +326,7 @@ class SegmentDock(QgsDockWidget):
             with in_qgis_words():
                 plan = plan_run(self.choices())
         except FastUNetError as exc:
-            self.notify(_sentence(str(exc)), Qgis.MessageLevel.Warning)
+            self.notify(sentence(str(exc)), Qgis.MessageLevel.Warning)
             return None
         self._closed = False  # a Run: the dock is in use again
         task = SegmentTask(plan.job, plan.export, plan.name, self._task_done, self.engine_process)
@@ -395,7 +396,7 @@ class SegmentDock(QgsDockWidget):
                 else:
                     layers = add_result_layers(out.class_raster, out.polygons, task.name, out.classes)
             except FastUNetError as exc:
-                self.notify(_sentence(str(exc)), Qgis.MessageLevel.Critical)
+                self.notify(sentence(str(exc)), Qgis.MessageLevel.Critical)
                 return
             self._keep_choices(task.chosen, layers)
             polygons = [lyr for lyr in layers if isinstance(lyr, QgsVectorLayer)]
@@ -412,7 +413,7 @@ class SegmentDock(QgsDockWidget):
             self._log(f"done: {summary}")
             self.notify(f"Segmented {summary}.", Qgis.MessageLevel.Success)
             for text in out.warnings:
-                self.notify(_sentence(text), Qgis.MessageLevel.Warning)
+                self.notify(sentence(text), Qgis.MessageLevel.Warning)
         elif task.was_cancelled:
             self.form.progress.setValue(0)
             self._log("cancelled; nothing was written")
@@ -421,7 +422,7 @@ class SegmentDock(QgsDockWidget):
         else:
             self.form.progress.setValue(0)
             self._log(f"failed: {task.error}")
-            self.notify(_sentence(task.error or "the segmentation failed"), Qgis.MessageLevel.Critical)
+            self.notify(sentence(task.error or "the segmentation failed"), Qgis.MessageLevel.Critical)
 
     def _keep_choices(self, chosen: tuple[Any, Any], added: list[QgsMapLayer]) -> None:
         """Keep the Raster and Area polygons boxes on the user's layers, never on the run's new ones.
@@ -471,7 +472,7 @@ class SegmentDock(QgsDockWidget):
         try:
             out = export_polygons(layer, path)
         except FastUNetError as exc:
-            self.notify(_sentence(str(exc)), Qgis.MessageLevel.Critical)
+            self.notify(sentence(str(exc)), Qgis.MessageLevel.Critical)
             return None
         self.notify(f"Polygons written to {out}.", Qgis.MessageLevel.Success)
         return out
@@ -495,9 +496,3 @@ def _layer_id(layer: QgsMapLayer) -> str:
         return str(layer.id())
     except RuntimeError:
         return ""
-
-
-def _sentence(text: str) -> str:
-    """Capitalise a core message for the message bar."""
-    text = text.strip()
-    return text[:1].upper() + text[1:] if text else text

@@ -16,6 +16,9 @@ from typing import Any
 
 from qgis.core import (
     Qgis,
+    QgsCoordinateTransform,
+    QgsCsException,
+    QgsGeometry,
     QgsMapLayer,
     QgsProject,
     QgsRasterLayer,
@@ -176,6 +179,7 @@ def plan_training(c: TrainChoices) -> TrainPlan:
         raise ConfigError(f"{labels.name()} is not a polygon layer; the labels must be polygons")
     if labels.featureCount() == 0:
         raise ConfigError(f"{labels.name()} holds no polygons; draw some labels first")
+    check_labels_overlap(labels, raster_layer)
     classes = class_names_of(labels, c.class_field)
     if len(classes) < 2:
         raise ConfigError(f"the field {c.class_field!r} holds no class; fill it in for the polygons")
@@ -199,6 +203,31 @@ def plan_training(c: TrainChoices) -> TrainPlan:
     config = training_config(raster, str(vector), c.class_field or None, names, c.architecture, c.tile_size_px,
                              c.epochs, c.batch_size, c.lr, c.val_fraction, folder, c.device, value_range)
     return TrainPlan(config, model, folder, c.start_over, raster_layer.name(), classes, value_range)
+
+
+def check_labels_overlap(labels: QgsVectorLayer, raster: QgsRasterLayer) -> None:
+    """Raise ConfigError, naming both layers, when no label polygon overlaps the raster (before anything is written).
+
+    The training finds this too, but it names the copy it reads (the run folder's labels.gpkg), not the layer.
+    """
+    extent = QgsGeometry.fromRect(raster.extent())
+    xform = None
+    if labels.crs().isValid() and raster.crs().isValid() and labels.crs() != raster.crs():
+        xform = QgsCoordinateTransform(labels.crs(), raster.crs(), QgsProject.instance())
+    for feature in labels.getFeatures():
+        geom = QgsGeometry(feature.geometry())
+        if geom.isNull():
+            continue
+        if xform is not None:
+            try:
+                geom.transform(xform)
+            except QgsCsException:  # nowhere in the raster's CRS: not over the raster either
+                continue
+        if geom.intersects(extent):
+            return
+    raise ConfigError(f"none of the polygons of the layer {labels.name()!r} ({labels.crs().authid()}) overlaps the "
+                      f"raster {raster.name()!r} ({raster.crs().authid()}); check that both cover the same area and "
+                      "carry the right CRS")
 
 
 def export_labels(layer: QgsVectorLayer, class_field: str, target: Path) -> Path:

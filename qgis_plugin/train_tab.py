@@ -35,6 +35,7 @@ from .curve_plot import CurvePlot
 from .deps import TRAIN_MODULES, EngineStatus, check_engine, train_tab_hint
 from .dock_form import _form, _narrow, _spin, _wheel_scrolls_the_dock, show_progress, show_starting
 from .train_plan import TrainChoices, class_names_of, describe_classes, plan_training
+from .words import sentence
 
 Notify = Callable[[str, Qgis.MessageLevel], None]
 DEFAULT_EPOCHS = 20
@@ -332,7 +333,7 @@ class TrainTab(QScrollArea):
             with speaking(TRAIN_TAB):
                 plan = plan_training(self.choices())
         except FastUNetError as exc:
-            self.notify(_sentence(str(exc)), Qgis.MessageLevel.Warning)
+            self.notify(sentence(str(exc)), Qgis.MessageLevel.Warning)
             return None
         task = TrainTask(plan, self._done)
         task.logged.connect(self._log)
@@ -371,22 +372,22 @@ class TrainTab(QScrollArea):
         self.task = None
         self._set_running(False)
         self.form.progress.setFormat("%p%")
-        sentence = _sentence(task.result_sentence())
-        self.form.result.setText(sentence + ("." if not sentence.endswith(".") else ""))
+        said = sentence(task.result_sentence())
+        self.form.result.setText(said + ("." if not said.endswith(".") else ""))
         self.form.result.setVisible(True)
         if task.outcome is not None:
             self.form.progress.setValue(100)
             self._log(f"done: {task.result_sentence()}")
             self.model_ready.emit(str(task.outcome.model))
-            self.notify(f"{sentence}; it is now the Segment tab's model.", Qgis.MessageLevel.Success)
+            self.notify(f"{said}; it is now the Segment tab's model.", Qgis.MessageLevel.Success)
         elif task.was_cancelled:
             self.form.progress.setValue(0)
             self._log(task.result_sentence())
-            self.notify(f"{sentence}.", Qgis.MessageLevel.Info)
+            self.notify(f"{said}.", Qgis.MessageLevel.Info)
         else:
             self.form.progress.setValue(0)
             self._log(f"failed: {task.error}")
-            self.notify(_sentence(task.error or "the training failed"), Qgis.MessageLevel.Critical)
+            self.notify(sentence(task.error or "the training failed"), Qgis.MessageLevel.Critical)
 
     def _set_running(self, running: bool) -> None:
         self.form.train.setEnabled(not running)
@@ -400,8 +401,3 @@ def _is_polygon(layer: QgsVectorLayer) -> bool:
     from qgis.core import QgsWkbTypes
 
     return QgsWkbTypes.geometryType(layer.wkbType()) == QgsWkbTypes.GeometryType.PolygonGeometry
-
-
-def _sentence(text: str) -> str:
-    text = text.strip()
-    return text[:1].upper() + text[1:] if text else text

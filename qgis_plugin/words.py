@@ -27,6 +27,7 @@ QGIS = FrontEnd("qgis", {
     "train_output": "'Run folder'",
     "fresh": "'Start over'",
     "segment_tool": "'Segment raster' or the dock's Run",
+    "rescale": "Raster > Conversion > Translate with -scale among its additional parameters",
     # training: the plugin trains with one batch size (micro-batch = batch, no gradient accumulation), so the
     # micro-batch is its 'Batch size' and optim.batch_size has no control of its own
     "optim.lr": "'Learning rate'",
@@ -58,3 +59,14 @@ def qgis_worded(call: Callable[..., T]) -> Callable[..., T]:
         with speaking(QGIS):
             return call(*args, **kwargs)
     return run
+
+
+def sentence(text: str) -> str:
+    """Start a core message with a capital for the message bar, unless it starts with a name (a file, a path).
+
+    ``u16_4b_classes.tif holds no polygon ...`` keeps the file's own spelling; ``input raster not found`` reads
+    ``Input raster not found``.
+    """
+    text = text.strip()
+    first = text.split(" ", 1)[0].rstrip(",:;")
+    return text[:1].upper() + text[1:] if first.isalpha() and first.islower() else text

@@ -146,3 +146,48 @@ def test_the_install_text_cites_what_the_readme_has() -> None:
 
     marker = re.search(r"> \S+/(\S+\.json)", section[1])  # the file the manual steps write last
     assert marker and marker.group(1) == MARKER  # the one the plugin looks for
+
+
+def test_a_message_starting_with_a_file_name_keeps_its_spelling() -> None:
+    from qgis_plugin.words import sentence
+
+    assert sentence("u16_4b_classes.tif holds no polygon of the selected classes") == \
+        "u16_4b_classes.tif holds no polygon of the selected classes"
+    assert sentence("/data/ortho.tif: no such file") == "/data/ortho.tif: no such file"
+    assert sentence("input raster not found: x.tif") == "Input raster not found: x.tif"
+    assert sentence("cancelled; nothing was written") == "Cancelled; nothing was written"
+    assert sentence("'ortho' is not valid") == "'ortho' is not valid"
+
+
+def test_the_value_range_warning_speaks_qgis(tmp_path: Path, make_checkpoint: object) -> None:
+    """16-bit pixels into an 8-bit model: the warning names no training key and no GDAL command in QGIS."""
+    import warnings
+
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from fastunet_core.inference.predict import predict_raster
+    from qgis_plugin.words import in_qgis_words
+
+    raster = tmp_path / "u16_4b.tif"
+    values = np.random.default_rng(0).uniform(0, 10000, (3, 64, 64)).astype("uint16")
+    with rasterio.open(raster, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint16", crs="EPSG:32633",
+                       transform=from_origin(500000, 6000000, 0.5, 0.5)) as dst:
+        dst.write(values)
+    model = make_checkpoint(dtype="uint8", tile=32, overlap=0)  # type: ignore[operator]
+    said = {}
+    for words, out in (("cli", "c.tif"), ("qgis", "q.tif")):
+        with warnings.catch_warnings(record=True), (in_qgis_words() if words == "qgis" else _nothing()):
+            said[words] = [w for w in predict_raster(raster, model, tmp_path / out).warnings if "value range" in w]
+    [cli], [qgis] = said["cli"], said["qgis"]
+    assert "input.value_range in training" in cli and "gdal_translate -scale" in cli
+    assert "input.value_range" not in qgis and "gdal_translate" not in qgis and not FLAG.search(qgis)
+    assert qgis.endswith("(the model's input value range) or rescale the raster (e.g. Raster > Conversion > "
+                         "Translate with -scale among its additional parameters)")
+
+
+def _nothing() -> Iterator[None]:
+    import contextlib
+
+    return contextlib.nullcontext()  # type: ignore[return-value]

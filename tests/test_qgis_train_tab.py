@@ -333,3 +333,20 @@ def test_tile_size_steps_by_what_each_architecture_takes(dock: object) -> None:
         form.tile.stepDown()
         check_tile_multiple(form.tile.value(), name)
     assert len(set(divisors.values())) > 1, divisors  # the architectures differ, so the step must follow them
+
+
+def test_labels_away_from_the_raster_are_named_as_the_layer(dock: object, qgis_iface: object, small_raster: Path,
+                                                             tmp_path: Path) -> None:
+    """The tester's 'far labels': the sentence names the layer chosen, not the run folder's labels.gpkg."""
+    tab = dock.train_tab  # type: ignore[attr-defined]
+    model = tmp_path / "roofs.safetensors"
+    labels = fill(tab, small_raster, model, epochs=1)
+    labels.setName("far labels")
+    away = [feature.id() for feature in labels.getFeatures()]
+    labels.dataProvider().changeGeometryValues({fid: QgsGeometry.fromRect(QgsRectangle(0, 0, 10 + i, 10))
+                                                for i, fid in enumerate(away)})  # off the coast of Africa
+    assert tab.start_training() is None and tab.task is None
+    [warning] = [m.removeprefix("fastunet-geo:") for m in messages(qgis_iface, Qgis.MessageLevel.Warning)]
+    assert warning == ("None of the polygons of the layer 'far labels' (EPSG:3857) overlaps the raster 'ortho' "
+                       "(EPSG:3857); check that both cover the same area and carry the right CRS")
+    assert list(tmp_path.iterdir()) == []  # nothing written: no run folder, no labels.gpkg

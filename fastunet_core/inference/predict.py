@@ -735,8 +735,8 @@ def warn_out_of_range(name: str, reader: TileReader) -> None:
         f"{100 * sample.share_outside:.0f} % of the valid pixels sampled from {name} lie outside the value range "
         f"{lo:g}..{hi:g} the model scales to its input (sampled values {sample.low:g} to {sample.high:g}); the "
         f"model never saw such values, so results may be garbage. Use a model made for this data "
-        f"({setting('init_value_range')} or input.value_range in training) or rescale the raster (e.g. "
-        "gdal_translate -scale)",
+        f"({setting('init_value_range')}{hint(' or {}', 'train_value_range')}) or rescale the raster (e.g. "
+        f"{setting('rescale')})",
         InputRangeWarning, stacklevel=3,
     )
 
