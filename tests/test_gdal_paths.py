@@ -63,6 +63,31 @@ def test_predict_from_inside_a_zip(tmp_path: Path, pack: Path, rio_data: Path,
     assert np.array_equal(_read(tmp_path / "batch" / "inner_classes.tif"), _read(tmp_path / "file.tif"))
 
 
+def test_a_zip_given_as_the_raster_names_the_raster_inside(tmp_path: Path, pack: Path, rio_data: Path,
+                                                           make_checkpoint: Callable[..., Path]) -> None:
+    """FINDINGS4 L10: ``predict z.zip`` only said "is not a raster GDAL can read"."""
+    with zipfile.ZipFile(pack, "a") as z:
+        z.writestr("README.txt", "not a raster")
+    model = make_checkpoint()
+    code, err = _invoke("predict", str(pack), "-m", str(model), "-o", str(tmp_path / "c.tif"))
+    assert code == 1 and err.strip().splitlines() == [
+        f"error: {pack} is a zip archive: give the raster inside it as /vsizip/{pack}/sub/inner.tif"]
+    code, err = _invoke("predict", f"/vsizip/{pack}/sub/inner.tif", "-m", str(model), "-o", str(tmp_path / "c.tif"))
+    assert code == 0, err  # the path suggested works as it is
+    empty = tmp_path / "docs.zip"
+    with zipfile.ZipFile(empty, "w") as z:
+        z.writestr("README.txt", "not a raster")
+    code, err = _invoke("predict", str(empty), "-m", str(model), "-o", str(tmp_path / "d.tif"))
+    assert code == 1 and f"{empty} is a zip archive, and GDAL reads no raster inside it (1 file(s))" in err
+    single = tmp_path / "one.zip"  # GDAL reads an archive of one file as that file
+    with zipfile.ZipFile(single, "w") as z:
+        z.write(rio_data / "cogeo.tif", "inner.tif")
+    code, err = _invoke("predict", str(single), "-m", str(model), "-o", str(tmp_path / "e.tif"))
+    assert code == 1 and err.strip().endswith(f"give the raster inside it as /vsizip/{single}"), err
+    code, err = _invoke("predict", f"/vsizip/{single}", "-m", str(model), "-o", str(tmp_path / "e.tif"))
+    assert code == 0, err
+
+
 def test_vectorize_from_inside_a_zip(tmp_path: Path, rio_data: Path, make_checkpoint: Callable[..., Path]) -> None:
     classes = tmp_path / "c.tif"
     assert _invoke("predict", str(rio_data / "cogeo.tif"), "-m", str(make_checkpoint()), "-o", str(classes))[0] == 0

@@ -109,7 +109,46 @@ def open_raster(path: str | os.PathLike[str]) -> rasterio.io.DatasetReader:
         reason = unreachable_reason(p, _first_line(exc))
         if reason is not None:
             raise InputRasterError(f"{p}: {reason}") from exc
+        inside = archive_hint(p) if isinstance(p, Path) else None
+        if inside is not None:
+            raise InputRasterError(f"{p} is {inside}") from exc
         raise InputRasterError(f"{p} is not a raster GDAL can read ({_first_line(exc)})") from exc
+
+
+ARCHIVES = {".zip": "/vsizip/", ".tar": "/vsitar/", ".tgz": "/vsitar/", ".gz": "/vsitar/"}  # .gz: .tar.gz
+
+
+def archive_hint(path: Path, limit: int = 3) -> str | None:
+    """Say how to read the rasters inside the archive ``path`` (zip, tar), or None when it is not one.
+
+    GDAL reads a file inside an archive through a virtual path, ``/vsizip/pack.zip/inner.tif``; the archive's
+    members are listed with GDAL's virtual file system, and those GDAL opens as rasters are named.
+    """
+    prefix = ARCHIVES.get(path.suffix.lower())
+    if prefix is None or (path.suffix.lower() == ".gz" and not path.name.lower().endswith(".tar.gz")):
+        return None
+    import pyogrio
+
+    root = f"{prefix}{path.resolve()}"
+    try:
+        members = [m for m in pyogrio.vsi_listtree(root) if not m.endswith("/")]
+    except NotADirectoryError:  # an archive of one file: GDAL reads it as that file
+        members = [root]
+    except Exception:  # not an archive GDAL can list (damaged, or only named so)
+        return None
+    kind = "a zip archive" if prefix == "/vsizip/" else "a tar archive"
+    found = []
+    for member in members[:50]:
+        try:
+            with rasterio.open(member):
+                found.append(f"{prefix}{path}" + (member[len(root):] if member != root else ""))
+        except RasterioIOError:
+            continue
+        if len(found) == limit:
+            break
+    if not found:
+        return f"{kind}, and GDAL reads no raster inside it ({len(members)} file(s))"
+    return f"{kind}: give the raster inside it as {' or '.join(found)}"
 
 
 def inspect_raster(src: rasterio.io.DatasetReader) -> RasterInfo:
