@@ -293,6 +293,30 @@ def test_closing_the_project_cancels_the_run(dock: object, qgis_iface: object, q
     assert "the project was closed: cancelling" in dock.form.log.toPlainText()
 
 
+def test_a_run_that_ended_as_its_project_closed_adds_nothing(
+        dock: object, qgis_iface: object, qgis_model: Path, small_raster: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run had finished (its results written) when the project closed, before QGIS handed it back: no layer is
+    added to the next project, and the message says where the results are."""
+    from qgis_plugin.task import SegmentTask
+
+    dock.form.layer.setLayer(add_raster(small_raster))
+    dock.load_model(str(qgis_model))
+    handed_back = SegmentTask.finished
+
+    def closed_first(self: SegmentTask, result: bool) -> None:
+        QgsProject.instance().clear()  # the project closes between the end of run() and finished()
+        handed_back(self, result)
+
+    monkeypatch.setattr(SegmentTask, "finished", closed_first)
+    task, _ = run_to_end(dock)
+    assert task.project_closed and task.outcome is not None and task.outcome.class_raster.is_file()
+    assert QgsProject.instance().mapLayers() == {}
+    [said] = [m for m in messages(qgis_iface, Qgis.MessageLevel.Info) if "project was closed" in m]
+    assert said.endswith(f"its results were not added to this project ({task.outcome.class_raster}).")
+    assert not messages(qgis_iface, Qgis.MessageLevel.Success)
+
+
 def test_closing_the_dock_says_the_run_goes_on(dock: object, qgis_iface: object, qgis_model: Path,
                                                small_raster: Path) -> None:
     """Closing the panel hides it (as any QGIS panel): the run goes on, and the dock says so."""
