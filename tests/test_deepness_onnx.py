@@ -222,12 +222,15 @@ def test_batch_writes_every_head_and_skips_finished_ones(tmp_path: Path) -> None
     for name in ("a.tif", "b.tif"):
         shutil.copy(FOTOMAP, rasters / name)
     model = str(MODELS / "two_outputs_softmax_bsx2x512x512.onnx")
-    code, err = _cli("predict", str(rasters), "-m", model, "--out-dir", str(tmp_path / "out"))
+    code, err = _cli("predict", str(rasters), "-m", model, "--out-dir", str(tmp_path / "out"), "--with-vector")
     assert code == 0, err
     for stem in ("a", "b"):
         for k in (0, 1):
             assert _classes(tmp_path / "out" / f"{stem}_classes_head{k}.tif").shape == (841, 1243)
-    code, err = _cli("predict", str(rasters), "-m", model, "--out-dir", str(tmp_path / "out"), "--skip-existing")
+            assert _polygon_classes(tmp_path / "out" / f"{stem}_classes_head{k}.gpkg") == [("Tea", "Beer")[k]]
+    # polygons per head count as done too (NAME_classes.gpkg is never written for such a model)
+    code, err = _cli("predict", str(rasters), "-m", model, "--out-dir", str(tmp_path / "out"), "--skip-existing",
+                     "--with-vector")
     assert code == 0, err
     with open(tmp_path / "out" / "summary.csv", newline="") as f:
         assert [row["status"] for row in csv.DictReader(f)] == ["skipped", "skipped"]

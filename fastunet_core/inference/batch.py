@@ -22,7 +22,7 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from fastunet_core.errors import CancelledError, ConfigError, FastUNetError, InputRasterError
 from fastunet_core.hints import setting
-from fastunet_core.inference.predict import PredictOptions, Predictor
+from fastunet_core.inference.predict import PredictOptions, Predictor, head_path
 from fastunet_core.inference.segment import Stage, segment_raster
 from fastunet_core.io.atomic import atomic_output
 from fastunet_core.io.sources import RasterSource, is_virtual, raster_source
@@ -246,8 +246,11 @@ def predict_many(inputs: Sequence[RasterSource], predictor: Predictor, out_dir: 
         heads_out = predictor.class_outputs(out)  # one class raster per output head of an ONNX model
         item = BatchItem(str(raster), ";".join(map(str, heads_out)), STATUS_OK, megapixels=size / 1e6,
                          device=predictor.device.name, rank=rank)
-        done_before = all(p.exists() for p in heads_out)
-        if skip_existing and done_before and (probs is None or probs.exists()) and (vector is None or vector.exists()):
+        # polygons per head too: NAME_classes_headK.gpkg (see segment_raster)
+        vectors = [] if vector is None else [vector] if len(heads_out) == 1 else \
+            [head_path(vector, k) for k in range(len(heads_out))]
+        done_before = all(p.exists() for p in [*heads_out, *vectors])
+        if skip_existing and done_before and (probs is None or probs.exists()):
             item.status, item.message = STATUS_SKIPPED, "output exists"
         else:
             prog.status(raster.name)
