@@ -13,7 +13,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
@@ -99,6 +99,17 @@ def read_metadata(path: str | os.PathLike[str], overrides: ModelOverrides | None
         raise CheckpointError(f"{p}: the checkpoint metadata is not valid JSON ({exc})") from exc
 
 
+def _read_tensor_header(f: BinaryIO, p: Path) -> tuple[dict[str, Any], int]:
+    """Read a safetensors file's tensor table (metadata left out) and its length, leaving ``f`` at the data."""
+    (n,) = struct.unpack("<Q", f.read(8))
+    try:
+        header = json.loads(f.read(n))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{p} is not a fastunet-geo checkpoint (bad safetensors header: {exc})") from exc
+    header.pop("__metadata__", None)
+    return header, n
+
+
 def weights_file_digest(path: str | os.PathLike[str]) -> str:
     """Return a digest of the weights stored in a checkpoint: tensor names, types, shapes and bytes.
 
@@ -108,12 +119,7 @@ def weights_file_digest(path: str | os.PathLike[str]) -> str:
     p = check_checkpoint_file(Path(path))
     h = hashlib.blake2b(digest_size=16)
     with p.open("rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        try:
-            header = json.loads(f.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"{p} is not a fastunet-geo checkpoint (bad safetensors header: {exc})") from exc
-        header.pop("__metadata__", None)
+        header, _ = _read_tensor_header(f, p)
         h.update(json.dumps(header, sort_keys=True).encode())
         while chunk := f.read(1 << 20):
             h.update(chunk)
@@ -133,12 +139,7 @@ def nonfinite_weights(path: str | os.PathLike[str]) -> list[str]:
     """
     p = check_checkpoint_file(Path(path))
     with p.open("rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        try:
-            header = json.loads(f.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"{p} is not a fastunet-geo checkpoint (bad safetensors header: {exc})") from exc
-    header.pop("__metadata__", None)
+        header, n = _read_tensor_header(f, p)
     size = p.stat().st_size - 8 - n
     if size <= 0:
         return []
