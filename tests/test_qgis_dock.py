@@ -206,15 +206,19 @@ def test_dock_polygons_area_masks_outside(dock: object, qgis_model: Path, small_
     assert (inside != nodata).all() and len(np.unique(inside)) >= 2  # ... and segmented within it
 
 
-def test_cancelled_run_leaves_no_layer_and_no_file(dock: object, qgis_iface: object, qgis_model: Path,
-                                                   rio_data: Path, tmp_path: Path) -> None:
-    layer = add_raster(rio_data / "cogeo.tif", "cogeo")
-    dock.form.layer.setLayer(layer)
+def set_up_cogeo_run(dock: object, qgis_model: Path, rio_data: Path, out: Path) -> Path:
+    """Choose cogeo.tif and the model in the dock, one tile per batch, the class raster into ``out`` (made)."""
+    dock.form.layer.setLayer(add_raster(rio_data / "cogeo.tif", "cogeo"))
     dock.load_model(str(qgis_model))
     dock.form.batch.setValue(1)
-    out = tmp_path / "out"
     out.mkdir()
     dock.form.class_output.setFilePath(str(out / "classes.tif"))
+    return out
+
+
+def test_cancelled_run_leaves_no_layer_and_no_file(dock: object, qgis_iface: object, qgis_model: Path,
+                                                   rio_data: Path, tmp_path: Path) -> None:
+    out = set_up_cogeo_run(dock, qgis_model, rio_data, tmp_path / "out")
     dock.form.polygons_output.setFilePath(str(out / "polygons.gpkg"))
     # QGIS's main window announces every finished task that is not flagged Silent, as "Task failed" / "Task
     # complete" with the task's description: a desktop notification, or, where the desktop has none (the
@@ -254,13 +258,7 @@ def test_closing_the_project_cancels_the_run(dock: object, qgis_iface: object, q
     other = QgsProject.instance()
     if how == "open another":
         other.write(str(tmp_path / "other.qgz"))  # an empty project to open mid-run
-    layer = add_raster(rio_data / "cogeo.tif", "cogeo")
-    dock.form.layer.setLayer(layer)
-    dock.load_model(str(qgis_model))
-    dock.form.batch.setValue(1)
-    out = tmp_path / "out"
-    out.mkdir()
-    dock.form.class_output.setFilePath(str(out / "classes.tif"))
+    out = set_up_cogeo_run(dock, qgis_model, rio_data, tmp_path / "out")
     from qgis_plugin.task import SegmentTask
 
     closed = threading.Event()  # the worker waits after its first tiles until the project is gone: no race
