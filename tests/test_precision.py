@@ -37,6 +37,8 @@ def test_auto_needs_native_bf16_and_the_recorded_agreement(monkeypatch: pytest.M
     choice = prec.choose_precision("auto", _meta(agreement), CPU)
     assert choice.precision == expected and why in choice.reason, choice
     assert prec.choose_precision("fp32", _meta(1.0), CPU).precision == "fp32"  # asked for: kept
+    asked = prec.choose_precision("bf16", _meta(1.0), CPU)  # asked for: kept, saying what it costs without native
+    assert asked.precision == "bf16" and (prec.EMULATED_BF16 in asked.reason) is (not native), asked
     assert choice.fp32_layers == ()  # recorded before plans existed: all-bf16, what its value measured
 
 
@@ -201,5 +203,16 @@ def test_bf16_convolutions_all_run_in_onednn(arch: str, bands: int) -> None:
     with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
         model(x)
     ops = {e.key for e in prof.key_averages()}
-    assert not {op for op in ops if "slow_conv" in op or "thnn_conv" in op}, sorted(ops)
-    assert any("mkldnn" in op or "onednn" in op for op in ops), sorted(ops)  # the fast path did run
+    slow = {op for op in ops if "slow_conv" in op or "thnn_conv" in op}
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        assert not slow, sorted(ops)
+        assert any("mkldnn" in op or "onednn" in op for op in ops), sorted(ops)  # the fast path did run
+        return
+    # oneDNN has no bf16 kernels for this CPU (no AVX512): PyTorch's reference kernels are all there is, so the
+    # product must not take this path by itself, and says what it costs when it is asked for
+    assert not bf16_support().native
+    meta = _meta(1.0)
+    assert prec.choose_precision("auto", meta, CPU).precision == "fp32"
+    for asked in (meta, _meta(1.0, fp32_layers=[layers[0]], bf16_only=0.99)):
+        choice = prec.choose_precision("bf16", asked, CPU)
+        assert choice.precision == "bf16" and choice.reason.endswith(prec.EMULATED_BF16), choice

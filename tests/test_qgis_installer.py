@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -192,6 +193,7 @@ def test_install_on_a_fresh_profile_then_segment(qgis_model: Path, small_raster:
     assert segment["tiles"] == 6 and segment["class_raster_written"] and segment["features"] >= 1
     assert segment["layers"] == ["ortho", "ortho classes", "ortho polygons"]
     assert report["torch_imported_in_qgis"] is False  # the engine ran in the venv, never in QGIS's process
+    shutil.rmtree(profile)  # the engine venv is 1.6 GB: a passed run leaves no disk behind (a failed one keeps it)
 
 
 @pytest.mark.qgis

@@ -42,6 +42,8 @@ MIN_AGREEMENT = 0.999
 END_LAYERS = 3  # layers tried in fp32 at each end of the network
 MAX_FP32_LAYERS = 3  # at most this many layers kept in fp32 (beyond that the speed-up shrinks)
 PLAN_SECONDS = 60.0  # no new trial starts after this long (a large model on many tiles)
+EMULATED_BF16 = ("this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 is emulated, slower than fp32 "
+                 "(precision auto picks fp32 on this CPU)")
 
 
 @dataclass(frozen=True)
@@ -94,9 +96,12 @@ def choose_precision(requested: str, meta: ModelMeta, device: DeviceChoice) -> P
     """Resolve ``--precision`` for this model on this device (bf16 on the CPU: with the recorded plan)."""
     layers = recorded_fp32_layers(meta)
     if requested != "auto":
-        if requested == "bf16" and not device.is_cuda and layers:
-            return PrecisionChoice("bf16", f"requested; {plan_words(layers)}, as recorded", layers)
-        return PrecisionChoice(requested, "requested")
+        if requested != "bf16" or device.is_cuda:
+            return PrecisionChoice(requested, "requested")
+        emulated = "" if bf16_support().native else f"; {EMULATED_BF16}"
+        if layers:
+            return PrecisionChoice("bf16", f"requested; {plan_words(layers)}, as recorded{emulated}", layers)
+        return PrecisionChoice("bf16", f"requested{emulated}")
     if device.is_cuda:
         return PrecisionChoice("auto", "autocast on CUDA")
     cpu = bf16_support()
