@@ -42,7 +42,7 @@ MIN_AGREEMENT = 0.999
 END_LAYERS = 3  # layers tried in fp32 at each end of the network
 MAX_FP32_LAYERS = 3  # at most this many layers kept in fp32 (beyond that the speed-up shrinks)
 PLAN_SECONDS = 60.0  # no new trial starts after this long (a large model on many tiles)
-EMULATED_BF16 = ("this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 is emulated, slower than fp32 "
+EMULATED_BF16 = ("this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 is emulated, many times slower than fp32 "
                  "(precision auto picks fp32 on this CPU)")
 
 
