@@ -7,6 +7,9 @@ message: it names the setting by its key in :data:`SETTINGS` through :func:`sett
 end has) or :func:`hint` (a clause that is left out where the front end has no such setting), and the front
 end in charge of the current context (:func:`speaking`) chooses the words, when the message is made.
 
+A setting that is a training configuration key (``data.tile_size``) is written on the command line as the
+override the user types, ``data.tile_size=128``, and a flag as ``--tile 128``: a message's hint is pasted as is.
+
 The command line is the default: it is the core's own front end, what library users read, and what runs in
 threads and processes that the core starts itself. The QGIS plugin runs its engine calls inside
 ``speaking(its words)``.
@@ -15,9 +18,9 @@ threads and processes that the core starts itself. The QGIS plugin runs its engi
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # key -> (command-line flag, what the setting is, in plain words: used where a front end has no name for it)
 SETTINGS: dict[str, tuple[str, str]] = {
@@ -55,13 +58,15 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "export_format": ("--format", "the export format"),
     "eval_data": ("--data", "the dataset folder"),
     "eval_config": ("--config", "the run configuration"),
-    # training configuration keys: the command line sets them in the YAML file or as overrides (optim.lr=0.01)
+    # training configuration keys (a dot in the key): the command line sets them in the YAML file or as overrides,
+    # so a message gives them with a value in the override's syntax, ``optim.lr=0.0001`` (see CLI below)
     "optim.lr": ("optim.lr", "the learning rate"),
     "optim.epochs": ("optim.epochs", "the number of epochs"),
     "optim.batch_size": ("optim.batch_size", "the batch size"),
     "optim.micro_batch": ("optim.micro_batch", "the batch size"),
     "data.tile_size": ("data.tile_size", "the tile size"),
     "data.val_fraction": ("data.val_fraction", "the validation fraction"),
+    "data.cache": ("data.cache", "the tile cache"),
     "model.architecture": ("model.architecture", "the architecture"),
 }
 
@@ -76,6 +81,8 @@ class FrontEnd:
     # whether its text shows in a fixed-width font that keeps runs of spaces (a terminal), so that tables can
     # align columns with spaces; QGIS's logs are HTML or proportional: a table there is one line per row
     aligned_tables: bool = True
+    # a setting whose value is written another way than ``with_value``: key -> its own form (an override's key=value)
+    value_forms: Mapping[str, str] = field(default_factory=dict)
 
     def says(self, key: str) -> bool:
         """Return True when this front end has the setting ``key``."""
@@ -86,10 +93,24 @@ class FrontEnd:
         if key not in SETTINGS:
             raise KeyError(f"unknown setting {key!r}; known: {', '.join(SETTINGS)}")
         name = self.names.get(key, SETTINGS[key][1])
-        return name if value is None else self.with_value.format(name=name, value=value)
+        return name if value is None else self.value_forms.get(key, self.with_value).format(name=name, value=value)
+
+    def render_any(self, key: str, values: Sequence[object]) -> str:
+        """Return the setting with one of ``values`` to choose: ``--tile 64 or 128``.
+
+        A setting with a form of its own repeats it for each value (``data.tile_size=64 or data.tile_size=128``):
+        an override is typed whole, key and value in one word.
+        """
+        if key in self.value_forms:
+            return " or ".join(self.render(key, v) for v in values)
+        return self.render(key, " or ".join(str(v) for v in values))
 
 
-CLI = FrontEnd("cli", {key: flag for key, (flag, _what) in SETTINGS.items()})
+CONFIG_KEYS = tuple(key for key in SETTINGS if "." in key)
+"""The settings that are training configuration keys: on the command line, ``section.key=value`` overrides."""
+
+CLI = FrontEnd("cli", {key: flag for key, (flag, _what) in SETTINGS.items()},
+               value_forms={key: "{name}={value}" for key in CONFIG_KEYS})  # train ... data.tile_size=128
 _current: ContextVar[FrontEnd] = ContextVar("fastunet_front_end", default=CLI)
 
 
@@ -111,6 +132,11 @@ def current() -> FrontEnd:
 def setting(key: str, value: object = None) -> str:
     """Return the setting ``key`` as the current front end names it: ``--tile 448``, or ``'Tile size' 448``."""
     return _current.get().render(key, value)
+
+
+def setting_any(key: str, values: Sequence[object]) -> str:
+    """Return the setting ``key`` with a choice of ``values``, as the current front end writes it (see render_any)."""
+    return _current.get().render_any(key, values)
 
 
 def hint(template: str, *keys: str, value: object = None) -> str:

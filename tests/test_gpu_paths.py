@@ -126,7 +126,8 @@ def test_training_oom_names_the_setting(shared_data: Path, tmp_path: Path, monke
                             "model": {"architecture": "unet_tiny"},
                             "optim": {"epochs": 1, "batch_size": 4, "micro_batch": 2, "num_workers": 0}})
     with pytest.raises(GPUMemoryError,
-                       match=r"2 at a time .*lower optim.micro_batch \(optim.batch_size stays .*or data.tile_size"):
+                       match=r"2 at a time .*; try optim\.micro_batch=1 \(optim\.batch_size stays the same through "
+                             r"gradient accumulation\), or data\.tile_size=16$"):
         train(cfg)
 
 
@@ -173,7 +174,7 @@ def test_logical_batch_is_global_under_torchrun(batch: int, micro: int, world: i
 def test_logical_batch_that_cannot_be_shared_says_so() -> None:
     from fastunet_core.train.loop import split_batch
 
-    with pytest.raises(ConfigError, match=r"cannot be shared by 3 processes; use a multiple of 3, e\.g\. 9"):
+    with pytest.raises(ConfigError, match=r"by 3 processes; use a multiple of 3, e\.g\. optim\.batch_size=9$"):
         split_batch(8, 8, 3)
 
 

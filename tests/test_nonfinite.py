@@ -222,6 +222,7 @@ def test_diverging_training_stops_with_one_line_and_exit_1(tmp_path: Path) -> No
     lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     assert "training diverged at epoch" in lines[0] and ("step" in lines[0] or "validation" in lines[0]), lines[0]
+    assert "Lower the learning rate (now 1e+12), e.g. optim.lr=1e+11 and start over with --fresh" in lines[0]
     assert "best epoch" not in r.stderr  # no success line, no checkpoint path that does not exist
     for path in (tmp_path / "run").glob("*.safetensors"):
         assert str(path) in lines[0] or path.name == "best.safetensors"

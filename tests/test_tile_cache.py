@@ -233,11 +233,11 @@ def test_cache_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: 
     monkeypatch.setattr(shutil, "disk_usage", lambda _: full)
     monkeypatch.setenv("FASTUNET_CACHE_DIR", str(tmp_path / "auto2"))
     assert not isinstance(open_dataset(spec, "train"), CachedTiles)  # no room: read from the sources
-    assert "reading from the sources" in caplog.text
-    with pytest.raises(ConfigError, match="GiB free"):
+    assert "reading from the sources (give a folder with room: data.cache=FOLDER)" in caplog.text
+    with pytest.raises(ConfigError, match=r"GiB free; give another folder \(data\.cache=FOLDER\) or data\.cache=off$"):
         open_dataset(_with(spec, tmp_path / "explicit"), "train")
     (tmp_path / "file").write_text("")
-    with pytest.raises(ConfigError, match="cannot be created"):
+    with pytest.raises(ConfigError, match=r"cannot be created .*\(data\.cache=FOLDER\) or data\.cache=off$"):
         open_dataset(_with(spec, tmp_path / "file" / "sub"), "train")
     with pytest.raises(ConfigError, match=r"data\.cache"):
         DatasetSpec("loveda", spec.root, cache=3)  # type: ignore[arg-type]

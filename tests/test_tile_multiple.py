@@ -19,8 +19,9 @@ from fastunet_core.models.registry import check_tile_multiple
 
 
 @pytest.mark.parametrize(("tile", "architecture", "divisor", "nearest"),
-                         [(102, "unet_tiny", 4, "100 or 104"), (100, "unet_skinny", 64, "64 or 128"),
-                          (40, "unet_skinny", 64, "64")])
+                         [(102, "unet_tiny", 4, "data.tile_size=100 or data.tile_size=104"),
+                          (100, "unet_skinny", 64, "data.tile_size=64 or data.tile_size=128"),
+                          (40, "unet_skinny", 64, "data.tile_size=64")])
 def test_training_refuses_a_tile_size_predict_would_refuse(tmp_path: Path, tile: int, architecture: str,
                                                            divisor: int, nearest: str) -> None:
     config = tmp_path / "run.yaml"
@@ -30,7 +31,7 @@ def test_training_refuses_a_tile_size_predict_would_refuse(tmp_path: Path, tile:
     code, out = run_cli("train", "-c", str(config), "--output", str(tmp_path / "run"))
     assert code == 1, out
     assert out.strip() == (f"error: tile size {tile} px is not a multiple of {divisor}, which {architecture} needs "
-                           f"(one halving per level); use data.tile_size {nearest}")
+                           f"(one halving per level); use {nearest}")
     assert not (tmp_path / "run").exists()
 
 
@@ -43,7 +44,7 @@ def test_training_takes_the_tile_sizes_the_architecture_can_take() -> None:
     # the model's own arguments set the divisor: widths of 3 levels take 4 px steps
     check_training_tile(config_from_dict({"data": {"kind": "folder", "root": "x", "tile_size": 36},
                                           "model": {"architecture": "unet", "args": {"widths": [8, 16, 32]}}}))
-    with pytest.raises(ConfigError, match=r"use data\.tile_size 32 or 40"):
+    with pytest.raises(ConfigError, match=r"use data\.tile_size=32 or data\.tile_size=40$"):
         check_training_tile(config_from_dict({"data": {"kind": "folder", "root": "x", "tile_size": 36},
                                               "model": {"architecture": "unet", "args": {"widths": [8, 16, 32, 64]}}}))
 

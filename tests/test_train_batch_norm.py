@@ -60,8 +60,8 @@ def test_a_run_of_one_tile_batches_at_a_1px_bottleneck_is_refused(tmp_path: Path
     assert result.exit_code == 1, result.output
     [line] = result.stderr.strip().splitlines()
     assert line == ("error: unet_skinny has a 1 x 1 px bottleneck at 64 px tiles, and its BatchNorm layers cannot "
-                    "learn from one tile at a time (micro-batches of 1); use data.tile_size 128 or more, or "
-                    "optim.micro_batch 2 or more (with optim.batch_size a multiple of it)")
+                    "learn from one tile at a time (micro-batches of 1); use data.tile_size=128 (or more), or "
+                    "optim.micro_batch=2 (or more, with optim.batch_size a multiple of it)")
     assert not (tmp_path / "run" / "best.safetensors").exists()
 
 

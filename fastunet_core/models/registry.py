@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fastunet_core.errors import ConfigError, UnknownArchitectureError
-from fastunet_core.hints import setting
+from fastunet_core.hints import setting_any
 from fastunet_core.models.presets import PRESETS
 
 if TYPE_CHECKING:
@@ -99,9 +99,9 @@ def check_tile_multiple(tile: int, name: str, args: Mapping[str, Any] | None = N
     if tile % divisor == 0:
         return
     below = tile // divisor * divisor
-    nearest = " or ".join(str(size) for size in (below, below + divisor) if size > 0)
+    nearest = [size for size in (below, below + divisor) if size > 0]
     raise ConfigError(f"tile size {tile} px is not a multiple of {divisor}, which {name} needs (one halving per "
-                      f"level); use {setting(key, nearest)}")
+                      f"level); use {setting_any(key, nearest)}")
 
 
 def _unet_divisor(args: Mapping[str, Any]) -> int:

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from fastunet_core.errors import ConfigError
-from fastunet_core.hints import setting
+from fastunet_core.hints import hint, setting
 
 _BN = nn.modules.batchnorm._BatchNorm
 
@@ -34,8 +34,8 @@ def check_single_value_batches(model: nn.Module, architecture: str, tile: int, d
         return
     raise ConfigError(f"{architecture} has a 1 x 1 px bottleneck at {tile} px tiles, and its BatchNorm layers "
                       f"cannot learn from one tile at a time (micro-batches of 1); use "
-                      f"{setting('data.tile_size', 2 * divisor)} or more, or {setting('optim.micro_batch', 2)} "
-                      f"or more (with {setting('optim.batch_size')} a multiple of it)")
+                      f"{setting('data.tile_size', 2 * divisor)} (or more), or {setting('optim.micro_batch', 2)} "
+                      f"(or more{hint(', with {} a multiple of it', 'optim.batch_size')})")
 
 
 def running_stats_for_single_values(model: nn.Module) -> list[RemovableHandle]:

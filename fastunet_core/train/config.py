@@ -166,8 +166,9 @@ def _validate(d: Mapping[str, Any]) -> TrainConfig:
 def _check(cfg: TrainConfig) -> None:
     o = cfg.optim
     if o.batch_size % o.micro_batch:
+        fits = max(d for d in range(1, o.micro_batch) if o.batch_size % d == 0)
         raise ConfigError(f"optim.batch_size ({o.batch_size}) must be a positive multiple of optim.micro_batch "
-                          f"({o.micro_batch})")
+                          f"({o.micro_batch}); use e.g. {setting('optim.micro_batch', fits)}")
     resolve_workers(o.num_workers)
     tile = cfg.data.get("tile_size", 512)
     if cfg.tile_overlap_px is not None and isinstance(tile, int) and cfg.tile_overlap_px >= tile:

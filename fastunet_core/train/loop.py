@@ -155,14 +155,27 @@ def train(cfg: TrainConfig, progress: Progress | None = None, fresh: bool = Fals
     except (KeyboardInterrupt, CancelledError) as exc:
         raise CancelledError(_interrupted(Path(cfg.output), trainer)) from exc
     except torch.OutOfMemoryError as exc:
-        o, first = cfg.optim, (str(exc).strip().splitlines() or [""])[0][:160]
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
         raise GPUMemoryError(
             f"the GPU ran out of memory training {cfg.model.architecture} on {cfg.data.get('tile_size', 512)} px "
-            f"tiles, {o.micro_batch} at a time ({first}); lower {setting('optim.micro_batch')}"
-            f"{hint(' ({} stays the same through gradient accumulation)', 'optim.batch_size')}, or "
-            f"{setting('data.tile_size')}") from None
+            f"tiles, {cfg.optim.micro_batch} at a time ({first}); {_less_memory(cfg)}") from None
     finally:
         distributed.shutdown()
+
+
+def _less_memory(cfg: TrainConfig) -> str:
+    """Say which settings to lower after running out of GPU memory, each with a value the run can take."""
+    o, tile = cfg.optim, int(cfg.data.get("tile_size", 512))
+    ways = []
+    if o.micro_batch > 1:  # a micro-batch must divide the batch: the largest one below the current
+        micro = max(d for d in range(1, o.micro_batch) if o.batch_size % d == 0)
+        ways.append(f"{setting('optim.micro_batch', micro)}"
+                    f"{hint(' ({} stays the same through gradient accumulation)', 'optim.batch_size')}")
+    divisor = size_divisor(cfg.model.architecture, cfg.model.args)
+    half = tile // 2 // divisor * divisor
+    if half >= divisor:
+        ways.append(setting("data.tile_size", half))
+    return "try " + ", or ".join(ways) if ways else f"train a smaller model ({setting('model.architecture')})"
 
 
 class _Trainer:
@@ -438,9 +451,10 @@ class _Trainer:
         last = self.out / LAST_CHECKPOINT
         kept = (f"the last finite checkpoint, {last} (epoch {self.loop.epoch}), is kept" if self.loop.epoch
                 and last.is_file() else "no checkpoint was written")
-        raise NonFiniteError(f"training diverged at {where}: {what}; {kept}. Lower {setting('optim.lr')} (now "
-                             f"{self.cfg.optim.lr:g}) and start over with {setting('fresh')}, or check the data for "
-                             "extreme values")
+        lr = self.cfg.optim.lr
+        raise NonFiniteError(f"training diverged at {where}: {what}; {kept}. Lower the learning rate (now {lr:g})"
+                             f"{hint(', e.g. {}', 'optim.lr', value=f'{lr / 10:g}')} and start over with "
+                             f"{setting('fresh')}, or check the data for extreme values")
 
     def _no_labels(self, part: str, epoch: int, complete: bool) -> None:
         """Refuse to train on nothing: every pixel of a whole split is ignored (no label, nodata, NaN)."""
@@ -563,7 +577,8 @@ def split_batch(batch_size: int, micro_batch: int, world_size: int) -> tuple[int
     if batch_size % world_size:
         up = -(-batch_size // world_size) * world_size
         raise ConfigError(f"optim.batch_size {batch_size} (images per optimiser step, all processes together) cannot "
-                          f"be shared by {world_size} processes; use a multiple of {world_size}, e.g. {up}")
+                          f"be shared by {world_size} processes; use a multiple of {world_size}, e.g. "
+                          f"{setting('optim.batch_size', up)}")
     share = batch_size // world_size
     micro = max(d for d in range(1, min(micro_batch, share) + 1) if share % d == 0)
     return micro, share // micro

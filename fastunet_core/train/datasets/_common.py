@@ -30,6 +30,9 @@ from fastunet_core.tiling.grid import tile_windows
 IGNORE_INDEX = 255
 """Mask value of pixels that count for nothing (no label, image nodata, padding)."""
 
+DEFAULT_VAL_FRACTION = 0.2
+"""The share of a dataset without a split of its own held out for validation (``data.val_fraction``)."""
+
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 _SHOW = 5  # how many entries an error message lists
 

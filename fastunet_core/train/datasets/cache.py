@@ -44,6 +44,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from fastunet_core.errors import CancelledError, ConfigError, DatasetLayoutError
+from fastunet_core.hints import hint, setting
 from fastunet_core.io.atomic import atomic_output
 from fastunet_core.runtime.progress import NullProgress, Progress
 from fastunet_core.train.datasets._common import SegmentationDataset
@@ -101,10 +102,10 @@ def default_cache_dir() -> Path:
     return Path(base) / "fastunet-geo" / "tiles"
 
 
-def with_tile_cache(dataset: SegmentationDataset, setting: str | os.PathLike[str], split: str,
+def with_tile_cache(dataset: SegmentationDataset, cache: str | os.PathLike[str], split: str,
                     progress: Progress | None = None) -> SegmentationDataset:
     """Return ``dataset`` served from its tile cache (built now if missing or stale), or itself when off."""
-    text = str(setting)
+    text = str(cache)
     if text == "off" or not isinstance(dataset, Cacheable) or len(dataset) == 0:
         return dataset
     folder = default_cache_dir() if text == "auto" else Path(text).expanduser()
@@ -117,16 +118,18 @@ def with_tile_cache(dataset: SegmentationDataset, setting: str | os.PathLike[str
             if text == "auto":
                 log.warning("no tile cache (%s cannot be created: %s); reading from the sources", folder, exc)
                 return dataset
-            raise ConfigError(f"data.cache folder {folder} cannot be created ({exc}); give another folder "
-                              "or data.cache=off") from exc
+            raise ConfigError(f"the tile cache folder {folder} cannot be created ({exc}); give another folder "
+                              f"({setting('data.cache', 'FOLDER')}) or {setting('data.cache', 'off')}") from exc
         free = shutil.disk_usage(folder).free
         if free < layout.file_bytes + FREE_MARGIN_BYTES:
             message = (f"the tile cache of {dataset.name} ({split}) needs {layout.file_bytes / 2**30:.1f} GiB "
                        f"but {folder} has {free / 2**30:.1f} GiB free")
             if text == "auto":
-                log.warning("%s; reading from the sources (set data.cache to a folder with room)", message)
+                log.warning("%s; reading from the sources%s", message,
+                            hint(" (give a folder with room: {})", "data.cache", value="FOLDER"))
                 return dataset
-            raise ConfigError(f"{message}; give another folder in data.cache, or data.cache=off")
+            raise ConfigError(f"{message}; give another folder ({setting('data.cache', 'FOLDER')}) or "
+                              f"{setting('data.cache', 'off')}")
         with _lock(path):
             if not _valid(path, layout):  # another process may have built it while we waited
                 _build(dataset, layout, path, progress or NullProgress())
@@ -244,7 +247,7 @@ def _write_samples(dataset: Cacheable, layout: CacheLayout, tmp: Path, groups: l
                                          f"{layout.shapes[index]} of its window; the source changed while read")
             if mask.size and (mask.min() < 0 or mask.max() > 255):
                 raise DatasetLayoutError(f"{dataset.name} has more than 255 classes; the tile cache holds masks "
-                                         "as uint8: set data.cache=off")
+                                         f"as uint8: set {setting('data.cache', 'off')}")
             images[layout.image_offsets[index]:layout.image_offsets[index + 1]] = image.reshape(-1)
             masks[layout.mask_offsets[index]:layout.mask_offsets[index + 1]] = mask.reshape(-1)
         return len(group)

@@ -24,7 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from fastunet_core.errors import ConfigError, DatasetLayoutError
+from fastunet_core.hints import setting
 from fastunet_core.train.datasets._common import (
+    DEFAULT_VAL_FRACTION,
     WindowedPairs,
     describe_dir,
     list_images,
@@ -40,7 +42,7 @@ _SPLITS = ("train", "val", "test")
 
 
 def open_folder(root: Path, split: str, tile_size: int = 512, class_names: Sequence[str] | None = None,
-                label_values: Sequence[int] | None = None, val_fraction: float = 0.2,
+                label_values: Sequence[int] | None = None, val_fraction: float = DEFAULT_VAL_FRACTION,
                 seed: int = 0) -> WindowedPairs:
     """Open one split of a folder of image/mask pairs."""
     if not class_names:
@@ -95,9 +97,10 @@ def _split_pairs(image_dir: Path, mask_dir: Path, split: str, val_fraction: floa
     val = validation_indices(len(pairs), val_fraction, seed)
     if split == "val":
         if not val:
+            raise_it = f"use {setting('data.val_fraction', DEFAULT_VAL_FRACTION)}, " if val_fraction <= 0 else ""
             raise ConfigError(
-                f"no validation pairs: {len(pairs)} pair(s) in {image_dir} with val_fraction {val_fraction}; "
-                "raise val_fraction, add pairs, or put separate images/val and masks/val folders"
+                f"no validation pairs: {len(pairs)} pair(s) in {image_dir} with {setting('data.val_fraction')} "
+                f"{val_fraction}; {raise_it}add pairs, or put separate images/val and masks/val folders"
             )
         return [pairs[i] for i in sorted(val)]
     return [p for i, p in enumerate(pairs) if i not in val]

@@ -30,6 +30,7 @@ from pathlib import Path
 from rasterio.windows import Window
 
 from fastunet_core.errors import DatasetLayoutError
+from fastunet_core.hints import setting
 from fastunet_core.train.datasets._common import (
     PairWindow,
     RasterHeader,
@@ -45,9 +46,11 @@ from fastunet_core.train.datasets._common import (
 
 LANDCOVERAI_CLASSES = make_classes(("background", "building", "woodland", "water", "road"))
 _SPLITS = ("train", "val", "test")
+OFFICIAL_TILE_PX = 512
+"""The tile size of LandCover.ai's own split lists (its split.py)."""
 
 
-def open_landcoverai(root: Path, split: str, tile_size: int = 512) -> WindowedPairs:
+def open_landcoverai(root: Path, split: str, tile_size: int = OFFICIAL_TILE_PX) -> WindowedPairs:
     """Open one split of LandCover.ai, from the sheets if present, else from the pre-cut tiles."""
     has_sheets = (root / "images").is_dir() and (root / "masks").is_dir()
     has_tiles = (root / "output").is_dir()
@@ -118,7 +121,8 @@ def _sheet_samples(root: Path, ids: list[str], tile: int) -> tuple[list[PairWind
         if window is None:
             raise DatasetLayoutError(
                 f"tile {tile_id} is not a complete {tile} px tile of {sheet}.tif ({h.width} x {h.height} px); "
-                f"set tile_size to the size the split lists were made with (512 for the official lists)"
+                f"give the tile size the split lists were made with: {setting('data.tile_size', OFFICIAL_TILE_PX)} "
+                f"for the official lists"
             )
         samples.append(PairWindow(images[sheet], masks[sheet], window))
     return samples, header

@@ -39,10 +39,12 @@ from rasterio.windows import Window
 from torch.utils.data import Dataset
 
 from fastunet_core.errors import ConfigError, DatasetLayoutError
+from fastunet_core.hints import setting
 from fastunet_core.io.raster_input import inspect_raster, open_raster
 from fastunet_core.models.metadata import ClassInfo
 from fastunet_core.tiling.grid import tile_windows
 from fastunet_core.train.datasets._common import (
+    DEFAULT_VAL_FRACTION,
     IGNORE_INDEX,
     crop,
     list_some,
@@ -145,7 +147,7 @@ class RasterVectorDataset(Dataset[tuple[np.ndarray, np.ndarray]]):
 
 def open_raster_vector(raster: Path, vector: Path, split: str, tile_size: int = 512, class_field: str | None = None,
                        class_names: Sequence[str] | None = None, label_values: Sequence[int] | None = None,
-                       val_fraction: float = 0.2) -> RasterVectorDataset:
+                       val_fraction: float = DEFAULT_VAL_FRACTION) -> RasterVectorDataset:
     """Open the train or val windows of a raster labelled by polygons."""
     if split not in ("train", "val"):
         raise ConfigError(f"a raster with vector labels has the splits train and val (by val_fraction), not {split!r}")
@@ -260,7 +262,8 @@ def split_row(height: int, val_fraction: float) -> int:
         return height
     row = height - max(1, round(height * val_fraction))
     if row <= 0:
-        raise ConfigError(f"the raster is {height} px high: too small to hold out val_fraction {val_fraction}")
+        raise ConfigError(f"the raster is {height} px high: too small to hold out {setting('data.val_fraction')} "
+                          f"{val_fraction}")
     return row
 
 
@@ -269,6 +272,7 @@ def split_windows(width: int, height: int, tile: int, val_fraction: float, split
     row = split_row(height, val_fraction)
     top, bottom = (0, row) if split == "train" else (row, height)
     if bottom <= top:
-        raise ConfigError("val_fraction is 0, so there is no validation strip; set val_fraction above 0")
+        raise ConfigError(f"{setting('data.val_fraction')} is 0, so there is no validation strip; use "
+                          f"{setting('data.val_fraction', DEFAULT_VAL_FRACTION)} for the default strip")
     rows = tile_windows(width, bottom - top, tile, 0)
     return [Window(w.col_off, w.row_off + top, w.width, w.height) for r in rows for w in r]

@@ -10,7 +10,7 @@ from typing import Literal
 from fastunet_core.errors import ConfigError
 from fastunet_core.hints import setting
 from fastunet_core.runtime.progress import Progress
-from fastunet_core.train.datasets._common import SegmentationDataset
+from fastunet_core.train.datasets._common import DEFAULT_VAL_FRACTION, SegmentationDataset
 from fastunet_core.train.datasets.cache import with_tile_cache
 from fastunet_core.train.datasets.layouts import get_layout
 from fastunet_core.train.datasets.loveda import LOVEDA_SCENES, NODATA_MODES
@@ -54,7 +54,7 @@ class DatasetSpec:
     class_field: str | None = None
     class_names: tuple[str, ...] | None = None
     label_values: tuple[int, ...] | None = None
-    val_fraction: float = 0.2
+    val_fraction: float = DEFAULT_VAL_FRACTION
     seed: int = 0
     resolution_m: float | None = None
     cache: str = "auto"
