@@ -93,6 +93,8 @@ class Step:
     weight: float  # share of the whole, for the progress bar
     index: str = ""  # where pip takes this step's packages from, in words ("": not a pip step)
     setting: str = "pip_index_url"  # the QGIS setting that changes it
+    # False: pip's own configuration names no source for this step (see :func:`pip_environment`): its argv does
+    pip_config: bool = True
 
 
 @dataclass(frozen=True)
@@ -273,7 +275,7 @@ def plan_install(venv: Path, source: PackageSource, gpu: bool | None = None, pyt
     family, packages = torch_family(tuple(r for r in wanted if requirement_name(r) not in left_out))
     py = str(venv_python(venv))
     pip = (py, "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off")
-    torch_index = source.where()
+    torch_index, own_sources = source.where(), False
     if use_gpu:
         torch_args: tuple[str, ...] = (*family, *source.pip_options())  # PyPI's Linux/Windows wheels: CUDA builds
     else:
@@ -281,10 +283,12 @@ def plan_install(venv: Path, source: PackageSource, gpu: bool | None = None, pyt
                            else cpu_torch(r) for r in family)
         if source.torch_index_url and not source.offline:
             # from that index alone (with torch's dependencies, which PyTorch's index carries too): with a second
-            # index, pip falls back to PyPI's torch, the CUDA build (several GB), whenever the first is unreachable
+            # index, pip falls back to PyPI's torch, the CUDA build (several GB), whenever the first is unreachable,
+            # and takes a higher version from it anyway; so no index or wheel folder of pip's configuration either
             torch_args = (*torch_reqs, "--index-url", source.torch_index_url,
                           *[a for link in source.find_links for a in ("--find-links", link)])
             torch_index = source.torch_index_url
+            own_sources = True
         else:
             torch_args = (*torch_reqs, *source.pip_options())
     # what segmentation and training import, and smp (whose import loads torchvision: a mismatched build fails here)
@@ -292,7 +296,7 @@ def plan_install(venv: Path, source: PackageSource, gpu: bool | None = None, pyt
     steps = (
         Step("creating the environment", (base, "-m", "venv", "--system-site-packages", str(venv)), 0.05),
         Step("installing torch", (*pip, *torch_args), 0.5, torch_index,
-             "torch_index_url" if torch_index == source.torch_index_url else source.setting()),
+             "torch_index_url" if torch_index == source.torch_index_url else source.setting(), not own_sources),
         Step("installing the geo and training packages", (*pip, numpy_requirement(), *packages,
                                                           *source.pip_options()), 0.4, source.where(),
              source.setting()),
@@ -332,10 +336,31 @@ def run_plan(plan: InstallPlan, on_line: Callable[[str], None], is_cancelled: Ca
     return venv_python(plan.venv)
 
 
-def _run_step(step: Step, on_line: Callable[[str], None], is_cancelled: Callable[[], bool]) -> None:
+# pip's environment variables that add or change where packages come from (each option's PIP_<NAME> form)
+PIP_SOURCE_VARIABLES = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX")
+
+
+def pip_environment(step: Step) -> dict[str, str]:
+    """Return the environment a step runs in: this one, less PYTHONPATH, PYTHONHOME and VIRTUAL_ENV (QGIS's).
+
+    A step whose sources are all on its command line (``pip_config`` False: the CPU build of torch from its
+    index) runs with ``PIP_CONFIG_FILE`` set to ``os.devnull``, with which pip loads none of its configuration
+    files (global, user, or the venv's), and without pip's source variables. Otherwise an ``extra-index-url``
+    there is searched too, ``--index-url`` notwithstanding, and pip takes its higher torch: PyPI's CUDA build.
+    pip's ``--isolated`` is not enough (it skips the user's file and variables, not /etc/pip.conf, where e.g.
+    Raspberry Pi OS adds piwheels), and ``--no-index`` drops ``--index-url`` too. The rest of the environment
+    (HTTPS_PROXY, PIP_CERT, PIP_RETRIES ...) is kept; a proxy set only in a pip configuration file is not.
+    """
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    if not step.pip_config:
+        env = {k: v for k, v in env.items() if k not in PIP_SOURCE_VARIABLES}
+        env["PIP_CONFIG_FILE"] = os.devnull
+    return env
+
+
+def _run_step(step: Step, on_line: Callable[[str], None], is_cancelled: Callable[[], bool]) -> None:
     proc = subprocess.Popen(step.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            encoding="utf-8", errors="replace", env=env)
+                            encoding="utf-8", errors="replace", env=pip_environment(step))
     seen: list[str] = []  # the output, for :func:`failure_sentence` (the dock's log has every line already)
     assert proc.stdout is not None
     with proc.stdout:

@@ -17,6 +17,7 @@ records them as left out and the dock does not ask for a Repair.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -56,8 +57,14 @@ def test_plan_uses_cpu_torch_without_nvidia_and_cuda_with(tmp_path: Path) -> Non
     assert torch[torch.index("--index-url") + 1] == TORCH_CPU_INDEX and "torch>=2.2,<=2.14.1" in torch
     assert "--extra-index-url" not in torch  # the CPU index alone: no fallback to PyPI's CUDA build
     assert "torchvision<=0.29.1" in torch
-    gpu = plan_install(venv, PackageSource(), gpu=True, python="/usr/bin/python3").steps[1].argv
+    # the CPU index's step alone ignores pip's configuration (its extra indexes); the others follow it
+    assert [s.pip_config for s in cpu.steps] == [True, False, True, True]
+    gpu_plan = plan_install(venv, PackageSource(), gpu=True, python="/usr/bin/python3")
+    gpu = gpu_plan.steps[1].argv
     assert {"torch==2.14.1", "torchvision==0.29.1"} <= set(gpu) and "--index-url" not in gpu  # PyPI's CUDA builds
+    assert all(s.pip_config for s in gpu_plan.steps)
+    offline = PackageSource(find_links=("/w",), offline=True)
+    assert plan_install(venv, offline, gpu=False, python="p").steps[1].pip_config
     custom = plan_install(venv, PackageSource(index_url="https://mirror/simple", find_links=("/w",), offline=False,
                                               torch_index_url=""), gpu=False, python="p").steps[2].argv
     assert custom[-4:] == ("--index-url", "https://mirror/simple", "--find-links", "/w")
@@ -73,30 +80,40 @@ def test_plan_uses_cpu_torch_without_nvidia_and_cuda_with(tmp_path: Path) -> Non
     assert "segmentation_models_pytorch" not in bare.steps[3].argv[-1]
 
 
-def _fake_wheel_index(root: Path, name: str, version: str) -> str:
-    """A PEP 503 index (file://) holding one empty wheel ``name-version``: a stand-in for PyPI's CUDA torch."""
+def _fake_wheel(folder: Path, name: str, version: str) -> Path:
+    """Write an empty wheel ``name-version`` into ``folder`` (a find-links folder as it is)."""
     import zipfile
 
-    wheel = root / "files" / f"{name}-{version}-py3-none-any.whl"
-    wheel.parent.mkdir(parents=True)
+    wheel = folder / f"{name}-{version}-py3-none-any.whl"
+    wheel.parent.mkdir(parents=True, exist_ok=True)
     info = f"{name}-{version}.dist-info"
     with zipfile.ZipFile(wheel, "w") as z:
         z.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
         z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
         z.writestr(f"{info}/RECORD", "")
+    return wheel
+
+
+def _fake_wheel_index(root: Path, name: str, version: str) -> str:
+    """A PEP 503 index (file://) holding one empty wheel ``name-version``: a stand-in for PyPI's CUDA torch."""
+    wheel = _fake_wheel(root / "files", name, version)
     page = root / "simple" / name / "index.html"
     page.parent.mkdir(parents=True)
     page.write_text(f'<html><body><a href="{wheel.as_uri()}">{wheel.name}</a></body></html>')
     return (root / "simple").as_uri()
 
 
-def _dry_run(step: Step, monkeypatch: pytest.MonkeyPatch) -> Step:
-    """The planned pip step as a dry run in this Python, with none of this machine's pip configuration."""
-    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # this machine's pip config adds local indexes holding torch
-    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+def _dry_run(step: Step, monkeypatch: pytest.MonkeyPatch, pip_config: Path | None = None) -> Step:
+    """The planned pip step as a dry run in this Python, with none of this machine's pip configuration.
+
+    ``pip_config``: the pip configuration file pip reads instead (PIP_CONFIG_FILE), as a user's would be.
+    """
+    # this machine's pip config adds local indexes holding torch
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(pip_config) if pip_config else os.devnull)
+    for name in ("PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_NO_INDEX"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PIP_RETRIES", "1")  # an unreachable index fails at once (pip says why on its retry)
-    argv = (sys.executable, *step.argv[1:], "--dry-run", "--ignore-installed")
-    return Step(step.title, argv, step.weight, step.index, step.setting)
+    return dataclasses.replace(step, argv=(sys.executable, *step.argv[1:], "--dry-run", "--ignore-installed"))
 
 
 def test_cpu_torch_cannot_fall_back_to_another_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -119,6 +136,36 @@ def test_cpu_torch_cannot_fall_back_to_another_index(tmp_path: Path, monkeypatch
                                                              *source.pip_options()), 0.4, source.where())
     _run_step(_dry_run(geo, monkeypatch), lines.append, lambda: False)
     assert any("Would install torch-2.14.1" in ln for ln in lines)
+
+
+@pytest.mark.parametrize("configured_by", ["a pip configuration file", "PIP_EXTRA_INDEX_URL"])
+def test_cpu_torch_ignores_the_indexes_of_pips_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             configured_by: str) -> None:
+    """The user's pip adds an index offering a higher torch (PyPI's CUDA build in real life, several GB): the CPU
+    step takes its own index's torch, and a pinned torch from the installer's own wheel folder, never that one."""
+    extra = _fake_wheel_index(tmp_path / "extra", "torch", "2.14.1")
+    cpu_index = _fake_wheel_index(tmp_path / "cpu", "torch", "2.13.0")
+    wheels = _fake_wheel(tmp_path / "wheels", "torch", "2.12.0").parent  # the installer's find-links folder
+    config = tmp_path / "pip.conf"
+    config.write_text(f"[global]\nextra-index-url = {extra}\n" if configured_by != "PIP_EXTRA_INDEX_URL" else "")
+    venv = engine_venv(tmp_path / "profile")
+    said = {}
+    for version, source in (("2.13.0", PackageSource(torch_index_url=cpu_index)),
+                            ("2.12.0", PackageSource(find_links=(str(wheels),), torch_index_url=cpu_index,
+                                                     torch_requirement="torch==2.12.0"))):
+        step = plan_install(venv, source, gpu=False, python="p", smp_models=False).steps[1]
+        assert not step.pip_config
+        run = _dry_run(step, monkeypatch, config)
+        if configured_by == "PIP_EXTRA_INDEX_URL":
+            monkeypatch.setenv("PIP_EXTRA_INDEX_URL", extra)
+        lines: list[str] = []
+        _run_step(run, lines.append, lambda: False)
+        said[version] = [ln for ln in lines if ln.startswith("Would install")]
+        # the user's pip is what it claims: a step that follows pip's configuration takes the extra index's torch
+        lines = []
+        _run_step(dataclasses.replace(run, pip_config=True), lines.append, lambda: False)
+        assert any("Would install torch-2.14.1" in ln for ln in lines) == (version == "2.13.0"), lines
+    assert said == {"2.13.0": ["Would install torch-2.13.0"], "2.12.0": ["Would install torch-2.12.0"]}, said
 
 
 def test_install_failures_are_one_sentence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
