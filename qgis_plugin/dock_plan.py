@@ -6,6 +6,8 @@ which the dock shows in the message bar.
 
 from __future__ import annotations
 
+import glob
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from qgis.core import (
 )
 
 from fastunet_core.errors import ConfigError
+from fastunet_core.io.output_files import output_paths
 
 from .jobs import AUTO, AreaKind, AreaSpec, SegmentJob
 from .qgis_inputs import (
@@ -99,9 +102,37 @@ def plan_run(c: DockChoices, project: QgsProject | None = None) -> RunPlan:
     job = SegmentJob(raster=path, model=model, class_output=class_out, polygons_output=polygons_out,
                      tile_size_px=c.tile_size_px, overlap_px=c.overlap_px, batch_size=c.batch_size,
                      device=c.device, area=area, simplify_m=c.simplify_m, min_area_m2=c.min_area_m2,
-                     overwrite=True, work_dir=Path(QgsProcessingUtils.tempFolder()), bands=bands,
+                     overwrite=False, work_dir=Path(QgsProcessingUtils.tempFolder()), bands=bands,
                      resolution=c.resolution.strip() or "auto")
     return RunPlan(job, export, name)
+
+
+def existing_outputs(job: SegmentJob) -> list[Path]:
+    """Return the files the run would replace: its class raster(s) and polygon file(s) that exist already.
+
+    A Shapefile's sidecars count with it (named alone only when its .shp is missing). A Deepness ONNX model
+    may have several output heads, each written as ``X_headK`` beside ``X`` (see the core's ``head_path``);
+    the dock does not know how many before the engine runs, so every existing ``X_headK`` file is named too.
+    The dock asks before replacing them and then runs with ``overwrite``; without it the core refuses a file
+    that appeared meanwhile.
+    """
+    several_heads = job.model.suffix.lower() == ".onnx"
+    found: list[Path] = []
+    for out, vector in ((job.class_output, False), (job.polygons_output, True)):
+        if out is None:
+            continue
+        for target in [out, *(_head_files(out) if several_heads else [])]:
+            present = [p for p in (output_paths(target) if vector else [target]) if p.exists()]
+            found += [target] if target in present else present
+    return found
+
+
+def _head_files(out: Path) -> list[Path]:
+    """Return the existing ``X_headK`` files beside ``out`` (``X``), in head order."""
+    pattern = re.compile(rf"{re.escape(out.stem)}_head(\d+){re.escape(out.suffix)}")
+    heads = [(int(m.group(1)), p) for p in out.parent.glob(f"{glob.escape(out.stem)}_head*{glob.escape(out.suffix)}")
+             if (m := pattern.fullmatch(p.name))]
+    return [p for _k, p in sorted(heads)]
 
 
 def _area(c: DockChoices, layer: QgsMapLayer, project: QgsProject) -> AreaSpec:

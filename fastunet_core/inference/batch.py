@@ -22,9 +22,10 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from fastunet_core.errors import CancelledError, ConfigError, FastUNetError, InputRasterError
 from fastunet_core.hints import setting
-from fastunet_core.inference.predict import PredictOptions, Predictor, head_path
+from fastunet_core.inference.predict import PredictOptions, Predictor
 from fastunet_core.inference.segment import Stage, segment_raster
 from fastunet_core.io.atomic import atomic_output
+from fastunet_core.io.output_files import head_path
 from fastunet_core.io.sources import RasterSource, is_virtual, raster_source
 from fastunet_core.io.targets import Role, check_distinct, make_folder
 from fastunet_core.polygons.options import VectorizeOptions

@@ -56,6 +56,7 @@ from fastunet_core.inference.resolution import (
 from fastunet_core.inference.tile_checks import check_overlap, check_tile_memory, check_tile_size, heavy_run_note
 from fastunet_core.inference.tile_source import EmptyTile, TileItem, iter_tiles, prefetch
 from fastunet_core.io.atomic import check_writable
+from fastunet_core.io.output_files import head_path
 from fastunet_core.io.raster_input import (
     OUT_OF_RANGE_WARN,
     Tile,
@@ -635,11 +636,6 @@ class Predictor:
                 warnings.warn(f"the GPU ran out of memory with batches of {n} tiles; continuing with "
                               f"{self.run_batch} (use {setting('batch_size', self.run_batch)} to start there)",
                               GPUMemoryWarning, stacklevel=2)
-
-
-def head_path(path: Path, k: int) -> Path:
-    """Return the output of head ``k`` of a model with several output heads: ``X_headK.ext`` beside ``X.ext``."""
-    return path.with_name(f"{path.stem}_head{k}{path.suffix}")
 
 
 # how the engines say that host memory ran out: PyTorch's CPU allocator (a RuntimeError), ONNX Runtime's arena

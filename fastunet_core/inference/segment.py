@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Literal
 
 from fastunet_core.hints import setting
-from fastunet_core.inference.predict import PredictOptions, Predictor, PredictResult, head_path
+from fastunet_core.inference.predict import PredictOptions, Predictor, PredictResult
 from fastunet_core.io.area import AreaSpec, crop_to_area
+from fastunet_core.io.output_files import head_path
 from fastunet_core.io.sources import RasterSource, raster_source
 from fastunet_core.io.styles import style_for
 from fastunet_core.io.targets import check_raster_suffix

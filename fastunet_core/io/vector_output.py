@@ -38,10 +38,11 @@ import pyogrio.raw
 import pyproj
 import shapely
 
-from fastunet_core.errors import ConfigError, KeptStyleWarning, OutputLimitError, OutputWriteError
+from fastunet_core.errors import KeptStyleWarning, OutputLimitError, OutputWriteError
 from fastunet_core.hints import setting
 from fastunet_core.io.arrow_stream import BatchStream, Column
 from fastunet_core.io.atomic import check_writable
+from fastunet_core.io.output_files import output_paths, vector_format
 from fastunet_core.io.styles import embed_style, plan_style
 from fastunet_core.io.targets import Role
 from fastunet_core.io.vector_fields import field_names
@@ -54,40 +55,6 @@ RTREE_RAM_BYTES = 16 << 20  # 1,037,487 polygons: peak 394 MiB instead of 420 Mi
 _ARROW_COLUMNS = (Column("class_id", "int32"), Column("class_name", "string"), Column("area_m2", "float64"),
                   Column("perimeter_m", "float64"), Column("geom", "binary"))  # FeatureBatch.fields, then the WKB
 DBF_MAX_STRING_BYTES = 254
-
-
-@dataclass(frozen=True)
-class VectorFormat:
-    """One output format: its GDAL driver and the files it consists of."""
-
-    name: str
-    driver: str
-    sidecars: tuple[str, ...] = ()  # suffixes of the files written beside the main one
-    stale: tuple[str, ...] = ()  # suffixes of older sidecars to remove when overwriting
-
-
-FORMATS = {
-    ".gpkg": VectorFormat("GeoPackage", "GPKG"),
-    ".shp": VectorFormat("Shapefile", "ESRI Shapefile", (".shx", ".dbf", ".prj", ".cpg"),
-                         (".sbn", ".sbx", ".qix", ".shp.xml")),
-    ".geojson": VectorFormat("GeoJSON", "GeoJSON"),
-    ".json": VectorFormat("GeoJSON", "GeoJSON"),
-}
-
-
-def vector_format(path: Path) -> VectorFormat:
-    """Return the format for an output path's suffix, or raise a ConfigError naming the choices."""
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise ConfigError(f"cannot tell the vector format of {path.name}; use one of "
-                          f"{', '.join(sorted(FORMATS))} (.gpkg is the default choice)")
-    return fmt
-
-
-def output_paths(target: Path) -> list[Path]:
-    """Return the files an output's data consists of: the main file and its sidecars (not the style)."""
-    fmt = vector_format(target)
-    return [target, *(target.with_suffix(s) for s in fmt.sidecars)]
 
 
 def output_roles(target: Path, label: str = "vector output") -> list[Role]:
