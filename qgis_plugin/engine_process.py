@@ -41,14 +41,15 @@ __all__ = ["PREFIX", "child_env", "child_python", "core_error", "engine_python",
 def run_engine(kind: str, payload: Payload, sink: ProgressSink, session: EngineSession | None = None) -> Payload:
     """Run engine call ``kind`` here or in a child process; raise the core's errors as they were raised.
 
-    ``session``: the long-lived engine process to use (the dock's); None: a process for this call alone.
+    ``session``: the long-lived engine process to use (the dock's); None, or one made with ``kept=False``: a
+    process for this call alone (given, the caller can shut it down meanwhile: see the Train tab).
     """
     if not use_subprocess():
         return _run_on_python_thread(kind, payload, sink)
-    if session is not None:
+    if session is not None and session.kept:
         return session.call(kind, payload, sink)
     sink.log(f"engine: a separate Python process ({child_python()}), since QGIS's own GDAL/GEOS are loaded here")
-    with EngineSession(kept=False) as one_call:
+    with session or EngineSession(kept=False) as one_call:  # shut down when the call ends
         return one_call.call(kind, payload, sink)
 
 

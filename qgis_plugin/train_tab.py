@@ -8,11 +8,20 @@ curves grow as epochs finish; at the end the model file is offered to the Segmen
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from qgis.core import Qgis, QgsApplication, QgsMapLayer, QgsMapLayerProxyModel, QgsRasterLayer, QgsVectorLayer
+from qgis.core import (
+    Qgis,
+    QgsApplication,
+    QgsMapLayer,
+    QgsMapLayerProxyModel,
+    QgsProject,
+    QgsRasterLayer,
+    QgsVectorLayer,
+)
 from qgis.gui import QgsCollapsibleGroupBox, QgsDoubleSpinBox, QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
@@ -40,6 +49,9 @@ from .words import sentence
 Notify = Callable[[str, Qgis.MessageLevel], None]
 DEFAULT_EPOCHS = 20
 DEFAULT_ARCHITECTURE = "unet_skinny"
+# QGIS quits or the plugin unloads during a run: how long the engine may take to end its optimiser step (and an
+# epoch's saving, if one is under way) before it is killed; its files are written whole or not at all either way
+STOP_WAIT_S = 30.0
 
 
 @dataclass
@@ -269,6 +281,11 @@ class TrainTab(QScrollArea):
             f.labels.setLayer(active)
         self._labels_changed(f.labels.currentLayer())
         self._show_engine_status()
+        # a run reads files only (the raster's, its own copy of the labels): it goes on when the project closes
+        QgsProject.instance().aboutToBeCleared.connect(self._project_closing)
+        app = QgsApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.shutdown)
 
     # -- inputs --
     def _labels_changed(self, layer: QgsMapLayer | None) -> None:
@@ -360,12 +377,35 @@ class TrainTab(QScrollArea):
             self._log("cancelling…")
             self.task.cancel()
 
+    def _project_closing(self) -> None:
+        """Say that a run goes on when its project is closed or replaced (main thread).
+
+        Training reads the raster file and its own copy of the labels, and writes the run folder and the model
+        file: no layer of the project. Stopping an hour of training because another project was opened would
+        lose the epoch under way for nothing; the user may still cancel it.
+        """
+        task = self.task
+        if task is None:
+            return
+        self._log("the project was closed: training goes on")
+        self.notify(f"Training on {task.plan.name} goes on: it reads the raster file and its own copy of the labels "
+                    f"({task.plan.run_folder.name}), not the closed project's layers. Cancel it in the Train tab or "
+                    "QGIS's task bar.", Qgis.MessageLevel.Info)
+
     def shutdown(self) -> None:
-        """Cancel a running task and detach it, so that it ends without touching this (deleted) tab."""
-        if self.task is not None:
-            self.task.on_done = None
-            self.task.cancel()
-            self.task = None
+        """Stop a running task and detach it, so that it ends without touching this (deleted) tab.
+
+        Called when QGIS quits or the plugin is unloaded. The engine process is told to exit: it stops the run
+        after its current optimiser step, with the finished epochs saved (Train resumes them), and is waited for
+        (:data:`STOP_WAIT_S`), so that none outlives QGIS.
+        """
+        with contextlib.suppress(TypeError):  # already disconnected (a second shutdown)
+            QgsProject.instance().aboutToBeCleared.disconnect(self._project_closing)
+        task, self.task = self.task, None
+        if task is not None:
+            task.on_done = None
+            task.cancel()
+            task.session.shutdown(STOP_WAIT_S)
 
     def _done(self, task: Any) -> None:
         """Report how the run ended; offer the model to the Segment tab (main thread)."""

@@ -22,6 +22,7 @@ from qgis.core import Qgis, QgsMessageLog, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
 from .deps import REPAIR_BUTTON, TRAIN_MODULES, train_tab_hint
+from .engine_session import EngineSession
 from .train_plan import TrainPlan
 
 LOG_TAG = "fastunet-geo"
@@ -70,6 +71,9 @@ class TrainTask(QgsTask):
                          QgsTask.Flag.CanCancel | QgsTask.Flag.Silent)  # the dock says how it ended
         self.plan = plan
         self.on_done = on_done
+        # the engine process of this run (in the QGIS executables): the tab shuts it down when QGIS quits or the
+        # plugin unloads, and waits for it to end its step (the finished epochs stay saved)
+        self.session = EngineSession(kept=False)
         self.outcome: TrainOutcome | None = None
         self.error: str | None = None
         self.was_cancelled = False
@@ -134,7 +138,7 @@ class TrainTask(QgsTask):
 
         t0 = time.perf_counter()
         try:
-            result = run_engine("train", self.plan.payload(), self)
+            result = run_engine("train", self.plan.payload(), self, self.session)
             self._check_history()  # the last epoch, saved after the engine's last progress report
             self.outcome = TrainOutcome.from_result(result, time.perf_counter() - t0)
             return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -350,3 +351,100 @@ def test_labels_away_from_the_raster_are_named_as_the_layer(dock: object, qgis_i
     assert warning == ("None of the polygons of the layer 'far labels' (EPSG:3857) overlaps the raster 'ortho' "
                        "(EPSG:3857); check that both cover the same area and carry the right CRS")
     assert list(tmp_path.iterdir()) == []  # nothing written: no run folder, no labels.gpkg
+
+
+def test_training_goes_on_when_another_project_is_opened(dock: object, qgis_iface: object, small_raster: Path,
+                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training reads files only, so opening another project mid-run lets it end well (unlike a segmentation,
+    whose layers belong to the project): the tab says so, and no layer lands in the other project."""
+    from qgis_plugin.train_task import TrainTask
+
+    QgsProject.instance().write(str(tmp_path / "other.qgz"))  # an empty project to open mid-run
+    tab = dock.train_tab  # type: ignore[attr-defined]
+    model = tmp_path / "roofs.safetensors"
+    fill(tab, small_raster, model, epochs=2)
+    opened = threading.Event()  # the engine waits after its first progress until the other project is open
+    report = TrainTask.set_percent
+
+    def held_report(self: TrainTask, percent: float) -> None:
+        report(self, percent)
+        if percent > 0:
+            opened.wait(timeout=120)
+
+    monkeypatch.setattr(TrainTask, "set_percent", held_report)
+    task = tab.start_training()
+    assert task is not None, all_messages(qgis_iface)
+
+    def open_other(percent: float) -> None:
+        if percent > 0 and not opened.is_set():
+            assert QgsProject.instance().read(str(tmp_path / "other.qgz"))
+            opened.set()
+
+    task.progressChanged.connect(open_other)
+    wait_for(lambda: tab.task is None, timeout=120)
+    assert opened.is_set() and task.outcome is not None, task.error
+    assert model.is_file() and [r["epoch"] for r in history(tmp_path / "roofs_training")] == [1, 2]
+    assert QgsProject.instance().mapLayers() == {}  # nothing added to the project opened meanwhile
+    [note] = [m for m in messages(qgis_iface, Qgis.MessageLevel.Info) if "goes on" in m]
+    assert note.endswith(":Training on ortho goes on: it reads the raster file and its own copy of the labels "
+                         "(roofs_training), not the closed project's layers. Cancel it in the Train tab or QGIS's "
+                         "task bar.")
+    [success] = messages(qgis_iface, Qgis.MessageLevel.Success)
+    assert "Segment tab's model" in success and dock.form.model_file.filePath() == str(model)  # type: ignore[attr-defined]
+    assert "the project was closed: training goes on" in tab.form.log.toPlainText()
+
+
+def test_unloading_the_plugin_mid_training_stops_its_engine_and_keeps_the_epochs(
+        qgis_iface: object, qgis_new_project: QgsProject, small_raster: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What QGIS does when it quits (after its own 'cancel the active tasks?'), or the Plugin Manager when the plugin
+    is turned off: the training's engine process ends before unload() returns, the finished epochs stay saved
+    with no temporary file, and Train resumes them."""
+    from qgis_plugin.dock import SegmentDock
+    from qgis_plugin.plugin import FastUNetPlugin
+
+    monkeypatch.setenv("FASTUNET_GEO_ENGINE", "subprocess")  # as inside QGIS: the engine in its own process
+    qgis_iface.messageBar().clear_messages()  # type: ignore[attr-defined]
+    plugin = FastUNetPlugin(qgis_iface)
+    plugin.initGui()
+    model = tmp_path / "roofs.safetensors"
+    try:
+        tab = plugin.show_dock(True).train_tab
+        fill(tab, small_raster, model, epochs=50)
+        task = tab.start_training()
+        assert task is not None, all_messages(qgis_iface)
+        ended: list[bool] = []
+        task.taskTerminated.connect(lambda: ended.append(True))
+        wait_for(lambda: len(tab.form.curves.points) >= 1 or tab.task is None, timeout=120)
+        pid = task.session.pid
+        assert pid is not None and Path(f"/proc/{pid}").exists()
+        plugin.unload()
+        assert not Path(f"/proc/{pid}").exists()  # told to exit and reaped before unload() returned
+        wait_for(lambda: bool(ended), timeout=60)
+        assert task.was_cancelled and task.outcome is None, task.error
+    finally:
+        if plugin.dock is not None:
+            plugin.unload()
+    run = tmp_path / "roofs_training"
+    kept = len(history(run))
+    assert kept >= 1 and (run / "last_state.pt").is_file() and not model.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["roofs_training"]
+    assert [p.name for p in run.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+    assert not messages(qgis_iface, Qgis.MessageLevel.Critical)
+
+    monkeypatch.delenv("FASTUNET_GEO_ENGINE")  # QGIS started again: Train, one epoch more, resumes
+    QgsProject.instance().removeAllMapLayers()
+    again = SegmentDock(qgis_iface)
+    try:
+        fill(again.train_tab, small_raster, model, epochs=kept + 1)
+        resumed = again.train_tab.start_training()
+        assert resumed is not None
+        wait_for(lambda: again.train_tab.task is None, timeout=120)
+        assert resumed.outcome is not None, resumed.error
+        assert [r["epoch"] for r in history(run)] == list(range(1, kept + 2)) and model.is_file()
+        assert any(line.startswith("resuming") for line in again.train_tab.form.log.toPlainText().splitlines())
+    finally:
+        again.shutdown()
+        again.deleteLater()
+        QgsProject.instance().removeAllMapLayers()
+        QgsApplication.processEvents()
