@@ -17,13 +17,22 @@ from typing import Any
 from qgis.core import Qgis, QgsApplication, QgsMapLayer, QgsProject, QgsRasterLayer, QgsVectorLayer
 from qgis.gui import QgsDockWidget
 from qgis.PyQt.QtCore import QTimer
-from qgis.PyQt.QtWidgets import QFileDialog, QMessageBox, QScrollArea, QTabWidget, QWidget
+from qgis.PyQt.QtWidgets import QFileDialog, QScrollArea, QTabWidget, QWidget
 
 from fastunet_core.hints import counted
 
 from .deps import INSTALL_BUTTON, REPAIR_BUTTON, EngineStatus, check_engine
 from .device_probe import DeviceProbe, start_device_probe
-from .dock_form import DockForm, bring_into_view, build_form, place_install_button, show_progress, show_starting
+from .dock_form import (
+    TITLE,
+    DockForm,
+    bring_into_view,
+    build_form,
+    may_replace,
+    place_install_button,
+    show_progress,
+    show_starting,
+)
 from .dock_plan import DockChoices, existing_outputs, plan_run
 from .engine_session import EngineSession
 from .model_info import model_summary_html
@@ -31,7 +40,6 @@ from .model_reader import ModelReader, start_model_read
 from .qgis_inputs import raster_file_path
 from .words import sentence
 
-TITLE = "fastunet-geo"
 log = logging.getLogger(__name__)
 
 
@@ -331,7 +339,7 @@ class SegmentDock(QgsDockWidget):
             return None
         existing = existing_outputs(plan.job)
         if existing:
-            if not self._may_replace(existing):
+            if not may_replace(self, existing):
                 self._log(f"not started: {', '.join(p.name for p in existing)} kept as they are")
                 return None
             plan.job = dataclasses.replace(plan.job, overwrite=True)
@@ -347,19 +355,6 @@ class SegmentDock(QgsDockWidget):
         self._log(f"started: {plan.name} -> {plan.job.class_output}")
         QgsApplication.taskManager().addTask(task)
         return task
-
-    def _may_replace(self, files: list[Path]) -> bool:
-        """Ask once, as QGIS does, whether to replace output files that exist already; return True for Yes.
-
-        Only files typed (or picked) in the output boxes can exist: an empty box gets a new temporary file.
-        """
-        if len(files) == 1:
-            text = f"{files[0]} already exists.\nReplace it?"
-        else:
-            text = "These files already exist:\n" + "\n".join(str(p) for p in files) + "\nReplace them?"
-        buttons = QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No
-        answer = QMessageBox.question(self, TITLE, text, buttons, QMessageBox.StandardButton.No)
-        return bool(answer == QMessageBox.StandardButton.Yes)
 
     def _progress(self, percent: float) -> None:
         show_progress(self.form.progress, percent)

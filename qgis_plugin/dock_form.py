@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from qgis.core import QgsMapLayerProxyModel
 from qgis.gui import QgsCollapsibleGroupBox, QgsDoubleSpinBox, QgsFileWidget, QgsMapLayerComboBox
@@ -16,6 +17,7 @@ from qgis.PyQt.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -30,6 +32,7 @@ from .jobs import AUTO
 DEVICES = (("Auto", "auto"), ("CUDA", "cuda"), ("CPU", "cpu"))
 AREAS = (("Whole layer", "layer"), ("Current map extent", "extent"), ("Polygons of a layer", "polygons"))
 TEMP_HINT = "[temporary file]"
+TITLE = "fastunet-geo"
 
 
 @dataclass
@@ -319,3 +322,18 @@ def show_progress(bar: QProgressBar, percent: float) -> None:
     if percent > 0:
         bar.setFormat("%p%")
     bar.setValue(round(percent))
+
+
+def may_replace(parent: QWidget, files: list[Path]) -> bool:
+    """Ask once, as QGIS does, whether to replace output files that exist already; return True for Yes.
+
+    Asked only about files the user typed or picked in an output box: a name the dock makes is new, or (a Train
+    tab's default model) taken on as before.
+    """
+    if len(files) == 1:
+        text = f"{files[0]} already exists.\nReplace it?"
+    else:
+        text = "These files already exist:\n" + "\n".join(str(p) for p in files) + "\nReplace them?"
+    buttons = QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No
+    answer = QMessageBox.question(parent, TITLE, text, buttons, QMessageBox.StandardButton.No)
+    return bool(answer == QMessageBox.StandardButton.Yes)

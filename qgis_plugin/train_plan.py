@@ -28,7 +28,7 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
-from fastunet_core.errors import ConfigError, OutputWriteError
+from fastunet_core.errors import ConfigError, OutputExistsError, OutputWriteError
 
 from .qgis_inputs import check_raster_layer, raster_file_path
 
@@ -80,6 +80,7 @@ class TrainChoices:
     device: str = "auto"
     value_range: str = ""  # "min,max" of the raw values; "": automatic (see auto_value_range)
     start_over: bool = False
+    replace_model: bool = False  # the model file typed exists, and the user agreed to its replacement
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,11 @@ def describe_classes(names: tuple[str, ...]) -> str:
 
 
 def plan_training(c: TrainChoices) -> TrainPlan:
-    """Check the choices, write the labels to the run folder, and return the run; raise ConfigError in plain words."""
+    """Check the choices, write the labels to the run folder, and return the run; raise ConfigError in plain words.
+
+    A model file typed in the tab that exists raises OutputExistsError (unless ``c.replace_model``), so that the
+    tab can ask first; the default name beside the raster is taken on (its run resumes, as before).
+    """
     raster_layer = check_raster_layer(c.raster)
     raster = raster_file_path(raster_layer)
     if raster is None:
@@ -190,6 +195,8 @@ def plan_training(c: TrainChoices) -> TrainPlan:
         raise ConfigError(f"the folder of the model file does not exist: {model.parent}")
     if model.is_dir():
         raise ConfigError(f"{model} is a folder; choose a file name ending in .safetensors")
+    if c.model.strip() and model.exists() and not c.replace_model:  # asked before anything is written
+        raise OutputExistsError(f"{model} exists")
     folder = run_folder_for(model)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"{folder} is a file; the run's folder needs that name (choose another model file)")

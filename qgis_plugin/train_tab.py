@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from qgis.core import (
@@ -42,7 +43,7 @@ from qgis.PyQt.QtWidgets import (
 from .algorithms.common import ARCHITECTURES, DEVICE_OPTIONS
 from .curve_plot import CurvePlot
 from .deps import TRAIN_MODULES, EngineStatus, check_engine, train_tab_hint
-from .dock_form import _form, _narrow, _spin, _wheel_scrolls_the_dock, show_progress, show_starting
+from .dock_form import _form, _narrow, _spin, _wheel_scrolls_the_dock, may_replace, show_progress, show_starting
 from .train_plan import TrainChoices, class_names_of, describe_classes, plan_training
 from .words import sentence
 
@@ -150,7 +151,8 @@ def build_train_form(root: QWidget) -> TrainForm:
     model_file.lineEdit().setPlaceholderText("[beside the raster]")
     model_file.lineEdit().setShowClearButton(True)
     model_file.setToolTip("The model file written when training ends well (empty: beside the raster, named after "
-                          "it and the architecture). The run's checkpoints, history and curves are kept in the "
+                          "it and the architecture); a file chosen that exists is replaced only after you agree. "
+                          "The run's checkpoints, history and curves are kept in the "
                           "folder <name>_training beside it, from which a stopped run resumes")
 
     advanced = QgsCollapsibleGroupBox("Advanced")
@@ -340,15 +342,24 @@ class TrainTab(QScrollArea):
         if missing:
             self.notify(missing, Qgis.MessageLevel.Warning)
             return None
-        from fastunet_core.errors import FastUNetError
+        from fastunet_core.errors import FastUNetError, OutputExistsError
         from fastunet_core.hints import speaking
 
         from .train_task import TrainTask
         from .words import TRAIN_TAB
 
+        choices = self.choices()
         try:
             with speaking(TRAIN_TAB):
-                plan = plan_training(self.choices())
+                try:
+                    plan = plan_training(choices)
+                except OutputExistsError:  # the model file typed in the tab: asked before anything is written
+                    existing = Path(choices.model.strip()).expanduser()
+                    if not may_replace(self, [existing]):
+                        self._log(f"not started: {existing.name} kept as it is")
+                        return None
+                    choices.replace_model = True
+                    plan = plan_training(choices)
         except FastUNetError as exc:
             self.notify(sentence(str(exc)), Qgis.MessageLevel.Warning)
             return None

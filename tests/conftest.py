@@ -132,6 +132,19 @@ def _qgis_writes_no_aux_xml(request: pytest.FixtureRequest, monkeypatch: pytest.
         monkeypatch.setenv("GDAL_PAM_ENABLED", "NO")
 
 
+@pytest.fixture(autouse=True)
+def _no_unexpected_question(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A question box the test did not expect fails the test: offscreen, nobody would ever answer it."""
+    if not request.module.__name__.startswith("test_qgis_"):
+        return
+    from qgis.PyQt.QtWidgets import QMessageBox
+
+    def unexpected(_parent: object, _title: str, text: str, *_args: object) -> object:
+        raise AssertionError(f"the plugin asked a question the test did not expect: {text!r}")
+
+    monkeypatch.setattr(QMessageBox, "question", unexpected)
+
+
 # -- CUDA tests (tests/test_cuda*.py, marker ``cuda``) --
 
 

@@ -448,3 +448,32 @@ def test_unloading_the_plugin_mid_training_stops_its_engine_and_keeps_the_epochs
         again.deleteLater()
         QgsProject.instance().removeAllMapLayers()
         QgsApplication.processEvents()
+
+
+def test_a_model_file_chosen_that_exists_is_replaced_only_after_yes(dock: object, qgis_iface: object,
+                                                                    small_raster: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """L11 in the Train tab: asked before anything is written; No leaves the file and writes no run folder."""
+    from qgis.PyQt.QtWidgets import QMessageBox
+
+    tab = dock.train_tab  # type: ignore[attr-defined]
+    model = tmp_path / "roofs.safetensors"
+    model.write_bytes(b"a colleague's model")
+    fill(tab, small_raster, model, epochs=1)
+    asked: list[str] = []
+    answer = [QMessageBox.StandardButton.No]
+    monkeypatch.setattr(QMessageBox, "question", lambda _parent, _title, text, *_args: asked.append(text) or answer[0])
+    assert tab.start_training() is None and tab.task is None
+    assert asked == [f"{model} already exists.\nReplace it?"]
+    assert model.read_bytes() == b"a colleague's model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["roofs.safetensors"]  # no run folder, no labels copy
+    assert "not started: roofs.safetensors kept as it is" in tab.form.log.toPlainText()
+
+    answer[0] = QMessageBox.StandardButton.Yes
+    task = tab.start_training()
+    assert task is not None and len(asked) == 2
+    wait_for(lambda: tab.task is None, timeout=120)
+    assert task.outcome is not None, task.error
+    from fastunet_core.models.checkpoint import read_metadata
+
+    assert read_metadata(model).architecture == "unet_tiny"  # replaced by the trained model
