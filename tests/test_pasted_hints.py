@@ -99,3 +99,22 @@ def test_other_training_hints_are_overrides_too(tmp_path: Path, overrides: list[
     pasted = _hint(pattern, out)
     code, out = run_cli(*command, *pasted)
     assert code == 0, out
+
+
+def test_the_command_that_wraps_plain_weights_runs_as_printed(tmp_path: Path) -> None:
+    """A PyTorch file of bare weights is refused with the init command that wraps them: it works as printed."""
+    import torch
+
+    from fastunet_core.models.registry import build_model
+
+    weights = tmp_path / "w.pth"
+    torch.save(build_model("unet_tiny", 3, 2).state_dict(), weights)
+    code, out = run_cli("info", str(weights))
+    assert code == 1, out
+    words = _hint(r"Wrap plain weights with '(fastunet-geo .+?)'", out)
+    assert words[0] == "fastunet-geo", words
+    model = tmp_path / "wrapped.safetensors"
+    filled = {"ARCH": "unet_tiny", "NAMES": "a,b", "FILE": str(weights), "OUT.safetensors": str(model)}
+    code, out = run_cli(*(filled.get(word, word) for word in words[1:]))
+    assert code == 0, out
+    assert run_cli("info", str(model))[0] == 0

@@ -216,3 +216,27 @@ def test_bf16_convolutions_all_run_in_onednn(arch: str, bands: int) -> None:
     for asked in (meta, _meta(1.0, fp32_layers=[layers[0]], bf16_only=0.99)):
         choice = prec.choose_precision("bf16", asked, CPU)
         assert choice.precision == "bf16" and choice.reason.endswith(prec.EMULATED_BF16), choice
+
+
+def test_the_hint_for_a_model_without_agreement_runs_as_printed(tmp_path: Path, small_raster: Path,
+                                                               make_checkpoint: object,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """predict says which command measures the agreement; that command, with the model and raster filled in, works."""
+    import re
+    import shlex
+
+    from cli_helpers import run_cli
+
+    monkeypatch.setattr(prec, "bf16_support", lambda: Bf16Support(avx512_bf16=True, amx_bf16=False))
+    model = make_checkpoint()  # type: ignore[operator]
+    code, out = run_cli("predict", str(small_raster), "-m", str(model), "-o", str(tmp_path / "a.tif"))
+    assert code == 0, out
+    said = re.search(r"\('fastunet-geo (.+?)' measures it\)", out)
+    assert said, out
+    measured = tmp_path / "measured.safetensors"
+    filled = {"MODEL": str(model), "OUT.safetensors": str(measured), "RASTER": str(small_raster)}
+    code, text = run_cli(*(filled.get(word, word) for word in shlex.split(said.group(1))))
+    assert code == 0, text
+    assert "bf16 class agreement with fp32: 100.000%" in text
+    code, out = run_cli("predict", str(small_raster), "-m", str(measured), "-o", str(tmp_path / "b.tif"))
+    assert code == 0 and "measures it" not in out and "precision bf16: CPU has AVX512-BF16 and the model" in out, out

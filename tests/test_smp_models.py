@@ -175,7 +175,8 @@ def test_the_weights_file_of_a_folder_says_give_the_folder(tmp_path: Path) -> No
     loose = tmp_path / "weights.safetensors"  # the same weights alone: no folder to give
     loose.write_bytes(weights.read_bytes())
     code, err = _cli("info", str(loose))
-    assert code == 1 and "init ARCH --weights FILE" in err and "smp save_pretrained folder" in err
+    assert code == 1 and "smp save_pretrained folder" in err
+    assert "init ARCH --classes NAMES --weights FILE -o OUT.safetensors" in err
 
 
 def test_init_from_an_exported_folder_keeps_its_scaling_and_tiles(tmp_path: Path, raster: Path) -> None:
