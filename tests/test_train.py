@@ -195,6 +195,40 @@ def test_cli_train_then_evaluate(tmp_path: Path, shared_data: Path) -> None:
     assert r.exit_code == 1 and "config file not found" in r.stderr
 
 
+def test_cli_train_on_a_dataset_folder(tmp_path: Path, shared_data: Path) -> None:
+    # train --data FOLDER, as evaluate --data: the layout is recognised (real LoveDA pairs in mmseg's
+    # img_dir/ann_dir), what a folder cannot tell (classes, tile size) comes from the overrides
+    pairs = _folder_layout(tmp_path, shared_data)
+    names = "[background,building,road,water,barren,forest,agriculture]"  # LoveDA's codes 1..7; 0 is no-data
+    quick = ["model.architecture=unet", "model.args={widths: [8, 16, 32], convs: 1}", "data.tile_size=128",
+             "data.val_fraction=0.5", "optim.epochs=1", "optim.batch_size=2", "optim.micro_batch=2",
+             "optim.max_batches_per_epoch=1", "optim.num_workers=0", "--device", "cpu"]
+    runner = CliRunner()
+    r = runner.invoke(cli, ["-q", "train", "--data", str(pairs), f"data.class_names={names}",
+                            "data.label_values=[1,2,3,4,5,6,7]", *quick, "--output", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.stderr
+    meta = load_checkpoint(tmp_path / "run" / "best.safetensors").meta
+    assert [c.name for c in meta.classes] == ["background", "building", "road", "water", "barren", "forest",
+                                              "agriculture"]
+    assert [c.id for c in meta.classes] == [1, 2, 3, 4, 5, 6, 7]
+    data = (meta.training or {})["config"]["data"]
+    assert data["kind"] == "folder" and data["root"] == str(pairs) and data["tile_size"] == 128
+    # a config's data section names another dataset: --data replaces its kind and root, its classes stay
+    cfg_file = tmp_path / "run.yaml"
+    cfg_file.write_text(yaml.safe_dump({"data": {"kind": "landcoverai", "root": str(tmp_path / "elsewhere"),
+                                                 "class_names": ["nodata", "background", "building", "road",
+                                                                 "water", "barren", "forest", "agriculture"]}}))
+    r = runner.invoke(cli, ["-q", "train", "-c", str(cfg_file), "--data", str(pairs), *quick,
+                            "--output", str(tmp_path / "run2")])
+    assert r.exit_code == 0, r.stderr
+    assert len(load_checkpoint(tmp_path / "run2" / "best.safetensors").meta.classes) == 8
+    # pairs without class names: one sentence saying what to add, no traceback
+    r = runner.invoke(cli, ["train", "--data", str(pairs), *quick, "--output", str(tmp_path / "run3")])
+    assert r.exit_code == 1 and "class_names" in r.stderr and "Traceback" not in r.output
+    r = runner.invoke(cli, ["train", "--data", str(tmp_path / "nowhere")])
+    assert r.exit_code == 1 and "dataset folder not found" in r.stderr
+
+
 def test_agreement_batches_are_bounded_in_tiles_and_time() -> None:
     # the post-training bf16 check runs on the CPU: a fixed tile budget, and no new batch once time is up
     batches = [torch.full((8, 3, 4, 4), float(i)) for i in range(10)]

@@ -13,12 +13,16 @@ from fastunet_core.cli._common import BarProgress, stop_on_sigterm
 @click.option("-c", "--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="YAML run configuration (see training/).")
 @click.argument("overrides", nargs=-1)
+@click.option("--data", "data_root", type=click.Path(path_type=Path), default=None,
+              help="Dataset folder (LoveDA, LandCover.ai or image/mask pairs; recognised by its layout) instead "
+                   "of the config's data.kind and data.root. Image/mask pairs also need "
+                   "data.class_names=[...] (and data.label_values=[...] if the mask codes are not 0..n-1).")
 @click.option("--output", default=None, help="Run folder (checkpoints, history, curves) [default: the config's].")
 @click.option("--device", default=None, help="auto, cuda, cuda:N or cpu [default: the config's].")
 @click.option("--fresh", is_flag=True, help="Start over even if the run folder holds a run to resume.")
 @click.pass_context
-def train(ctx: click.Context, config_path: Path | None, overrides: tuple[str, ...], output: str | None,
-          device: str | None, fresh: bool) -> None:
+def train(ctx: click.Context, config_path: Path | None, overrides: tuple[str, ...], data_root: Path | None,
+          output: str | None, device: str | None, fresh: bool) -> None:
     """Train a model; an interrupted run resumes where it stopped.
 
     OVERRIDES change config values: section.key=value (the value is YAML).
@@ -27,10 +31,13 @@ def train(ctx: click.Context, config_path: Path | None, overrides: tuple[str, ..
     Example:
       fastunet-geo train --config training/landcoverai/unet_skinny.yaml data.root=/data/landcover.ai
       fastunet-geo train -c run.yaml optim.epochs=3 optim.micro_batch=2 --device cpu
+      fastunet-geo train --data /data/LoveDA model.architecture=unet_skinny data.tile_size=512
+      fastunet-geo train --data /data/tiles data.class_names=[background,building]
       torchrun --nproc-per-node 4 -m fastunet_core.cli train -c run.yaml
     """
     from fastunet_core.runtime import distributed
     from fastunet_core.train.config import load_config
+    from fastunet_core.train.datasets.layouts import data_section_for
     from fastunet_core.train.loop import train as run_training
 
     stop_on_sigterm()  # a job scheduler's time limit stops it like Ctrl-C: the finished epochs are kept
@@ -39,7 +46,7 @@ def train(ctx: click.Context, config_path: Path | None, overrides: tuple[str, ..
         extra.append(f"output={output}")
     if device:
         extra.append(f"device={device}")
-    cfg = load_config(config_path, extra)
+    cfg = load_config(config_path, extra, data=data_section_for(data_root) if data_root is not None else None)
     with BarProgress(enabled=not ctx.obj.get("quiet", False), cancel_after_sigterm=True) as bar:
         result = run_training(cfg, bar, fresh=fresh)
     if result.history and not ctx.obj.get("quiet", False):

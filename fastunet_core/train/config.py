@@ -217,8 +217,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = (),
-                base: Mapping[str, Any] | None = None) -> TrainConfig:
-    """Read a YAML config (or start from ``base``), apply overrides, and check it."""
+                base: Mapping[str, Any] | None = None, data: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML config (or start from ``base``), apply overrides, and check it.
+
+    ``data``: keys laid over the config's data section before the overrides (``train --data FOLDER``: the
+    folder's recognised layout replaces the config's ``kind`` and ``root``; its tile size, classes ... stay).
+    """
     d: dict[str, Any] = dict(base or {})
     if path is not None:
         p = Path(path)
@@ -231,6 +235,11 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = (),
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p} must hold a mapping of sections")
         d.update(loaded)
+    if data is not None:
+        section = d.get("data") or {}
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"config section 'data' must be a mapping, got {section!r}")
+        d["data"] = {**section, **data}
     for text in overrides:
         keys, value = parse_override(text)
         node = d

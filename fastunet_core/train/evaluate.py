@@ -21,7 +21,7 @@ from fastunet_core.runtime.device import resolve_device
 from fastunet_core.train.augment import SampleTransform
 from fastunet_core.train.config import LossConfig, OptimConfig, load_config
 from fastunet_core.train.datasets import IGNORE_INDEX, open_dataset
-from fastunet_core.train.datasets.layouts import recognise_layout
+from fastunet_core.train.datasets.layouts import data_section_for
 from fastunet_core.train.loop import dataset_spec, split_batch
 from fastunet_core.train.loss import JDTLoss
 from fastunet_core.train.metrics import MetricsReport, SegmentationMetrics
@@ -47,19 +47,6 @@ class EvaluationResult:
     loss_settings: str = "defaults"  # where the JDT loss settings came from: "the run's", "the config's", "defaults"
     batch_size: int = 4  # images per batch: the batch-reduced JDT loss depends on it (the IoUs do not)
     batch_source: str = "default"  # "the run's" (its validation batch), "given", "default"
-
-
-def data_section_for(root: Path, meta: ModelMeta) -> dict[str, Any]:
-    """Recognise a dataset folder's layout and describe it for ``meta``'s model (classes, tile size).
-
-    Each registered layout is asked in turn (:func:`~fastunet_core.train.datasets.layouts.recognise_layout`):
-    LoveDA's Train/, Val/ or Test/ folders; LandCover.ai's images/ and masks/ with train/val/test lists;
-    anything else is read as a folder of image/mask pairs whose mask codes are the model's class ids.
-    """
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DatasetLayoutError(f"dataset folder not found: {root}")
-    return {"root": str(root), "tile_size": meta.tile_size_px, **recognise_layout(root, meta)}
 
 
 class _Transformed(Dataset[tuple[torch.Tensor, torch.Tensor]]):

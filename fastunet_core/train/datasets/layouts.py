@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastunet_core.errors import ConfigError
+from fastunet_core.errors import ConfigError, DatasetLayoutError
 
 if TYPE_CHECKING:
     from fastunet_core.models.metadata import ModelMeta
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from fastunet_core.train.datasets.spec import DatasetSpec
 
 Opener = Callable[["DatasetSpec", str], "SegmentationDataset"]
-Recogniser = Callable[[Path, "ModelMeta"], "dict[str, Any] | None"]
+Recogniser = Callable[[Path, "ModelMeta | None"], "dict[str, Any] | None"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,8 @@ class Layout:
         open: ``(spec, split) -> dataset`` for ``split`` in train/val/test.
         description: one line for listings and errors.
         recognise: ``(folder, model metadata) -> the data section's layout-specific keys``, or None when the
-            folder does not look like this layout; None for layouts that are never guessed.
+            folder does not look like this layout; None for layouts that are never guessed. The metadata is
+            None for ``train --data`` (no model yet): give only what the folder itself tells.
         fallback: asked only after every other layout (the image/mask folder, which takes any folder).
 
     """
@@ -65,12 +66,31 @@ def get_layout(kind: str) -> Layout:
         raise ConfigError(f"unknown dataset kind {kind!r}; choose one of {', '.join(LAYOUTS)}") from None
 
 
-def recognise_layout(root: Path, meta: ModelMeta) -> dict[str, Any]:
-    """Return ``kind`` and the layout-specific keys of the data section for the dataset folder ``root``."""
+def recognise_layout(root: Path, meta: ModelMeta | None) -> dict[str, Any]:
+    """Return ``kind`` and the layout-specific keys of the data section for the dataset folder ``root``.
+
+    ``meta``: the model to evaluate, whose classes and tile size fill what the folder cannot tell; None when
+    training (the configuration and its overrides give those).
+    """
     for layout in sorted(LAYOUTS.values(), key=lambda layout: layout.fallback):  # stable: registration order
         if layout.recognise is not None and (keys := layout.recognise(root, meta)) is not None:
             return {"kind": layout.kind, **keys}
     raise ConfigError(f"{root} is not a dataset folder of a known layout ({', '.join(LAYOUTS)})")
+
+
+def data_section_for(root: Path, meta: ModelMeta | None = None) -> dict[str, Any]:
+    """Recognise a dataset folder's layout and describe it as a data section (``evaluate/train --data FOLDER``).
+
+    Each registered layout is asked in turn (:func:`recognise_layout`): LoveDA's Train/, Val/ or Test/
+    folders; LandCover.ai's images/ and masks/ with train/val/test lists; anything else is read as a folder
+    of image/mask pairs. With ``meta`` (evaluate) the model's tile size and classes fill the rest (a pair
+    folder's mask codes are the model's class ids); without it (train) they come from the configuration.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetLayoutError(f"dataset folder not found: {root}")
+    tile = {"tile_size": meta.tile_size_px} if meta is not None else {}
+    return {"root": str(root), **tile, **recognise_layout(root, meta)}
 
 
 # -- the built-in layouts (their modules import their heavy libraries only when opened) --
@@ -105,21 +125,25 @@ def _open_raster_vector(spec: DatasetSpec, split: str) -> SegmentationDataset:
                               spec.label_values, spec.val_fraction)
 
 
-def _is_loveda(root: Path, meta: ModelMeta) -> dict[str, Any] | None:
+def _is_loveda(root: Path, meta: ModelMeta | None) -> dict[str, Any] | None:
     if not any((root / d).is_dir() for d in ("Train", "Val", "Test")):
         return None
-    found: dict[str, Any] = {"loveda_nodata": "class" if meta.classes and meta.classes[0].id == 0 else "ignore"}
+    found: dict[str, Any] = {}  # training: LoveDA's label 0 is no-data (ignored) unless the config says otherwise
+    if meta is not None:
+        found["loveda_nodata"] = "class" if meta.classes and meta.classes[0].id == 0 else "ignore"
     scenes = [s for s in ("Urban", "Rural") if any((root / d / s).is_dir() for d in ("Train", "Val", "Test"))]
     return {**found, "loveda_scenes": scenes} if scenes else found  # only the scenes that are there
 
 
-def _is_landcoverai(root: Path, meta: ModelMeta) -> dict[str, Any] | None:
+def _is_landcoverai(root: Path, meta: ModelMeta | None) -> dict[str, Any] | None:
     lists = any((root / f"{s}.txt").is_file() for s in ("train", "val", "test"))
     return {} if (root / "images").is_dir() and (root / "masks").is_dir() and lists else None
 
 
-def _as_folder(root: Path, meta: ModelMeta) -> dict[str, Any]:
-    """Any other folder: image/mask pairs whose mask codes are the model's class ids."""
+def _as_folder(root: Path, meta: ModelMeta | None) -> dict[str, Any]:
+    """Any other folder: image/mask pairs whose mask codes are the model's class ids (training: the config's)."""
+    if meta is None:
+        return {}
     return {"class_names": [c.name for c in meta.classes], "label_values": [c.id for c in meta.classes]}
 
 
