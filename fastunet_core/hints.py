@@ -18,9 +18,11 @@ threads and processes that the core starts itself. The QGIS plugin runs its engi
 from __future__ import annotations
 
 import contextlib
+import shlex
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from os import PathLike
 
 # key -> (command-line flag, what the setting is, in plain words: used where a front end has no name for it)
 SETTINGS: dict[str, tuple[str, str]] = {
@@ -162,3 +164,12 @@ def counted(n: int, noun: str, thousands: bool = False) -> str:
     """Return ``n`` and ``noun`` in the right number: ``1 tile``, ``25 tiles`` (``1,024 tiles`` with ``thousands``)."""
     number = f"{n:,}" if thousands else str(n)
     return f"{number} {noun if n == 1 else noun + 's'}"
+
+
+def shell_path(path: str | PathLike[str]) -> str:
+    """Return a file path for a command line a message proposes (``gdal_edit.py ... PATH``), typed as is.
+
+    The path as the user gave it (with its folder, so the command works from where they ran ours), quoted
+    for the shell where it has spaces or other special characters.
+    """
+    return shlex.quote(str(path))

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
+import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -60,10 +63,25 @@ def test_not_a_raster(tmp_path: Path, out_dir: Path, make_checkpoint: Callable[.
     _assert_clean_failure(code, err, out_dir, "not a raster")
 
 
-def test_rotated_geotransform(rio_data: Path, out_dir: Path, make_checkpoint: Callable[..., Path]) -> None:
+def test_rotated_geotransform(rio_data: Path, out_dir: Path, make_checkpoint: Callable[..., Path],
+                              monkeypatch: pytest.MonkeyPatch) -> None:
     ckpt = make_checkpoint(bands=(1,), tile=32, overlap=4)
     code, err = _run(["predict", str(rio_data / "rotated.tif"), "-m", str(ckpt), "-o", str(out_dir / "o.tif")])
     _assert_clean_failure(code, err, out_dir, "rotated", "gdalwarp")
+    # the proposed gdalwarp line, typed where the user is (a relative path with a space), makes a north-up copy
+    import rasterio
+
+    folder = out_dir.parent / "my rasters"
+    folder.mkdir()
+    shutil.copy(rio_data / "rotated.tif", folder / "rotated.tif")
+    monkeypatch.chdir(out_dir.parent)
+    code, err = _run(["predict", "my rasters/rotated.tif", "-m", str(ckpt), "-o", "out/o.tif"])
+    _assert_clean_failure(code, err, out_dir, "rotated")
+    found = re.search(r"\(e\.g\. (gdalwarp [^)]+)\)", err)
+    assert found, err
+    subprocess.run(shlex.split(found.group(1)), check=True, capture_output=True)
+    with rasterio.open(folder / "rotated_northup.tif") as src:
+        assert src.transform.b == 0 and src.transform.d == 0
 
 
 def test_jpeg_without_georeferencing(rio_data: Path, out_dir: Path, make_checkpoint: Callable[..., Path]) -> None:

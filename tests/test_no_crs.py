@@ -7,6 +7,9 @@ anyway, with a warning, into a class map on the same raw grid.
 
 from __future__ import annotations
 
+import re
+import shlex
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import numpy as np
 import pytest
 import rasterio
 from cli_helpers import run_cli
+from rasterio.crs import CRS
 
 from fastunet_core.errors import InputRasterError
 from fastunet_core.hints import speaking
@@ -46,7 +50,7 @@ def test_a_raster_without_crs_is_refused_with_the_fix(no_crs: Path, make_checkpo
     lines = text.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in text, text
     assert "nocrs.tif has a geotransform but no CRS, so the result could not be placed on a map" in lines[0]
-    assert "gdal_edit.py -a_srs EPSG:32633 nocrs.tif" in lines[0] and "--allow-no-crs" in lines[0], lines[0]
+    assert f"gdal_edit.py -a_srs EPSG:<code> {no_crs}" in lines[0] and "--allow-no-crs" in lines[0], lines[0]
     assert list(out.iterdir()) == []
 
 
@@ -71,3 +75,22 @@ def test_allow_no_crs_segments_it_with_a_warning(no_crs: Path, small_raster: Pat
         got, want = raw.read(1), ref.read(1)
     assert np.array_equal(got, want)
     assert (np.bincount(got.ravel(), minlength=3)[:3] > 0.1 * got.size).all()  # the map varies from place to place
+
+
+def test_the_fix_a_batch_proposes_runs_as_typed(no_crs: Path, make_checkpoint: Callable[..., Path],
+                                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # predict FOLDER from the folder above it, a file name with a space: the proposed command names the file
+    # as the user gave it (quoted), and a placeholder for the EPSG code, not a real code to copy by mistake
+    batch = tmp_path / "batch in"
+    batch.mkdir()
+    raster = no_crs.rename(batch / "my float.tif")
+    monkeypatch.chdir(tmp_path)
+    code, text = run_cli("predict", "batch in", "-m", str(make_checkpoint()), "--out-dir", "out")
+    assert code == 4, text  # the batch's exit status when a raster failed
+    found = re.search(r"e\.g\. (gdal_edit\.py -a_srs EPSG:<code> [^,]+),", text)
+    assert found, text
+    assert "32633" not in text
+    command = found.group(1).replace("<code>", "32633")  # the user fills in the CRS the raster is in
+    subprocess.run(shlex.split(command), check=True, capture_output=True)
+    with rasterio.open(raster) as src:
+        assert src.crs == CRS.from_epsg(32633)

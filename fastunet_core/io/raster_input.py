@@ -24,7 +24,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from fastunet_core.errors import InputRasterError
-from fastunet_core.hints import hint, setting
+from fastunet_core.hints import hint, setting, shell_path
 from fastunet_core.io.sources import network_options, raster_source, unreachable_reason, url_in
 from fastunet_core.models.metadata import InputSpec
 
@@ -158,7 +158,7 @@ def inspect_raster(src: rasterio.io.DatasetReader) -> RasterInfo:
     if t.b != 0 or t.d != 0:
         raise InputRasterError(
             f"{name} has a rotated or sheared geotransform; warp it north-up first "
-            f"(e.g. gdalwarp {name.name} northup.tif)"
+            f"(e.g. gdalwarp {shell_path(name)} {shell_path(name.with_name(f'{name.stem}_northup.tif'))})"
         )
     if src.crs is None and t.is_identity and not src.gcps[0]:
         raise InputRasterError(
@@ -169,10 +169,12 @@ def inspect_raster(src: rasterio.io.DatasetReader) -> RasterInfo:
         raise InputRasterError(
             f"{name} has a CRS but no geotransform (its pixels would be placed at 1 unit each from the CRS's origin), "
             "so the result could not be placed on the map; give it its position and pixel size first (e.g. "
-            f"gdal_edit.py -a_ullr ULX ULY LRX LRY {name.name}, or QGIS's Georeferencer)"
+            f"gdal_edit.py -a_ullr ULX ULY LRX LRY {shell_path(name)}, or QGIS's Georeferencer)"
         )
     if src.crs is None and src.gcps[0]:
-        raise InputRasterError(f"{name} is georeferenced by GCPs only; warp it first (gdalwarp {name.name} out.tif)")
+        warped = shell_path(name.with_name(f"{name.stem}_warped.tif"))
+        raise InputRasterError(f"{name} is georeferenced by GCPs only; warp it first (gdalwarp {shell_path(name)} "
+                               f"{warped})")
     if len(set(src.dtypes)) != 1:
         raise InputRasterError(f"{name} mixes band data types {sorted(set(src.dtypes))}; convert it to one type")
     check_real(name, src.dtypes[0])
@@ -207,7 +209,7 @@ def check_crs(info: RasterInfo, allow_no_crs: bool = False) -> None:
         return
     raise InputRasterError(
         f"{info.path} has a geotransform but no CRS, so the result could not be placed on a map; assign the "
-        f"CRS it is in first (e.g. gdal_edit.py -a_srs EPSG:32633 {info.path.name}, or QGIS's Assign "
+        f"CRS it is in first (e.g. gdal_edit.py -a_srs EPSG:<code> {shell_path(info.path)}, or QGIS's Assign "
         f"Projection){hint('; or {} to segment it in its raw coordinates', 'allow_no_crs')}"
     )
 

@@ -26,7 +26,7 @@ import numpy as np
 import rasterio
 
 from fastunet_core.errors import CancelledError, ConfigError, EmptyPolygonsWarning, FastUNetWarning, InputRasterError
-from fastunet_core.hints import counted, setting
+from fastunet_core.hints import counted, setting, shell_path
 from fastunet_core.io.raster_input import open_raster
 from fastunet_core.io.targets import Role, check_distinct, target_locks
 from fastunet_core.io.vector_output import (
@@ -135,7 +135,7 @@ def _check_class_raster(src: rasterio.io.DatasetReader) -> str:
         raise InputRasterError(f"{name} holds {src.dtypes[0]} values; a class raster holds integer class ids")
     if src.crs is None:
         raise InputRasterError(f"{name} has no CRS, so areas in m2 cannot be computed; assign one first "
-                               f"(e.g. gdal_edit.py -a_srs EPSG:32633 {name})")
+                               f"(e.g. gdal_edit.py -a_srs EPSG:<code> {shell_path(src.name)})")
     return src.crs.to_wkt()
 
 
