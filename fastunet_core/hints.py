@@ -38,6 +38,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "head": ("--head", "the output head"),
     "engine": ("--engine", "the inference engine"),
     "no_resume": ("--no-resume", "a fresh run that ignores earlier partial outputs"),
+    "skip_existing": ("--skip-existing", "keeping the outputs that exist"),
     "output": ("output (-o)", "the class raster"),
     "probs": ("--probs", "the probability raster"),
     "model_resolution": ("--model-resolution", "the model's ground resolution"),

@@ -243,3 +243,45 @@ def test_tiff_whose_mask_file_changed_starts_over(tmp_path: Path, rio_data: Path
     predict_raster(tif, make_checkpoint(), fresh, PredictOptions())
     assert np.array_equal(_read(out), _read(fresh))
     assert (_read(fresh)[0, :300] == 255).all()  # the new mask's nodata rows
+
+
+def test_a_stopped_batch_writes_its_summary_and_the_same_command_finishes(
+        tmp_path: Path, source: Path, make_checkpoint: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    import csv
+    import shutil
+
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    for name in ("a.tif", "b.tif", "c.tif"):
+        shutil.copy(source, folder / name)
+    original = TileReader.read
+    calls = {"n": 0}
+
+    def read_then_terminate(self: TileReader, *args: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == TILES_PER_ROW**2 + 40:  # a scheduler's time limit arrives during b.tif
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, *args)  # type: ignore[arg-type]
+
+    def summary() -> dict[str, str]:
+        with (out / "summary.csv").open() as f:
+            return {Path(r["input"]).name: r["status"] for r in csv.DictReader(f)}
+
+    args = ["-q", "predict", str(folder), "-m", str(make_checkpoint()), "--out-dir", str(out), "--no-prefetch"]
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        monkeypatch.setattr(TileReader, "read", read_then_terminate)
+        stopped = CliRunner().invoke(cli, args)
+        monkeypatch.setattr(TileReader, "read", original)
+        assert stopped.exit_code == 130, stopped.output
+        assert "summary.csv lists the rasters done, cancelled and not started" in stopped.output
+        assert "run the same command again with --skip-existing" in stopped.output
+        # a scheduler's log of the stopped run, written whole (no temporary file left beside it)
+        assert summary() == {"a.tif": "ok", "b.tif": "cancelled", "c.tif": "not started"}
+        assert sorted(p.name for p in out.iterdir() if "summary" in p.name) == ["summary.csv"]
+        finished = CliRunner().invoke(cli, [*args, "--skip-existing"])  # as the message says
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert finished.exit_code == 0, finished.output
+    assert summary() == {"a.tif": "skipped", "b.tif": "ok", "c.tif": "ok"}
+    assert not partial_path(out / "b_classes.tif").exists()  # b.tif continued from its kept rows and finished

@@ -34,6 +34,7 @@ from fastunet_core.runtime.progress import NullProgress, Progress
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg")
 STATUS_OK, STATUS_FAILED, STATUS_SKIPPED, STATUS_EMPTY = "ok", "failed", "skipped", "empty"
+STATUS_CANCELLED, STATUS_NOT_STARTED = "cancelled", "not started"  # a stopped run's summary (Ctrl-C, SIGTERM)
 
 
 @dataclass
@@ -56,6 +57,8 @@ class BatchResult:
     """All outcomes, in input order."""
 
     items: list[BatchItem] = field(default_factory=list)
+    # why the run stopped early (Ctrl-C, SIGTERM, the progress's cancel): the rest are cancelled / not started
+    stopped: BaseException | None = None
 
     @property
     def failed(self) -> list[BatchItem]:
@@ -239,8 +242,10 @@ def predict_many(inputs: Sequence[RasterSource], predictor: Predictor, out_dir: 
     sizes = [pixel_count(p) for p in inputs]
     prog.start(sum(sizes) / 1e6, "Mpx")
     result = BatchResult()
-    for raster, size in zip(inputs, sizes, strict=True):
+    for index, (raster, size) in enumerate(zip(inputs, sizes, strict=True)):
         if prog.is_cancelled():
+            result.stopped = CancelledError(f"cancelled before {raster.name} started")
+            result.items += _not_started(inputs[index:], sizes[index:], out_dir, with_probs, vectorize, rank)
             break
         t = batch_targets(raster, out_dir, with_probs, vectorize is not None)
         out, probs, vector = t.classes, t.probs, t.vector
@@ -264,13 +269,27 @@ def predict_many(inputs: Sequence[RasterSource], predictor: Predictor, out_dir: 
                 if r.tiles_skipped == r.tiles_total:
                     item.status = STATUS_EMPTY
                 item.message = "; ".join(done.warnings)
-            except CancelledError:  # the user stopped the whole run, not just this sheet
-                raise
+            except (CancelledError, KeyboardInterrupt) as exc:  # the user stopped the whole run, not just this sheet
+                item.status, item.message = STATUS_CANCELLED, str(exc) or "interrupted"
+                item.seconds = round(time.perf_counter() - t0, 3)
+                result.items.append(item)
+                result.items += _not_started(inputs[index + 1:], sizes[index + 1:], out_dir, with_probs, vectorize,
+                                             rank)
+                result.stopped = exc
+                break
             except (FastUNetError, OSError) as exc:  # one bad sheet must not stop the campaign
                 item.status, item.message, item.error = STATUS_FAILED, str(exc), type(exc).__name__
             item.seconds = round(time.perf_counter() - t0, 3)
         result.items.append(item)
     return result
+
+
+def _not_started(inputs: Sequence[RasterSource], sizes: Sequence[int], out_dir: Path, with_probs: bool,
+                 vectorize: VectorizeOptions | None, rank: int) -> list[BatchItem]:
+    """Summary rows for the inputs a stopped run did not reach."""
+    return [BatchItem(str(p), str(batch_targets(p, out_dir, with_probs, vectorize is not None).classes),
+                      STATUS_NOT_STARTED, megapixels=size / 1e6, rank=rank)
+            for p, size in zip(inputs, sizes, strict=True)]
 
 
 @dataclass
@@ -309,13 +328,26 @@ def run_batch(inputs: Sequence[RasterSource], model: Path, out_dir: Path, option
             prog.device(predictor.device.describe())
         result = predict_many(mine, predictor, out_dir, with_probs, skip_existing, prog if ctx.is_main else None,
                               ctx.rank, vectorize)
+        if result.stopped is not None and ctx.world_size > 1:  # the other processes' outcomes are not known here
+            raise _stopped(result.stopped, None)
         everything = [item for part in distributed.all_gather(result.items, ctx) for item in part]
     finally:
         distributed.shutdown()
     order = {str(p): i for i, p in enumerate(inputs)}
     merged = BatchResult(sorted(everything, key=lambda item: order.get(item.input, len(order))))
     summary = write_summary(merged, summary_file) if ctx.is_main else None
+    if result.stopped is not None:  # a scheduler's log of where it stopped; the same command continues from there
+        raise _stopped(result.stopped, summary)
     return BatchRun(merged, summary, ctx.is_main)
+
+
+def _stopped(reason: BaseException, summary: Path | None) -> CancelledError:
+    """Return the error a stopped batch ends with: why it stopped, and where its summary is."""
+    text = str(reason) or "interrupted"
+    if summary is not None:
+        text += f"; {summary} lists the rasters done, cancelled and not started"
+    return CancelledError(f"{text}; to continue, run the same command again with {setting('skip_existing')} "
+                          "(it keeps the rasters already done)")
 
 
 class _Scaled:
