@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's main job, on bundled data (SpaceNet chip + its building polygons, CC BY-SA 4.0):
-# train a small UNet with the JDT loss on CPU (a few minutes), segment the chip, vectorise the buildings,
+# train a small UNet with the JDT loss on CPU (7-13 CPU-minutes; more wall time on a busy machine), segment the chip, vectorise the buildings,
 # and draw the result with the reference polygons on top.
 set -euo pipefail
 cd "$(dirname "$0")/.."
