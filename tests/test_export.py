@@ -108,3 +108,67 @@ def test_smp_format_refuses_other_architectures(tmp_path: Path, checkpoint: Path
     code, err = _cli("export", str(checkpoint), "--format", "smp", "-o", str(tmp_path / "folder"))
     assert code == 1 and "not a segmentation_models_pytorch architecture" in err
     assert not (tmp_path / "folder").exists()
+
+
+def _pan_uint16(path: Path) -> Path:
+    """A 1-band uint16 raster with values 0..2047 (most above 255), as a 11-bit panchromatic sensor gives."""
+    from affine import Affine
+
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:200, 0:240]
+    pan = (1023 + 900 * np.sin(x / 17.0) * np.cos(y / 23.0) + rng.normal(0, 40, (200, 240))).clip(0, 2047)
+    with rasterio.open(path, "w", driver="GTiff", width=240, height=200, count=1, dtype="uint16", crs="EPSG:3857",
+                       transform=Affine(0.5, 0, 1000.0, 0, -0.5, 2000.0)) as dst:
+        dst.write(pan.astype(np.uint16), 1)
+    return path
+
+
+def test_an_exported_16_bit_model_predicts_without_warnings_like_its_checkpoint(tmp_path: Path) -> None:
+    """Deepness's /255 rewrite of a 0..2047 model's scaling is not read as an 8-bit model (FINDINGS5 F5)."""
+    ckpt = tmp_path / "pan.safetensors"
+    code, err = _cli("init", "unet", "--arch-args", '{"widths": [8, 16], "convs": 1}', "--seed", "3",
+                     "--classes", "other,roof", "--bands", "1", "--dtype", "uint16", "--value-range", "0,2047",
+                     "--tile", "128", "--overlap", "16", "-o", str(ckpt))
+    assert code == 0, err
+    code, err = _cli("export", str(ckpt), "-o", str(tmp_path / "pan.onnx"))
+    assert code == 0, err
+    props = ort.InferenceSession(str(tmp_path / "pan.onnx"), providers=["CPUExecutionProvider"]) \
+        .get_modelmeta().custom_metadata_map
+    assert json.loads(props["standardization_std"]) == [pytest.approx(2047 / 255)]  # Deepness still gets its /255
+    pan = _pan_uint16(tmp_path / "pan.tif")
+    for model, name in ((ckpt, "st.tif"), (tmp_path / "pan.onnx", "onnx.tif")):
+        code, err = _cli("predict", str(pan), "-m", str(model), "-o", str(tmp_path / name))
+        assert code == 0, err
+        assert "warning" not in err, err
+    with rasterio.open(tmp_path / "st.tif") as a, rasterio.open(tmp_path / "onnx.tif") as b:
+        st, onnx_map = a.read(1), b.read(1)
+    assert len(np.unique(st)) == 2 and np.mean(st == onnx_map) > 0.999
+    code, out = _cli("info", str(tmp_path / "pan.onnx"))
+    assert "input        : bands 1, uint16, range (0.0, 2047.0), mean [0.0], std [1.0]" in out, out
+    assert "in Deepness  : bands 1, values /255, mean [0.0], std [8.027" in out, out
+
+    eight = tmp_path / "eight.tif"  # a real mismatch is still said: 8-bit pixels into the 16-bit model
+    with rasterio.open(pan) as src:
+        profile = {**src.profile, "dtype": "uint8"}
+        with rasterio.open(eight, "w", **profile) as dst:
+            dst.write((src.read(1) // 8).astype(np.uint8), 1)
+    code, err = _cli("predict", str(eight), "-m", str(tmp_path / "pan.onnx"), "-o", str(tmp_path / "e.tif"))
+    assert code == 0 and "eight.tif is uint8 but the model was trained on uint16 input" in err, err
+
+
+def test_deepness_fields_edited_after_export_are_read_the_deepness_way(tmp_path: Path, checkpoint: Path) -> None:
+    import onnx
+
+    from fastunet_core.models.deepness import read_onnx_model
+
+    code, err = _cli("export", str(checkpoint), "-o", str(tmp_path / "m.onnx"))
+    assert code == 0, err
+    meta, _ = read_onnx_model(tmp_path / "m.onnx")
+    assert meta.input.value_range == (10.0, 240.0) and meta.input.mean == (0.4, 0.5, 0.3)  # as trained
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    for prop in model.metadata_props:
+        if prop.key == "standardization_mean":
+            prop.value = json.dumps([0.5, 0.5, 0.5])
+    onnx.save(model, str(tmp_path / "edited.onnx"))
+    meta, _ = read_onnx_model(tmp_path / "edited.onnx")
+    assert meta.input.value_range == (0.0, 255.0) and meta.input.mean == (0.5, 0.5, 0.5)

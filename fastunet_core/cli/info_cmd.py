@@ -86,7 +86,7 @@ def _describe(meta: ModelMeta) -> None:
 
 def _onnx_info(path: Path, as_json: bool) -> None:
     """Describe a Deepness-format ONNX model: input, heads, and what had to be assumed."""
-    from fastunet_core.models.deepness import read_onnx_model
+    from fastunet_core.models.deepness import deepness_standardisation, read_onnx_model
 
     meta, spec = read_onnx_model(path)
     if as_json:
@@ -101,8 +101,14 @@ def _onnx_info(path: Path, as_json: bool) -> None:
     batch = f"fixed batch {spec.fixed_batch}" if spec.fixed_batch else "dynamic batch"
     click.echo(f"model        : Deepness-format ONNX ({spec.model_type or 'no model_type'}), input "
                f"{spec.input_name!r}, {spec.in_channels} channels, {spec.input_size or 'any'} px, {batch}")
-    click.echo(f"input        : bands {','.join(map(str, inp.bands))}, values /255, mean {list(inp.mean)}, "
-               f"std {list(inp.std)}")
+    mean, std = deepness_standardisation(inp)
+    first = tuple(range(1, inp.n_bands + 1))
+    as_deepness = inp.dtype == "uint8" and inp.value_range == (0.0, 255.0) and inp.bands == first
+    if not as_deepness:  # recorded by our export: the input as trained, then what Deepness makes of it
+        click.echo(f"input        : bands {','.join(map(str, inp.bands))}, {inp.dtype}, range {inp.value_range}, "
+                   f"mean {list(inp.mean)}, std {list(inp.std)}")
+    click.echo(f"{'input' if as_deepness else 'in Deepness':13s}: bands {','.join(map(str, first))}, values /255, "
+               f"mean {mean}, std {std}")
     click.echo(f"tiles        : {meta.tile_size_px} px, overlap {meta.overlap_px} px")
     click.echo(f"resolution   : {f'{meta.resolution_m} m/px' if meta.resolution_m else 'unknown'}")
     for k, head in enumerate(spec.heads):

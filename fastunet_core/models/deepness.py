@@ -17,6 +17,7 @@ Nothing here imports torch: reading needs only ``onnxruntime``.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -187,12 +188,9 @@ def read_onnx_model(path: str | os.PathLike[str],
             raise CheckpointError(f"{p}: output {out.name!r} has {channels} channel(s) but {len(head_names)} "
                                   "class names")
         heads.append(OnnxHead(out.name, kind, default_classes(head_names), _dim(oshape[-1])))
-    ours = _json_value(props, "fastunet")  # written by 'fastunet-geo export': colours and ids too
-    if isinstance(ours, dict) and len(heads) == 1 and ov.classes is None:
-        try:
-            theirs = ModelMeta.from_dict(ours).classes
-        except CheckpointError:
-            theirs = ()
+    own = _own_meta(props)  # written by 'fastunet-geo export': colours and ids, the input as trained
+    if own is not None and len(heads) == 1 and ov.classes is None:
+        theirs = own.classes
         if len(theirs) == len(heads[0].classes):
             heads[0] = OnnxHead(heads[0].output_name, heads[0].kind, theirs, heads[0].out_size)
     if names is None and ov.classes is None:
@@ -235,7 +233,7 @@ def read_onnx_model(path: str | os.PathLike[str],
         raise ConfigError(f"the segmentation threshold must be within 0..1, got {thresh}")
     if thresh is None and any(h.kind == "sigmoid" for h in heads):
         assumed.append(f"threshold {DEFAULT_SEG_THRESH} for sigmoid outputs (no seg_thresh)")
-    spec_in = _input_spec(in_channels, mean, std, p)
+    spec_in = _trained_input(own, in_channels, mean, std) or _input_spec(in_channels, mean, std, p)
     meta = ModelMeta(architecture=ARCHITECTURE, arch_args={"file": p.name}, input=spec_in, classes=heads[0].classes,
                      tile_size_px=tile_px, overlap_px=overlap_px, resolution_m=resolution_m,
                      training={"source": f"Deepness-format ONNX ({p.name})"})
@@ -243,6 +241,40 @@ def read_onnx_model(path: str | os.PathLike[str],
                          float(thresh if thresh is not None else DEFAULT_SEG_THRESH), thresh is not None,
                          None if model_type is None else str(model_type), tuple(assumed))
     return meta, spec
+
+
+def _own_meta(props: Mapping[str, str]) -> ModelMeta | None:
+    """Return the model description ``fastunet-geo export`` stores beside Deepness's fields, if it is readable."""
+    ours = _json_value(props, "fastunet")
+    if not isinstance(ours, dict):
+        return None
+    try:
+        return ModelMeta.from_dict(ours)
+    except (CheckpointError, ConfigError):
+        return None
+
+
+def _trained_input(own: ModelMeta | None, in_channels: int, mean: Sequence[Any],
+                   std: Sequence[Any]) -> InputSpec | None:
+    """Return the input the model was trained on, as our export recorded it, when Deepness's fields agree.
+
+    Deepness's ``/255`` and standardisation are that input rewritten (:func:`deepness_standardisation`): the
+    same numbers reach the model either way, but only the original says which bands, data type and value
+    range the model expects, so that predict checks a raster against those (a 16-bit model is no 8-bit
+    one). Fields edited since the export (they no longer agree) are read as Deepness reads them.
+    """
+    if own is None or own.input.n_bands != in_channels:
+        return None
+    want_mean, want_std = deepness_standardisation(own.input)
+    try:
+        given = [float(v) for v in (*mean, *std)]
+    except (TypeError, ValueError):
+        return None
+    if len(given) != 2 * in_channels:
+        return None
+    agree = all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+                for a, b in zip(given, [*want_mean, *want_std], strict=True))
+    return own.input if agree else None
 
 
 def _input_spec(in_channels: int, mean: Sequence[Any], std: Sequence[Any], source: Path) -> InputSpec:
@@ -255,16 +287,23 @@ def _input_spec(in_channels: int, mean: Sequence[Any], std: Sequence[Any], sourc
     return InputSpec(bands=tuple(range(1, in_channels + 1)), dtype="uint8", value_range=(0.0, 255.0), mean=m, std=s)
 
 
+def deepness_standardisation(spec: InputSpec) -> tuple[list[float], list[float]]:
+    """Return the mean and std that, after Deepness's fixed ``/255``, give the model what ``spec`` gives it.
+
+    ``(v/255 - mean') / std'`` equals our ``((v - lo)/(hi - lo) - mean) / std`` for every raw value ``v``.
+    """
+    lo, hi = spec.value_range
+    k = 255.0 / (hi - lo)
+    return [(lo / 255.0) + m * (hi - lo) / 255.0 for m in spec.mean], [s / k for s in spec.std]
+
+
 def deepness_metadata(meta: ModelMeta, seg_thresh: float | None = None) -> dict[str, str]:
     """Return Deepness's metadata for ``meta`` (values JSON-encoded, as Deepness reads them).
 
     Deepness always divides by 255 before standardising; for other value ranges the mean/std are rewritten
     so that ``(v/255 - mean') / std'`` equals our ``((v - lo)/(hi - lo) - mean) / std``.
     """
-    lo, hi = meta.input.value_range
-    k = 255.0 / (hi - lo)
-    mean = [(lo / 255.0) + m * (hi - lo) / 255.0 for m in meta.input.mean]
-    std = [s / k for s in meta.input.std]
+    mean, std = deepness_standardisation(meta.input)
     props: dict[str, Any] = {
         "model_type": "Segmentor",
         "class_names": {str(i): c.name for i, c in enumerate(meta.classes)},
