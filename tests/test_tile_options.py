@@ -74,18 +74,44 @@ def test_tile_zero_is_refused_like_batch_size_zero(make_checkpoint: Callable[...
     _one_line_error(code, text, tmp_path, "--tile must be at least 1 px, got 0")
 
 
+def _wide_raster(path: Path, width: int) -> Path:
+    """A ``width`` x 8 px RGB strip: tiles up to ``width`` px long stay as given (one does not cover it)."""
+    from affine import Affine
+
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=8, count=3, dtype="uint8", crs="EPSG:3857",
+                       transform=Affine(0.5, 0, 0.0, 0, -0.5, 4.0)) as dst:
+        dst.write(np.full((3, 8, width), 90, np.uint8))
+    return path
+
+
 def test_a_tile_too_large_for_the_memory_is_refused_before_anything_is_allocated(
-        make_checkpoint: Callable[..., Path], small_raster: Path, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        make_checkpoint: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tile_checks, "physical_memory", lambda: 2**30)  # a 1 GiB machine
-    code, text = run_cli("predict", str(small_raster), "-m", str(make_checkpoint()), "-o", str(tmp_path / "c.tif"),
+    wide = _wide_raster(tmp_path / "wide.tif", 16400)  # 3 tiles of 8192 px, 5 of 4096 px
+    out = tmp_path / "out"
+    out.mkdir()
+    code, text = run_cli("predict", str(wide), "-m", str(make_checkpoint()), "-o", str(out / "c.tif"),
                          "--tile", "8192", "--resolution", "native")
     # 8192^2 px x (3 bands + 3 classes) x 4 bytes = 1.5 GiB
-    _one_line_error(code, text, tmp_path, "one 8192 px tile needs at least 1.5 GiB", "1 GiB of memory",
+    _one_line_error(code, text, out, "one 8192 px tile needs at least 1.5 GiB", "1 GiB of memory",
                     "use a smaller --tile (the model's is 128 px)")
-    code, text = run_cli("predict", str(small_raster), "-m", str(make_checkpoint()), "-o", str(tmp_path / "c.tif"),
+    code, text = run_cli("predict", str(wide), "-m", str(make_checkpoint()), "-o", str(out / "c.tif"),
                          "--tile", "4096", "--batch-size", "4", "--resolution", "native")
-    _one_line_error(code, text, tmp_path, "a batch of 4 4096 px tiles needs at least 1.5 GiB", "or --batch-size 1")
+    _one_line_error(code, text, out, "a batch of 4 4096 px tiles needs at least 1.5 GiB", "or --batch-size 1")
+
+
+def test_the_memory_check_counts_the_reduced_tile_and_the_tiles_the_raster_has(
+        make_checkpoint: Callable[..., Path], small_raster: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """--tile 4096 on a 256 x 200 raster runs one 256 px tile: a batch of 64 is one tile (FINDINGS5 F11)."""
+    monkeypatch.setattr(tile_checks, "physical_memory", lambda: 2**30)  # 64 x 4096^2 x 6 x 4 bytes: 24 GiB
+    code, text = run_cli("predict", str(small_raster), "-m", str(make_checkpoint()), "-o", str(tmp_path / "c.tif"),
+                         "--tile", "4096", "--batch-size", "64", "--resolution", "native")
+    assert code == 0, text
+    assert "ran with 256 px tiles, one of which covers it" in text and "1 tile, 0 without data" in text, text
+    code, text = run_cli("predict", str(small_raster), "-m", str(make_checkpoint()), "-o", str(tmp_path / "d.tif"),
+                         "--tile", "128", "--batch-size", "100000", "--resolution", "native")
+    assert code == 0 and "(0.1 Mpx, 6 tiles" in text, text  # 100000 x 128^2 x 6 x 4 bytes would be 37 GiB
 
 
 class _OutOfMemory:

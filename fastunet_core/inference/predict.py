@@ -239,7 +239,7 @@ class Predictor:
         self.margin = 0
         check_tile_multiple(self.tile, meta.architecture, meta.arch_args)
         check_overlap(self.overlap, self.tile, opts.overlap_px is not None)
-        check_tile_memory(self.tile, meta.input.n_bands, self.n_channels, self.batch_size, meta.tile_size_px)
+        self._check_one_tile_memory()
         shape = (1, meta.input.n_bands, self.tile, self.tile)
         self.precision = choose_precision(opts.precision, meta, self.device)
         if self.precision.precision == "bf16" and opts.precision == "auto" and opts.engine == "onnx":
@@ -294,8 +294,22 @@ class Predictor:
                                          spec.seg_thresh if head.kind == "sigmoid" else thresh))
             start += head.n_channels
         self.n_channels = start
-        check_tile_memory(self.tile, self.loaded.meta.input.n_bands, self.n_channels, self.batch_size, self.tile)
+        self._check_one_tile_memory()
         self._weights_digest = hashlib.blake2b(spec.path.read_bytes(), digest_size=16).hexdigest()
+
+    def _check_one_tile_memory(self) -> None:
+        """Refuse, before anything is loaded, a tile too large for the memory that no raster can shrink.
+
+        A ``--tile`` given may be reduced to what a raster needs (:meth:`_tile_for`), and a batch is never more
+        tiles than a raster has: the batch is checked per raster (:meth:`_check_batch_memory`), at the tile it runs.
+        """
+        if self.options.tile_size_px is None or self.loaded.onnx is not None:
+            self._check_batch_memory(self.tile, 1)
+
+    def _check_batch_memory(self, tile: int, n_tiles: int) -> None:
+        """Refuse a batch of ``tile`` px tiles (as many as the raster has, at most) too large for the memory."""
+        check_tile_memory(tile, self.loaded.meta.input.n_bands, self.n_channels, min(self.run_batch, n_tiles),
+                          self.loaded.meta.tile_size_px)
 
     def _fingerprint(self, files: list[str], kind: str) -> dict[str, object] | None:
         """Return what must match for a partial output to be continued (None: the source is not local files).
@@ -409,6 +423,7 @@ class Predictor:
             if not plan.resamples:
                 warn_resolution_mismatch(info.path.name, info.resolution_m, meta.resolution_m)
             grid = TileGrid.for_raster(src.width, src.height, tile_px, overlap_px)
+            self._check_batch_memory(tile, grid.n_tiles)  # at the tile it runs (reduced), before anything is read
             heavy = heavy_run_note(grid.n_tiles, tile, overlap, info.width * info.height, plan.factor)
             if heavy:
                 prog.message(heavy)
