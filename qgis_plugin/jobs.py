@@ -138,7 +138,7 @@ def run_segment_job(job: SegmentJob, sink: ProgressSink, predictors: PredictorCa
                           progress=lambda stage: StageProgress(sink, *stages[stage]))
     for note in done.prediction.notes:
         sink.log(f"note: {note}")
-    for text in done.warnings:
+    for text in done.warnings_not_shown:  # those about the input were logged before the first tile
         sink.log(f"warning: {text}")
     classes = tuple((c.id, c.name, c.color) for c in meta.classes)
     rasters = done.prediction.outputs or [done.prediction.output]  # one per output head

@@ -183,3 +183,54 @@ def test_a_raster_with_fewer_bands_than_the_model_gets_a_fix_that_can_work(tmp_p
     r = CliRunner().invoke(cli, ["predict", str(raster), "-m", str(ckpt), "-o", str(tmp_path / "a.tif"),
                                  "--bands", "1,1,1"])
     assert r.exit_code == 0, r.stderr
+
+
+class _Order:
+    """A progress that records its calls in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def start(self, total: float, label: str) -> None:
+        self.calls.append(f"start {label}")
+
+    def advance(self, n: float = 1) -> None:
+        self.calls.append("advance")
+
+    def is_cancelled(self) -> bool:
+        return False
+
+    def message(self, text: str) -> None:
+        self.calls.append(text)
+
+    def status(self, text: str) -> None:
+        """Ignore."""
+
+    def device(self, text: str) -> None:
+        """Ignore."""
+
+
+def test_warnings_about_the_input_come_before_the_first_tile_and_once(tmp_path: Path, make_checkpoint: Any) -> None:
+    """uint16 pixels into a uint8 model: told before the run, not after it (FINDINGS5 F6)."""
+    values = np.random.default_rng(5).integers(0, 2000, (3, 100, 120)).astype(np.uint16)
+    raster = _write(tmp_path / "in.tif", values)
+    ckpt = make_checkpoint(tile=32, overlap=0)
+    progress = _Order()
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        result = predict_raster(raster, ckpt, tmp_path / "o.tif", progress=progress)
+    said = [c for c in progress.calls if c.startswith("warning: ")]
+    assert len(said) == 2 and "in.tif is uint16 but the model was trained on uint8" in said[0], said
+    assert "lie outside the value range 0..255" in said[1], said
+    assert progress.calls.index(said[-1]) < progress.calls.index("start tiles"), progress.calls
+    assert [f"warning: {w}" for w in result.warnings] == said and result.warnings_not_shown == []
+
+    for flags in ([], ["-q"]):  # the CLI: each once, before the line that says what was written (also with -q)
+        out = tmp_path / f"c{len(flags)}.tif"
+        run = CliRunner().invoke(cli, [*flags, "predict", str(raster), "-m", str(ckpt), "-o", str(out)])
+        assert run.exit_code == 0, run.output
+        lines = run.output.splitlines()
+        warned = [i for i, line in enumerate(lines) if line.startswith("warning: ")]
+        assert len(warned) == 2, run.output
+        if not flags:
+            assert warned[-1] < next(i for i, line in enumerate(lines) if line.startswith("wrote ")), run.output

@@ -84,6 +84,36 @@ def test_processing_log_and_errors_name_no_flag(provider: object, shared_data: P
     assert not FLAG.search(text), text
 
 
+class ProgressRecorder(Recorder):
+    """A Recorder that also keeps where the progress bar was set, among the log lines."""
+
+    def setProgress(self, progress: float) -> None:  # noqa: N802 (Qt's name)
+        self.lines.append(f"progress {progress:.0f}")
+        super().setProgress(progress)
+
+
+def test_processing_logs_the_inputs_warnings_once_before_the_tiles(provider: object, qgis_model: Path,
+                                                                  tmp_path: Path) -> None:
+    """16-bit pixels into an 8-bit model: the log says so before the progress moves, and not again at the end."""
+    import numpy as np
+    import processing
+    import rasterio
+    from affine import Affine
+
+    raster = tmp_path / "u16.tif"
+    with rasterio.open(raster, "w", driver="GTiff", width=96, height=80, count=3, dtype="uint16", crs="EPSG:32633",
+                       transform=Affine(0.5, 0, 500000, 0, -0.5, 6000000)) as dst:
+        dst.write(np.random.default_rng(1).integers(0, 4000, (3, 80, 96)).astype("uint16"))
+    feedback = ProgressRecorder()
+    processing.run("fastunetgeo:segment", {"INPUT": str(raster), "MODEL": str(qgis_model), "OUTPUT":
+                                           str(tmp_path / "c.tif")}, feedback=feedback)
+    warned = [i for i, line in enumerate(feedback.lines) if line.startswith("warning: ")]
+    text = "\n".join(feedback.lines)
+    assert len(warned) == 2 and "u16.tif is uint16" in feedback.lines[warned[0]], text
+    assert "lie outside the value range" in feedback.lines[warned[1]], text
+    assert warned[-1] < next(i for i, line in enumerate(feedback.lines) if line.startswith("progress ")), text
+
+
 def test_dock_log_and_messages_name_no_flag(qgis_iface: object, qgis_new_project: QgsProject, shared_data: Path,
                                             native_bf16: None, tmp_path: Path) -> None:
     from qgis_plugin.dock import SegmentDock

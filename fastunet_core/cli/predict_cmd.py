@@ -193,7 +193,8 @@ def _segment_one(raster: RasterSource, model_path: Path, output: Path, opts: Pre
         )
         for vectorized in done.vectorized_heads:
             click.echo(f"wrote {vectorized.output} ({counted(vectorized.polygons, 'polygon')})", err=True)
-    for w in done.warnings:
+    # those about the input came before the progress bar (not with -q: the bar's messages are not shown then)
+    for w in done.warnings if quiet else done.warnings_not_shown:
         click.echo(f"warning: {w}", err=True)
 
 

@@ -152,7 +152,9 @@ class PredictResult:
     ``output``: the class raster (``outputs``: one per output head, ``output`` first); ``probs_output``: the
     probabilities or None; ``device``: where it ran and why; ``tiles_total``/``tiles_skipped`` (tiles without a
     valid pixel are not run); ``seconds`` of wall-clock time; ``megapixels`` of the raster; ``warnings`` (their
-    text; the typed warnings were also issued); ``notes``: what was assumed (e.g. an ONNX model's classes).
+    text; the typed warnings were also issued), of which the first ``warnings_shown`` (those about the input,
+    found before the first tile) were also sent to the progress as ``warning: ...`` messages before the tiles
+    ran; ``notes``: what was assumed (e.g. an ONNX model's classes).
     """
 
     output: Path
@@ -166,6 +168,12 @@ class PredictResult:
     outputs: list[Path] = field(default_factory=list)  # one class raster per output head (``output`` first)
     notes: list[str] = field(default_factory=list)  # what was assumed or chosen, for the user
     resolution: str = ""  # the resolution the model ran at and why (also sent as a progress message)
+    warnings_shown: int = 0  # the first warnings, already shown as progress messages (before the first tile)
+
+    @property
+    def warnings_not_shown(self) -> list[str]:
+        """Return the warnings not sent to the progress during the run (those found from the first tile on)."""
+        return self.warnings[self.warnings_shown:]
 
 
 def predict_raster(raster: str | os.PathLike[str], model: str | Path | LoadedModel, output: str | Path,
@@ -430,6 +438,7 @@ class Predictor:
             grid_stack.enter_context(tile_read_cache(source_ds, round(tile_px * source_ds.width / src.width)))
             reader = TileReader(src, bands, meta.input, tile, scale)
             warn_out_of_range(info.path.name, reader)
+            shown = self._show_warnings(caught, prog)  # before the first tile: a long run is not wasted on them
             with contextlib.ExitStack() as stack:
                 files = dataset_files(source_ds) if opts.resume else []
                 stitcher = self._open_outputs(stack, src, raster, files, grid, out, probs, partials)
@@ -453,7 +462,15 @@ class Predictor:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         return PredictResult(out, probs, self.device, grid.n_tiles, skipped, time.perf_counter() - t0,
                              info.width * info.height / 1e6, messages, self.class_outputs(out), [*self.notes, *fitted],
-                             resolution_text)
+                             resolution_text, shown)
+
+    @staticmethod
+    def _show_warnings(caught: list[warnings.WarningMessage], prog: Progress) -> int:
+        """Send the warnings ``caught`` so far (about the input) to ``prog`` as messages; return how many."""
+        texts = [str(w.message) for w in caught if issubclass(w.category, FastUNetWarning)]
+        for text in texts:
+            prog.message(f"warning: {text}")
+        return len(texts)
 
     def _tile_for(self, width: int, height: int, factor: float, name: str) -> tuple[int, int, list[str]]:
         """Return the model tile and overlap this raster runs with, and a note when the chosen tile was reduced.

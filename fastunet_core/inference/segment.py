@@ -41,7 +41,7 @@ class SegmentResult:
         vectorized_heads: with several output heads, the polygons of each head's class raster (``vectorized``
             first; ``OUT_headK`` beside the vector output, as the class rasters are named); else ``[vectorized]``.
         files: every file written, class raster(s) and their side files (``.qml``, ``.aux.xml``) first.
-        warnings: the prediction's and the vectorisation's warnings, in that order.
+        warnings: the prediction's and the vectorisation's warnings, in that order (see ``warnings_not_shown``).
 
     """
 
@@ -50,6 +50,11 @@ class SegmentResult:
     files: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     vectorized_heads: list[VectorizeResult] = field(default_factory=list)
+
+    @property
+    def warnings_not_shown(self) -> list[str]:
+        """Return the warnings the stages' progress did not get as messages (the input's came before the tiles)."""
+        return self.warnings[self.prediction.warnings_shown:]
 
 
 def segment_raster(raster: str | os.PathLike[str], model: str | Path | LoadedModel | Predictor, output: str | Path,
