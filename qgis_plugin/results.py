@@ -27,7 +27,7 @@ from qgis.PyQt.QtXml import QDomDocument
 
 from fastunet_core.errors import ConfigError, OutputWriteError
 from fastunet_core.io.class_tag import TAG, classes_from_tags, is_background
-from fastunet_core.io.vector_fields import FIELDS, field_names
+from fastunet_core.io.vector_fields import FIELDS, SHAPEFILE_STRING_BYTES, field_names
 
 ClassEntry = tuple[int, str, tuple[int, int, int]]  # id, name, RGB
 
@@ -174,7 +174,7 @@ def export_polygons(layer: QgsVectorLayer, path: str | Path) -> Path:
     options.attributes = [names.index(name) for name in keep]
     renamed = dict(zip(FIELDS, field_names(driver == "ESRI Shapefile"), strict=True))
     options.attributesExportNames = [renamed.get(name, name) for name in names]  # by the layer's field index
-    converter = _ShapefileInt32()  # kept alive until the write is done
+    converter = _ShapefileFields()  # kept alive until the write is done
     if driver == "ESRI Shapefile":
         options.fieldValueConverter = converter
     error, message, _new_file, _new_layer = QgsVectorFileWriter.writeAsVectorFormatV3(
@@ -197,24 +197,32 @@ def export_polygons(layer: QgsVectorLayer, path: str | Path) -> Path:
     return out
 
 
-class _ShapefileInt32(QgsVectorFileWriter.FieldValueConverter):
-    """Write the class id as the core does in a Shapefile: 9 digits, which GDAL reads back as a 32-bit integer."""
+_SHAPEFILE_WIDTHS = {"class_id": 9, "class_name": SHAPEFILE_STRING_BYTES}
+
+
+class _ShapefileFields(QgsVectorFileWriter.FieldValueConverter):
+    """Write the fields as the core does in a Shapefile.
+
+    The class id in 9 digits (read back as a 32-bit integer); the class name as wide as a dBASE text field can be
+    (QGIS asks for 255, which GDAL narrows with a warning on stderr).
+    """
 
     def fieldDefinition(self, field: QgsField) -> QgsField:
         """Return the field as it goes into the file."""
-        if field.name() != "class_id":
+        width = _SHAPEFILE_WIDTHS.get(field.name())
+        if width is None:
             return field
         narrow = QgsField(field)
-        narrow.setLength(9)
+        narrow.setLength(width)
         return narrow
 
     def convert(self, index: int, value: object) -> object:
         """Return the value unchanged."""
         return value
 
-    def clone(self) -> _ShapefileInt32:
+    def clone(self) -> _ShapefileFields:
         """Return a copy (QGIS may ask for one)."""
-        return _ShapefileInt32()
+        return _ShapefileFields()
 
 
 def format_area(m2: float) -> str:

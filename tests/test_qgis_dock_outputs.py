@@ -104,3 +104,28 @@ def test_the_files_a_run_would_replace_include_sidecars_and_heads(tmp_path: Path
     (tmp_path / "c.tif").write_bytes(b"earlier")
     (tmp_path / "p.shp").write_bytes(b"earlier")
     assert existing_outputs(one_head) == [tmp_path / "c.tif", tmp_path / "p.shp"]  # the .dbf goes with its .shp
+
+
+def test_a_shapefile_export_writes_the_longest_class_name_without_a_gdal_warning(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Dock > Export polygons to .shp: the class_name field has a width the dBASE table accepts (no GDAL warning)."""
+    import pyogrio
+    from qgis.core import QgsFeature, QgsGeometry, QgsVectorLayer
+
+    from fastunet_core.io.vector_fields import SHAPEFILE_STRING_BYTES
+    from qgis_plugin.results import export_polygons
+
+    longest = "w" * SHAPEFILE_STRING_BYTES  # the longest name the core's own Shapefiles hold
+    layer = QgsVectorLayer("Polygon?crs=EPSG:32633&field=class_id:integer&field=class_name:string"
+                           "&field=area_m2:double&field=perimeter_m:double", "p", "memory")  # text of no fixed width
+    for cid, name, x in ((1, longest, 0), (2, "water", 20)):
+        feature = QgsFeature(layer.fields())
+        feature.setGeometry(QgsGeometry.fromWkt(f"POLYGON(({x} 0,{x + 10} 0,{x + 10} 10,{x} 10,{x} 0))"))
+        feature.setAttributes([cid, name, 100.0, 40.0])
+        assert layer.dataProvider().addFeature(feature)
+    capfd.readouterr()
+    exported = export_polygons(layer, tmp_path / "export.shp")
+    err = capfd.readouterr().err
+    assert "Warning" not in err and "truncated" not in err, err
+    fields = pyogrio.raw.read(str(exported), columns=["class_name"], read_geometry=False)[3]
+    assert list(fields[0]) == [longest, "water"]

@@ -45,7 +45,7 @@ from fastunet_core.io.atomic import check_writable
 from fastunet_core.io.output_files import output_paths, vector_format
 from fastunet_core.io.styles import embed_style, plan_style
 from fastunet_core.io.targets import Role
-from fastunet_core.io.vector_fields import field_names
+from fastunet_core.io.vector_fields import SHAPEFILE_STRING_BYTES, field_names
 from fastunet_core.io.write_errors import converted, describe, describe_os_error
 from fastunet_core.models.metadata import ClassInfo
 from fastunet_core.runtime.signals import signals_held
@@ -54,7 +54,6 @@ SHAPEFILE_MAX_BYTES = 2**31 - 1
 RTREE_RAM_BYTES = 16 << 20  # 1,037,487 polygons: peak 394 MiB instead of 420 MiB, no slower (README, vectorize)
 _ARROW_COLUMNS = (Column("class_id", "int32"), Column("class_name", "string"), Column("area_m2", "float64"),
                   Column("perimeter_m", "float64"), Column("geom", "binary"))  # FeatureBatch.fields, then the WKB
-DBF_MAX_STRING_BYTES = 254
 
 
 def output_roles(target: Path, label: str = "vector output") -> list[Role]:
@@ -190,10 +189,10 @@ class VectorSink:
 
     def _check_shapefile_room(self, batch: FeatureBatch) -> None:
         """Refuse (before writing) a batch that would push the .shp or .dbf past 2 GB, or too long a name."""
-        long = [n for n in set(batch.class_name.tolist()) if len(str(n).encode()) > DBF_MAX_STRING_BYTES]
+        long = [n for n in set(batch.class_name.tolist()) if len(str(n).encode()) > SHAPEFILE_STRING_BYTES]
         if long:
             raise OutputLimitError(f"class name {long[0][:40]!r}... is longer than a Shapefile field can hold "
-                                   f"({DBF_MAX_STRING_BYTES} bytes); write a GeoPackage instead (-o "
+                                   f"({SHAPEFILE_STRING_BYTES} bytes); write a GeoPackage instead (-o "
                                    f"{self.target.with_suffix('.gpkg').name})")
         shp, dbf = self._file, self._file.with_suffix(".dbf")
         shp_size = shp.stat().st_size if shp.exists() else 100
@@ -314,7 +313,7 @@ def _fsync(path: Path) -> None:
 def _dbf_size_and_record(dbf: Path) -> tuple[int, int]:
     """Return a .dbf's size and record length (an upper bound for our fields before the file exists)."""
     if not dbf.exists():
-        return 32 + 32 * 4 + 1, 1 + 11 + DBF_MAX_STRING_BYTES + 24 + 24
+        return 32 + 32 * 4 + 1, 1 + 11 + SHAPEFILE_STRING_BYTES + 24 + 24
     with open(dbf, "rb") as f:
         header = f.read(12)
     return dbf.stat().st_size, int.from_bytes(header[10:12], "little")
