@@ -20,10 +20,12 @@ from qgis.PyQt.QtCore import QTimer
 from qgis.PyQt.QtWidgets import QFileDialog, QScrollArea, QTabWidget, QWidget
 
 from fastunet_core.hints import counted
+from fastunet_core.runtime.device import default_batch_size
 
 from .deps import INSTALL_BUTTON, REPAIR_BUTTON, EngineStatus, check_engine
 from .device_probe import DeviceProbe, start_device_probe
 from .dock_form import (
+    BATCH_AUTO,
     TITLE,
     DockForm,
     bring_into_view,
@@ -264,6 +266,8 @@ class SegmentDock(QgsDockWidget):
             return
         choice = self.form.device.currentData()
         why_not, gpu = self.gpu.get("why_not"), self.gpu.get("gpu")
+        cuda = choice == "cuda" or (choice == "auto" and why_not is None)  # a CUDA choice runs there or not at all
+        self.form.batch.setSpecialValueText(f"{BATCH_AUTO}: {default_batch_size(cuda)}")  # as the engine will run
         if choice == "cpu":
             text = "CPU."
         elif why_not is None:
@@ -305,7 +309,7 @@ class SegmentDock(QgsDockWidget):
         canvas = self.iface.mapCanvas() if self.iface is not None else None
         return DockChoices(
             layer=f.layer.currentLayer(), model=f.model_file.filePath(), device=f.device.currentData(),
-            tile_size_px=f.tile.value(), overlap_px=f.overlap.value(), batch_size=f.batch.value(),
+            tile_size_px=f.tile.value(), overlap_px=f.overlap.value(), batch_size=f.batch.value() or None,
             area=f.area.currentData(), map_extent=canvas.extent() if canvas else None,
             map_crs=canvas.mapSettings().destinationCrs() if canvas else None,
             map_width_px=canvas.width() if canvas else 0, polygon_layer=f.polygon_layer.currentLayer(),

@@ -33,6 +33,7 @@ DEVICES = (("Auto", "auto"), ("CUDA", "cuda"), ("CPU", "cpu"))
 AREAS = (("Whole layer", "layer"), ("Current map extent", "extent"), ("Polygons of a layer", "polygons"))
 TEMP_HINT = "[temporary file]"
 TITLE = "fastunet-geo"
+BATCH_AUTO = "auto"  # the batch box at 0: the engine's default for the device ("auto: 1" once the device is known)
 
 
 @dataclass
@@ -164,11 +165,13 @@ def build_form(root: QWidget) -> DockForm:
     device_info = QLabel("Looking for a GPU…")
     device_info.setWordWrap(True)
 
-    tile, overlap, batch = _spin(16, 8192, 512, " px"), _spin(0, 4096, 64, " px"), _spin(1, 1024, 4)
+    tile, overlap, batch = _spin(16, 8192, 512, " px"), _spin(0, 4096, 64, " px"), _spin(0, 1024, 0)
     tile.setSingleStep(16)
     tile.setToolTip("Side of the square tiles the raster is cut into (the model's by default)")
     overlap.setToolTip("How much neighbouring tiles overlap; overlaps are blended, so no seams show")
-    batch.setToolTip("Tiles per model call: more is faster on a GPU and needs more memory")
+    batch.setToolTip("Tiles per model call: more is faster on a GPU and needs more memory. auto: the engine's "
+                     "default for the device (1 on a CPU, 4 on CUDA)")
+    batch.setSpecialValueText(BATCH_AUTO)  # 0: the device's default, shown once the device is known
     run_resolution = _narrow(QComboBox())
     run_resolution.setEditable(True)
     run_resolution.addItems(["auto", "native"])

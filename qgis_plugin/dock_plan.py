@@ -47,7 +47,7 @@ class DockChoices:
     device: str = "auto"
     tile_size_px: int | None = None
     overlap_px: int | None = None
-    batch_size: int = 4
+    batch_size: int | None = None  # None: the core's default for the device
     area: AreaKind = "layer"
     map_extent: QgsRectangle | None = None
     map_crs: QgsCoordinateReferenceSystem | None = None

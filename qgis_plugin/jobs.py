@@ -39,7 +39,7 @@ class SegmentJob:
     polygons_output: Path | None = None  # None: do not vectorise
     tile_size_px: int | None = None  # None: the model's
     overlap_px: int | None = None
-    batch_size: int = 4
+    batch_size: int | None = None  # None: the core's default for the device (1 on a CPU, 4 on CUDA)
     device: str = "auto"
     area: AreaSpec = field(default_factory=AreaSpec)
     simplify_m: float = AUTO  # AUTO: one pixel

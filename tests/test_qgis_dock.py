@@ -82,8 +82,15 @@ def test_dock_shows_model_metadata_and_device(dock: object, qgis_model: Path) ->
     dock.refresh_device_info()  # starts the GPU check in the background; the line fills in when it answers
     wait_for(lambda: dock.gpu is not None)
     assert dock.form.device_info.text().startswith("Auto uses the CPU: no CUDA: ")
+    # the batch size the run will use is the engine's own default for that device (predict's: 1 on a CPU)
+    from fastunet_core.runtime.device import CPU_BATCH, CUDA_BATCH
+
+    assert dock.form.batch.text() == f"auto: {CPU_BATCH}" and dock.choices().batch_size is None
     dock.form.device.setCurrentIndex(1)  # CUDA
     assert "CUDA cannot be used" in dock.form.device_info.text()
+    assert dock.form.batch.text() == f"auto: {CUDA_BATCH}"
+    dock.form.batch.setValue(2)  # the user's own value is kept as typed
+    assert dock.form.batch.text() == "2" and dock.choices().batch_size == 2
 
 
 def test_dock_runs_task_and_adds_styled_layers(dock: object, qgis_iface: object, qgis_model: Path,

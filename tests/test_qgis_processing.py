@@ -480,3 +480,18 @@ def test_segment_runs_at_the_model_resolution(provider: object, shared_data: Pat
     with pytest.raises(QgsProcessingException, match="'Resolution' takes auto, native or metres"):
         run("segment", {"INPUT": str(fotomap), "MODEL": str(model), "DEVICE": 0, "OUTPUT": str(tmp_path / "x.tif"),
                         "RUN_RESOLUTION": "fine"})
+
+
+def test_segment_batch_size_defaults_to_the_engines_default_for_the_device(provider: object, small_raster: Path,
+                                                                          qgis_model: Path) -> None:
+    """BATCH_SIZE left alone (0) is the core's default for the device (1 on a CPU, 4 on CUDA), as predict's."""
+    from qgis.core import QgsProcessingContext
+
+    from qgis_plugin.algorithms.segment_inputs import segment_job
+
+    alg = QgsApplication.processingRegistry().algorithmById("fastunetgeo:segment")
+    assert alg.parameterDefinition("BATCH_SIZE").defaultValue() == 0
+    context = QgsProcessingContext()
+    params: dict[str, object] = {"INPUT": str(small_raster), "MODEL": str(qgis_model), "OUTPUT": "TEMPORARY_OUTPUT"}
+    assert segment_job(alg, params, context)[0].batch_size is None  # the core picks by device
+    assert segment_job(alg, {**params, "BATCH_SIZE": 3}, context)[0].batch_size == 3

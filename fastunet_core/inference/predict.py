@@ -95,7 +95,7 @@ from fastunet_core.models.checkpoint_file import LoadedModel, open_model
 from fastunet_core.models.deepness import ModelOverrides
 from fastunet_core.models.metadata import OUTPUT_NODATA
 from fastunet_core.models.registry import check_tile_multiple, size_divisor
-from fastunet_core.runtime.device import DeviceChoice, resolve_device
+from fastunet_core.runtime.device import DeviceChoice, default_batch_size, resolve_device
 from fastunet_core.runtime.progress import NullProgress, Progress
 from fastunet_core.tiling.grid import BLEND_MODES, TileGrid, edges
 from fastunet_core.tiling.resample import resize_bilinear, resize_nearest
@@ -107,7 +107,6 @@ from fastunet_core.tiling.stitching import (
     percent_from_sums,
 )
 
-CPU_BATCH, CUDA_BATCH = 1, 4  # default tiles per model call
 STITCH_PLACES = ("auto", "host", "device")
 RESOLUTION_TOLERANCE = 1.5  # warn when the raster's pixels are this many times larger or smaller than training's
 
@@ -236,7 +235,7 @@ class Predictor:
             raise ConfigError(f"unknown output grid {opts.output_grid!r}; choose one of {', '.join(OUTPUT_GRIDS)}")
         parse_resolution(opts.resolution)
         self.device = resolve_device(opts.device)
-        self.batch_size = opts.batch_size or (CUDA_BATCH if self.device.is_cuda else CPU_BATCH)
+        self.batch_size = opts.batch_size or default_batch_size(self.device.is_cuda)
         self.run_batch = self.batch_size  # halved when the GPU runs out of memory, kept for later rasters
         if self.loaded.onnx is not None:
             self.precision = PrecisionChoice("as stored", "an ONNX file runs as it is")

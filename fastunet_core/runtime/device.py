@@ -23,6 +23,12 @@ if TYPE_CHECKING:
     import torch
 
 DEVICE_CHOICES = ("auto", "cuda", "cpu")
+CPU_BATCH, CUDA_BATCH = 1, 4  # default tiles per model call: predict, the dock and Processing all take it from here
+
+
+def default_batch_size(cuda: bool) -> int:
+    """Return the tiles per model call a run makes when the user gives no batch size (on CUDA or a CPU)."""
+    return CUDA_BATCH if cuda else CPU_BATCH
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
+from fastunet_core.runtime.device import CPU_BATCH, CUDA_BATCH
+
 from ..deps import SEGMENT_MODULES
 from .common import (
     DEVICE_OPTIONS,
@@ -82,8 +84,9 @@ class SegmentAlgorithm(FastUNetAlgorithm):
                                          Qgis.ProcessingNumberParameterType.Integer, 0, minValue=0),
             QgsProcessingParameterNumber(self.OVERLAP, "Overlap (px, -1: the model's)",
                                          Qgis.ProcessingNumberParameterType.Integer, -1, minValue=-1),
-            QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size (tiles per model call)",
-                                         Qgis.ProcessingNumberParameterType.Integer, 4, minValue=1),
+            QgsProcessingParameterNumber(self.BATCH_SIZE, f"Batch size (tiles per model call, 0: {CPU_BATCH} on a "
+                                         f"CPU, {CUDA_BATCH} on CUDA)",
+                                         Qgis.ProcessingNumberParameterType.Integer, 0, minValue=0),
             QgsProcessingParameterNumber(self.RESOLUTION, "Web layers: ground resolution (m, 0: the model's)",
                                          Qgis.ProcessingNumberParameterType.Double, 0.0, minValue=0.0),
             QgsProcessingParameterString(

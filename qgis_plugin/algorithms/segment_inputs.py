@@ -54,7 +54,7 @@ def segment_job(alg: QgsProcessingAlgorithm, parameters: dict[str, Any], context
         class_output=output_path(alg.parameterAsOutputLayer(parameters, "OUTPUT", context)),
         polygons_output=output_path(polygons) if polygons else None,
         tile_size_px=tile or None, overlap_px=None if overlap < 0 else overlap,
-        batch_size=alg.parameterAsInt(parameters, "BATCH_SIZE", context),
+        batch_size=alg.parameterAsInt(parameters, "BATCH_SIZE", context) or None,  # 0: the device's default
         device=DEVICE_OPTIONS[alg.parameterAsEnum(parameters, "DEVICE", context)], area=area,
         simplify_m=alg.parameterAsDouble(parameters, "SIMPLIFY", context),
         min_area_m2=alg.parameterAsDouble(parameters, "MIN_AREA", context), overwrite=True, bands=bands,
