@@ -39,7 +39,7 @@ from .dock_plan import DockChoices, existing_outputs, plan_run
 from .engine_session import EngineSession
 from .model_info import model_summary_html
 from .model_reader import ModelReader, start_model_read
-from .qgis_inputs import raster_file_path
+from .qgis_inputs import check_bands, parse_bands, raster_file_path
 from .words import sentence
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,7 @@ class SegmentDock(QgsDockWidget):
         f = self.form
         f.model_file.fileChanged.connect(self.load_model)
         f.layer.layerChanged.connect(self._layer_changed)
+        f.bands.textChanged.connect(lambda _text: self._check_bands())
         f.device.currentIndexChanged.connect(lambda _i: self.refresh_device_info())
         f.area.currentIndexChanged.connect(self._area_changed)
         f.run.clicked.connect(self.start_run)
@@ -211,6 +212,7 @@ class SegmentDock(QgsDockWidget):
         self.meta = None  # the previous model's info goes too: nothing stale is shown, or run
         self._model_request += 1  # an earlier model's background read, if any, is answered to no one
         self._enable_run()
+        self._check_bands()  # no model, no band note
         if f.model_file.filePath() != path:
             f.model_file.blockSignals(True)
             f.model_file.setFilePath(path)
@@ -296,6 +298,29 @@ class SegmentDock(QgsDockWidget):
             note.setVisible(True)
         else:
             note.setVisible(False)
+        self._check_bands()
+
+    def _check_bands(self) -> None:
+        """Say under Bands, as soon as a raster file and a model are chosen, when the model cannot read the layer.
+
+        The same check as Run's (which repeats it in the message bar); Run stays enabled, since typing bands
+        (e.g. 1, 1, 1) is how the user fixes it, and the note goes as soon as they fit.
+        """
+        from fastunet_core.errors import ConfigError
+
+        from .words import in_qgis_words
+
+        f, layer = self.form, self.form.layer.currentLayer()
+        problem = ""
+        if self.meta is not None and isinstance(layer, QgsRasterLayer) and layer.isValid() \
+                and raster_file_path(layer) is not None:  # a web layer's bands are those of its export
+            try:
+                with in_qgis_words():
+                    check_bands(layer, self.meta.input.bands, parse_bands(f.bands.text()))
+            except ConfigError as exc:
+                problem = sentence(str(exc))
+        f.bands_note.setText(f'<span style="color:#b00020">{html.escape(problem, quote=False)}</span>')
+        f.bands_note.setVisible(bool(problem))
 
     def _area_changed(self, _index: int) -> None:
         polygons = self.form.area.currentData() == "polygons"

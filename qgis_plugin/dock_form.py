@@ -69,6 +69,7 @@ class DockForm:
     log: QPlainTextEdit
     run_resolution: QComboBox
     engine_box: QgsCollapsibleGroupBox  # at the bottom, collapsed: holds ``install`` while the engine works
+    bands_note: QLabel  # under Bands: a layer the model cannot read as it is, said as soon as both are chosen
 
 
 def place_install_button(form: DockForm, engine_ok: bool) -> None:
@@ -152,7 +153,7 @@ def build_form(root: QWidget) -> DockForm:
     layer.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
     layer.setToolTip("The raster to segment: a file, or a web layer (WMS, XYZ), which is first written to a "
                      "temporary GeoTIFF at the model's resolution")
-    layer_note = _note()
+    layer_note, bands_note = _note(), _note()
     bands = QLineEdit()
     bands.setClearButtonEnabled(True)
     bands.setPlaceholderText("the model's")
@@ -236,6 +237,7 @@ def build_form(root: QWidget) -> DockForm:
     form.addRow("Raster", layer)
     form.addRow(layer_note)
     form.addRow("Bands", bands)
+    form.addRow(bands_note)
     form.addRow("Device", device)
     form.addRow(device_info)
     form.addRow("Tile size", tile)
@@ -271,7 +273,7 @@ def build_form(root: QWidget) -> DockForm:
     return DockForm(root, engine_note, install, model_file, model_info, layer, layer_note, device, device_info, bands,
                     tile, overlap, batch, area, polygon_layer, selected_only, vectorize, simplify, min_area,
                     class_output, polygons_output, run, cancel, export, progress, summary, log, run_resolution,
-                    engine_box)
+                    engine_box, bands_note)
 
 
 class _WheelOnlyWhenFocused(QObject):

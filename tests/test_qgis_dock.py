@@ -563,18 +563,31 @@ def test_band_mismatch_is_found_before_the_engine_and_bands_can_be_chosen(
         profile = dict(src.profile, count=1)
         with rasterio.open(single, "w", **profile) as dst:
             dst.write(src.read(1), 1)
+    dock.show()  # the note's visibility as the user sees it
     dock.form.layer.setLayer(add_raster(single, "red"))
+    note = dock.form.bands_note
+    assert not note.isVisible()  # no model yet: nothing to compare with
     assert dock.load_model(str(qgis_model))
+    # said under Bands as soon as both are chosen, before Run; the layer's name as the user wrote it
+    assert note.isVisible() and "red has 1 band(s) but the model needs 3" in note.text()
+    assert "under Bands, e.g. 1, 1, 1" in note.text() and dock.form.run.isEnabled()  # Bands can fix it
     started: list[int] = []
     QgsApplication.taskManager().taskAdded.connect(started.append)
     assert dock.start_run() is None and not started  # no task, no engine
     [warning] = messages(qgis_iface, Qgis.MessageLevel.Warning)
-    assert "Red has 1 band(s) but the model needs 3" in warning and "under Bands, e.g. 1, 1, 1" in warning
+    assert "red has 1 band(s) but the model needs 3" in warning and "under Bands, e.g. 1, 1, 1" in warning
     assert "--" not in warning  # no CLI flag in QGIS
     dock.form.bands.setText("1, 2")
+    assert note.isVisible() and "choose 3 band numbers under Bands" in note.text()
     assert dock.start_run() is None
     assert "choose 3 band numbers under Bands" in messages(qgis_iface, Qgis.MessageLevel.Warning)[-1]
     dock.form.bands.setText("1, 1, 1")
+    assert not note.isVisible()  # they fit: the note goes
+    dock.form.bands.setText("")
+    dock.load_model("")  # no model: no note
+    assert not note.isVisible()
+    dock.form.bands.setText("1, 1, 1")
+    assert dock.load_model(str(qgis_model)) and not note.isVisible()
     task, _ = run_to_end(dock)
     assert task.outcome is not None, task.error
     assert task.job.bands == (1, 1, 1)
@@ -591,6 +604,7 @@ def test_dock_and_processing_defaults_agree() -> None:
     alg.initAlgorithm()
     assert alg.parameterDefinition("SIMPLIFY").defaultValue() == form.simplify.value() == -1  # one pixel
     assert alg.parameterDefinition("MIN_AREA").defaultValue() == form.min_area.value() == -1  # two pixels
+    assert alg.parameterDefinition("BATCH_SIZE").defaultValue() == form.batch.value() == 0  # the device's default
     assert form.simplify.text() == "one pixel" and form.min_area.text() == "two pixels"
     assert alg.parameterDefinition("OUTPUT_POLYGONS").createByDefault() == form.vectorize.isChecked() is True
     from qgis_plugin.algorithms.vectorize import VectorizeAlgorithm

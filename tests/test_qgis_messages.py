@@ -178,14 +178,15 @@ def test_the_install_text_cites_what_the_readme_has() -> None:
     assert marker and marker.group(1) == MARKER  # the one the plugin looks for
 
 
-def test_a_message_starting_with_a_file_name_keeps_its_spelling() -> None:
+def test_a_message_starting_with_a_name_keeps_its_spelling() -> None:
+    """User data (layer and file names) is never re-cased, even a name that looks like a word."""
     from qgis_plugin.words import sentence
 
     assert sentence("u16_4b_classes.tif holds no polygon of the selected classes") == \
         "u16_4b_classes.tif holds no polygon of the selected classes"
     assert sentence("/data/ortho.tif: no such file") == "/data/ortho.tif: no such file"
-    assert sentence("input raster not found: x.tif") == "Input raster not found: x.tif"
-    assert sentence("cancelled; nothing was written") == "Cancelled; nothing was written"
+    assert sentence("atlanta has 1 band(s) but the model needs 3 ") == "atlanta has 1 band(s) but the model needs 3"
+    assert sentence("input raster not found: x.tif") == "input raster not found: x.tif"  # after 'fastunet-geo:'
     assert sentence("'ortho' is not valid") == "'ortho' is not valid"
 
 

@@ -66,7 +66,8 @@ def engine_errors() -> Iterator[None]:
         with in_qgis_words():
             yield
     except CancelledError as exc:
-        raise QgsProcessingException(str(exc).capitalize()) from exc  # "Cancelled; no output was written"
+        text = str(exc)  # "cancelled; ..." or "interrupted ...": our own first word, capitalised alone (a file
+        raise QgsProcessingException(text[:1].upper() + text[1:]) from exc  # name after it keeps its spelling)
     except FastUNetError as exc:
         raise QgsProcessingException(str(exc)) from exc
 
