@@ -57,7 +57,7 @@ def check_raster_layer(layer: object) -> QgsRasterLayer:
     if layer is None:
         raise ConfigError("choose a raster layer to segment")
     if not isinstance(layer, QgsRasterLayer):
-        raise ConfigError(f"{layer.name()} is not a raster layer")  # type: ignore[attr-defined]
+        raise ConfigError(f"the layer '{layer.name()}' is not a raster layer")  # type: ignore[attr-defined]
     if not layer.isValid():
         detail = layer.error().summary().strip() or "its source cannot be read"
         raise InputRasterError(f"the layer {layer.name()!r} is not valid ({detail}); fix or remove it")
@@ -251,17 +251,17 @@ def check_bands(layer: QgsRasterLayer, model_bands: tuple[int, ...], chosen: tup
                               f"choose {n} band numbers under Bands")
         missing = [b for b in chosen if b > count]
         if missing:
-            raise ConfigError(f"{layer.name()} has {count} band(s); band(s) {', '.join(map(str, missing))} do not "
-                              "exist: choose others under Bands")
+            raise ConfigError(f"the layer '{layer.name()}' has {count} band(s); band(s) "
+                              f"{', '.join(map(str, missing))} do not exist: choose others under Bands")
         return chosen
     data = data_band_count(layer)
     if count < n:  # the layer lacks bands: only a band given twice would fill the input
         repeat = ", ".join(str(1 + i % count) for i in range(n))
-        raise ConfigError(f"{layer.name()} has {count} band(s) but the model needs {n} (bands {wanted}); segment "
-                          f"a raster with {n} bands or use a model trained on {count}-band rasters (or repeat a "
-                          f"band under Bands, e.g. {repeat})")
+        raise ConfigError(f"the layer '{layer.name()}' has {count} band(s) but the model needs {n} (bands {wanted}); "
+                          f"segment a raster with {n} bands or use a model trained on {count}-band rasters (or repeat "
+                          f"a band under Bands, e.g. {repeat})")
     if data != n or max(model_bands) > count:
-        raise ConfigError(f"{layer.name()} has {data} data band(s) but the model reads {n} (bands {wanted})"
+        raise ConfigError(f"the layer '{layer.name()}' has {data} data band(s) but the model reads {n} (bands {wanted})"
                           f"{_alpha_note(layer)}; choose which {n} of the layer's bands to use under Bands (e.g. "
                           f"{', '.join(str(b) for b in range(1, min(n, count) + 1))})")
     return None

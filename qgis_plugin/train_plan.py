@@ -175,15 +175,15 @@ def plan_training(c: TrainChoices) -> TrainPlan:
     raster_layer = check_raster_layer(c.raster)
     raster = raster_file_path(raster_layer)
     if raster is None:
-        raise ConfigError(f"{raster_layer.name()} is not a local raster file; save it as a GeoTIFF "
+        raise ConfigError(f"the layer '{raster_layer.name()}' is not a local raster file; save it as a GeoTIFF "
                           "(Export > Save As…) to train on it")
     labels = c.labels
     if not isinstance(labels, QgsVectorLayer) or not labels.isValid():
         raise ConfigError("choose a valid polygon layer with the labels")
     if QgsWkbTypes.geometryType(labels.wkbType()) != QgsWkbTypes.GeometryType.PolygonGeometry:
-        raise ConfigError(f"{labels.name()} is not a polygon layer; the labels must be polygons")
+        raise ConfigError(f"the layer '{labels.name()}' is not a polygon layer; the labels must be polygons")
     if labels.featureCount() == 0:
-        raise ConfigError(f"{labels.name()} holds no polygons; draw some labels first")
+        raise ConfigError(f"the layer '{labels.name()}' holds no polygons; draw some labels first")
     check_labels_overlap(labels, raster_layer)
     classes = class_names_of(labels, c.class_field)
     if len(classes) < 2:

@@ -62,10 +62,12 @@ def qgis_worded(call: Callable[..., T]) -> Callable[..., T]:
 
 
 def sentence(text: str) -> str:
-    """Return a message for the message bar (after its ``fastunet-geo:`` title) as it was written, trimmed.
+    """Start a core message with a capital for the message bar, unless it starts with a name (a file, a path).
 
-    It is not capitalised: a message may start with user data, a layer or file name (``atlanta has 1 band(s)``,
-    ``u16_4b_classes.tif holds no polygon``), and no rule can tell ``atlanta`` from a word, so the first letter
-    stays as written; after the title's colon a lower-case start reads as it does in the CLI's ``error: ...``.
+    ``u16_4b_classes.tif holds no polygon ...`` keeps the file's own spelling; ``input raster not found`` reads
+    ``Input raster not found``. A bare layer name (``atlanta``) cannot be told from a word, so the plugin's
+    messages never start with one: they say ``the layer 'atlanta' ...`` (user data quoted, never re-cased).
     """
-    return text.strip()
+    text = text.strip()
+    first = text.split(" ", 1)[0].rstrip(",:;")
+    return text[:1].upper() + text[1:] if first.isalpha() and first.islower() else text

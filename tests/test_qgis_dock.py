@@ -569,13 +569,13 @@ def test_band_mismatch_is_found_before_the_engine_and_bands_can_be_chosen(
     assert not note.isVisible()  # no model yet: nothing to compare with
     assert dock.load_model(str(qgis_model))
     # said under Bands as soon as both are chosen, before Run; the layer's name as the user wrote it
-    assert note.isVisible() and "red has 1 band(s) but the model needs 3" in note.text()
+    assert note.isVisible() and "The layer 'red' has 1 band(s) but the model needs 3" in note.text()
     assert "under Bands, e.g. 1, 1, 1" in note.text() and dock.form.run.isEnabled()  # Bands can fix it
     started: list[int] = []
     QgsApplication.taskManager().taskAdded.connect(started.append)
     assert dock.start_run() is None and not started  # no task, no engine
     [warning] = messages(qgis_iface, Qgis.MessageLevel.Warning)
-    assert "red has 1 band(s) but the model needs 3" in warning and "under Bands, e.g. 1, 1, 1" in warning
+    assert "The layer 'red' has 1 band(s) but the model needs 3" in warning and "under Bands, e.g. 1, 1, 1" in warning
     assert "--" not in warning  # no CLI flag in QGIS
     dock.form.bands.setText("1, 2")
     assert note.isVisible() and "choose 3 band numbers under Bands" in note.text()

@@ -185,8 +185,9 @@ def test_a_message_starting_with_a_name_keeps_its_spelling() -> None:
     assert sentence("u16_4b_classes.tif holds no polygon of the selected classes") == \
         "u16_4b_classes.tif holds no polygon of the selected classes"
     assert sentence("/data/ortho.tif: no such file") == "/data/ortho.tif: no such file"
-    assert sentence("atlanta has 1 band(s) but the model needs 3 ") == "atlanta has 1 band(s) but the model needs 3"
-    assert sentence("input raster not found: x.tif") == "input raster not found: x.tif"  # after 'fastunet-geo:'
+    assert sentence("the layer 'atlanta' has 1 band(s) ") == "The layer 'atlanta' has 1 band(s)"
+    assert sentence("input raster not found: x.tif") == "Input raster not found: x.tif"
+    assert sentence("cancelled; nothing was written") == "Cancelled; nothing was written"
     assert sentence("'ortho' is not valid") == "'ortho' is not valid"
 
 
@@ -222,3 +223,14 @@ def _nothing() -> Iterator[None]:
     import contextlib
 
     return contextlib.nullcontext()  # type: ignore[return-value]
+
+
+def test_no_plugin_message_starts_with_a_bare_layer_name() -> None:
+    """A message starting with a layer's name would be re-cased by :func:`sentence` (``atlanta`` -> ``Atlanta``):
+    every message of the plugin names a layer as ``the layer '<name>'``."""
+    import re
+
+    plugin = Path(__file__).resolve().parent.parent / "qgis_plugin"
+    bare = re.compile(r"""Error\(f["']\{[^}]*name\(\)\}""")
+    found = [f"{p.name}: {m.group(0)}" for p in sorted(plugin.rglob("*.py")) for m in bare.finditer(p.read_text())]
+    assert found == []

@@ -429,7 +429,7 @@ def test_band_mismatch_is_refused_before_the_engine_and_bands_choose(provider: o
     out = tmp_path / "classes.tif"
     with pytest.raises(QgsProcessingException) as err:
         run("segment", {"INPUT": str(single), "MODEL": str(qgis_model), "DEVICE": 2, "OUTPUT": str(out)})
-    assert "red has 1 band(s) but the model needs 3" in str(err.value) and "--" not in str(err.value)
+    assert "the layer 'red' has 1 band(s) but the model needs 3" in str(err.value) and "--" not in str(err.value)
     assert not out.exists()
     result = run("segment", {"INPUT": str(single), "MODEL": str(qgis_model), "DEVICE": 2, "BANDS": [1, 1, 1],
                              "OUTPUT": str(out), "OUTPUT_POLYGONS": "TEMPORARY_OUTPUT"})

@@ -245,7 +245,7 @@ def test_bad_choices_are_refused_before_anything_starts(dock: object, qgis_iface
     assert tab.start_training() is None
     assert [m.removeprefix("fastunet-geo:") for m in messages(qgis_iface, Qgis.MessageLevel.Warning)] == [
         "The model file must end in .safetensors (got roofs.pt)",
-        "Labels holds no polygons; draw some labels first",
+        "The layer 'labels' holds no polygons; draw some labels first",
         "Choose a valid polygon layer with the labels"]
     assert list(tmp_path.iterdir()) == []
 

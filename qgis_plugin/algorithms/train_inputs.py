@@ -26,7 +26,7 @@ def train_config(alg: QgsProcessingAlgorithm, parameters: dict[str, Any], contex
     layer = check_raster_layer(alg.parameterAsRasterLayer(parameters, "INPUT", context))
     raster = raster_file_path(layer)
     if raster is None:
-        raise ConfigError(f"{layer.name()} is not a local raster file; save it as a GeoTIFF to train on it")
+        raise ConfigError(f"the layer '{layer.name()}' is not a local raster file; save it as a GeoTIFF to train on it")
     labels = alg.parameterAsCompatibleSourceLayerPath(parameters, "LABELS", context, ["gpkg", "shp", "geojson"],
                                                       "gpkg", feedback)
     names = [n.strip() for n in alg.parameterAsString(parameters, "CLASS_NAMES", context).split(",") if n.strip()]
