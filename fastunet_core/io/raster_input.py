@@ -160,6 +160,24 @@ def inspect_raster(src: rasterio.io.DatasetReader) -> RasterInfo:
             f"{name} has a rotated or sheared geotransform; warp it north-up first "
             f"(e.g. gdalwarp {shell_path(name)} {shell_path(name.with_name(f'{name.stem}_northup.tif'))})"
         )
+    check_placed(src)
+    if len(set(src.dtypes)) != 1:
+        raise InputRasterError(f"{name} mixes band data types {sorted(set(src.dtypes))}; convert it to one type")
+    check_real(name, src.dtypes[0])
+    data_bands = tuple(i for i, ci in enumerate(src.colorinterp, start=1) if ci != ColorInterp.alpha)
+    return RasterInfo(name, src.width, src.height, src.count, src.dtypes[0],
+                      src.crs.to_wkt() if src.crs else None, data_bands, ground_resolution_m(src))
+
+
+def check_placed(src: rasterio.io.DatasetReader) -> None:
+    """Refuse a raster whose pixels have no place on a map: no georeferencing, a CRS but no geotransform, GCPs only.
+
+    GDAL gives a raster without a geotransform the identity (one unit per pixel from the origin); read as
+    real, results would sit at the CRS's origin with 1 m pixels (wrong place, wrong areas). ``predict`` and
+    ``vectorize`` both refuse by this one rule.
+    """
+    name = Path(src.name)
+    t = src.transform
     if src.crs is None and t.is_identity and not src.gcps[0]:
         raise InputRasterError(
             f"{name} has no georeferencing (no CRS and no geotransform), so the result could not be placed "
@@ -175,12 +193,6 @@ def inspect_raster(src: rasterio.io.DatasetReader) -> RasterInfo:
         warped = shell_path(name.with_name(f"{name.stem}_warped.tif"))
         raise InputRasterError(f"{name} is georeferenced by GCPs only; warp it first (gdalwarp {shell_path(name)} "
                                f"{warped})")
-    if len(set(src.dtypes)) != 1:
-        raise InputRasterError(f"{name} mixes band data types {sorted(set(src.dtypes))}; convert it to one type")
-    check_real(name, src.dtypes[0])
-    data_bands = tuple(i for i, ci in enumerate(src.colorinterp, start=1) if ci != ColorInterp.alpha)
-    return RasterInfo(name, src.width, src.height, src.count, src.dtypes[0],
-                      src.crs.to_wkt() if src.crs else None, data_bands, ground_resolution_m(src))
 
 
 def is_engineering(crs_wkt: str) -> bool:

@@ -27,7 +27,7 @@ import rasterio
 
 from fastunet_core.errors import CancelledError, ConfigError, EmptyPolygonsWarning, FastUNetWarning, InputRasterError
 from fastunet_core.hints import counted, setting, shell_path
-from fastunet_core.io.raster_input import open_raster
+from fastunet_core.io.raster_input import check_placed, open_raster
 from fastunet_core.io.targets import Role, check_distinct, target_locks
 from fastunet_core.io.vector_output import (
     FeatureBatch,
@@ -126,13 +126,14 @@ def _check_options(opts: VectorizeOptions) -> None:
 
 
 def _check_class_raster(src: rasterio.io.DatasetReader) -> str:
-    """Check that ``src`` is a one-band integer raster with a CRS; return the CRS as WKT."""
+    """Check that ``src`` is a one-band integer raster placed on a map (a CRS and a geotransform); return the CRS."""
     name = Path(src.name).name
     if src.count != 1:
         raise InputRasterError(f"{name} has {src.count} bands; a class raster has one band of class ids "
                                f"(e.g. the output of {setting('segment_tool')})")
     if not np.issubdtype(np.dtype(src.dtypes[0]), np.integer):
         raise InputRasterError(f"{name} holds {src.dtypes[0]} values; a class raster holds integer class ids")
+    check_placed(src)  # predict's rule: no geotransform would put the polygons at the CRS's origin, 1 m pixels
     if src.crs is None:
         raise InputRasterError(f"{name} has no CRS, so areas in m2 cannot be computed; assign one first "
                                f"(e.g. gdal_edit.py -a_srs EPSG:<code> {shell_path(src.name)})")
