@@ -29,7 +29,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from xml.etree import ElementTree as ET
 
 import numpy as np
@@ -47,7 +47,6 @@ from fastunet_core.io.styles import embed_style, plan_style
 from fastunet_core.io.targets import Role
 from fastunet_core.io.vector_fields import SHAPEFILE_STRING_BYTES, field_names
 from fastunet_core.io.write_errors import converted, describe, describe_os_error
-from fastunet_core.models.metadata import ClassInfo
 from fastunet_core.runtime.signals import signals_held
 
 SHAPEFILE_MAX_BYTES = 2**31 - 1
@@ -70,6 +69,17 @@ def check_outputs(target: Path, overwrite: bool) -> None:
     """
     for path in output_paths(target):
         check_writable(path, overwrite)
+
+
+class StyledClass(Protocol):
+    """A class to style: a model's ClassInfo, or a class a raster holds without naming it (any pixel value)."""
+
+    @property
+    def id(self) -> int: ...  # noqa: D102
+    @property
+    def name(self) -> str: ...  # noqa: D102
+    @property
+    def color(self) -> tuple[int, int, int]: ...  # noqa: D102
 
 
 @dataclass
@@ -207,7 +217,7 @@ class VectorSink:
                 f"write a GeoPackage instead (-o {self.target.with_suffix('.gpkg').name}), or simplify / drop "
                 f"small polygons ({setting('simplify')}, {setting('min_area')})")
 
-    def write_style(self, classes: Sequence[ClassInfo]) -> None:
+    def write_style(self, classes: Sequence[StyledClass]) -> None:
         """Write the QML style where QGIS finds it when it opens the layer: inside a GeoPackage, else beside."""
         qml = qml_style(classes)
         if self.fmt.driver == "GPKG":
@@ -343,7 +353,7 @@ def _json_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def qml_style(classes: Sequence[ClassInfo], field: str = "class_id") -> str:
+def qml_style(classes: Sequence[StyledClass], field: str = "class_id") -> str:
     """Return a QGIS style (QML) that colours polygons by ``field`` with each class's colour and name."""
     root = ET.Element("qgis", version="3.22.0", styleCategories="Symbology")
     renderer = ET.SubElement(root, "renderer-v2", type="categorizedSymbol", attr=field, forceraster="0",

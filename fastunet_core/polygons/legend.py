@@ -19,18 +19,31 @@ from fastunet_core.models.metadata import ClassInfo, default_color
 
 
 @dataclass(frozen=True)
+class RasterClass:
+    """A class the raster holds but does not name: ``class_<id>``, coloured from its colour table or by id.
+
+    Unlike a model's :class:`ClassInfo` (ids 0..254; 255 is the nodata of the class maps we write), the id is
+    any pixel value other than the raster's nodata: a 0/255 mask from another tool holds 255 as a class.
+    """
+
+    id: int
+    name: str
+    color: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
 class Legend:
     """The named classes of a raster, plus its colour table for ids it does not name."""
 
     classes: dict[int, ClassInfo]
     colors: dict[int, tuple[int, int, int]] = field(default_factory=dict)
 
-    def get(self, class_id: int) -> ClassInfo:
+    def get(self, class_id: int) -> ClassInfo | RasterClass:
         """Return the class with this id, named ``class_<id>`` when the raster does not name it."""
         found = self.classes.get(class_id)
         if found is not None:
             return found
-        return ClassInfo(class_id, f"class_{class_id}", self.colors.get(class_id, default_color(class_id)))
+        return RasterClass(class_id, f"class_{class_id}", self.colors.get(class_id, default_color(class_id)))
 
     def describe(self) -> str:
         """List the named classes, e.g. ``background (0), building (1)``."""
@@ -86,11 +99,18 @@ class Selection:
         return hit if self.include is not None else ~hit
 
 
-def select_classes(legend: Legend, requested: Sequence[str | int] | None) -> Selection:
+def select_classes(legend: Legend, requested: Sequence[str | int] | None, nodata: float | None = None,
+                   raster: str = "the raster") -> Selection:
     """Turn class names or ids into a selection; by default every class but one named "background".
 
+    Args:
+        legend: the raster's classes.
+        requested: class names or ids, or None for the default.
+        nodata: the raster's nodata value (never a class); any other id is one where the raster names none.
+        raster: the raster's name, for messages.
+
     Raises:
-        ConfigError: a name or id is not one of the raster's classes (any id 0..254 where it names none).
+        ConfigError: a name or id is not one of the raster's classes (where it names none: the nodata value).
 
     """
     if not requested:
@@ -101,8 +121,11 @@ def select_classes(legend: Legend, requested: Sequence[str | int] | None) -> Sel
     for item in requested:
         text = str(item).strip()
         if text.lstrip("-").isdigit():
-            if (legend.classes and int(text) not in legend.classes) or not 0 <= int(text) < 255:
+            if legend.classes and int(text) not in legend.classes:
                 raise ConfigError(f"unknown class id {text}; the raster's classes are: {legend.describe()}")
+            if nodata is not None and int(text) == nodata:
+                raise ConfigError(f"{text} is {raster}'s nodata value, which is never vectorised; give a class id "
+                                  f"of its pixels, or clear its nodata first (gdal_edit.py -unsetnodata {raster})")
             ids.add(int(text))
         elif text.lower() in by_name:
             ids.add(by_name[text.lower()])

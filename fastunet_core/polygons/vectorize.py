@@ -92,7 +92,7 @@ def _vectorize(mask_path: str | os.PathLike[str], out: Path, opts: VectorizeOpti
         warnings.simplefilter("always", FastUNetWarning)
         crs_wkt = _check_class_raster(src)
         legend = read_legend(src)
-        selection = select_classes(legend, opts.classes)
+        selection = select_classes(legend, opts.classes, src.nodata, Path(src.name).name)
         meter = Measurer.for_raster(crs_wkt, src.transform, src.width, src.height)
         grid = window_rows(src.width, src.height, opts.window_px)
         job = WindowJob(str(mask_path), selection, opts.simplify_m / meter.pixel_size_m, opts.min_area_m2,
