@@ -99,6 +99,12 @@ def segment_raster(raster: str | os.PathLike[str], model: str | Path | LoadedMod
     if given_probs is not None:
         check_raster_suffix(given_probs, f"{setting('probs')} output")
     predictor = model if isinstance(model, Predictor) else Predictor(model, options)
+    targets = _vector_targets(vector_output, len(predictor.class_outputs(out)))
+    if targets:  # before any tile: an existing polygon file found after the prediction cost the whole run
+        from fastunet_core.io.vector_output import check_outputs  # pyogrio: only with polygons
+
+        for target in targets:
+            check_outputs(target, (vectorize or VectorizeOptions()).overwrite)
     written: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="fastunet_", dir=work_dir) as tmp:
         try:
@@ -109,12 +115,10 @@ def segment_raster(raster: str | os.PathLike[str], model: str | Path | LoadedMod
             prediction = predictor.run(source, out, probs, stage("predict"))
             written += _written_by(prediction)
             heads: list[VectorizeResult] = []
-            if vector_output is not None:
+            if targets:
                 from fastunet_core.polygons.vectorize import vectorize_raster  # pyogrio, shapely: only now
 
                 rasters = prediction.outputs or [prediction.output]
-                targets = [Path(vector_output)] if len(rasters) == 1 else \
-                    [head_path(Path(vector_output), k) for k in range(len(rasters))]
                 for class_raster, target in zip(rasters, targets, strict=True):
                     heads.append(vectorize_raster(class_raster, target, vectorize, stage("vectorize")))
                     written += heads[-1].files
@@ -125,6 +129,13 @@ def segment_raster(raster: str | os.PathLike[str], model: str | Path | LoadedMod
             raise
     return SegmentResult(prediction, heads[0] if heads else None, written,
                          [*prediction.warnings, *(w for v in heads for w in v.warnings)], heads)
+
+
+def _vector_targets(vector_output: str | Path | None, heads: int) -> list[Path]:
+    """Return the polygon files to write: ``vector_output``, or ``VECTOR_headK`` per output head."""
+    if vector_output is None:
+        return []
+    return [Path(vector_output)] if heads == 1 else [head_path(Path(vector_output), k) for k in range(heads)]
 
 
 def _written_by(prediction: PredictResult) -> list[Path]:
