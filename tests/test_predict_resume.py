@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -77,9 +78,10 @@ def test_cancelled_run_continues_to_byte_identical_outputs(tmp_path: Path, sourc
     grid = TileGrid.for_raster(1024, 1024, 128, 16)
 
     second = CountingCancel()
-    predict_raster(source, make_checkpoint(), out, opts, second)
+    result = predict_raster(source, make_checkpoint(), out, opts, second)
     assert any(f"{kept} of 1024 rows" in m for m in second.messages)
     assert second.done == (9 - grid.first_row_reaching(kept)) * TILES_PER_ROW
+    assert (result.tiles_total, result.tiles_resumed) == (TILES_PER_ROW**2, TILES_PER_ROW**2 - second.done)
     # the README's promise: the same bytes as an uninterrupted run (a new file written in the same order)
     assert out.read_bytes() == reference_files[0].read_bytes()
     assert probs.read_bytes() == reference_files[1].read_bytes()
@@ -146,10 +148,14 @@ def test_cli_sigterm_keeps_rows_and_the_same_command_finishes(tmp_path: Path, so
         assert stopped.exit_code == 130, stopped.output
         assert "run the same command again" in stopped.output
         assert not out.exists() and partial_path(out).exists()
-        finished = CliRunner().invoke(cli, args)
+        finished = CliRunner().invoke(cli, args[1:])  # not quiet: its last line counts this run's tiles
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert finished.exit_code == 0, finished.output
+    # FINDINGS5 F17: "81 tiles in 19.2 s" read as all of them run in the resumed run's time
+    wrote = [line for line in finished.stderr.splitlines() if line.startswith(f"wrote {out} ")]
+    run_now = re.fullmatch(rf"wrote {re.escape(str(out))} \(1\.0 Mpx, 81 tiles \((\d+) in this run\), .*", wrote[0])
+    assert run_now and 0 < int(run_now[1]) < 81, finished.stderr
     assert np.array_equal(_read(out), reference[0])
     reference_map = tmp_path / "reference.tif"
     assert CliRunner().invoke(cli, [*args[:-2], str(reference_map), "--no-prefetch"]).exit_code == 0

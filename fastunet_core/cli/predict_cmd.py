@@ -186,8 +186,9 @@ def _segment_one(raster: RasterSource, model_path: Path, output: Path, opts: Pre
         for note in result.notes:
             click.echo(f"note: {note}", err=True)
         names = ", ".join(str(p) for p in result.outputs) if len(result.outputs) > 1 else str(result.output)
+        this_run = f" ({result.tiles_total - result.tiles_resumed} in this run)" if result.tiles_resumed else ""
         click.echo(
-            f"wrote {names} ({result.megapixels:.1f} Mpx, {counted(result.tiles_total, 'tile')}, "
+            f"wrote {names} ({result.megapixels:.1f} Mpx, {counted(result.tiles_total, 'tile')}{this_run}, "
             f"{result.tiles_skipped} without data) in {result.seconds:.1f} s on {result.device.name}",
             err=True,
         )

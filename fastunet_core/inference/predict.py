@@ -168,6 +168,7 @@ class PredictResult:
     notes: list[str] = field(default_factory=list)  # what was assumed or chosen, for the user
     resolution: str = ""  # the resolution the model ran at and why (also sent as a progress message)
     warnings_shown: int = 0  # the first warnings, already shown as progress messages (before the first tile)
+    tiles_resumed: int = 0  # of ``tiles_total``, those an interrupted earlier run had finished (not run again)
 
     @property
     def warnings_not_shown(self) -> list[str]:
@@ -461,7 +462,7 @@ class Predictor:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         return PredictResult(out, probs, self.device, grid.n_tiles, skipped, time.perf_counter() - t0,
                              info.width * info.height / 1e6, messages, self.class_outputs(out), [*self.notes, *fitted],
-                             resolution_text, shown)
+                             resolution_text, shown, grid.n_tiles - n_run)
 
     @staticmethod
     def _show_warnings(caught: list[warnings.WarningMessage], prog: Progress) -> int:
