@@ -28,6 +28,7 @@ from .qgis_inputs import (
     ExportPlan,
     area_bounds,
     check_bands,
+    check_overlap,
     check_raster_layer,
     extent_area,
     parse_bands,
@@ -87,6 +88,7 @@ def plan_run(c: DockChoices, project: QgsProject | None = None) -> RunPlan:
     if not model.exists():  # a file, or an smp save_pretrained folder
         raise ConfigError(f"the model file does not exist: {model}")
     area = _area(c, layer, proj)
+    check_overlap(layer, area)  # now, not after the engine has started and loaded the model
     path = raster_file_path(layer)
     bands = parse_bands(c.bands)
     if path is not None and c.model_bands is not None:  # found now, not after the engine has started

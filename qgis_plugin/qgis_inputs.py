@@ -105,6 +105,19 @@ def polygon_area(features: Iterable[QgsFeature], source_crs: QgsCoordinateRefere
     return AreaSpec("polygons", polygons_wkb=tuple(wkbs))
 
 
+def check_overlap(layer: QgsRasterLayer, area: AreaSpec) -> None:
+    """Refuse an extent or polygons whose bounding box misses ``layer``: pure geometry, before the engine starts.
+
+    The core's crop (:func:`fastunet_core.io.area.pixel_window`) refuses the same area by the same box, but
+    only once the engine has started and loaded the model.
+    """
+    if area.kind == "layer" or layer.extent().isEmpty():
+        return
+    if area_bounds(area).intersect(layer.extent()).isEmpty():
+        raise ConfigError(f"the processed area does not overlap the layer {layer.name()!r}; check the extent or "
+                          "polygons (are they in the right place and CRS?)")
+
+
 def area_bounds(area: AreaSpec) -> QgsRectangle:
     """Return the bounding box of an extent or polygon area."""
     if area.kind == "extent" and area.bounds is not None:
@@ -152,9 +165,8 @@ def pixel_size_in_layer_units(crs: QgsCoordinateReferenceSystem, metres: float,
 def plan_export(layer: QgsRasterLayer, area: AreaSpec, resolution: tuple[float, float],
                 context: QgsCoordinateTransformContext) -> ExportPlan:
     """Plan writing the area's bounding box of ``layer`` at ``resolution`` (layer units per pixel)."""
+    check_overlap(layer, area)
     extent = area_bounds(area).intersect(layer.extent()) if not layer.extent().isEmpty() else area_bounds(area)
-    if extent.isEmpty():
-        raise ConfigError(f"the processed area does not overlap the layer {layer.name()!r}")
     rx, ry = resolution
     if not (rx > 0 and ry > 0):
         raise ConfigError("the export resolution must be positive")

@@ -118,6 +118,37 @@ def test_segment_cogeo_gives_raster_and_polygons(provider: object, rio_data: Pat
     del source, classes, polygons
 
 
+def test_an_extent_off_the_raster_is_refused_before_the_engine_starts(
+        provider: object, rio_data: Path, qgis_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FINDINGS5 F16: pure geometry, found before the engine process is started and the model loaded."""
+    from qgis_plugin import engine_process
+
+    started: list[object] = []
+    monkeypatch.setattr(engine_process, "run_segment", lambda *args: started.append(args))
+    with rasterio.open(rio_data / "cogeo.tif") as src:
+        right, top = src.bounds.right, src.bounds.top
+    far = f"{right + 1000},{right + 2000},{top + 1000},{top + 2000} [EPSG:3857]"
+    with pytest.raises(QgsProcessingException, match=r"the processed area does not overlap the layer 'cogeo'"):
+        run("segment", {"INPUT": str(rio_data / "cogeo.tif"), "MODEL": str(qgis_model),
+                        "OUTPUT": str(tmp_path / "o.tif"), "EXTENT": far})
+    assert started == [] and list(tmp_path.iterdir()) == []
+
+
+def test_the_dock_refuses_a_map_extent_off_the_raster_when_planning(provider: object, rio_data: Path,
+                                                                    qgis_model: Path) -> None:
+    """The dock's plan (made before its task starts the engine) checks the same box."""
+    from fastunet_core.errors import ConfigError
+    from qgis_plugin.dock_plan import DockChoices, plan_run
+
+    layer = QgsRasterLayer(str(rio_data / "cogeo.tif"), "cogeo")
+    ext = layer.extent()
+    choices = DockChoices(layer, str(qgis_model), area="extent", map_crs=layer.crs(),
+                          map_extent=QgsRectangle(ext.xMaximum() + 1000, ext.yMaximum() + 1000,
+                                                  ext.xMaximum() + 2000, ext.yMaximum() + 2000))
+    with pytest.raises(ConfigError, match=r"the processed area does not overlap the layer 'cogeo'"):
+        plan_run(choices)
+
+
 def test_segment_extent_and_mask_limit_the_area(provider: object, rio_data: Path, qgis_model: Path,
                                                 tmp_path: Path) -> None:
     cogeo = rio_data / "cogeo.tif"

@@ -18,6 +18,7 @@ from ..qgis_inputs import (
     ExportPlan,
     area_bounds,
     check_bands,
+    check_overlap,
     check_raster_layer,
     extent_area,
     pixel_size_in_layer_units,
@@ -34,6 +35,7 @@ def segment_job(alg: QgsProcessingAlgorithm, parameters: dict[str, Any], context
     layer = check_raster_layer(alg.parameterAsRasterLayer(parameters, "INPUT", context))
     model = Path(alg.parameterAsFile(parameters, "MODEL", context))
     area = _area(alg, parameters, context, layer)
+    check_overlap(layer, area)  # now, not after the engine has started and loaded the model
     export = None
     raster = raster_file_path(layer)
     chosen = tuple(alg.parameterAsInts(parameters, "BANDS", context)) or None
