@@ -99,6 +99,26 @@ def test_cancel_in_any_stage_leaves_nothing(stage: str, generated_rasters: dict[
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("stage", ["predict", "vectorize"])
+def test_a_cancelled_run_puts_back_the_files_it_replaced(stage: str, generated_rasters: dict[str, GeneratedRaster],
+                                                        make_checkpoint: Callable[..., Path], tmp_path: Path) -> None:
+    """Yes to replacing, then Cancel while the polygons are made: the class raster already renamed into place
+    is not lost with the new one; every old file is back as it was, and nothing else is left."""
+    raster, ckpt = generated_rasters["alpha"], make_checkpoint(tile=64, overlap=8)
+    out, gpkg = tmp_path / "c.tif", tmp_path / "c.gpkg"
+    segment_raster(raster.path, ckpt, out, PredictOptions(device="cpu"), vector_output=gpkg)
+    (tmp_path / "c.qml").write_text("<qgis>the user's own style</qgis>")  # edited since: must survive too
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert {"c.tif", "c.gpkg", "c.qml"} <= set(before)
+    with pytest.raises(CancelledError):
+        segment_raster(raster.path, ckpt, out, PredictOptions(device="cpu", overwrite=True), vector_output=gpkg,
+                       vectorize=VectorizeOptions(overwrite=True), progress=_CancelIn(stage))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    done = segment_raster(raster.path, ckpt, out, PredictOptions(device="cpu", overwrite=True), vector_output=gpkg,
+                          vectorize=VectorizeOptions(overwrite=True))  # a finished run replaces them, leaves no copy
+    assert not list(tmp_path.glob(".*")) and out in done.files
+
+
 def test_every_caller_goes_through_segment_raster(generated_rasters: dict[str, GeneratedRaster],
                                                   make_checkpoint: Callable[..., Path], tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:

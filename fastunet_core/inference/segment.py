@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -19,9 +19,10 @@ from typing import Literal
 from fastunet_core.hints import setting
 from fastunet_core.inference.predict import PredictOptions, Predictor, PredictResult
 from fastunet_core.io.area import AreaSpec, crop_to_area
-from fastunet_core.io.output_files import head_path
+from fastunet_core.io.kept_outputs import kept_until_done
+from fastunet_core.io.output_files import FORMATS, head_path, output_paths
 from fastunet_core.io.sources import RasterSource, raster_source
-from fastunet_core.io.styles import style_for
+from fastunet_core.io.styles import own_style_path, style_for
 from fastunet_core.io.targets import check_raster_suffix
 from fastunet_core.models.checkpoint_file import LoadedModel
 from fastunet_core.polygons.options import VectorizeOptions, VectorizeResult
@@ -89,7 +90,7 @@ def segment_raster(raster: str | os.PathLike[str], model: str | Path | LoadedMod
         FastUNetError: a subclass for anything the user can fix (see :mod:`fastunet_core.errors`), and
         CancelledError when a stage's progress asks to stop. In either case no output of this call is left:
         the stages write through temporary files, and a class raster already finished is removed when a later
-        stage fails.
+        stage fails. Files it replaced (with ``overwrite``) are put back as they were.
 
     """
     stage: StageProgress = progress or (lambda _stage: NullProgress())
@@ -106,12 +107,14 @@ def segment_raster(raster: str | os.PathLike[str], model: str | Path | LoadedMod
         for target in targets:
             check_outputs(target, (vectorize or VectorizeOptions()).overwrite)
     written: list[Path] = []
-    with tempfile.TemporaryDirectory(prefix="fastunet_", dir=work_dir) as tmp:
+    probs = probs_output if probs_output is not None else predictor.options.probs_path
+    replaced = _replaceable(out, probs, vector_output, predictor.options.overwrite,
+                            vectorize is not None and vectorize.overwrite)
+    with tempfile.TemporaryDirectory(prefix="fastunet_", dir=work_dir) as tmp, kept_until_done(replaced):
         try:
             source: RasterSource = raster_source(raster)  # GDAL virtual paths and URLs kept as typed
             if area is not None and area.kind != "layer":
                 source = crop_to_area(source, area, Path(tmp) / f"{source.stem}.tif", stage("crop"))
-            probs = probs_output if probs_output is not None else predictor.options.probs_path
             prediction = predictor.run(source, out, probs, stage("predict"))
             written += _written_by(prediction)
             heads: list[VectorizeResult] = []
@@ -136,6 +139,20 @@ def _vector_targets(vector_output: str | Path | None, heads: int) -> list[Path]:
     if vector_output is None:
         return []
     return [Path(vector_output)] if heads == 1 else [head_path(Path(vector_output), k) for k in range(heads)]
+
+
+def _replaceable(out: Path, probs: str | Path | None, vector: str | Path | None, rasters: bool,
+                 vectors: bool) -> Iterator[Path]:
+    """Yield the files the call may replace: its outputs (each head's too) with their sidecars and styles."""
+    if rasters:
+        for raster in [out, *sorted(out.parent.glob(f"{out.stem}_head*{out.suffix}")),
+                       *([Path(probs)] if probs is not None else [])]:
+            yield from (raster, raster.with_name(raster.name + ".aux.xml"), own_style_path(raster),
+                        raster.with_suffix(".qml"))
+    if vectors and vector is not None and Path(vector).suffix.lower() in FORMATS:  # else the vectorising says
+        target = Path(vector)
+        for polygons in [target, *sorted(target.parent.glob(f"{target.stem}_head*{target.suffix}"))]:
+            yield from (*output_paths(polygons), own_style_path(polygons), polygons.with_suffix(".qml"))
 
 
 def _written_by(prediction: PredictResult) -> list[Path]:
