@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-from qgis.core import QgsApplication
+from qgis.core import QgsApplication, QgsProject
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 90.0) -> None:
@@ -16,4 +16,20 @@ def wait_for(condition: Callable[[], bool], timeout: float = 90.0) -> None:
         if time.monotonic() - start > timeout:
             raise AssertionError(f"timed out after {timeout} s")
         time.sleep(0.005)
+    QgsApplication.processEvents()
+
+
+def open_segment_dock(iface: object) -> Iterator[object]:
+    """Yield a fresh dock for one test; then cancel its run, stop its engine process and empty the project."""
+    from qgis_plugin.dock import SegmentDock
+
+    iface.messageBar().clear_messages()  # type: ignore[attr-defined]
+    widget = SegmentDock(iface)
+    yield widget
+    if widget.task is not None:
+        widget.cancel_run()
+        wait_for(lambda: widget.task is None)
+    widget.shutdown()  # its engine process, if a test started one
+    QgsProject.instance().removeAllMapLayers()
+    widget.deleteLater()
     QgsApplication.processEvents()

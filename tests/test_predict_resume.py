@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from run_helpers import CountingCancel
 
 from fastunet_core.cli import cli
@@ -125,27 +125,35 @@ def test_without_resume_nothing_is_kept(tmp_path: Path, source: Path, make_check
     assert list(tmp_path.iterdir()) == []
 
 
+def _invoke_stopped_by_sigterm(monkeypatch: pytest.MonkeyPatch, args: list[str], at_read: int) -> Result:
+    """Run the CLI with a SIGTERM (a scheduler's time limit) arriving at the ``at_read``-th tile read; it exits 130."""
+    original = TileReader.read
+    calls = {"n": 0}
+
+    def read_then_terminate(self: TileReader, *read_args: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == at_read:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, *read_args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(TileReader, "read", read_then_terminate)
+    try:
+        stopped = CliRunner().invoke(cli, args)
+    finally:
+        monkeypatch.setattr(TileReader, "read", original)
+    assert stopped.exit_code == 130, stopped.output
+    return stopped
+
+
 def test_cli_sigterm_keeps_rows_and_the_same_command_finishes(tmp_path: Path, source: Path,
                                                               make_checkpoint: Callable[..., Path],
                                                               reference: tuple[np.ndarray, np.ndarray],
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "c.tif"
-    original = TileReader.read
-    calls = {"n": 0}
-
-    def read_then_terminate(self: TileReader, *args: object) -> object:
-        calls["n"] += 1
-        if calls["n"] == 60:  # a scheduler's time limit arrives mid-run
-            os.kill(os.getpid(), signal.SIGTERM)
-        return original(self, *args)  # type: ignore[arg-type]
-
     args = ["-q", "predict", str(source), "-m", str(make_checkpoint()), "-o", str(out), "--no-prefetch"]
     previous = signal.getsignal(signal.SIGTERM)
     try:
-        monkeypatch.setattr(TileReader, "read", read_then_terminate)
-        stopped = CliRunner().invoke(cli, args)
-        monkeypatch.setattr(TileReader, "read", original)
-        assert stopped.exit_code == 130, stopped.output
+        stopped = _invoke_stopped_by_sigterm(monkeypatch, args, at_read=60)  # mid-run
         assert "run the same command again" in stopped.output
         assert not out.exists() and partial_path(out).exists()
         finished = CliRunner().invoke(cli, args[1:])  # not quiet: its last line counts this run's tiles
@@ -260,15 +268,6 @@ def test_a_stopped_batch_writes_its_summary_and_the_same_command_finishes(
     folder.mkdir()
     for name in ("a.tif", "b.tif", "c.tif"):
         shutil.copy(source, folder / name)
-    original = TileReader.read
-    calls = {"n": 0}
-
-    def read_then_terminate(self: TileReader, *args: object) -> object:
-        calls["n"] += 1
-        if calls["n"] == TILES_PER_ROW**2 + 40:  # a scheduler's time limit arrives during b.tif
-            os.kill(os.getpid(), signal.SIGTERM)
-        return original(self, *args)  # type: ignore[arg-type]
-
     def summary() -> dict[str, str]:
         with (out / "summary.csv").open() as f:
             return {Path(r["input"]).name: r["status"] for r in csv.DictReader(f)}
@@ -276,10 +275,7 @@ def test_a_stopped_batch_writes_its_summary_and_the_same_command_finishes(
     args = ["-q", "predict", str(folder), "-m", str(make_checkpoint()), "--out-dir", str(out), "--no-prefetch"]
     previous = signal.getsignal(signal.SIGTERM)
     try:
-        monkeypatch.setattr(TileReader, "read", read_then_terminate)
-        stopped = CliRunner().invoke(cli, args)
-        monkeypatch.setattr(TileReader, "read", original)
-        assert stopped.exit_code == 130, stopped.output
+        stopped = _invoke_stopped_by_sigterm(monkeypatch, args, at_read=TILES_PER_ROW**2 + 40)  # during b.tif
         assert "summary.csv lists the rasters done, cancelled and not started" in stopped.output
         assert "run the same command again with --skip-existing" in stopped.output
         # a scheduler's log of the stopped run, written whole (no temporary file left beside it)

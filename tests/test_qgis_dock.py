@@ -29,7 +29,7 @@ from qgis.core import (
     QgsTask,
     QgsVectorLayer,
 )
-from qgis_helpers import wait_for
+from qgis_helpers import open_segment_dock, wait_for
 
 pytestmark = pytest.mark.qgis
 
@@ -38,18 +38,7 @@ MODEL_CLASSES = [(0, "building", "#e31a1c"), (1, "water", "#1f78b4"), (2, "woodl
 
 @pytest.fixture
 def dock(qgis_iface: object, qgis_new_project: QgsProject) -> Iterator[object]:
-    from qgis_plugin.dock import SegmentDock
-
-    qgis_iface.messageBar().clear_messages()  # type: ignore[attr-defined]
-    widget = SegmentDock(qgis_iface)
-    yield widget
-    if widget.task is not None:
-        widget.cancel_run()
-        wait_for(lambda: widget.task is None)
-    widget.shutdown()  # its engine process, if a test started one
-    QgsProject.instance().removeAllMapLayers()
-    widget.deleteLater()
-    QgsApplication.processEvents()
+    yield from open_segment_dock(qgis_iface)
 
 
 def messages(iface: object, level: Qgis.MessageLevel) -> list[str]:

@@ -8,25 +8,14 @@ from pathlib import Path
 import pytest
 from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtWidgets import QMessageBox
-from qgis_helpers import wait_for
+from qgis_helpers import open_segment_dock, wait_for
 
 pytestmark = pytest.mark.qgis
 
 
 @pytest.fixture
 def dock(qgis_iface: object, qgis_new_project: QgsProject) -> Iterator[object]:
-    from qgis_plugin.dock import SegmentDock
-
-    qgis_iface.messageBar().clear_messages()  # type: ignore[attr-defined]
-    widget = SegmentDock(qgis_iface)
-    yield widget
-    if widget.task is not None:
-        widget.cancel_run()
-        wait_for(lambda: widget.task is None)
-    widget.shutdown()
-    QgsProject.instance().removeAllMapLayers()
-    widget.deleteLater()
-    QgsApplication.processEvents()
+    yield from open_segment_dock(qgis_iface)
 
 
 class Answers:

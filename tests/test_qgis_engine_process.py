@@ -18,26 +18,15 @@ import numpy as np
 import pytest
 import rasterio
 from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer
-from qgis_helpers import wait_for
+from qgis_helpers import open_segment_dock, wait_for
 
 pytestmark = pytest.mark.qgis
 
 
 @pytest.fixture
 def dock(qgis_iface: object, qgis_new_project: QgsProject, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    from qgis_plugin.dock import SegmentDock
-
     monkeypatch.setenv("FASTUNET_GEO_ENGINE", "subprocess")
-    qgis_iface.messageBar().clear_messages()  # type: ignore[attr-defined]
-    widget = SegmentDock(qgis_iface)
-    yield widget
-    if widget.task is not None:
-        widget.cancel_run()
-        wait_for(lambda: widget.task is None)
-    widget.shutdown()
-    QgsProject.instance().removeAllMapLayers()
-    widget.deleteLater()
-    QgsApplication.processEvents()
+    yield from open_segment_dock(qgis_iface)
 
 
 def use(dock: object, raster: Path, model: Path) -> None:
