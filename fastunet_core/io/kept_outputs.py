@@ -3,7 +3,7 @@
 A run's stages each rename their temporary file over the target as they finish: the class raster is in place
 before the polygons are made. Without this, a run that replaces existing outputs and is cancelled (or fails)
 in a later stage would remove its own finished class raster, and the user would be left with neither the old
-files nor the new ones. Here every file the run may replace gets a second name beside it first, a hard link
+files nor the new ones. Here every file the run may replace gets a second name beside it first, a hard link (a copy for small sidecars)
 (no data copied; a copy where the file system has no hard links); the run's renames leave the old data
 under that name, which is dropped when the run succeeds and renamed back when it does not.
 """
@@ -17,6 +17,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 __all__ = ["backup_path", "kept_until_done"]
+
+# Files smaller than this are copied, not linked: GDAL rewrites a .aux.xml in place (the same inode), which
+# would change a hard-linked copy too; the large outputs are only ever replaced by a rename.
+SMALL_FILE = 1 << 20
 
 
 def backup_path(path: Path) -> Path:
@@ -35,6 +39,10 @@ def kept_until_done(paths: Iterable[Path]) -> Iterator[None]:
             backup = backup_path(path)
             with contextlib.suppress(FileNotFoundError):
                 backup.unlink()  # left by a run that was killed: the file at ``path`` is the newer one
+            if path.stat().st_size < SMALL_FILE:  # sidecars (.aux.xml, .qml, .prj) may be rewritten in place
+                shutil.copy2(path, backup)
+                kept.append((path, backup))
+                continue
             try:
                 os.link(path, backup)
             except OSError:  # no hard links here (FAT, some network shares): copy
