@@ -3,9 +3,9 @@
 A run's stages each rename their temporary file over the target as they finish: the class raster is in place
 before the polygons are made. Without this, a run that replaces existing outputs and is cancelled (or fails)
 in a later stage would remove its own finished class raster, and the user would be left with neither the old
-files nor the new ones. Here every file the run may replace gets a second name beside it first, a hard link (a copy for small sidecars)
-(no data copied; a copy where the file system has no hard links); the run's renames leave the old data
-under that name, which is dropped when the run succeeds and renamed back when it does not.
+files nor the new ones. Here every file the run may replace gets a second name beside it first, a hard link
+(no data copied; a copy for small sidecars and where the file system has no hard links); the run's renames
+leave the old data under that name, which is dropped when the run succeeds and renamed back when it does not.
 """
 
 from __future__ import annotations
