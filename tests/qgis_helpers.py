@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -33,3 +34,20 @@ def open_segment_dock(iface: object) -> Iterator[object]:
     QgsProject.instance().removeAllMapLayers()
     widget.deleteLater()
     QgsApplication.processEvents()
+
+
+def hold_after_progress(monkeypatch: object, task_class: type, above: float) -> threading.Event:
+    """Hold ``task_class``'s worker, once its progress passes ``above`` percent, until the returned event is set.
+
+    A test then changes the project mid-run without a race.
+    """
+    released = threading.Event()
+    report = task_class.set_percent  # type: ignore[attr-defined]
+
+    def held_report(self: object, percent: float) -> None:
+        report(self, percent)
+        if percent > above:
+            released.wait(timeout=120)
+
+    monkeypatch.setattr(task_class, "set_percent", held_report)  # type: ignore[attr-defined]
+    return released

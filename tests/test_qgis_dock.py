@@ -29,7 +29,7 @@ from qgis.core import (
     QgsTask,
     QgsVectorLayer,
 )
-from qgis_helpers import open_segment_dock, wait_for
+from qgis_helpers import hold_after_progress, open_segment_dock, wait_for
 
 pytestmark = pytest.mark.qgis
 
@@ -257,15 +257,7 @@ def test_closing_the_project_cancels_the_run(dock: object, qgis_iface: object, q
     out = set_up_cogeo_run(dock, qgis_model, rio_data, tmp_path / "out")
     from qgis_plugin.task import SegmentTask
 
-    closed = threading.Event()  # the worker waits after its first tiles until the project is gone: no race
-    report = SegmentTask.set_percent
-
-    def held_report(self: SegmentTask, percent: float) -> None:
-        report(self, percent)
-        if percent > 5:
-            closed.wait(timeout=120)
-
-    monkeypatch.setattr(SegmentTask, "set_percent", held_report)
+    closed = hold_after_progress(monkeypatch, SegmentTask, 5)  # after its first tiles, until the project is gone
     task = dock.start_run()
     assert task is not None
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from qgis.core import (
     QgsRectangle,
     QgsVectorLayer,
 )
-from qgis_helpers import wait_for
+from qgis_helpers import hold_after_progress, wait_for
 
 pytestmark = pytest.mark.qgis
 
@@ -363,15 +362,7 @@ def test_training_goes_on_when_another_project_is_opened(dock: object, qgis_ifac
     tab = dock.train_tab  # type: ignore[attr-defined]
     model = tmp_path / "roofs.safetensors"
     fill(tab, small_raster, model, epochs=2)
-    opened = threading.Event()  # the engine waits after its first progress until the other project is open
-    report = TrainTask.set_percent
-
-    def held_report(self: TrainTask, percent: float) -> None:
-        report(self, percent)
-        if percent > 0:
-            opened.wait(timeout=120)
-
-    monkeypatch.setattr(TrainTask, "set_percent", held_report)
+    opened = hold_after_progress(monkeypatch, TrainTask, 0)  # the engine waits until the other project is open
     task = tab.start_training()
     assert task is not None, all_messages(qgis_iface)
 

@@ -108,8 +108,8 @@ def segment_raster(raster: str | os.PathLike[str], model: str | Path | LoadedMod
             check_outputs(target, (vectorize or VectorizeOptions()).overwrite)
     written: list[Path] = []
     probs = probs_output if probs_output is not None else predictor.options.probs_path
-    replaced = _replaceable(out, probs, vector_output, predictor.options.overwrite,
-                            vectorize is not None and vectorize.overwrite)
+    replaced = _replaceable(predictor.class_outputs(out) if predictor.options.overwrite else [], probs,
+                            targets if vectorize is not None and vectorize.overwrite else [])
     with tempfile.TemporaryDirectory(prefix="fastunet_", dir=work_dir) as tmp, kept_until_done(replaced):
         try:
             source: RasterSource = raster_source(raster)  # GDAL virtual paths and URLs kept as typed
@@ -141,18 +141,14 @@ def _vector_targets(vector_output: str | Path | None, heads: int) -> list[Path]:
     return [Path(vector_output)] if heads == 1 else [head_path(Path(vector_output), k) for k in range(heads)]
 
 
-def _replaceable(out: Path, probs: str | Path | None, vector: str | Path | None, rasters: bool,
-                 vectors: bool) -> Iterator[Path]:
-    """Yield the files the call may replace: its outputs (each head's too) with their sidecars and styles."""
-    if rasters:
-        for raster in [out, *sorted(out.parent.glob(f"{out.stem}_head*{out.suffix}")),
-                       *([Path(probs)] if probs is not None else [])]:
-            yield from (raster, raster.with_name(raster.name + ".aux.xml"), own_style_path(raster),
-                        raster.with_suffix(".qml"))
-    if vectors and vector is not None and Path(vector).suffix.lower() in FORMATS:  # else the vectorising says
-        target = Path(vector)
-        for polygons in [target, *sorted(target.parent.glob(f"{target.stem}_head*{target.suffix}"))]:
-            yield from (*output_paths(polygons), own_style_path(polygons), polygons.with_suffix(".qml"))
+def _replaceable(rasters: list[Path], probs: str | Path | None, polygons: list[Path]) -> Iterator[Path]:
+    """Yield the files the call may replace (class rasters, probabilities, polygons) with sidecars and styles."""
+    for raster in [*rasters, *([Path(probs)] if rasters and probs is not None else [])]:
+        yield from (raster, raster.with_name(raster.name + ".aux.xml"), own_style_path(raster),
+                    raster.with_suffix(".qml"))
+    for target in polygons:
+        if target.suffix.lower() in FORMATS:  # else the vectorising says
+            yield from (*output_paths(target), own_style_path(target), target.with_suffix(".qml"))
 
 
 def _written_by(prediction: PredictResult) -> list[Path]:
